@@ -1,0 +1,1 @@
+"""Baseline algorithms on the shared data views and trainer (installed as ``frozen_dt.baselines``)."""

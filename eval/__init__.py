@@ -1,0 +1,1 @@
+"""Evaluation: rollouts, normalized scores, statistics, leaderboard (installed as ``frozen_dt.eval``)."""

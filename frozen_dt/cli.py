@@ -1,0 +1,135 @@
+"""The ``frozen-dt`` command: ``train``, ``eval``, ``data`` and ``leaderboard``.
+
+User-fixable problems (:class:`~frozen_dt.errors.FrozenDTError`) print one message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from frozen_dt.config import EvalArgs, LeaderboardArgs, TrainArgs, add_arguments, from_namespace
+from frozen_dt.errors import FrozenDTError
+
+
+def cmd_data_list(ns) -> None:
+    from frozen_dt.envs.registry import TASKS
+    from frozen_dt.sources import locate
+
+    rows = []
+    for task in TASKS.values():
+        found = locate(task)
+        rows.append({
+            "task": task.name,
+            "env": task.env_id(),
+            "score": task.score_type,
+            "dataset": "absent" if found is None else f"present: {found.path}",
+        })
+    if ns.json:
+        print(json.dumps(rows, indent=2))
+        return
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("task", "env", "score")}
+    print("  ".join(k.ljust(w) for k, w in widths.items()) + "  dataset")
+    for r in rows:
+        print("  ".join(r[k].ljust(w) for k, w in widths.items()) + "  " + r["dataset"])
+
+
+def cmd_data_info(ns) -> None:
+    from frozen_dt.sources import load_any
+
+    dataset, task = load_any(ns.name, task_name=ns.task, download=ns.download, download_source=ns.source)
+    info = dataset.summary(task)
+    if ns.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key == "source":
+            for k, v in value.items():
+                print(f"source.{k}: {json.dumps(v) if isinstance(v, dict) else v}")
+        elif isinstance(value, float):
+            print(f"{key}: {value:.4f}")
+        else:
+            print(f"{key}: {value}")
+
+
+def cmd_data_download(ns) -> None:
+    from frozen_dt.envs.registry import get_task
+    from frozen_dt.sources import fetch, read_candidate
+
+    task = get_task(ns.task)
+    found = fetch(task, ns.source, sha256=ns.sha256)
+    dataset = read_candidate(found, task)
+    print(f"{task.name}: {dataset.n_episodes} episodes, {dataset.n_transitions} transitions at {found.path}")
+
+
+def not_yet(command: str, args) -> None:
+    raise FrozenDTError(
+        f"`frozen-dt {command}` validated its arguments ({args}) but is not implemented in this version yet"
+    )
+
+
+def cmd_train(ns) -> None:
+    not_yet("train", from_namespace(TrainArgs, ns))
+
+
+def cmd_eval(ns) -> None:
+    not_yet("eval", from_namespace(EvalArgs, ns))
+
+
+def cmd_leaderboard(ns) -> None:
+    not_yet("leaderboard", from_namespace(LeaderboardArgs, ns))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frozen-dt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data,leaderboard}")
+
+    train = sub.add_parser("train", help="train a policy on a task's offline dataset")
+    add_arguments(train, TrainArgs)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate trained runs in their environment")
+    add_arguments(evaluate, EvalArgs)
+    evaluate.set_defaults(func=cmd_eval)
+
+    board = sub.add_parser("leaderboard", help="aggregate evaluated runs into a leaderboard CSV and figures")
+    add_arguments(board, LeaderboardArgs)
+    board.set_defaults(func=cmd_leaderboard)
+
+    data = sub.add_parser("data", help="list, inspect and download datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    listing = data_sub.add_parser("list", help="every task, its env, score type and where its dataset is")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=cmd_data_list)
+    info = data_sub.add_parser("info", help="episodes, transitions, returns, dims and source of a dataset")
+    info.add_argument("name", metavar="NAME_OR_PATH", help="task name, file path, or minari:<dataset id>")
+    info.add_argument("--task", help="task a file belongs to (default: guessed from its name)")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--download", action="store_true", help="download the dataset if it is not local")
+    info.add_argument("--source", choices=("d4rl", "ogbench", "minari"), help="where to download from")
+    info.set_defaults(func=cmd_data_info)
+    download = data_sub.add_parser("download", help="download a task's dataset into the data dir")
+    download.add_argument("task", help="task name")
+    download.add_argument("--source", choices=("d4rl", "ogbench", "minari"),
+                          help="default: d4rl for locomotion, ogbench for OGBench tasks")
+    download.add_argument("--sha256", help="expected sha256 of the file (checked before it is used)")
+    download.set_defaults(func=cmd_data_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        ns.func(ns)
+    except FrozenDTError as e:
+        print(f"frozen-dt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("frozen-dt: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Where data lives, and the guarantee that names from the command line never escape it."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from frozen_dt.errors import FrozenDTError
+
+DATA_ENV_VAR = "FROZEN_DT_DATA"
+DEFAULT_DATA_DIR = Path("~/.frozen-dt/data")
+
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def data_dir() -> Path:
+    """The data directory: ``$FROZEN_DT_DATA`` if set, else ``~/.frozen-dt/data``."""
+    return Path(os.environ.get(DATA_ENV_VAR) or DEFAULT_DATA_DIR).expanduser()
+
+
+def data_file(file_name: str) -> Path:
+    """``data_dir() / file_name``, refusing any name that could point outside the data directory."""
+    if not _SAFE_FILE_NAME.fullmatch(file_name) or ".." in file_name:
+        raise FrozenDTError(f"refusing data file name {file_name!r}: only letters, digits, '.', '_' and '-' are allowed")
+    root = data_dir().resolve()
+    path = (root / file_name).resolve()
+    if path.parent != root:
+        raise FrozenDTError(f"refusing data file name {file_name!r}: it resolves outside {root}")
+    return path

@@ -1,0 +1,188 @@
+"""The sampling views every algorithm shares, all built on one :class:`~frozen_dt.dataset.OfflineDataset`.
+
+* :class:`TransitionView` - (s, a, r, s', done) for IQL/CQL.
+* :class:`SequenceView` - K-step windows with return-to-go, timesteps and padding masks for DT-style models.
+* :class:`GoalView` - goal-relabelled batches with OGBench's current/trajectory/random goal mix for GCIQL.
+
+Observations are normalized with the dataset's :class:`~frozen_dt.dataset.ObsStats` (computed once, or the
+``obs_stats`` a trained model carries); ``normalize=False`` gives raw observations. Batches are dicts of numpy
+arrays; samplers take a ``numpy.random.Generator`` so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from frozen_dt.dataset import ObsStats, OfflineDataset
+
+
+def _obs(dataset: OfflineDataset, normalize: bool, obs_stats: ObsStats | None):
+    stats = obs_stats or dataset.obs_stats
+    if not normalize:
+        return dataset.observations, dataset.next_observations, stats
+    next_obs = None if dataset.next_observations is None else stats.normalize(dataset.next_observations)
+    return stats.normalize(dataset.observations), next_obs, stats
+
+
+class TransitionView:
+    """(s, a, r, s', done) transitions.
+
+    ``s'`` is the stored next observation when the source has one, else the following step of the same episode.
+    Without stored next observations, the last step of a *truncated* episode has no s' and is left out; the last
+    step of a terminated episode keeps s' = s (it is never bootstrapped: done = 1).
+    """
+
+    def __init__(self, dataset: OfflineDataset, *, normalize: bool = True, obs_stats: ObsStats | None = None):
+        dataset.require("rewards", purpose="the transition view (value-based training)")
+        obs, next_obs, self.obs_stats = _obs(dataset, normalize, obs_stats)
+        n = dataset.n_transitions
+        keep = np.ones(n, bool)
+        if next_obs is None:
+            ends = dataset.episode_ends
+            following = np.minimum(np.arange(n) + 1, n - 1)
+            following[ends] = ends  # terminal steps point at themselves (masked by done)
+            next_obs = obs[following]
+            keep[ends[~dataset.episode_terminated]] = False
+        self.observations = obs[keep]
+        self.actions = dataset.actions[keep]
+        self.rewards = dataset.rewards[keep]
+        self.next_observations = next_obs[keep]
+        self.dones = dataset.dones[keep].astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
+        idx = rng.integers(0, len(self), size=batch_size)
+        return {
+            "observations": self.observations[idx],
+            "actions": self.actions[idx],
+            "rewards": self.rewards[idx],
+            "next_observations": self.next_observations[idx],
+            "dones": self.dones[idx],
+        }
+
+
+def returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray, episode_lengths: np.ndarray) -> np.ndarray:
+    """Undiscounted return-to-go of every step within its episode (float64), vectorized."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    cum = np.cumsum(rewards)
+    ends = episode_starts + episode_lengths - 1
+    episode_total_cum = np.repeat(cum[ends], episode_lengths)
+    return episode_total_cum - cum + rewards
+
+
+class SequenceView:
+    """K-step windows as the Decision Transformer trains on them.
+
+    A window starts at a step drawn uniformly from all steps, which is exactly DT's "pick a trajectory with
+    probability proportional to its length, then a uniform start in it". Windows that run past the episode end
+    are left-padded (zeros, mask 0) like DT's. Return-to-go is divided by ``rtg_scale``; timesteps are the step's
+    index in its episode, capped at ``max_timestep``. With ``use_returns=False`` (data without rewards, or DT with
+    returns masked for behaviour cloning) the return-to-go is all zeros.
+    """
+
+    def __init__(self, dataset: OfflineDataset, context: int, *, rtg_scale: float = 1000.0, max_timestep: int = 1000,
+                 use_returns: bool = True, normalize: bool = True, obs_stats: ObsStats | None = None):
+        if use_returns:
+            dataset.require("rewards", purpose="return-to-go conditioning")
+        self.context = int(context)
+        self.observations, _, self.obs_stats = _obs(dataset, normalize, obs_stats)
+        self.actions = dataset.actions
+        n = dataset.n_transitions
+        if use_returns:
+            rtg = returns_to_go(dataset.rewards, dataset.episode_starts, dataset.episode_lengths) / rtg_scale
+            self.rewards = dataset.rewards
+        else:
+            rtg, self.rewards = np.zeros(n), np.zeros(n, np.float32)
+        self.rtg = rtg.astype(np.float32)
+        episode = dataset.episode_index
+        self.episode_end = (dataset.episode_ends[episode] + 1).astype(np.int64)  # exclusive end of each step's episode
+        self.timesteps = np.minimum(np.arange(n) - dataset.episode_starts[episode], max_timestep - 1).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+    def window_indices(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step indices (B, K) of left-padded windows starting at ``starts``, and their masks (B, K)."""
+        k = self.context
+        lengths = np.minimum(self.episode_end[starts] - starts, k)  # real steps in each window
+        offsets = np.arange(k)[None, :] - (k - lengths)[:, None]  # negative where padded
+        mask = offsets >= 0
+        idx = np.where(mask, starts[:, None] + offsets, 0)
+        return idx, mask
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
+        starts = rng.integers(0, len(self), size=batch_size)
+        idx, mask = self.window_indices(starts)
+        m = mask[..., None]
+        return {
+            "observations": np.where(m, self.observations[idx], 0.0).astype(np.float32),
+            "actions": np.where(m, self.actions[idx], 0.0).astype(np.float32),
+            "rewards": np.where(mask, self.rewards[idx], 0.0).astype(np.float32)[..., None],
+            "returns_to_go": np.where(mask, self.rtg[idx], 0.0).astype(np.float32)[..., None],
+            "timesteps": np.where(mask, self.timesteps[idx], 0),
+            "mask": mask,
+        }
+
+
+class GoalView:
+    """Goal-conditioned batches with OGBench's goal mix (its GCDataset defaults for GCIQL).
+
+    Value goals: the current state w.p. ``value_p_curgoal``, a future state of the same trajectory w.p.
+    ``value_p_trajgoal`` (geometric offset with p = 1 - discount, or uniform), otherwise a random dataset state.
+    Actor goals likewise with the ``actor_*`` mix. Reward is 0 when the value goal is the current state and -1
+    otherwise; ``masks`` = 0 exactly there.
+    """
+
+    def __init__(self, dataset: OfflineDataset, *, discount: float = 0.99, value_p_curgoal: float = 0.2,
+                 value_p_trajgoal: float = 0.5, value_p_randomgoal: float = 0.3, value_geom_sample: bool = True,
+                 actor_p_curgoal: float = 0.0, actor_p_trajgoal: float = 1.0, actor_p_randomgoal: float = 0.0,
+                 actor_geom_sample: bool = False, normalize: bool = False, obs_stats: ObsStats | None = None):
+        for mix in ((value_p_curgoal, value_p_trajgoal, value_p_randomgoal), (actor_p_curgoal, actor_p_trajgoal, actor_p_randomgoal)):
+            if not np.isclose(sum(mix), 1.0):
+                raise ValueError(f"goal mix probabilities must sum to 1, got {mix}")
+        self.discount = discount
+        self.value_mix = (value_p_curgoal, value_p_trajgoal, value_geom_sample)
+        self.actor_mix = (actor_p_curgoal, actor_p_trajgoal, actor_geom_sample)
+        obs, next_obs, self.obs_stats = _obs(dataset, normalize, obs_stats)
+        self.observations = obs
+        self.actions = dataset.actions
+        ends = dataset.episode_ends
+        self.final_index = ends[dataset.episode_index]  # last step of each step's trajectory
+        if next_obs is None:
+            next_obs = obs[np.minimum(np.arange(len(obs)) + 1, self.final_index)]
+        self.next_observations = next_obs
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+    def sample_goal_indices(self, idx: np.ndarray, p_cur: float, p_traj: float, geom: bool,
+                            rng: np.random.Generator) -> np.ndarray:
+        b = len(idx)
+        random_goals = rng.integers(0, len(self), size=b)
+        final = self.final_index[idx]
+        if geom:
+            traj_goals = np.minimum(idx + rng.geometric(1.0 - self.discount, size=b), final)
+        else:
+            u = rng.random(b)
+            traj_goals = np.round(np.minimum(idx + 1, final) * u + final * (1.0 - u)).astype(np.int64)
+        if p_cur >= 1.0:
+            return idx.copy()
+        goals = np.where(rng.random(b) < p_traj / (1.0 - p_cur), traj_goals, random_goals)
+        return np.where(rng.random(b) < p_cur, idx, goals)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
+        idx = rng.integers(0, len(self), size=batch_size)
+        value_goals = self.sample_goal_indices(idx, *self.value_mix, rng)
+        actor_goals = self.sample_goal_indices(idx, *self.actor_mix, rng)
+        success = (idx == value_goals).astype(np.float32)
+        return {
+            "observations": self.observations[idx],
+            "actions": self.actions[idx],
+            "next_observations": self.next_observations[idx],
+            "value_goals": self.observations[value_goals],
+            "actor_goals": self.observations[actor_goals],
+            "rewards": success - 1.0,
+            "masks": 1.0 - success,
+        }
