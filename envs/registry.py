@@ -98,12 +98,19 @@ class Task:
         import gymnasium as gym
 
         if self.family == "ogbench":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import ogbench  # noqa: F401  (registers the env ids)
+            import_ogbench()  # registers the env ids
         elif self.gym_name == "Ant" and check_env_version(version) == "v4":
             kwargs.setdefault("use_contact_forces", True)  # D4RL's 111-dim Ant observation
         return gym.make(self.env_id(version), max_episode_steps=self.max_episode_steps, **kwargs)
+
+
+def import_ogbench():
+    """Import ogbench without the display warnings its rendering dependencies print on headless machines."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import ogbench
+        import ogbench.relabel_utils  # noqa: F401
+    return ogbench
 
 
 def check_env_version(version: str | None) -> str:

@@ -118,8 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def glue_negative_slices(argv: list[str]) -> list[str]:
+    """``--layers -5:`` -> ``--layers=-5:``: argparse would take a value starting with '-' for an option."""
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--layers" and arg.startswith("-") and ":" in arg:
+            out[-1] = f"--layers={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    ns = build_parser().parse_args(glue_negative_slices(sys.argv[1:] if argv is None else list(argv)))
     try:
         ns.func(ns)
     except FrozenDTError as e:

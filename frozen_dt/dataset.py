@@ -159,6 +159,9 @@ def check_arrays(arrays: dict, where: str) -> int:
 
     Returns the common length. Every failure names ``where`` (the file) and the offending key.
     """
+    for key, value in arrays.items():
+        if value is not None and np.ndim(value) == 0:
+            raise FrozenDTError(f"{where}: {key!r} must hold one entry per step, got a single value")
     lengths = {k: len(v) for k, v in arrays.items() if v is not None}
     if len(set(lengths.values())) > 1:
         detail = ", ".join(f"{k}={n}" for k, n in lengths.items())
@@ -169,8 +172,16 @@ def check_arrays(arrays: dict, where: str) -> int:
     for key in ("observations", "actions", "next_observations"):
         if arrays.get(key) is not None and np.ndim(arrays[key]) != 2:
             raise FrozenDTError(f"{where}: {key!r} must be 2-D (steps, dim), got shape {np.shape(arrays[key])}")
+    for key in ("rewards", "terminals", "timeouts"):
+        if arrays.get(key) is not None and np.size(arrays[key]) != n:
+            raise FrozenDTError(f"{where}: {key!r} must hold one value per step, got shape {np.shape(arrays[key])}")
     for key, value in arrays.items():
-        if value is None or not np.issubdtype(np.asarray(value).dtype, np.floating):
+        if value is None:
+            continue
+        dtype = np.asarray(value).dtype
+        if not (dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise FrozenDTError(f"{where}: {key!r} must hold numbers, got dtype {dtype}")
+        if not np.issubdtype(dtype, np.floating):
             continue
         bad = ~np.isfinite(value)
         if bad.any():

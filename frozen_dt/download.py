@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import http.client
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -54,6 +56,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def resolve_url(url: str) -> str:
     mirror = os.environ.get(MIRROR_ENV_VAR)
+    if mirror and "://" not in mirror:
+        raise FrozenDTError(f"${MIRROR_ENV_VAR}={mirror!r} is not a URL: use http(s)://host/dir or file:///path/to/dir")
     return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
 
 
@@ -79,7 +83,7 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, check=None
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
-            total = response.length
+            total = getattr(response, "length", None)  # file:// responses have no length
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
@@ -93,7 +97,7 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, check=None
         if check is not None:
             check(part)
         os.replace(part, dest)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # IncompleteRead: chunked transfer cut
         raise FrozenDTError(f"download of {url} failed ({e}); check the network or set ${MIRROR_ENV_VAR}") from None
     finally:
         part.unlink(missing_ok=True)
@@ -123,7 +127,8 @@ def download_task_files(task, *, sha256: str | None = None, progress: bool = Tru
     download_file(task.download_url, dest, sha256=expected_sha256(dest, sha256), check=check, progress=progress)
     if task.family == "ogbench":  # OGBench ships a validation file beside the training file
         val = dest.with_name(dest.stem + "-val.npz")
-        download_file(task.download_url.replace(".npz", "-val.npz"), val, sha256=expected_sha256(val), progress=progress)
+        download_file(task.download_url.replace(".npz", "-val.npz"), val, sha256=expected_sha256(val), check=check,
+                      progress=progress)
     return dest
 
 
@@ -156,8 +161,10 @@ def download_minari(dataset_id: str) -> dict:
     if record_path.is_file():
         pinned = json.loads(record_path.read_text()).get("sha256", {})
         changed = [name for name, h in hashes.items() if pinned.get(name, h) != h]
-        if changed:
-            raise FrozenDTError(f"Minari dataset {dataset_id!r} differs from the copy pinned earlier: {', '.join(changed)}")
+        if changed:  # minari downloaded it in place: remove it so that no loader picks up the refused copy
+            shutil.rmtree(root, ignore_errors=True)
+            raise FrozenDTError(f"Minari dataset {dataset_id!r} differs from the copy pinned earlier: {', '.join(changed)}; "
+                                f"the downloaded copy was removed from {root}")
     record = {
         "minari_id": dataset_id,
         "sha256": hashes,

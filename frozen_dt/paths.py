@@ -23,8 +23,6 @@ def data_file(file_name: str) -> Path:
     """``data_dir() / file_name``, refusing any name that could point outside the data directory."""
     if not _SAFE_FILE_NAME.fullmatch(file_name) or ".." in file_name:
         raise FrozenDTError(f"refusing data file name {file_name!r}: only letters, digits, '.', '_' and '-' are allowed")
-    root = data_dir().resolve()
-    path = (root / file_name).resolve()
-    if path.parent != root:
-        raise FrozenDTError(f"refusing data file name {file_name!r}: it resolves outside {root}")
-    return path
+    # The name is a single plain path component, so the file sits directly in the data dir. The file itself may be
+    # a symlink to a dataset kept elsewhere (a common way to share large files): it is not resolved.
+    return data_dir() / file_name

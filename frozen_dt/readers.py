@@ -17,7 +17,6 @@ import io
 import json
 import pickle
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +75,8 @@ def read_d4rl_hdf5(path: Path) -> OfflineDataset:
             metadata = json.loads(f.attrs[METADATA_ATTR]) if METADATA_ATTR in f.attrs else None
     except FrozenDTError:
         raise
-    except (OSError, KeyError, ValueError) as e:
-        raise FrozenDTError(f"{path}: unreadable HDF5 file ({e}); it may be truncated or corrupt") from None
+    except Exception as e:  # a corrupt file makes h5py raise OSError, KeyError, RuntimeError, TypeError...
+        raise FrozenDTError(f"{path}: unreadable HDF5 file ({type(e).__name__}: {e}); it may be truncated or corrupt") from None
     if metadata is not None:
         source = _file_source(path, "d4rl-hdf5", kind="generated", env_version=metadata.get("env_version"))
         source["generated"] = metadata
@@ -101,6 +100,7 @@ class SafeUnpickler(pickle.Unpickler):
         ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how pickle protocols 0-2 store the bytes of a numpy array
         ("collections", "OrderedDict"),
         ("builtins", "list"),
         ("builtins", "dict"),
@@ -123,7 +123,7 @@ def safe_load_pickle(path: Path):
             return SafeUnpickler(io.BufferedReader(f)).load()
     except pickle.UnpicklingError as e:
         raise FrozenDTError(f"{path}: refused to unpickle ({e}); only numpy arrays and plain containers load") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, ImportError, OSError) as e:
+    except Exception as e:  # garbage makes the unpickler raise EOFError, OverflowError, MemoryError, SystemError...
         raise FrozenDTError(f"{path}: unreadable pickle ({type(e).__name__}: {e}); it may be truncated or corrupt") from None
 
 
@@ -167,8 +167,8 @@ def read_ogbench_npz(path: Path, task=None) -> OfflineDataset:
             raw = {k: f[k] for k in (*OGBENCH_KEYS, *OGBENCH_INFO_KEYS) if k in f.files}
     except FrozenDTError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise FrozenDTError(f"{path}: unreadable npz file ({e}); it may be truncated or corrupt") from None
+    except Exception as e:  # a corrupt file makes zipfile/numpy raise BadZipFile, zlib.error, TokenError...
+        raise FrozenDTError(f"{path}: unreadable npz file ({type(e).__name__}: {e}); it may be truncated or corrupt") from None
     check_arrays(raw, str(path))
     # The last stored state of each trajectory (terminals == 1) has no next state: drop it, shift for next_obs.
     keep = ~raw["terminals"].astype(bool)
@@ -195,9 +195,14 @@ def read_ogbench_npz(path: Path, task=None) -> OfflineDataset:
 
 def _relabel_single_task(dataset: OfflineDataset, task, path: Path) -> None:
     """OGBench single-task rewards: (#satisfied - #total) predicates, and ``dones`` where the task is solved."""
-    from ogbench.relabel_utils import relabel_dataset
+    from frozen_dt.envs.registry import import_ogbench
 
-    needed = [k for k in ("qpos", "button_states") if k not in dataset.extras]
+    relabel_dataset = import_ogbench().relabel_utils.relabel_dataset
+
+    # The keys ogbench.relabel_utils reads: cube (and maze) data carry no button_states, puzzle data no qpos use.
+    env_id = task.env_id()
+    keys = ("button_states",) if "puzzle" in env_id else ("qpos", "button_states") if "scene" in env_id else ("qpos",)
+    needed = [k for k in keys if k not in dataset.extras]
     if needed:
         raise FrozenDTError(f"{path}: single-task relabelling for {task.name} needs the key(s) {', '.join(needed)}")
     env = task.make_env()

@@ -108,7 +108,10 @@ def missing_message(task: Task) -> str:
 def guess_task(path: Path) -> Task | None:
     """The task a file belongs to, from its name (``hopper-expert-v2_25.pkl`` -> hopper-expert-v2)."""
     stem = path.name.replace("_", "-")
-    matches = [t for name, t in TASKS.items() if stem.startswith(name) or any(path.name == f for f in t.dataset_files)]
+    matches = [t for name, t in TASKS.items() if stem.startswith(name)]
+    # An OGBench file is shared by its goal-conditioned task and all single-task variants: a match by the task's
+    # own name (scene-play-v0.npz -> scene-play-v0) wins over one by file name (which would pick a single task).
+    matches = matches or [t for t in TASKS.values() if path.name in t.dataset_files]
     return max(matches, key=lambda t: len(t.name), default=None)
 
 

@@ -1,0 +1,170 @@
+"""The shared sampling views: return-to-go, window shapes and masks, length-proportional sampling, goal mix."""
+
+import numpy as np
+import pytest
+
+from frozen_dt.dataset import ObsStats, from_flat_arrays
+from frozen_dt.views import GoalView, SequenceView, TransitionView, returns_to_go
+
+
+def make_dataset(lengths=(5, 3, 7), terminated=(True, False, True), obs_dim=4, act_dim=2, seed=0, next_obs=False):
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    terminals = np.zeros(n, bool)
+    timeouts = np.zeros(n, bool)
+    end = np.cumsum(lengths) - 1
+    for e, t in zip(end, terminated):
+        (terminals if t else timeouts)[e] = True
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    return from_flat_arrays(
+        obs,
+        rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+        rng.normal(size=n).astype(np.float32),
+        terminals,
+        timeouts,
+        next_observations=rng.normal(size=(n, obs_dim)).astype(np.float32) if next_obs else None,
+        where="test",
+    )
+
+
+def brute_force_rtg(ds):
+    out = np.zeros(ds.n_transitions)
+    for s, l in zip(ds.episode_starts, ds.episode_lengths):
+        for i in range(s, s + l):
+            out[i] = sum(float(ds.rewards[j]) for j in range(i, s + l))
+    return out
+
+
+def test_returns_to_go_matches_brute_force():
+    ds = make_dataset(lengths=(1, 6, 2, 9), terminated=(False, True, True, False))
+    rtg = returns_to_go(ds.rewards, ds.episode_starts, ds.episode_lengths)
+    np.testing.assert_allclose(rtg, brute_force_rtg(ds), rtol=1e-9, atol=1e-9)
+
+
+def test_sequence_window_shapes_masks_and_left_padding():
+    ds = make_dataset()
+    view = SequenceView(ds, context=4, rtg_scale=10.0, normalize=False)
+    batch = view.sample(32, np.random.default_rng(0))
+    assert batch["observations"].shape == (32, 4, 4)
+    assert batch["actions"].shape == (32, 4, 2)
+    assert batch["returns_to_go"].shape == (32, 4, 1)
+    assert batch["rewards"].shape == (32, 4, 1)
+    assert batch["timesteps"].shape == (32, 4) and batch["mask"].shape == (32, 4)
+    # Masks are left-padded: once a window has a real token, every later token is real.
+    m = batch["mask"].astype(int)
+    assert (np.diff(m, axis=1) >= 0).all() and m[:, -1].all()
+    assert (batch["observations"][~batch["mask"]] == 0).all()
+
+
+def test_sequence_window_contents_against_brute_force():
+    ds = make_dataset(lengths=(5, 3, 7))
+    k = 4
+    view = SequenceView(ds, context=k, rtg_scale=10.0, normalize=False)
+    rtg = brute_force_rtg(ds)
+    starts = np.arange(ds.n_transitions)
+    idx, mask = view.window_indices(starts)
+    for start in starts:
+        e = np.searchsorted(ds.episode_starts, start, side="right") - 1
+        end = ds.episode_starts[e] + ds.episode_lengths[e]
+        real = list(range(start, min(start + k, end)))
+        pad = k - len(real)
+        assert mask[start].tolist() == [False] * pad + [True] * len(real)
+        assert idx[start][pad:].tolist() == real
+        np.testing.assert_allclose(view.rtg[real], rtg[real] / 10.0, rtol=1e-5)
+        assert view.timesteps[real].tolist() == [r - ds.episode_starts[e] for r in real]
+
+
+def test_sequence_sampling_is_proportional_to_episode_length():
+    ds = make_dataset(lengths=(10, 30, 60), terminated=(True, True, True))
+    view = SequenceView(ds, context=5, normalize=False)
+    rng = np.random.default_rng(1)
+    starts = np.concatenate([rng.integers(0, len(view), size=4096) for _ in range(10)])
+    counts = np.bincount(ds.episode_index[starts], minlength=3) / len(starts)
+    np.testing.assert_allclose(counts, [0.1, 0.3, 0.6], atol=0.01)
+
+
+def test_sequence_timesteps_are_capped_and_sampling_reproducible():
+    ds = make_dataset(lengths=(12,), terminated=(True,))
+    view = SequenceView(ds, context=3, max_timestep=5, normalize=False)
+    assert view.timesteps.max() == 4
+    a = view.sample(8, np.random.default_rng(3))
+    b = view.sample(8, np.random.default_rng(3))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_sequence_normalizes_with_carried_stats():
+    ds = make_dataset()
+    stats = ObsStats(mean=np.ones(4, np.float32), std=np.full(4, 2.0, np.float32))
+    view = SequenceView(ds, context=2, obs_stats=stats)
+    np.testing.assert_allclose(view.observations, (ds.observations - 1.0) / 2.0, rtol=1e-6)
+    assert ObsStats.from_dict(stats.to_dict()).std.tolist() == [2.0] * 4
+    default = SequenceView(ds, context=2)
+    np.testing.assert_allclose(default.observations.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(default.observations.std(0), 1.0, atol=1e-4)
+
+
+def test_sequence_without_returns_zeroes_rtg():
+    ds = make_dataset()
+    view = SequenceView(ds, context=3, use_returns=False, normalize=False)
+    batch = view.sample(16, np.random.default_rng(0))
+    assert (batch["returns_to_go"] == 0).all()
+
+
+def test_transition_view_derived_next_obs_and_dones():
+    ds = make_dataset(lengths=(5, 3, 7), terminated=(True, False, True))
+    view = TransitionView(ds, normalize=False)
+    # The truncated episode's last step has no next state and is dropped; the terminated ones are kept.
+    assert len(view) == ds.n_transitions - 1
+    dropped = ds.episode_ends[1]
+    keep = np.ones(ds.n_transitions, bool)
+    keep[dropped] = False
+    obs = ds.observations[keep]
+    np.testing.assert_array_equal(view.observations, obs)
+    for i, orig in enumerate(np.flatnonzero(keep)):
+        if ds.dones[orig]:
+            assert view.dones[i] == 1.0
+        else:
+            assert view.dones[i] == 0.0
+            np.testing.assert_array_equal(view.next_observations[i], ds.observations[orig + 1])
+    assert view.dones.sum() == 2
+
+
+def test_transition_view_uses_stored_next_obs():
+    ds = make_dataset(next_obs=True)
+    view = TransitionView(ds, normalize=False)
+    assert len(view) == ds.n_transitions
+    np.testing.assert_array_equal(view.next_observations, ds.next_observations)
+    batch = view.sample(64, np.random.default_rng(0))
+    assert batch["observations"].shape == (64, 4) and batch["dones"].shape == (64,)
+
+
+def test_goal_view_mix_and_rewards():
+    ds = make_dataset(lengths=(50, 80, 70), terminated=(False, False, False))
+    view = GoalView(ds)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(view), size=20000)
+    traj = view.sample_goal_indices(idx, 0.0, 1.0, True, rng)  # geometric future goals only
+    assert (ds.episode_index[traj] == ds.episode_index[idx]).all()
+    final = view.final_index[idx]
+    assert ((traj > idx) | (idx == final)).all() and (traj <= final).all()
+    np.testing.assert_array_equal(view.sample_goal_indices(idx, 1.0, 0.0, True, rng), idx)
+    goals = view.sample_goal_indices(idx, 0.2, 0.5, True, rng)
+    cur = goals == idx
+    # current-state goals: 0.2, plus the rare trajectory goal at the final state of its own step
+    assert 0.18 < cur.mean() < 0.24
+    # random goals (0.3) land in another trajectory with probability 1 - (own length / total)
+    other = ds.episode_index[goals] != ds.episode_index[idx]
+    share_other = 1 - (ds.episode_lengths[ds.episode_index[idx]] / ds.n_transitions).mean()
+    assert abs(other.mean() - 0.3 * share_other) < 0.02
+    actor = view.sample_goal_indices(idx, 0.0, 1.0, False, rng)
+    assert (ds.episode_index[actor] == ds.episode_index[idx]).all()
+    assert (actor <= view.final_index[idx]).all() and (actor >= np.minimum(idx + 1, view.final_index[idx])).all()
+    batch = view.sample(256, rng)
+    np.testing.assert_array_equal(batch["rewards"], -batch["masks"])  # success: reward 0, mask 0
+    assert set(np.unique(batch["rewards"])) <= {-1.0, 0.0}
+
+
+def test_goal_view_rejects_bad_mix():
+    with pytest.raises(ValueError):
+        GoalView(make_dataset(), value_p_curgoal=0.5, value_p_trajgoal=0.5, value_p_randomgoal=0.5)
