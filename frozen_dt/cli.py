@@ -63,6 +63,18 @@ def cmd_data_download(ns) -> None:
     print(f"{task.name}: {dataset.n_episodes} episodes, {dataset.n_transitions} transitions at {found.path}")
 
 
+def cmd_data_train_behavior(ns) -> None:
+    from frozen_dt.envs.behavior import train_behavior
+
+    if ns.steps <= 0 or ns.save_every <= 0 or ns.eval_episodes <= 0:
+        raise FrozenDTError("--steps, --save-every and --eval-episodes must be positive")
+    manifest = train_behavior(ns.env, steps=ns.steps, seed=ns.seed, save_every=ns.save_every,
+                              eval_episodes=ns.eval_episodes, resume=ns.resume)
+    last = manifest["checkpoints"][-1]
+    print(f"{ns.env}: {len(manifest['checkpoints'])} checkpoints; last at step {last['steps']} "
+          f"(normalized return {last['normalized_return']:.1f})")
+
+
 def not_yet(command: str, args) -> None:
     raise FrozenDTError(
         f"`frozen-dt {command}` validated its arguments ({args}) but is not implemented in this version yet"
@@ -115,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="default: d4rl for locomotion, ogbench for OGBench tasks")
     download.add_argument("--sha256", help="expected sha256 of the file (checked before it is used)")
     download.set_defaults(func=cmd_data_download)
+    behavior = data_sub.add_parser("train-behavior", help="train a SAC behaviour policy, saving actor checkpoints")
+    behavior.add_argument("env", choices=("halfcheetah", "hopper", "walker2d", "ant"), help="locomotion env")
+    behavior.add_argument("--steps", type=int, default=1_000_000, help="environment steps (default: 1000000)")
+    behavior.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    behavior.add_argument("--save-every", type=int, default=10_000, help="checkpoint interval in steps (default: 10000)")
+    behavior.add_argument("--eval-episodes", type=int, default=5, help="episodes per checkpoint evaluation (default: 5)")
+    behavior.add_argument("--resume", action="store_true", help="continue the run saved in runs/behavior/ENV")
+    behavior.set_defaults(func=cmd_data_train_behavior)
     return parser
 
 

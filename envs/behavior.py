@@ -1,0 +1,158 @@
+"""Behaviour policies the way D4RL made them: SAC (stable-baselines3) on the gymnasium MuJoCo env, with actor
+checkpoints saved along the run together with their evaluated returns.
+
+D4RL's levels map onto one run: ``random`` = the untrained actor (step 0), ``medium`` = a checkpoint at roughly a
+third of expert performance, ``expert`` = the fully trained actor, ``medium-replay`` = what the agent saw up to
+``medium`` (approximated by rolling out the checkpoints saved up to it), ``medium-expert`` = medium and expert
+data 50/50.
+
+Only the actor is kept for shipping (``latent_pi``, ``mu``, ``log_std`` linear layers as safetensors, a few hundred
+KB): no critic, no optimizer. The full SB3 model and replay buffer go to a work directory so a run can resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from frozen_dt.envs.registry import LOCOMOTION_ENVS, get_task
+from frozen_dt.errors import FrozenDTError
+
+POLICY_DIR = Path(__file__).parent / "policies"
+ACTOR_PREFIXES = ("latent_pi.", "mu.", "log_std.")
+
+
+@dataclass
+class CheckpointRecord:
+    file: str
+    env_id: str
+    steps: int
+    return_mean: float
+    return_std: float
+    normalized_return: float
+    eval_episodes: int
+    seed: int
+
+
+def manifest_path(env: str, root: Path = POLICY_DIR) -> Path:
+    return root / env / "manifest.json"
+
+
+def read_manifest(env: str, root: Path = POLICY_DIR) -> dict:
+    path = manifest_path(env, root)
+    if not path.is_file():
+        return {"env": env, "checkpoints": [], "levels": {}}
+    return json.loads(path.read_text())
+
+
+def write_manifest(env: str, manifest: dict, root: Path = POLICY_DIR) -> None:
+    path = manifest_path(env, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def actor_state(model) -> dict:
+    """The actor's weights only (no critic, no optimizer), as contiguous CPU float32 tensors."""
+    state = model.actor.state_dict()
+    return {k: v.detach().cpu().float().contiguous() for k, v in state.items() if k.startswith(ACTOR_PREFIXES)}
+
+
+def save_actor(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(actor_state(model), str(tmp))
+    os.replace(tmp, path)
+
+
+def evaluate_stochastic(model, env_id: str, episodes: int, seed: int) -> np.ndarray:
+    """Returns of ``episodes`` episodes of the stochastic policy (the one that generates data), seeds seed+i."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    try:
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            done, total = False, 0.0
+            while not done:
+                action, _ = model.predict(obs, deterministic=False)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+    finally:
+        env.close()
+    return np.asarray(returns)
+
+
+def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_000, eval_episodes: int = 5,
+                   env_version: str = "v5", policy_root: Path = POLICY_DIR, work_dir: Path | None = None,
+                   resume: bool = False, progress: bool = True) -> dict:
+    """Train SAC on ``env`` for ``steps`` environment steps, saving actor checkpoints every ``save_every`` steps."""
+    import torch
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    if env not in LOCOMOTION_ENVS:
+        raise FrozenDTError(f"unknown locomotion env {env!r}; choose one of {', '.join(LOCOMOTION_ENVS)}")
+    task = get_task(f"{env}-medium-v2")
+    env_id = task.env_id(env_version)
+    work_dir = Path(work_dir or Path("runs") / "behavior" / env)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(env, policy_root)
+    manifest.update(env=env, env_id=env_id, algorithm="SAC (stable-baselines3 defaults)", seed=seed)
+    model_path, buffer_path = work_dir / "sac_model.zip", work_dir / "replay_buffer.pkl"
+    train_env = task.make_env(env_version)
+
+    if resume:
+        if not model_path.is_file():
+            raise FrozenDTError(f"nothing to resume: {model_path} does not exist")
+        model = SAC.load(model_path, env=train_env, device="cpu")
+        if buffer_path.is_file():
+            model.load_replay_buffer(buffer_path)
+    else:
+        torch.manual_seed(seed)
+        model = SAC("MlpPolicy", train_env, seed=seed, device="cpu", verbose=0)
+        manifest["checkpoints"] = []
+
+    def checkpoint(step: int) -> None:
+        name = f"{env}-sac-seed{seed}-step{step:07d}.safetensors"
+        save_actor(model, policy_root / env / name)
+        returns = evaluate_stochastic(model, env_id, eval_episodes, seed=10_000 + step)
+        from frozen_dt.eval.scores import normalized_score
+
+        record = CheckpointRecord(name, env_id, step, float(returns.mean()), float(returns.std()),
+                                  float(normalized_score(task, returns.mean())), eval_episodes, seed)
+        manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["steps"] != step] + [asdict(record)]
+        write_manifest(env, manifest, policy_root)
+        model.save(model_path)
+        print(f"[{env}] step {step}: return {record.return_mean:.1f} +- {record.return_std:.1f} "
+              f"(normalized {record.normalized_return:.1f})", flush=True)
+
+    class Checkpoints(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % save_every == 0:
+                checkpoint(self.num_timesteps)
+            return True
+
+    if not resume:
+        checkpoint(0)  # the untrained actor: D4RL's "random" level
+    start = time.time()
+    remaining = steps - model.num_timesteps
+    if remaining > 0:
+        model.learn(total_timesteps=remaining, callback=Checkpoints(), reset_num_timesteps=False, progress_bar=progress)
+    model.save(model_path)
+    model.save_replay_buffer(buffer_path)
+    manifest["training_seconds"] = manifest.get("training_seconds", 0.0) + time.time() - start
+    write_manifest(env, manifest, policy_root)
+    train_env.close()
+    return manifest
