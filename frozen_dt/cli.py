@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
 from frozen_dt.config import EvalArgs, LeaderboardArgs, TrainArgs, add_arguments, from_namespace
 from frozen_dt.errors import FrozenDTError
@@ -75,6 +77,23 @@ def cmd_data_train_behavior(ns) -> None:
           f"(normalized return {last['normalized_return']:.1f})")
 
 
+def cmd_data_generate(ns) -> None:
+    from frozen_dt.envs.registry import get_task
+    from frozen_dt.sources import generate_dataset
+
+    if ns.episodes is not None and ns.transitions is not None:
+        raise FrozenDTError("give --episodes or --transitions, not both")
+    for name in ("episodes", "transitions", "num_envs"):
+        value = getattr(ns, name)
+        if value is not None and value <= 0:
+            raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    task = get_task(ns.task)
+    start = time.time()
+    path = generate_dataset(task, episodes=ns.episodes, transitions=ns.transitions, seed=ns.seed,
+                            out=Path(ns.out).expanduser() if ns.out else None, num_envs=ns.num_envs)
+    print(f"{task.name}: wrote {path} in {time.time() - start:.1f} s")
+
+
 def not_yet(command: str, args) -> None:
     raise FrozenDTError(
         f"`frozen-dt {command}` validated its arguments ({args}) but is not implemented in this version yet"
@@ -127,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="default: d4rl for locomotion, ogbench for OGBench tasks")
     download.add_argument("--sha256", help="expected sha256 of the file (checked before it is used)")
     download.set_defaults(func=cmd_data_download)
+    generate = data_sub.add_parser("generate", help="make a task's dataset here (shipped policies / OGBench oracles)")
+    generate.add_argument("task", help="task name")
+    size = generate.add_mutually_exclusive_group()
+    size.add_argument("--episodes", type=int, help="number of episodes")
+    size.add_argument("--transitions", type=int, help="number of transitions (default: D4RL's size)")
+    generate.add_argument("--seed", type=int, default=0, help="seed: episode i uses seed + i (default: 0)")
+    generate.add_argument("--out", help="output file (default: the task's file in the data dir)")
+    generate.add_argument("--num-envs", type=int, default=16, help="envs rolled out side by side (default: 16)")
+    generate.set_defaults(func=cmd_data_generate)
     behavior = data_sub.add_parser("train-behavior", help="train a SAC behaviour policy, saving actor checkpoints")
     behavior.add_argument("env", choices=("halfcheetah", "hopper", "walker2d", "ant"), help="locomotion env")
     behavior.add_argument("--steps", type=int, default=1_000_000, help="environment steps (default: 1000000)")

@@ -136,6 +136,8 @@ class OfflineDataset:
             "missing_keys": list(self.missing_keys),
             "source": self.source,
         }
+        if "subtask_completed" in self.extras:  # OGBench play data generated here: oracle subtasks finished
+            out["subtasks_completed"] = int(np.count_nonzero(self.extras["subtask_completed"]))
         if self.rewards is None:
             out.update(return_mean=None, return_min=None, return_max=None, normalized_return_mean=None)
             return out

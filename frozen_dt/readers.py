@@ -26,7 +26,7 @@ from frozen_dt.errors import FrozenDTError
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 OGBENCH_KEYS = ("observations", "actions", "terminals")
-OGBENCH_INFO_KEYS = ("qpos", "qvel", "button_states")
+OGBENCH_INFO_KEYS = ("qpos", "qvel", "button_states", "subtask_completed")  # the last one: files generated here
 METADATA_ATTR = "frozen_dt_metadata"
 
 FORMATS = {".hdf5": "d4rl-hdf5", ".h5": "d4rl-hdf5", ".pkl": "dt-pickle", ".pickle": "dt-pickle", ".npz": "ogbench-npz"}
@@ -165,6 +165,7 @@ def read_ogbench_npz(path: Path, task=None) -> OfflineDataset:
             if missing:
                 raise FrozenDTError(f"{path}: not an OGBench dataset, missing key(s) {', '.join(missing)}")
             raw = {k: f[k] for k in (*OGBENCH_KEYS, *OGBENCH_INFO_KEYS) if k in f.files}
+            metadata = json.loads(str(f[METADATA_ATTR])) if METADATA_ATTR in f.files else None
     except FrozenDTError:
         raise
     except Exception as e:  # a corrupt file makes zipfile/numpy raise BadZipFile, zlib.error, TokenError...
@@ -178,6 +179,8 @@ def read_ogbench_npz(path: Path, task=None) -> OfflineDataset:
     traj_end = np.concatenate([raw["terminals"][1:], [1.0]]).astype(bool)[keep]
     extras = {k: raw[k][keep] for k in OGBENCH_INFO_KEYS if k in raw}
     source = _file_source(path, "ogbench-npz")
+    if metadata is not None:
+        source.update(kind="generated", generated=metadata)
     dataset = from_flat_arrays(
         raw["observations"][keep],
         raw["actions"][keep],

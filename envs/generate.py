@@ -1,0 +1,261 @@
+"""D4RL-style dataset generation: roll shipped behaviour policies out in a vector of envs and write a D4RL-layout
+hdf5 whose ``frozen_dt_metadata`` attribute records how it was made (so every later run records its dataset
+source as *generated*).
+
+Episode ``i`` is always seeded ``seed + i`` and draws its action noise from its own generator, so the data does not
+depend on how many envs run side by side; policy inference runs batched over the envs with a row-by-row exact
+matmul (:func:`rowwise_matmul`), so a batched step gives bit-identical actions to a single-env step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels
+from frozen_dt.envs.registry import Task, get_task
+from frozen_dt.errors import FrozenDTError
+
+D4RL_SIZE = 1_000_000
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's SAC actor clamp
+
+
+def rowwise_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T computed per row without BLAS blocking, so a row's result does not depend on the batch size."""
+    return np.einsum("bi,oi->bo", x, w, optimize=False)
+
+
+@dataclass
+class ActorPolicy:
+    """A shipped SAC actor (stable-baselines3 layout): tanh-squashed Gaussian over a 2-layer ReLU MLP."""
+
+    layers: list  # [(weight, bias)] of latent_pi's linear layers
+    mu: tuple
+    log_std: tuple
+    file: str = ""
+
+    @classmethod
+    def load(cls, path: Path) -> "ActorPolicy":
+        from safetensors.numpy import load_file
+
+        if not path.is_file():
+            raise FrozenDTError(f"behaviour policy {path} is missing")
+        state = {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}
+        n_layers = len([k for k in state if k.startswith("latent_pi.") and k.endswith(".weight")])
+        layers = [(state[f"latent_pi.{2 * i}.weight"], state[f"latent_pi.{2 * i}.bias"]) for i in range(n_layers)]
+        return cls(layers, (state["mu.weight"], state["mu.bias"]), (state["log_std.weight"], state["log_std.bias"]),
+                   file=path.name)
+
+    def act(self, obs: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        """Actions in [-1, 1] for a batch of observations; ``noise`` (standard normal) makes them stochastic."""
+        h = np.asarray(obs, dtype=np.float64)
+        for w, b in self.layers:
+            h = np.maximum(rowwise_matmul(h, w) + b, 0.0)
+        mean = rowwise_matmul(h, self.mu[0]) + self.mu[1]
+        if noise is not None:
+            log_std = np.clip(rowwise_matmul(h, self.log_std[0]) + self.log_std[1], LOG_STD_MIN, LOG_STD_MAX)
+            mean = mean + np.exp(log_std) * noise
+        return np.tanh(mean)
+
+
+def rollout(task: Task, policy: ActorPolicy, episodes: list[int], *, seed: int, num_envs: int = 16,
+            deterministic: bool = False, env_version: str = "v5", progress: bool = True) -> list[dict]:
+    """Roll ``policy`` out for the given episode ids; episode ``i`` uses env seed ``seed + i`` and noise stream ``i``.
+
+    Returns one dict of arrays per episode (in the order of ``episodes``).
+    """
+    from tqdm import tqdm
+
+    envs = [task.make_env(env_version) for _ in range(min(num_envs, len(episodes)))]
+    low, high = envs[0].action_space.low, envs[0].action_space.high
+    queue = list(episodes)
+    results: dict[int, dict] = {}
+    slots: list[dict | None] = [None] * len(envs)
+
+    def start(slot: int) -> None:
+        if not queue:
+            slots[slot] = None
+            return
+        ep = queue.pop(0)
+        obs, _ = envs[slot].reset(seed=seed + ep)
+        slots[slot] = {"id": ep, "obs": obs, "rng": np.random.default_rng([seed, ep]),
+                       "steps": {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")}}
+
+    bar = tqdm(total=len(episodes), unit="ep", desc=f"{task.name} rollouts", disable=not progress)
+    try:
+        for s in range(len(envs)):
+            start(s)
+        while any(slots):
+            active = [s for s, st in enumerate(slots) if st is not None]
+            obs = np.stack([slots[s]["obs"] for s in active])
+            noise = None if deterministic else np.stack([slots[s]["rng"].standard_normal(len(low)) for s in active])
+            actions = low + (policy.act(obs, noise) + 1.0) * 0.5 * (high - low)
+            for row, s in enumerate(active):
+                st = slots[s]
+                action = actions[row].astype(np.float32)
+                next_obs, reward, terminated, truncated, _ = envs[s].step(action)
+                for key, value in (("observations", st["obs"]), ("actions", action), ("rewards", reward),
+                                   ("terminals", terminated), ("timeouts", truncated and not terminated),
+                                   ("next_observations", next_obs)):
+                    st["steps"][key].append(value)
+                st["obs"] = next_obs
+                if terminated or truncated:
+                    results[st["id"]] = {k: np.asarray(v) for k, v in st["steps"].items()}
+                    bar.update(1)
+                    start(s)
+    finally:
+        bar.close()
+        for env in envs:
+            env.close()
+    return [results[ep] for ep in episodes]
+
+
+def level_checkpoints(env: str, level: str, root: Path = POLICY_DIR) -> list[dict]:
+    """The manifest checkpoints a level is generated from (medium-replay: every checkpoint up to medium)."""
+    manifest = read_manifest(env, root)
+    levels = select_levels(manifest.get("checkpoints", []))
+    by_file = {c["file"]: c for c in manifest.get("checkpoints", [])}
+    files = levels.get(level)
+    if not files:
+        shipped = ", ".join(sorted(levels)) or "none"
+        raise FrozenDTError(f"no shipped behaviour policy for {env}-{level} (shipped levels: {shipped}); "
+                            f"train one with `frozen-dt data train-behavior {env}`")
+    files = [files] if isinstance(files, str) else files
+    return [by_file[f] for f in files]
+
+
+def concat_episodes(parts: list[dict], limit: int | None = None) -> dict:
+    """Concatenate episode dicts into flat D4RL arrays, cut at ``limit`` transitions (the cut tail keeps no flag)."""
+    flat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if limit is not None:
+        flat = {k: v[:limit] for k, v in flat.items()}
+    return flat
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("frozen-dt", "gymnasium", "mujoco", "numpy", "torch", "stable-baselines3", "ogbench"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_d4rl_hdf5(path: Path, arrays: dict, metadata: dict) -> None:
+    """Write D4RL-layout arrays and the metadata attribute atomically (temp file, then rename)."""
+    import h5py
+
+    from frozen_dt.readers import METADATA_ATTR
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for key, value in arrays.items():
+            dtype = bool if key in ("terminals", "timeouts") else np.float32
+            f.create_dataset(key, data=np.asarray(value, dtype=dtype), compression="gzip", compression_opts=1)
+        f.attrs[METADATA_ATTR] = json.dumps(metadata)
+    os.replace(tmp, path)
+
+
+def generate_locomotion(task: Task, *, episodes: int | None = None, transitions: int | None = None, seed: int = 0,
+                        out: Path | None = None, num_envs: int = 16, env_version: str = "v5",
+                        policy_root: Path = POLICY_DIR, progress: bool = True) -> Path:
+    """Generate ``task``'s dataset from the shipped policies and write it (default: into the data dir)."""
+    from frozen_dt.paths import data_file
+
+    env, level = task.name.split("-", 1)
+    level = level[: -len("-v2")]
+    out = Path(out) if out else data_file(task.dataset_files[0])
+    started = time.time()
+    if level == "medium-expert":  # D4RL: medium and expert data mixed 50/50
+        sizes = _split(episodes, transitions, 2)
+        parts = [_generate_level(get_task(f"{env}-{lvl}-v2"), lvl, sizes[i], seed + i * 1_000_000, num_envs,
+                                 env_version, policy_root, progress) for i, lvl in enumerate(("medium", "expert"))]
+        arrays = concat_episodes([p[0] for p in parts])
+        policies = [c for p in parts for c in p[1]]
+    else:
+        arrays, policies = _generate_level(task, level, (episodes, transitions), seed, num_envs, env_version,
+                                           policy_root, progress)
+    metadata = {
+        "generator": "frozen-dt data generate",
+        "task": task.name,
+        "env_id": task.env_id(env_version),
+        "env_version": env_version,
+        "level": level,
+        "policies": policies,
+        "seed": seed,
+        "n_transitions": int(len(arrays["rewards"])),
+        "seconds": round(time.time() - started, 1),
+        "versions": package_versions(),
+        "command": " ".join(sys.argv),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_d4rl_hdf5(out, arrays, metadata)
+    return out
+
+
+def _split(episodes, transitions, parts: int) -> list[tuple]:
+    if episodes is not None:
+        return [(episodes // parts + (i < episodes % parts), None) for i in range(parts)]
+    total = transitions or parts * D4RL_SIZE  # D4RL's medium-expert holds 1M medium + 1M expert transitions
+    return [(None, total // parts)] * parts
+
+
+def _generate_level(task, level, size, seed, num_envs, env_version, policy_root, progress):
+    env = task.name.split("-", 1)[0]
+    episodes, transitions = size
+    checkpoints = level_checkpoints(env, level, policy_root)
+    if level != "medium-replay":
+        if transitions is None and episodes is None:
+            transitions = D4RL_SIZE
+        return _rollout_size(task, checkpoints[0], policy_root, env, episodes, transitions, seed, num_envs,
+                             env_version, progress), checkpoints
+    # The replay buffer of the run up to medium held, from each checkpoint's policy, the steps until the next
+    # checkpoint: roll each one out for its share (an approximation of D4RL's replay data; default size = the
+    # number of steps the run took to reach medium).
+    medium_steps = level_checkpoints(env, "medium", policy_root)[0]["steps"]
+    spans = np.diff([c["steps"] for c in checkpoints] + [medium_steps]).tolist()
+    by_transitions = episodes is None
+    shares = _proportional(transitions or int(sum(spans)) if by_transitions else episodes, spans)
+    parts = [
+        _rollout_size(task, ckpt, policy_root, env, None if by_transitions else share,
+                      share if by_transitions else None, seed + i * 1_000_000, num_envs, env_version, progress)
+        for i, (ckpt, share) in enumerate(zip(checkpoints, shares)) if share
+    ]
+    return concat_episodes(parts), checkpoints
+
+
+def _proportional(total: int, weights: list) -> list[int]:
+    raw = np.asarray(weights, dtype=np.float64) / np.sum(weights) * total
+    out = np.floor(raw).astype(int)
+    out[np.argsort(raw - out)[::-1][: total - out.sum()]] += 1
+    return out.tolist()
+
+
+def _rollout_size(task, checkpoint, policy_root, env, episodes, transitions, seed, num_envs, env_version, progress):
+    policy = ActorPolicy.load(policy_root / env / checkpoint["file"])
+    if episodes is not None:
+        return concat_episodes(rollout(task, policy, list(range(episodes)), seed=seed, num_envs=num_envs,
+                                       env_version=env_version, progress=progress))
+    collected, parts, next_id = 0, [], 0
+    while collected < transitions:
+        # Enough episodes for the remainder at the worst case of full-length episodes, at least one vector's worth.
+        batch = max(num_envs, -(-(transitions - collected) // task.max_episode_steps))
+        ids = list(range(next_id, next_id + batch))
+        next_id += batch
+        for ep in rollout(task, policy, ids, seed=seed, num_envs=num_envs, env_version=env_version, progress=progress):
+            if collected >= transitions:
+                break
+            parts.append(ep)
+            collected += len(ep["rewards"])
+    return concat_episodes(parts, limit=transitions)

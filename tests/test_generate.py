@@ -1,0 +1,144 @@
+"""Dataset generation from behaviour policies: exact actor, determinism, vector width independence, metadata,
+and the shipped policy manifests."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels, write_manifest
+from frozen_dt.envs.generate import ActorPolicy, generate_locomotion, level_checkpoints, rollout
+from frozen_dt.envs.registry import get_task
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.readers import read_file
+
+
+def tiny_actor_state(obs_dim=11, act_dim=3, hidden=8, seed=0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"latent_pi.0.weight": (hidden, obs_dim), "latent_pi.0.bias": (hidden,),
+              "latent_pi.2.weight": (hidden, hidden), "latent_pi.2.bias": (hidden,),
+              "mu.weight": (act_dim, hidden), "mu.bias": (act_dim,),
+              "log_std.weight": (act_dim, hidden), "log_std.bias": (act_dim,)}
+    return {k: torch.randn(*s, generator=g) * 0.5 for k, s in shapes.items()}
+
+
+def make_policy_root(tmp_path, env="hopper", returns=(1.0, 20.0, 40.0, 60.0)):
+    """A policy root with one checkpoint per return (steps 0, 10k, ...), like a SAC run's manifest."""
+    from safetensors.torch import save_file
+
+    root = tmp_path / "policies"
+    (root / env).mkdir(parents=True)
+    checkpoints = []
+    for i, normalized in enumerate(returns):
+        name = f"{env}-sac-seed0-step{i * 10000:07d}.safetensors"
+        save_file(tiny_actor_state(seed=i), str(root / env / name))
+        checkpoints.append({"file": name, "env_id": "Hopper-v5", "steps": i * 10000, "return_mean": 0.0,
+                            "return_std": 0.0, "normalized_return": normalized, "eval_episodes": 1, "seed": 0})
+    write_manifest(env, {"env": env, "checkpoints": checkpoints, "levels": select_levels(checkpoints)}, root)
+    return root
+
+
+def test_actor_policy_matches_stable_baselines3(tmp_path):
+    from stable_baselines3 import SAC
+
+    from frozen_dt.envs.behavior import save_actor
+
+    task = get_task("hopper-medium-v2")
+    model = SAC("MlpPolicy", task.make_env(), seed=0, device="cpu")
+    save_actor(model, tmp_path / "actor.safetensors")
+    policy = ActorPolicy.load(tmp_path / "actor.safetensors")
+    obs = np.random.default_rng(0).normal(size=(5, 11)).astype(np.float32)
+    expected = np.stack([model.predict(o, deterministic=True)[0] for o in obs])
+    np.testing.assert_allclose(policy.act(obs, None), expected, atol=1e-5)
+    assert (tmp_path / "actor.safetensors").stat().st_size < 2_000_000
+
+
+def test_batched_actions_equal_single_row_actions():
+    from frozen_dt.envs.generate import rowwise_matmul
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(37, 256)), rng.normal(size=(256, 256))
+    batched = rowwise_matmul(x, w)
+    for i in (0, 5, 36):
+        np.testing.assert_array_equal(batched[i], rowwise_matmul(x[i : i + 1], w)[0])
+
+
+def test_select_levels():
+    ck = [{"file": f"f{i}", "steps": i * 10, "normalized_return": r} for i, r in enumerate([1, 10, 35, 20, 95])]
+    levels = select_levels(ck)
+    assert levels["random"] == "f0" and levels["medium"] == "f2"
+    assert levels["medium-replay"] == ["f0", "f1"] and levels["expert"] == "f4"
+    assert levels["medium-expert"] == ["f2", "f4"]
+    assert "expert" not in select_levels(ck[:4])
+
+
+@pytest.mark.parametrize("widths", [(1, 3), (2, 5)])
+def test_vectorized_rollouts_equal_single_env_rollouts(tmp_path, widths):
+    root = make_policy_root(tmp_path)
+    task = get_task("hopper-medium-v2")
+    policy = ActorPolicy.load(root / "hopper" / level_checkpoints("hopper", "medium", root)[0]["file"])
+    a = rollout(task, policy, [0, 1, 2, 3], seed=7, num_envs=widths[0], progress=False)
+    b = rollout(task, policy, [0, 1, 2, 3], seed=7, num_envs=widths[1], progress=False)
+    for ea, eb in zip(a, b):
+        for key in ea:
+            np.testing.assert_array_equal(ea[key], eb[key])
+    assert len({float(e["rewards"].sum()) for e in a}) > 1  # different seeds give different episodes
+
+
+def test_generation_is_deterministic_and_records_metadata(tmp_path):
+    root = make_policy_root(tmp_path)
+    task = get_task("hopper-medium-v2")
+    out1 = generate_locomotion(task, episodes=3, seed=1, out=tmp_path / "a.hdf5", num_envs=2, policy_root=root,
+                               progress=False)
+    out2 = generate_locomotion(task, episodes=3, seed=1, out=tmp_path / "b.hdf5", num_envs=3, policy_root=root,
+                               progress=False)
+    a, b = read_file(out1, task), read_file(out2, task)
+    np.testing.assert_array_equal(a.observations, b.observations)
+    np.testing.assert_array_equal(a.rewards, b.rewards)
+    assert a.n_episodes == 3
+    meta = a.source["generated"]
+    assert a.source["kind"] == "generated" and meta["task"] == "hopper-medium-v2"
+    assert meta["env_id"] == "Hopper-v5" and meta["seed"] == 1 and meta["level"] == "medium"
+    assert meta["policies"][0]["file"].endswith("step0020000.safetensors")
+    assert "gymnasium" in meta["versions"] and "command" in meta
+    c = read_file(generate_locomotion(task, episodes=3, seed=2, out=tmp_path / "c.hdf5", policy_root=root,
+                                      progress=False), task)
+    assert not np.array_equal(c.rewards[:10], a.rewards[:10])
+
+
+def test_generation_by_transitions_and_medium_replay(tmp_path):
+    root = make_policy_root(tmp_path)
+    task = get_task("hopper-medium-v2")
+    ds = read_file(generate_locomotion(task, transitions=250, out=tmp_path / "m.hdf5", policy_root=root,
+                                       progress=False), task)
+    assert ds.n_transitions == 250
+    replay = get_task("hopper-medium-replay-v2")
+    ds = read_file(generate_locomotion(replay, transitions=300, out=tmp_path / "r.hdf5", policy_root=root,
+                                       progress=False), replay)
+    assert ds.n_transitions == 300
+    assert [p["steps"] for p in ds.source["generated"]["policies"]] == [0, 10000]
+
+
+def test_missing_level_is_a_clear_error(tmp_path):
+    root = make_policy_root(tmp_path, returns=(1.0, 5.0))
+    with pytest.raises(FrozenDTError, match="no shipped behaviour policy for hopper-medium"):
+        level_checkpoints("hopper", "medium", root)
+
+
+def test_shipped_policy_manifests_match_their_files():
+    manifests = sorted(POLICY_DIR.glob("*/manifest.json"))
+    for path in manifests:
+        env = path.parent.name
+        manifest = read_manifest(env)
+        files = {p.name for p in path.parent.glob("*.safetensors")}
+        listed = {c["file"] for c in manifest["checkpoints"]}
+        assert files == listed, f"{env}: files and manifest differ"
+        for c in manifest["checkpoints"]:
+            assert (path.parent / c["file"]).stat().st_size <= 2_000_000
+            assert c["env_id"].startswith(get_task(f"{env}-medium-v2").gym_name)
+            policy = ActorPolicy.load(path.parent / c["file"])
+            assert policy.mu[0].shape[0] == get_task(f"{env}-medium-v2").act_dim
+        assert json.loads(path.read_text())["env"] == env
