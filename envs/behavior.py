@@ -13,7 +13,6 @@ KB): no critic, no optimizer. The full SB3 model and replay buffer go to a work 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from frozen_dt.envs.registry import LOCOMOTION_ENVS, get_task
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.paths import atomic_path, atomic_write_text
 
 POLICY_DIR = Path(__file__).parent / "policies"
 # D4RL stopped its "medium" SAC runs at roughly a third of expert performance; expert = the D4RL expert reference
@@ -55,11 +55,7 @@ def read_manifest(env: str, root: Path = POLICY_DIR) -> dict:
 
 
 def write_manifest(env: str, manifest: dict, root: Path = POLICY_DIR) -> None:
-    path = manifest_path(env, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(manifest_path(env, root), json.dumps(manifest, indent=2) + "\n")
 
 
 def select_levels(checkpoints: list[dict]) -> dict:
@@ -94,10 +90,8 @@ def actor_state(model) -> dict:
 def save_actor(model, path: Path) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(actor_state(model), str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(actor_state(model), str(tmp))
 
 
 def evaluate_stochastic(model, env_id: str, episodes: int, seed: int) -> np.ndarray:

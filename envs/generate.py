@@ -3,15 +3,14 @@ hdf5 whose ``frozen_dt_metadata`` attribute records how it was made (so every la
 source as *generated*).
 
 Episode ``i`` is always seeded ``seed + i`` and draws its action noise from its own generator, so the data does not
-depend on how many envs run side by side; policy inference runs batched over the envs with a row-by-row exact
-matmul (:func:`rowwise_matmul`), so a batched step gives bit-identical actions to a single-env step.
+depend on how many envs run side by side; policy inference runs batched over the envs in fixed-shape blocks
+(:func:`blocked_matmul`), so a batched step gives bit-identical actions to a single-env step.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,14 +21,25 @@ import numpy as np
 from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.paths import atomic_path
 
 D4RL_SIZE = 1_000_000
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's SAC actor clamp
 
 
-def rowwise_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x @ w.T computed per row without BLAS blocking, so a row's result does not depend on the batch size."""
-    return np.einsum("bi,oi->bo", x, w, optimize=False)
+BLOCK = 16  # policy inference always runs on blocks of this many rows
+
+
+def blocked_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T evaluated in zero-padded blocks of BLOCK rows.
+
+    Every BLAS call has the same shape whatever the number of envs, so a row's result does not depend on how many
+    rows were batched with it (tests/test_generate.py checks this bit for bit).
+    """
+    n = len(x)
+    padded = np.zeros((-(-n // BLOCK) * BLOCK, x.shape[1]), dtype=x.dtype)
+    padded[:n] = x
+    return np.concatenate([padded[i : i + BLOCK] @ w.T for i in range(0, len(padded), BLOCK)])[:n]
 
 
 @dataclass
@@ -47,7 +57,7 @@ class ActorPolicy:
 
         if not path.is_file():
             raise FrozenDTError(f"behaviour policy {path} is missing")
-        state = {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}
+        state = {k: v.astype(np.float32) for k, v in load_file(str(path)).items()}
         n_layers = len([k for k in state if k.startswith("latent_pi.") and k.endswith(".weight")])
         layers = [(state[f"latent_pi.{2 * i}.weight"], state[f"latent_pi.{2 * i}.bias"]) for i in range(n_layers)]
         return cls(layers, (state["mu.weight"], state["mu.bias"]), (state["log_std.weight"], state["log_std.bias"]),
@@ -55,12 +65,12 @@ class ActorPolicy:
 
     def act(self, obs: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
         """Actions in [-1, 1] for a batch of observations; ``noise`` (standard normal) makes them stochastic."""
-        h = np.asarray(obs, dtype=np.float64)
+        h = np.asarray(obs, dtype=np.float32)
         for w, b in self.layers:
-            h = np.maximum(rowwise_matmul(h, w) + b, 0.0)
-        mean = rowwise_matmul(h, self.mu[0]) + self.mu[1]
+            h = np.maximum(blocked_matmul(h, w) + b, 0.0)
+        mean = blocked_matmul(h, self.mu[0]) + self.mu[1]
         if noise is not None:
-            log_std = np.clip(rowwise_matmul(h, self.log_std[0]) + self.log_std[1], LOG_STD_MIN, LOG_STD_MAX)
+            log_std = np.clip(blocked_matmul(h, self.log_std[0]) + self.log_std[1], LOG_STD_MIN, LOG_STD_MAX)
             mean = mean + np.exp(log_std) * noise
         return np.tanh(mean)
 
@@ -157,14 +167,11 @@ def write_d4rl_hdf5(path: Path, arrays: dict, metadata: dict) -> None:
 
     from frozen_dt.readers import METADATA_ATTR
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for key, value in arrays.items():
             dtype = bool if key in ("terminals", "timeouts") else np.float32
             f.create_dataset(key, data=np.asarray(value, dtype=dtype), compression="gzip", compression_opts=1)
         f.attrs[METADATA_ATTR] = json.dumps(metadata)
-    os.replace(tmp, path)
 
 
 def generate_locomotion(task: Task, *, episodes: int | None = None, transitions: int | None = None, seed: int = 0,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -23,6 +22,7 @@ import numpy as np
 
 from frozen_dt.envs.registry import Task, import_ogbench
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.paths import atomic_path
 
 EPISODE_STEPS = 1001
 NOISE, NOISE_SMOOTHING = 0.1, 0.5
@@ -142,10 +142,8 @@ def generate_ogbench(task: Task, *, episodes: int = 1000, seed: int = 0, out: Pa
     from frozen_dt.envs.generate import package_versions
 
     metadata["versions"] = package_versions()
-    out.parent.mkdir(parents=True, exist_ok=True)
     val_out = out.with_name(out.stem + "-val.npz")
     for path, split in ((out, splits["train"]), (val_out, splits["val"])):
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez_compressed(tmp, **_as_arrays(split), **{METADATA_KEY: np.asarray(json.dumps(metadata))})
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **_as_arrays(split), **{METADATA_KEY: np.asarray(json.dumps(metadata))})
     return out

@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.paths import atomic_write_text
 
 MIRROR_ENV_VAR = "FROZEN_DT_MIRROR"
 # sha256 of upstream files, filled in as they are verified by a maintainer with network access.
@@ -46,12 +47,6 @@ def read_source_record(path: Path) -> dict | None:
         return json.loads(record.read_text())
     except (OSError, ValueError):
         return None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def resolve_url(url: str) -> str:

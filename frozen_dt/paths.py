@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
@@ -26,3 +27,25 @@ def data_file(file_name: str) -> Path:
     # The name is a single plain path component, so the file sits directly in the data dir. The file itself may be
     # a symlink to a dataset kept elsewhere (a common way to share large files): it is not resolved.
     return data_dir() / file_name
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str = ""):
+    """Yield a temporary path beside ``path``; once the block succeeds, rename it onto ``path`` (atomic on POSIX).
+
+    A failure or interruption leaves ``path`` as it was and removes the temporary file. ``suffix`` is appended to
+    the temporary name for writers that insist on an extension (``numpy.savez`` adds ``.npz``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -57,13 +57,15 @@ def test_actor_policy_matches_stable_baselines3(tmp_path):
 
 
 def test_batched_actions_equal_single_row_actions():
-    from frozen_dt.envs.generate import rowwise_matmul
+    from frozen_dt.envs.generate import blocked_matmul
 
     rng = np.random.default_rng(0)
-    x, w = rng.normal(size=(37, 256)), rng.normal(size=(256, 256))
-    batched = rowwise_matmul(x, w)
-    for i in (0, 5, 36):
-        np.testing.assert_array_equal(batched[i], rowwise_matmul(x[i : i + 1], w)[0])
+    x, w = rng.normal(size=(37, 256)).astype(np.float32), rng.normal(size=(256, 256)).astype(np.float32)
+    batched = blocked_matmul(x, w)
+    for i in (0, 5, 17, 36):
+        np.testing.assert_array_equal(batched[i], blocked_matmul(x[i : i + 1], w)[0])
+        np.testing.assert_array_equal(batched[i], blocked_matmul(x[::-1], w)[36 - i])
+    np.testing.assert_allclose(batched, x @ w.T, rtol=1e-4, atol=1e-3)
 
 
 def test_select_levels():
