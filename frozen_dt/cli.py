@@ -65,13 +65,17 @@ def cmd_data_download(ns) -> None:
     print(f"{task.name}: {dataset.n_episodes} episodes, {dataset.n_transitions} transitions at {found.path}")
 
 
+def policy_root_arg(ns) -> dict:
+    return {"policy_root": Path(ns.policy_dir).expanduser()} if ns.policy_dir else {}
+
+
 def cmd_data_train_behavior(ns) -> None:
     from frozen_dt.envs.behavior import train_behavior
 
     if ns.steps <= 0 or ns.save_every <= 0 or ns.eval_episodes <= 0:
         raise FrozenDTError("--steps, --save-every and --eval-episodes must be positive")
     manifest = train_behavior(ns.env, steps=ns.steps, seed=ns.seed, save_every=ns.save_every,
-                              eval_episodes=ns.eval_episodes, resume=ns.resume)
+                              eval_episodes=ns.eval_episodes, resume=ns.resume, **policy_root_arg(ns))
     last = manifest["checkpoints"][-1]
     print(f"{ns.env}: {len(manifest['checkpoints'])} checkpoints; last at step {last['steps']} "
           f"(normalized return {last['normalized_return']:.1f})")
@@ -90,7 +94,8 @@ def cmd_data_generate(ns) -> None:
     task = get_task(ns.task)
     start = time.time()
     path = generate_dataset(task, episodes=ns.episodes, transitions=ns.transitions, seed=ns.seed,
-                            out=Path(ns.out).expanduser() if ns.out else None, num_envs=ns.num_envs)
+                            out=Path(ns.out).expanduser() if ns.out else None, num_envs=ns.num_envs,
+                            **policy_root_arg(ns))
     print(f"{task.name}: wrote {path} in {time.time() - start:.1f} s")
 
 
@@ -154,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0, help="seed: episode i uses seed + i (default: 0)")
     generate.add_argument("--out", help="output file (default: the task's file in the data dir)")
     generate.add_argument("--num-envs", type=int, default=16, help="envs rolled out side by side (default: 16)")
+    generate.add_argument("--policy-dir", help="behaviour policies to roll out (default: the ones shipped in the package)")
     generate.set_defaults(func=cmd_data_generate)
     behavior = data_sub.add_parser("train-behavior", help="train a SAC behaviour policy, saving actor checkpoints")
     behavior.add_argument("env", choices=("halfcheetah", "hopper", "walker2d", "ant"), help="locomotion env")
@@ -162,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     behavior.add_argument("--save-every", type=int, default=10_000, help="checkpoint interval in steps (default: 10000)")
     behavior.add_argument("--eval-episodes", type=int, default=5, help="episodes per checkpoint evaluation (default: 5)")
     behavior.add_argument("--resume", action="store_true", help="continue the run saved in runs/behavior/ENV")
+    behavior.add_argument("--policy-dir", help="where checkpoints and manifest go (default: the package's policies/)")
     behavior.set_defaults(func=cmd_data_train_behavior)
     return parser
 

@@ -102,7 +102,7 @@ def fetch(task: Task, download_source: str | None = None, *, sha256: str | None 
 
 
 def generate_dataset(task: Task, *, episodes: int | None = None, transitions: int | None = None, seed: int = 0,
-                     out: Path | None = None, num_envs: int = 16, announce: bool = False) -> Path:
+                     out: Path | None = None, num_envs: int = 16, announce: bool = False, **policy_root) -> Path:
     """Generate ``task``'s dataset here: shipped SAC policies (locomotion) or OGBench's plan oracles."""
     if announce:
         size = f"{episodes} episodes" if episodes else f"{transitions} transitions" if transitions else "full size"
@@ -117,7 +117,7 @@ def generate_dataset(task: Task, *, episodes: int | None = None, transitions: in
     from frozen_dt.envs.generate import generate_locomotion
 
     return generate_locomotion(task, episodes=episodes, transitions=transitions, seed=seed, out=out,
-                               num_envs=num_envs)
+                               num_envs=num_envs, **policy_root)
 
 
 def missing_message(task: Task) -> str:

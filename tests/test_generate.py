@@ -144,3 +144,26 @@ def test_shipped_policy_manifests_match_their_files():
             policy = ActorPolicy.load(path.parent / c["file"])
             assert policy.mu[0].shape[0] == get_task(f"{env}-medium-v2").act_dim
         assert json.loads(path.read_text())["env"] == env
+
+
+def test_cli_train_behavior_then_generate(tmp_path, monkeypatch, capsys):
+    """A few SAC steps through the CLI write actor checkpoints and a consistent manifest; generate uses them."""
+    from frozen_dt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FROZEN_DT_DATA", str(tmp_path / "data"))
+    pol = tmp_path / "pol"
+    assert main(["data", "train-behavior", "hopper", "--steps", "300", "--save-every", "150", "--eval-episodes", "1",
+                 "--policy-dir", str(pol)]) == 0
+    manifest = read_manifest("hopper", pol)
+    assert [c["steps"] for c in manifest["checkpoints"]] == [0, 150, 300]
+    assert {p.name for p in (pol / "hopper").glob("*.safetensors")} == {c["file"] for c in manifest["checkpoints"]}
+    assert manifest["levels"]["random"].endswith("step0000000.safetensors")
+    # No checkpoint reached a third of expert after 300 steps: medium is not available, and says so.
+    assert main(["data", "generate", "hopper-medium-v2", "--episodes", "2", "--policy-dir", str(pol)]) == 2
+    assert "no shipped behaviour policy for hopper-medium" in capsys.readouterr().err
+    assert main(["data", "generate", "hopper-random-v2", "--episodes", "2", "--policy-dir", str(pol)]) == 0
+    out = tmp_path / "data" / "hopper-random-v2.hdf5"
+    ds = read_file(out, get_task("hopper-random-v2"))
+    assert ds.n_episodes == 2 and ds.source["kind"] == "generated"
+    assert main(["data", "generate", "hopper-random-v2", "--episodes", "0"]) == 2
