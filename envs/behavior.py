@@ -116,8 +116,8 @@ def evaluate_stochastic(model, env_id: str, episodes: int, seed: int) -> np.ndar
 
 
 def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_000, eval_episodes: int = 5,
-                   env_version: str = "v5", policy_root: Path = POLICY_DIR, work_dir: Path | None = None,
-                   resume: bool = False, progress: bool = True) -> dict:
+                   learning_starts: int = 10_000, env_version: str = "v5", policy_root: Path = POLICY_DIR,
+                   work_dir: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train SAC on ``env`` for ``steps`` environment steps, saving actor checkpoints every ``save_every`` steps."""
     import torch
     from stable_baselines3 import SAC
@@ -130,7 +130,12 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
     work_dir = Path(work_dir or Path("runs") / "behavior" / env)
     work_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(env, policy_root)
-    manifest.update(env=env, env_id=env_id, algorithm="SAC (stable-baselines3 defaults)", seed=seed)
+    if not resume:
+        for old in manifest["checkpoints"]:  # a fresh run replaces the previous run's checkpoints
+            (policy_root / env / old["file"]).unlink(missing_ok=True)
+        manifest = {"env": env, "checkpoints": [], "levels": {}}
+        manifest.update(env_id=env_id, seed=seed, algorithm="SAC, stable-baselines3 defaults except learning_starts",
+                        learning_starts=learning_starts)
     model_path, buffer_path = work_dir / "sac_model.zip", work_dir / "replay_buffer.pkl"
     train_env = task.make_env(env_version)
 
@@ -142,8 +147,7 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
             model.load_replay_buffer(buffer_path)
     else:
         torch.manual_seed(seed)
-        model = SAC("MlpPolicy", train_env, seed=seed, device="cpu", verbose=0)
-        manifest["checkpoints"] = []
+        model = SAC("MlpPolicy", train_env, seed=seed, device="cpu", verbose=0, learning_starts=learning_starts)
 
     def checkpoint(step: int) -> None:
         name = f"{env}-sac-seed{seed}-step{step:07d}.safetensors"

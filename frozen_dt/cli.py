@@ -75,7 +75,8 @@ def cmd_data_train_behavior(ns) -> None:
     if ns.steps <= 0 or ns.save_every <= 0 or ns.eval_episodes <= 0:
         raise FrozenDTError("--steps, --save-every and --eval-episodes must be positive")
     manifest = train_behavior(ns.env, steps=ns.steps, seed=ns.seed, save_every=ns.save_every,
-                              eval_episodes=ns.eval_episodes, resume=ns.resume, **policy_root_arg(ns))
+                              eval_episodes=ns.eval_episodes, learning_starts=ns.learning_starts, resume=ns.resume,
+                              **policy_root_arg(ns))
     last = manifest["checkpoints"][-1]
     print(f"{ns.env}: {len(manifest['checkpoints'])} checkpoints; last at step {last['steps']} "
           f"(normalized return {last['normalized_return']:.1f})")
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     behavior.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     behavior.add_argument("--save-every", type=int, default=10_000, help="checkpoint interval in steps (default: 10000)")
     behavior.add_argument("--eval-episodes", type=int, default=5, help="episodes per checkpoint evaluation (default: 5)")
+    behavior.add_argument("--learning-starts", type=int, default=10_000,
+                          help="random-action steps before SAC updates begin (default: 10000, as rl-baselines3-zoo)")
     behavior.add_argument("--resume", action="store_true", help="continue the run saved in runs/behavior/ENV")
     behavior.add_argument("--policy-dir", help="where checkpoints and manifest go (default: the package's policies/)")
     behavior.set_defaults(func=cmd_data_train_behavior)

@@ -154,7 +154,7 @@ def test_cli_train_behavior_then_generate(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FROZEN_DT_DATA", str(tmp_path / "data"))
     pol = tmp_path / "pol"
     assert main(["data", "train-behavior", "hopper", "--steps", "300", "--save-every", "150", "--eval-episodes", "1",
-                 "--policy-dir", str(pol)]) == 0
+                 "--learning-starts", "100", "--policy-dir", str(pol)]) == 0
     manifest = read_manifest("hopper", pol)
     assert [c["steps"] for c in manifest["checkpoints"]] == [0, 150, 300]
     assert {p.name for p in (pol / "hopper").glob("*.safetensors")} == {c["file"] for c in manifest["checkpoints"]}
