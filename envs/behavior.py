@@ -140,9 +140,11 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
     train_env = task.make_env(env_version)
 
     if resume:
-        if not model_path.is_file():
-            raise FrozenDTError(f"nothing to resume: {model_path} does not exist")
-        model = SAC.load(model_path, env=train_env, device="cpu")
+        committed = policy_root / env / "resume" / "sac_model.zip"  # a run's state kept in the repo between sessions
+        source = model_path if model_path.is_file() else committed
+        if not source.is_file():
+            raise FrozenDTError(f"nothing to resume: neither {model_path} nor {committed} exists")
+        model = SAC.load(source, env=train_env, device="cpu")
         if buffer_path.is_file():
             model.load_replay_buffer(buffer_path)
     else:
