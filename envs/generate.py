@@ -22,6 +22,7 @@ from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path
+from frozen_dt.provenance import package_versions
 
 D4RL_SIZE = 1_000_000
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's SAC actor clamp
@@ -147,18 +148,6 @@ def concat_episodes(parts: list[dict], limit: int | None = None) -> dict:
     if limit is not None:
         flat = {k: v[:limit] for k, v in flat.items()}
     return flat
-
-
-def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("frozen-dt", "gymnasium", "mujoco", "numpy", "torch", "stable-baselines3", "ogbench"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def write_d4rl_hdf5(path: Path, arrays: dict, metadata: dict) -> None:

@@ -139,7 +139,7 @@ def generate_ogbench(task: Task, *, episodes: int = 1000, seed: int = 0, out: Pa
         "command": " ".join(sys.argv),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    from frozen_dt.envs.generate import package_versions
+    from frozen_dt.provenance import package_versions
 
     metadata["versions"] = package_versions()
     val_out = out.with_name(out.stem + "-val.npz")

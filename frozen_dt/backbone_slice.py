@@ -315,7 +315,7 @@ def _load_config(directory, gguf_file: str | None, name: str):
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         return transformers.AutoConfig.from_pretrained(str(directory), **kwargs, **_offline_kwargs())
     except (OSError, ValueError, KeyError) as error:
-        raise FrozenDTError(f"backbone {name!r}: cannot load its config offline ({error})") from None
+        raise FrozenDTError(f"backbone {name!r}: cannot load its config offline ({_one_line(error)})") from None
 
 
 def _load_pretrained(directory, gguf_file: str | None, name: str) -> nn.Module:
@@ -327,7 +327,12 @@ def _load_pretrained(directory, gguf_file: str | None, name: str) -> nn.Module:
                                                                      dtype=torch.float32, **_offline_kwargs())
         return transformers.AutoModel.from_pretrained(str(directory), dtype=torch.float32, **_offline_kwargs())
     except (OSError, ValueError, KeyError) as error:
-        raise FrozenDTError(f"backbone {name!r}: cannot load its weights offline ({error})") from None
+        raise FrozenDTError(f"backbone {name!r}: cannot load its weights offline ({_one_line(error)})") from None
+
+
+def _one_line(error: Exception) -> str:
+    """transformers' loading errors span several lines; the CLI prints user errors as one."""
+    return " ".join(str(error).split())
 
 
 def _config_from_json(text: str):

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from frozen_dt.config import EvalArgs, LeaderboardArgs, TrainArgs, add_arguments, from_namespace
+from frozen_dt.config import EvalArgs, LeaderboardArgs, TrainArgs, add_arguments, explicit_options, from_namespace
 from frozen_dt.errors import FrozenDTError
 
 
@@ -107,7 +107,9 @@ def not_yet(command: str, args) -> None:
 
 
 def cmd_train(ns) -> None:
-    not_yet("train", from_namespace(TrainArgs, ns))
+    from frozen_dt.train import train
+
+    train(from_namespace(TrainArgs, ns), explicit_options(ns))
 
 
 def cmd_eval(ns) -> None:

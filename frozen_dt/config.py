@@ -36,13 +36,28 @@ class TrainArgs:
     batch_size: int = arg(64, "batch size")
     context: int = arg(20, "context length K (DT-style models)")
     lr: float = arg(1e-4, "learning rate")
+    weight_decay: float = arg(1e-4, "AdamW weight decay")
+    warmup_steps: int = arg(10_000, "linear learning-rate warm-up steps (0: none)")
+    grad_clip: float = arg(0.25, "gradient-norm clipping threshold")
+    dropout: float = arg(0.1, "dropout (DT: embeddings, attention, residuals; frozen-dt: its input embeddings)")
+    embed_dim: int = arg(128, "dt: transformer width")
+    dt_layers: int = arg(3, "dt: transformer layers")
+    dt_heads: int = arg(1, "dt: attention heads")
+    timestep_features: int = arg(128, "frozen-dt: sinusoidal timestep features projected to the backbone width")
     seed: int = arg(0, "training seed")
+    log_every: int = arg(1000, "steps per metrics row (metrics.csv / metrics.jsonl)")
+    eval_every: int = arg(10_000, "steps between evaluations (0: only at the end)")
+    eval_episodes: int = arg(10, "evaluation episodes per return target (0: no evaluation)")
+    eval_max_steps: int = arg(None, "cut evaluation episodes after this many steps (smoke tests; scores then "
+                                    "differ from full-episode ones)")
+    save_every: int = arg(5000, "steps between checkpoints (checkpoints/last.pt)")
     device: str = arg("cpu", "device (cuda uses bf16 autocast)", choices=("cpu", "cuda"))
     env_version: str = arg(None, "MuJoCo env version for locomotion tasks (default: the dataset's)",
                            choices=ENV_VERSIONS)
-    config: str = arg(None, "recipe file overriding the per-(algorithm, task family) defaults")
+    config: str = arg(None, "recipe file (JSON) applied over the per-(algorithm, task family) recipe; flags given "
+                            "on the command line override both")
     run_dir: str = arg(None, "run directory (default: runs/<task>/<algo>/<timestamp>)")
-    resume: str = arg(None, "continue the run in this directory")
+    resume: str = arg(None, "continue the run in this directory (its config.json; --steps may extend it)")
     download: bool = arg(False, "download the dataset if it is not local")
     wandb: str = arg(None, "also log to Weights & Biases", choices=("offline", "online"))
 
@@ -53,11 +68,24 @@ class TrainArgs:
 
         spec = BACKBONES.get(self.backbone)
         parse_layers(self.layers, spec.n_layers if spec else None)
-        for name in ("steps", "batch_size", "context"):
-            if getattr(self, name) <= 0:
+        for name in ("steps", "batch_size", "context", "embed_dim", "dt_layers", "dt_heads", "timestep_features",
+                     "log_every", "save_every", "eval_max_steps"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise FrozenDTError(f"--lr must be positive, got {self.lr}")
+        for name in ("warmup_steps", "eval_every", "eval_episodes"):
+            if getattr(self, name) < 0:
+                raise FrozenDTError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise FrozenDTError(f"--weight-decay must not be negative, got {self.weight_decay}")
+        if not 0 <= self.dropout < 1:
+            raise FrozenDTError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.timestep_features % 2:
+            raise FrozenDTError(f"--timestep-features must be even (sin/cos pairs), got {self.timestep_features}")
+        if self.embed_dim % self.dt_heads:
+            raise FrozenDTError(f"--embed-dim {self.embed_dim} is not divisible by --dt-heads {self.dt_heads}")
 
 
 @dataclass
@@ -85,23 +113,41 @@ class LeaderboardArgs:
         pass
 
 
+EXPLICIT = "explicit_options"  # namespace attribute: the dests of the options given on the command line
+
+
+class _StoreExplicit(argparse.Action):
+    """``store`` (or ``store_true`` with ``nargs=0``) that also records in ``namespace.explicit_options`` that the
+    option was given, so that recipes fill only what the command line left out."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        setattr(namespace, EXPLICIT, getattr(namespace, EXPLICIT, frozenset()) | {self.dest})
+
+
+def explicit_options(namespace: argparse.Namespace) -> frozenset:
+    return getattr(namespace, EXPLICIT, frozenset())
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """Add one option (or positional) per field of dataclass ``cls``."""
+    """Add one option (or positional) per field of dataclass ``cls``; options given are recorded (:func:`explicit_options`)."""
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
         help_text = meta.pop("help")
         positional = meta.pop("positional", False)
         kwargs = {"help": help_text, **meta}
-        if f.type in ("bool", bool):
-            kwargs["action"] = "store_true"
+        is_flag = f.type in ("bool", bool)
+        if is_flag:
+            kwargs.update(nargs=0, const=True)
         elif "nargs" not in kwargs:
             kwargs["type"] = {"int": int, "float": float}.get(str(f.type), str)
         if positional:
             parser.add_argument(f.name, **kwargs)
         else:
-            if f.default is not None and not kwargs.get("action"):
+            if f.default is not None and not is_flag:
                 kwargs["help"] += f" (default: {f.default})"
-            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, **kwargs)
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, action=_StoreExplicit,
+                                **kwargs)
 
 
 def from_namespace(cls, namespace: argparse.Namespace):

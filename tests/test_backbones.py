@@ -36,13 +36,7 @@ transformers = backbone_slice._transformers()
 T = 7  # > the tiny Gemma's sliding window, so sliding and full layers differ
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These tests run many tiny forward passes: thread wake-ups dominate them on a small, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _has(module: str) -> bool:

@@ -233,7 +233,7 @@ def test_data_info_on_real_dt_pickle_without_rewards(data, capsys):
     assert info["source"]["format"] == "dt-pickle"
 
 
-def test_missing_dataset_names_the_paths_and_the_download_command(data, capsys, tmp_path):
+def test_missing_dataset_names_the_paths_and_the_download_command(data, capsys, tmp_path, monkeypatch):
     code, out, err = run(capsys, "data", "info", "hopper-medium-v2")
     assert code == 2 and out == "" and "Traceback" not in err
     assert err.startswith("frozen-dt: error: no dataset for hopper-medium-v2")
@@ -244,8 +244,16 @@ def test_missing_dataset_names_the_paths_and_the_download_command(data, capsys, 
     assert "frozen-dt data download hopper-medium-v2" in err
     assert "--source minari" in err
 
-    code, _, err = run(capsys, "train", "hopper-random-v2")  # validation passes; not implemented yet
-    assert code == 2 and "Traceback" not in err
+    # train does not stop at a missing dataset: it generates one (stopped here before any rollout or training)
+    import frozen_dt.sources
+    from frozen_dt.errors import FrozenDTError
+
+    def no_generation(task, **kwargs):
+        raise FrozenDTError(f"generation of {task.name} requested (announce={kwargs.get('announce')})")
+
+    monkeypatch.setattr(frozen_dt.sources, "generate_dataset", no_generation)
+    code, _, err = run(capsys, "train", "hopper-random-v2", "--algo", "dt")
+    assert_user_error(code, err, "generation of hopper-random-v2 requested (announce=True)")
 
 
 @pytest.mark.parametrize(
@@ -306,14 +314,22 @@ def test_train_layers_checked_against_the_chosen_backbone(data, capsys):
     assert_user_error(code, err, "the model has 6 layers")
     code, _, err = run(capsys, "train", "hopper-medium-v2", "--backbone", "hf:some-org/some-model", "--layers", "5:2")
     assert_user_error(code, err, "the slice is empty")
+    # depth unknown until the model loads: the form passes, and loading (offline, before any data) is what fails
     code, _, err = run(capsys, "train", "hopper-medium-v2", "--backbone", "hf:some-org/some-model", "--layers", "2:40")
-    assert_user_error(code, err, "validated its arguments")  # depth unknown until the model loads
+    assert_user_error(code, err, "backbone 'hf:some-org/some-model'", "cannot load its config offline")
 
 
-def test_train_valid_arguments_pass_validation(data, capsys):
+def test_train_valid_arguments_pass_validation(data, capsys, monkeypatch):
+    import frozen_dt.train
+
+    calls = []
+    monkeypatch.setattr(frozen_dt.train, "train", lambda args, explicit: calls.append((args, explicit)))
     code, _, err = run(capsys, "train", "hopper-medium-v2", "--layers", "-5:", "--backbone", "smollm2-135m",
                        "--algo", "dt", "--steps", "10")
-    assert_user_error(code, err, "validated its arguments", "not implemented")
+    assert code == 0, err
+    [(args, explicit)] = calls
+    assert (args.layers, args.backbone, args.algo, args.steps) == ("-5:", "smollm2-135m", "dt", 10)
+    assert explicit == {"layers", "backbone", "algo", "steps"}  # what recipes must not override
 
 
 @pytest.mark.parametrize(

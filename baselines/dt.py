@@ -1,0 +1,98 @@
+"""The Decision Transformer of Chen et al. (2021), as kzl/decision-transformer's gym code builds it.
+
+``DecisionTransformer`` follows ``gym/decision_transformer/models/decision_transformer.py`` with the GPT-2 of
+``trajectory_gpt2.py`` (Hugging Face GPT-2 without position embeddings) written out in plain torch:
+
+* a learned timestep table ``nn.Embedding(max_ep_len, width)`` added to the return, state and action embeddings
+  (DT's only position signal); tokens interleaved (R_1, s_1, a_1, ...); ``embed_ln`` LayerNorm;
+* GPT-2's embedding dropout, then pre-LN blocks (causal self-attention with ``n_head`` heads scaled by
+  1/sqrt(head dim), attention and residual dropout; a 4x MLP with ReLU, as ``experiment.py`` configures
+  ``activation_function='relu'``, ``n_inner=4*embed_dim``), GPT-2's final ``ln_f``;
+* ``predict_action = Linear + Tanh`` on the state tokens; loss (in the trainer) MSE on the real steps' actions.
+
+GPT-2's initialisation is kept for the blocks (normal(0, 0.02) weights, zero biases, output projections scaled by
+1/sqrt(2 * n_layer)); the DT's own embeddings and head keep PyTorch's defaults, as in the reference.
+
+Left out because they never train: DT's unused ``predict_state``/``predict_return`` heads (the gym experiments put
+no loss on them) and GPT-2's unused word/position tables. The parameter count therefore covers exactly the
+weights that learn. Padded key positions are masked; each padded query still attends to itself so that no
+attention row is empty (real tokens see exactly what GPT-2's additive mask lets them see).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frozen_dt.models import ReturnConditionedTransformer
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, width: int, n_head: int, dropout: float):
+        super().__init__()
+        if width % n_head:
+            raise ValueError(f"width {width} is not divisible by {n_head} heads")
+        self.n_head = n_head
+        self.c_attn = nn.Linear(width, 3 * width)
+        self.c_proj = nn.Linear(width, width)
+        self.attn_dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (y.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2) for y in self.c_attn(x).split(d, -1))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(b, t, d)))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, n_head: int, dropout: float):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = CausalSelfAttention(width, n_head, dropout)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), allowed)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """GPT-2 blocks without token or position embeddings: ``(x (B, T, d), attention_mask (B, T)) -> (B, T, d)``.
+
+    The final ``ln_f`` is the DT's output LayerNorm (applied by :class:`ReturnConditionedTransformer`), and the
+    embedding dropout its input dropout, so this module is the blocks alone.
+    """
+
+    def __init__(self, width: int, n_layer: int, n_head: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(width, n_head, dropout) for _ in range(n_layer))
+        for name, param in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(param)
+            elif param.dim() > 1:  # GPT-2: normal(0, 0.02), residual output projections scaled down
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("c_proj.weight", "mlp.2.weight")) else 0.02
+                nn.init.normal_(param, 0.0, std)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        allowed = causal & (attention_mask[:, None, :] | torch.eye(t, dtype=torch.bool, device=x.device))
+        allowed = allowed[:, None]  # (B, 1, T, T), broadcast over heads
+        for block in self.blocks:
+            x = block(x, allowed)
+        return x
+
+
+class DecisionTransformer(ReturnConditionedTransformer):
+    """DT (kzl/decision-transformer): ``forward(batch) -> actions (B, K, act)``, ``act(...)`` as its ``get_action``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, *, context: int = 20, width: int = 128, n_layer: int = 3,
+                 n_head: int = 1, dropout: float = 0.1, max_ep_len: int = 1000):
+        super().__init__(obs_dim, act_dim, width, body=GPT(width, n_layer, n_head, dropout),
+                         timestep_embedding=nn.Embedding(max_ep_len, width), context=context, dropout=dropout)

