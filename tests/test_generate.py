@@ -2,7 +2,6 @@
 and the shipped policy manifests."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
