@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +27,8 @@ POLICY_DIR = Path(__file__).parent / "policies"
 # (normalized 100). "expert" needs a checkpoint that comes within 10 % of that reference.
 MEDIUM_NORMALIZED = 100.0 / 3.0
 EXPERT_NORMALIZED = 90.0
+EVAL_SEED = 10_000  # checkpoint at step S is evaluated on episodes seeded EVAL_SEED + S + i
 ACTOR_PREFIXES = ("latent_pi.", "mu.", "log_std.")
-
-
-@dataclass
-class CheckpointRecord:
-    file: str
-    env_id: str
-    steps: int
-    return_mean: float
-    return_std: float
-    normalized_return: float
-    eval_episodes: int
-    seed: int
 
 
 def manifest_path(env: str, root: Path = POLICY_DIR) -> Path:
@@ -94,28 +82,46 @@ def save_actor(model, path: Path) -> None:
         save_file(actor_state(model), str(tmp))
 
 
-def evaluate_stochastic(model, env_id: str, episodes: int, seed: int) -> np.ndarray:
-    """Returns of ``episodes`` episodes of the stochastic policy (the one that generates data), seeds seed+i."""
-    import gymnasium as gym
+def evaluate_checkpoint(env: str, file: str, *, episodes: int, seed: int, policy_root: Path = POLICY_DIR,
+                        num_envs: int = 16, progress: bool = False) -> dict:
+    """A shipped actor's stochastic returns (the policy that generates data) over ``episodes`` episodes, seeded
+    ``seed + i``, through the evaluation harness; the manifest fields ``return_mean``/``return_std``/
+    ``normalized_return``/``eval_episodes``/``eval_seed``."""
+    from frozen_dt.envs.generate import ActorAgent, ActorPolicy
+    from frozen_dt.eval.rollout import rollout
+    from frozen_dt.eval.scores import normalized_score
 
-    env = gym.make(env_id)
-    returns = []
-    try:
-        for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
-            done, total = False, 0.0
-            while not done:
-                action, _ = model.predict(obs, deterministic=False)
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-    finally:
-        env.close()
-    return np.asarray(returns)
+    task = get_task(f"{env}-medium-v2")
+    agent = ActorAgent.for_task(task, ActorPolicy.load(policy_root / env / file), seed=seed)
+    runs = rollout(task, agent, episodes, seed=seed, num_envs=num_envs, env_version="v5", progress=progress,
+                   desc=f"{file}")
+    returns = np.array([r["return"] for r in runs])
+    return {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+            "normalized_return": float(normalized_score(task, returns.mean())), "eval_episodes": int(episodes),
+            "eval_seed": int(seed)}
 
 
-def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_000, eval_episodes: int = 5,
+def reevaluate_checkpoints(env: str, *, episodes: int = 20, policy_root: Path = POLICY_DIR, num_envs: int = 16,
+                           progress: bool = True) -> dict:
+    """Evaluate every checkpoint of ``env``'s manifest again with ``episodes`` episodes, then re-select the levels.
+
+    Level selection reads single evaluations; a few episodes of a noisy policy can put a checkpoint over the medium
+    threshold by luck, so the recorded evaluations should use enough episodes (20 by default).
+    """
+    from tqdm import tqdm
+
+    manifest = read_manifest(env, policy_root)
+    if not manifest.get("checkpoints"):
+        raise FrozenDTError(f"no checkpoints recorded for {env} under {policy_root}")
+    for record in tqdm(manifest["checkpoints"], desc=f"{env} checkpoints", unit="ckpt", disable=not progress):
+        record.update(evaluate_checkpoint(env, record["file"], episodes=episodes, seed=EVAL_SEED + record["steps"],
+                                          policy_root=policy_root, num_envs=num_envs))
+    manifest["levels"] = select_levels(manifest["checkpoints"])
+    write_manifest(env, manifest, policy_root)
+    return manifest
+
+
+def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_000, eval_episodes: int = 20,
                    learning_starts: int = 10_000, env_version: str = "v5", policy_root: Path = POLICY_DIR,
                    work_dir: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train SAC on ``env`` for ``steps`` environment steps, saving actor checkpoints every ``save_every`` steps."""
@@ -154,17 +160,15 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
     def checkpoint(step: int) -> None:
         name = f"{env}-sac-seed{seed}-step{step:07d}.safetensors"
         save_actor(model, policy_root / env / name)
-        returns = evaluate_stochastic(model, env_id, eval_episodes, seed=10_000 + step)
-        from frozen_dt.eval.scores import normalized_score
-
-        record = CheckpointRecord(name, env_id, step, float(returns.mean()), float(returns.std()),
-                                  float(normalized_score(task, returns.mean())), eval_episodes, seed)
-        manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["steps"] != step] + [asdict(record)]
+        record = {"file": name, "env_id": env_id, "steps": step, "seed": seed,
+                  **evaluate_checkpoint(env, name, episodes=eval_episodes, seed=EVAL_SEED + step,
+                                        policy_root=policy_root)}
+        manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["steps"] != step] + [record]
         manifest["levels"] = select_levels(manifest["checkpoints"])
         write_manifest(env, manifest, policy_root)
         model.save(model_path)
-        print(f"[{env}] step {step}: return {record.return_mean:.1f} +- {record.return_std:.1f} "
-              f"(normalized {record.normalized_return:.1f})", flush=True)
+        print(f"[{env}] step {step}: return {record['return_mean']:.1f} +- {record['return_std']:.1f} "
+              f"(normalized {record['normalized_return']:.1f}, {eval_episodes} episodes)", flush=True)
 
     class Checkpoints(BaseCallback):
         def _on_step(self) -> bool:

@@ -4,7 +4,7 @@ source as *generated*).
 
 Episode ``i`` is always seeded ``seed + i`` and draws its action noise from its own generator, so the data does not
 depend on how many envs run side by side; policy inference runs batched over the envs in fixed-shape blocks
-(:func:`blocked_matmul`), so a batched step gives bit-identical actions to a single-env step.
+(:func:`frozen_dt.eval.rollout.in_blocks`), so a batched step gives bit-identical actions to a single-env step.
 """
 
 from __future__ import annotations
@@ -21,26 +21,13 @@ import numpy as np
 from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.eval.rollout import RECORD_KEYS, in_blocks
+from frozen_dt.eval.rollout import rollout as vector_rollout
 from frozen_dt.paths import atomic_path
 from frozen_dt.provenance import package_versions
 
 D4RL_SIZE = 1_000_000
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # stable-baselines3's SAC actor clamp
-
-
-BLOCK = 16  # policy inference always runs on blocks of this many rows
-
-
-def blocked_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x @ w.T evaluated in zero-padded blocks of BLOCK rows.
-
-    Every BLAS call has the same shape whatever the number of envs, so a row's result does not depend on how many
-    rows were batched with it (tests/test_generate.py checks this bit for bit).
-    """
-    n = len(x)
-    padded = np.zeros((-(-n // BLOCK) * BLOCK, x.shape[1]), dtype=x.dtype)
-    padded[:n] = x
-    return np.concatenate([padded[i : i + BLOCK] @ w.T for i in range(0, len(padded), BLOCK)])[:n]
 
 
 @dataclass
@@ -65,67 +52,63 @@ class ActorPolicy:
                    file=path.name)
 
     def act(self, obs: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
-        """Actions in [-1, 1] for a batch of observations; ``noise`` (standard normal) makes them stochastic."""
-        h = np.asarray(obs, dtype=np.float32)
+        """Actions in [-1, 1] for a batch of observations; ``noise`` (standard normal) makes them stochastic.
+
+        Runs in fixed-shape blocks (:func:`frozen_dt.eval.rollout.in_blocks`): a row's action does not depend on
+        how many rows were batched with it (tests/test_generate.py checks this bit for bit).
+        """
+        obs = np.asarray(obs, dtype=np.float32)
+        if noise is None:
+            return in_blocks(lambda o: self._forward(o, None), obs)
+        return in_blocks(self._forward, obs, np.asarray(noise, dtype=np.float32))
+
+    def _forward(self, obs: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        h = obs
         for w, b in self.layers:
-            h = np.maximum(blocked_matmul(h, w) + b, 0.0)
-        mean = blocked_matmul(h, self.mu[0]) + self.mu[1]
+            h = np.maximum(h @ w.T + b, 0.0)
+        mean = h @ self.mu[0].T + self.mu[1]
         if noise is not None:
-            log_std = np.clip(blocked_matmul(h, self.log_std[0]) + self.log_std[1], LOG_STD_MIN, LOG_STD_MAX)
+            log_std = np.clip(h @ self.log_std[0].T + self.log_std[1], LOG_STD_MIN, LOG_STD_MAX)
             mean = mean + np.exp(log_std) * noise
         return np.tanh(mean)
 
 
+class ActorAgent:
+    """A behaviour policy as a rollout agent (:class:`frozen_dt.eval.rollout.Agent`): episode ``i`` draws its
+    action noise from its own generator ``default_rng([seed, i])``, so the data does not depend on the vector width."""
+
+    def __init__(self, policy: ActorPolicy, low: np.ndarray, high: np.ndarray, *, seed: int,
+                 deterministic: bool = False):
+        self.policy, self.low, self.high, self.seed, self.deterministic = policy, low, high, seed, deterministic
+        self.rngs: dict[int, np.random.Generator] = {}
+
+    @classmethod
+    def for_task(cls, task: Task, policy: ActorPolicy, *, seed: int, env_version: str = "v5",
+                 deterministic: bool = False) -> "ActorAgent":
+        env = task.make_env(env_version)
+        low, high = env.action_space.low, env.action_space.high
+        env.close()
+        return cls(policy, low, high, seed=seed, deterministic=deterministic)
+
+    def start(self, slot: int, episode: int) -> None:
+        self.rngs[slot] = np.random.default_rng([self.seed, episode])
+
+    def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        noise = None if self.deterministic else np.stack([self.rngs[s].standard_normal(len(self.low)) for s in slots])
+        return (self.low + (self.policy.act(observations, noise) + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
+
+    def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        pass
+
+
 def rollout(task: Task, policy: ActorPolicy, episodes: list[int], *, seed: int, num_envs: int = 16,
             deterministic: bool = False, env_version: str = "v5", progress: bool = True) -> list[dict]:
-    """Roll ``policy`` out for the given episode ids; episode ``i`` uses env seed ``seed + i`` and noise stream ``i``.
-
-    Returns one dict of arrays per episode (in the order of ``episodes``).
-    """
-    from tqdm import tqdm
-
-    envs = [task.make_env(env_version) for _ in range(min(num_envs, len(episodes)))]
-    low, high = envs[0].action_space.low, envs[0].action_space.high
-    queue = list(episodes)
-    results: dict[int, dict] = {}
-    slots: list[dict | None] = [None] * len(envs)
-
-    def start(slot: int) -> None:
-        if not queue:
-            slots[slot] = None
-            return
-        ep = queue.pop(0)
-        obs, _ = envs[slot].reset(seed=seed + ep)
-        slots[slot] = {"id": ep, "obs": obs, "rng": np.random.default_rng([seed, ep]),
-                       "steps": {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")}}
-
-    bar = tqdm(total=len(episodes), unit="ep", desc=f"{task.name} rollouts", disable=not progress)
-    try:
-        for s in range(len(envs)):
-            start(s)
-        while any(slots):
-            active = [s for s, st in enumerate(slots) if st is not None]
-            obs = np.stack([slots[s]["obs"] for s in active])
-            noise = None if deterministic else np.stack([slots[s]["rng"].standard_normal(len(low)) for s in active])
-            actions = low + (policy.act(obs, noise) + 1.0) * 0.5 * (high - low)
-            for row, s in enumerate(active):
-                st = slots[s]
-                action = actions[row].astype(np.float32)
-                next_obs, reward, terminated, truncated, _ = envs[s].step(action)
-                for key, value in (("observations", st["obs"]), ("actions", action), ("rewards", reward),
-                                   ("terminals", terminated), ("timeouts", truncated and not terminated),
-                                   ("next_observations", next_obs)):
-                    st["steps"][key].append(value)
-                st["obs"] = next_obs
-                if terminated or truncated:
-                    results[st["id"]] = {k: np.asarray(v) for k, v in st["steps"].items()}
-                    bar.update(1)
-                    start(s)
-    finally:
-        bar.close()
-        for env in envs:
-            env.close()
-    return [results[ep] for ep in episodes]
+    """Roll ``policy`` out for the given episode ids, recording D4RL arrays; episode ``i`` uses env seed
+    ``seed + i`` and noise stream ``i``. One dict of arrays per episode, in the order of ``episodes``."""
+    agent = ActorAgent.for_task(task, policy, seed=seed, env_version=env_version, deterministic=deterministic)
+    runs = vector_rollout(task, agent, episodes, seed=seed, num_envs=num_envs, env_version=env_version, record=True,
+                          progress=progress, desc=f"{task.name} rollouts")
+    return [{k: r[k] for k in RECORD_KEYS} for r in runs]
 
 
 def level_checkpoints(env: str, level: str, root: Path = POLICY_DIR) -> list[dict]:

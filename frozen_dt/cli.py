@@ -82,6 +82,19 @@ def cmd_data_train_behavior(ns) -> None:
           f"(normalized return {last['normalized_return']:.1f})")
 
 
+def cmd_data_evaluate_behavior(ns) -> None:
+    from frozen_dt.envs.behavior import reevaluate_checkpoints
+
+    if ns.episodes <= 0:
+        raise FrozenDTError(f"--episodes must be positive, got {ns.episodes}")
+    manifest = reevaluate_checkpoints(ns.env, episodes=ns.episodes, **policy_root_arg(ns))
+    for c in manifest["checkpoints"]:
+        print(f"{c['file']}: normalized return {c['normalized_return']:.1f} (return {c['return_mean']:.1f} "
+              f"+- {c['return_std']:.1f}, {c['eval_episodes']} episodes)")
+    print(f"{ns.env} levels: " + ", ".join(f"{k}={v if isinstance(v, str) else f'{len(v)} checkpoints'}"
+                                           for k, v in manifest["levels"].items()))
+
+
 def cmd_data_generate(ns) -> None:
     from frozen_dt.envs.registry import get_task
     from frozen_dt.sources import generate_dataset
@@ -169,12 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     behavior.add_argument("--steps", type=int, default=1_000_000, help="environment steps (default: 1000000)")
     behavior.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     behavior.add_argument("--save-every", type=int, default=10_000, help="checkpoint interval in steps (default: 10000)")
-    behavior.add_argument("--eval-episodes", type=int, default=5, help="episodes per checkpoint evaluation (default: 5)")
+    behavior.add_argument("--eval-episodes", type=int, default=20,
+                          help="episodes per checkpoint evaluation (default: 20)")
     behavior.add_argument("--learning-starts", type=int, default=10_000,
                           help="random-action steps before SAC updates begin (default: 10000, as rl-baselines3-zoo)")
     behavior.add_argument("--resume", action="store_true", help="continue the run saved in runs/behavior/ENV")
     behavior.add_argument("--policy-dir", help="where checkpoints and manifest go (default: the package's policies/)")
     behavior.set_defaults(func=cmd_data_train_behavior)
+    reeval = data_sub.add_parser("evaluate-behavior",
+                                 help="evaluate every behaviour checkpoint again and re-select the levels")
+    reeval.add_argument("env", choices=("halfcheetah", "hopper", "walker2d", "ant"), help="locomotion env")
+    reeval.add_argument("--episodes", type=int, default=20, help="episodes per checkpoint (default: 20)")
+    reeval.add_argument("--policy-dir", help="checkpoints and manifest (default: the package's policies/)")
+    reeval.set_defaults(func=cmd_data_evaluate_behavior)
     return parser
 
 

@@ -56,14 +56,18 @@ def test_actor_policy_matches_stable_baselines3(tmp_path):
 
 
 def test_batched_actions_equal_single_row_actions():
-    from frozen_dt.envs.generate import blocked_matmul
+    from frozen_dt.eval.rollout import in_blocks
 
     rng = np.random.default_rng(0)
     x, w = rng.normal(size=(37, 256)).astype(np.float32), rng.normal(size=(256, 256)).astype(np.float32)
-    batched = blocked_matmul(x, w)
+
+    def blocked_matmul(a):
+        return in_blocks(lambda b: b @ w.T, a)
+
+    batched = blocked_matmul(x)
     for i in (0, 5, 17, 36):
-        np.testing.assert_array_equal(batched[i], blocked_matmul(x[i : i + 1], w)[0])
-        np.testing.assert_array_equal(batched[i], blocked_matmul(x[::-1], w)[36 - i])
+        np.testing.assert_array_equal(batched[i], blocked_matmul(x[i : i + 1])[0])
+        np.testing.assert_array_equal(batched[i], blocked_matmul(x[::-1])[36 - i])
     np.testing.assert_allclose(batched, x @ w.T, rtol=1e-4, atol=1e-3)
 
 
