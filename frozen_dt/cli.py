@@ -113,12 +113,6 @@ def cmd_data_generate(ns) -> None:
     print(f"{task.name}: wrote {path} in {time.time() - start:.1f} s")
 
 
-def not_yet(command: str, args) -> None:
-    raise FrozenDTError(
-        f"`frozen-dt {command}` validated its arguments ({args}) but is not implemented in this version yet"
-    )
-
-
 def cmd_train(ns) -> None:
     from frozen_dt.train import train
 
@@ -126,11 +120,20 @@ def cmd_train(ns) -> None:
 
 
 def cmd_eval(ns) -> None:
-    not_yet("eval", from_namespace(EvalArgs, ns))
+    from frozen_dt.evaluate import run_eval
+
+    run_eval(from_namespace(EvalArgs, ns))
 
 
 def cmd_leaderboard(ns) -> None:
-    not_yet("leaderboard", from_namespace(LeaderboardArgs, ns))
+    from frozen_dt.eval.leaderboard import write_leaderboard
+
+    args = from_namespace(LeaderboardArgs, ns)
+    rows = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
+    for r in rows:
+        print(f"{r['task']:28s} {r['algo']:10s} {r['backbone']:12s} {r['layers']:5s} {r['init']:10s} "
+              f"{r['score_mean']:6.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] {r['n_seeds']} seed(s) ({r['scale']})")
+    print(f"wrote {args.out}, its Markdown copy and figures beside it")
 
 
 def build_parser() -> argparse.ArgumentParser:

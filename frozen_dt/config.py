@@ -95,9 +95,17 @@ class EvalArgs:
     num_envs: int = arg(10, "environments stepped in parallel")
     checkpoint: str = arg("last", "which checkpoint", choices=("last", "best"))
     target_return: float = arg(None, "return-to-go target (default: the task's targets, each reported)")
-    eval_seed: int = arg(10_000, "seed of evaluation episode 0 (episode i uses eval_seed + i)")
+    eval_seed: int = arg(10_000, "seed of evaluation episode 0 (episode i uses eval_seed + i; independent of the "
+                                 "training seed)")
+    task: str = arg(None, "evaluate on this task's env instead of the training task's (same dims required)")
+    env_version: str = arg(None, "MuJoCo env version (default: the run's)", choices=ENV_VERSIONS)
+    device: str = arg("cpu", "device for policy inference", choices=("cpu", "cuda"))
+    precision: str = arg("fp32", "inference precision; bf16 runs matmuls in bfloat16 (AMX CPUs, GPUs); cuda always "
+                                 "uses bf16 autocast as in training", choices=("fp32", "bf16"))
 
     def validate(self) -> None:
+        if self.task is not None:
+            get_task(self.task)
         if self.episodes <= 0:
             raise FrozenDTError(f"--episodes must be positive, got {self.episodes}")
         if self.num_envs <= 0:
@@ -107,7 +115,8 @@ class EvalArgs:
 @dataclass
 class LeaderboardArgs:
     runs: list = arg(None, "run directories or globs (default: runs/**)", positional=True, nargs="*")
-    out: str = arg("results/leaderboard.csv", "leaderboard CSV (a Markdown copy is written beside it)")
+    out: str = arg("results/leaderboard.csv", "leaderboard CSV (a Markdown copy and figures are written beside it)")
+    checkpoint: str = arg("last", "which checkpoint's evaluation (eval-<checkpoint>.json)", choices=("last", "best"))
 
     def validate(self) -> None:
         pass

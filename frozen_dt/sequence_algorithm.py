@@ -5,9 +5,8 @@
 parameters that require grad, a linear warm-up ``lr * min((step + 1) / warmup_steps, 1)``, gradient-norm clipping.
 On CUDA the forward pass runs under bf16 autocast (the loss is computed in float32).
 
-:class:`ReturnConditionedPolicy` rolls a trained model out: it keeps the episode's history, normalizes
-observations with the training data's statistics, scales the target return by ``rtg_scale`` and subtracts each
-reward from it, as DT's ``evaluate_episode_rtg``.
+:class:`ReturnConditionedAgent` rolls a trained model out in a vector of envs, one context window per env, as
+DT's ``evaluate_episode_rtg`` does for one env.
 """
 
 from __future__ import annotations
@@ -76,39 +75,75 @@ class SequenceModelAlgorithm:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
-    def policy(self) -> "ReturnConditionedPolicy":
-        return ReturnConditionedPolicy(self.model, self.view.obs_stats, self.rtg_scale, self.max_timestep)
+    def agent(self, target_return: float, precision: str = "fp32") -> "ReturnConditionedAgent":
+        return ReturnConditionedAgent(self.model, self.view.obs_stats, self.rtg_scale, target_return,
+                                      max_timestep=self.max_timestep, precision=precision)
 
 
-class ReturnConditionedPolicy:
-    """``reset(target_return)``, then per step ``act(observation) -> action`` and ``record(reward)``."""
+class ReturnConditionedAgent:
+    """A return-conditioned sequence model as a batched rollout agent (:class:`frozen_dt.eval.rollout.Agent`).
+
+    Each env slot keeps its own window of the last ``context`` steps (observations normalized with the training
+    statistics, actions, scaled returns-to-go starting at ``target_return / rtg_scale`` and decreasing by each
+    reward / ``rtg_scale``, timesteps capped as in training), left-padded with zeros and masked like the training
+    windows, as DT's ``evaluate_episode_rtg``. All running slots are predicted in one forward pass, in fixed-shape
+    blocks (a slot's action does not depend on how many slots ran with it).
+
+    No key/value cache: a cached token's keys and values at layer >= 2 were computed while it attended to steps that
+    have since left the window, so once the window slides a cache would no longer give the trained model's
+    prediction. Every step therefore recomputes its window (60 tokens for K=20), batched over the envs.
+    """
 
     def __init__(self, model: ReturnConditionedTransformer, obs_stats: ObsStats, rtg_scale: float,
-                 max_timestep: int = 1000):
-        self.model = model
-        self.obs_stats = obs_stats
-        self.rtg_scale = rtg_scale
-        self.max_timestep = max_timestep  # timesteps are capped as in training (SequenceView)
+                 target_return: float, *, max_timestep: int = 1000, precision: str = "fp32"):
+        from frozen_dt.eval.rollout import BLOCK
+
+        self.model, self.obs_stats, self.rtg_scale = model, obs_stats, rtg_scale
+        self.target = float(target_return) / rtg_scale
+        self.max_timestep = max_timestep
         self.device = next(model.parameters()).device
+        self.autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                                       enabled=precision == "bf16" or self.device.type == "cuda")
+        self.block = BLOCK
+        self.k, self.obs_dim, self.act_dim = model.context, model.obs_dim, model.act_dim
+        self.windows: dict[int, dict] = {}
 
-    def reset(self, target_return: float) -> None:
+    def start(self, slot: int, episode: int) -> None:
         self.model.eval()
-        self.observations, self.actions, self.returns_to_go = [], [], [target_return / self.rtg_scale]
+        k = self.k
+        self.windows[slot] = {"observations": np.zeros((k, self.obs_dim), np.float32),
+                              "actions": np.zeros((k, self.act_dim), np.float32),
+                              "returns_to_go": np.zeros((k, 1), np.float32), "timesteps": np.zeros(k, np.int64),
+                              "mask": np.zeros(k, bool), "rtg": self.target, "t": 0}
 
-    def act(self, observation: np.ndarray) -> np.ndarray:
-        self.observations.append(self.obs_stats.normalize(np.asarray(observation, dtype=np.float32)))
-        t = len(self.observations)
-        history = self.observations[-self.model.context:]
-        start = t - len(history)
-        with autocast(self.device):
-            action = self.model.act(
-                torch.as_tensor(np.stack(history)),
-                torch.as_tensor(np.asarray(self.actions[start:], dtype=np.float32).reshape(-1, self.model.act_dim)),
-                torch.as_tensor(np.asarray(self.returns_to_go[start:], dtype=np.float32)),
-                torch.arange(start, t).clamp(max=self.max_timestep - 1))
-        action = action.float().cpu().numpy()
-        self.actions.append(action)
-        return action
+    def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        from frozen_dt.eval.rollout import in_blocks
 
-    def record(self, reward: float) -> None:
-        self.returns_to_go.append(self.returns_to_go[-1] - float(reward) / self.rtg_scale)
+        keys = ("observations", "actions", "returns_to_go", "timesteps", "mask")
+        normalized = self.obs_stats.normalize(np.asarray(observations, dtype=np.float32))
+        for row, slot in enumerate(slots):
+            w = self.windows[slot]
+            for key in keys:  # slide by one step; the new step goes last
+                w[key][:-1] = w[key][1:]
+            w["observations"][-1] = normalized[row]
+            w["actions"][-1] = 0.0  # the current action's placeholder (its token follows the state token)
+            w["returns_to_go"][-1] = w["rtg"]
+            w["timesteps"][-1] = min(w["t"], self.max_timestep - 1)
+            w["mask"][-1] = True
+        batch = [torch.as_tensor(np.stack([self.windows[s][key] for s in slots])).to(self.device) for key in keys]
+
+        def predict(*tensors):
+            with self.autocast:
+                return self.model(dict(zip(keys, tensors)))[:, -1].float()
+
+        with torch.no_grad():
+            actions = in_blocks(predict, *batch, block=self.block).cpu().numpy()
+        for row, slot in enumerate(slots):
+            self.windows[slot]["actions"][-1] = actions[row]
+        return actions
+
+    def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        for slot, reward in zip(slots, rewards):
+            w = self.windows[slot]
+            w["rtg"] -= float(reward) / self.rtg_scale
+            w["t"] += 1

@@ -76,6 +76,16 @@ def build_model(args: TrainArgs, obs_dim: int, act_dim: int, task: Task, backbon
                                        timestep_features=args.timestep_features, dropout=args.dropout)
 
 
+def check_frozen_fingerprint(run_dir: Path, model) -> None:
+    """The frozen weights a run's model was built with now must be the ones it trained with."""
+    from frozen_dt.models import frozen_fingerprint
+
+    saved = read_json(Path(run_dir) / "params.json").get("frozen_fingerprint", [])
+    if not np.allclose(saved, frozen_fingerprint(model), rtol=1e-9, atol=0):
+        raise FrozenDTError(f"{run_dir}: the frozen backbone weights differ from the ones the run was trained with "
+                            "(another package version or cache?)")
+
+
 def eval_targets(task: Task, dataset) -> tuple:
     """The task's DT targets; tasks without published ones (OGBench single-task) use the data's best return."""
     return tuple(task.rtg_targets) or (float(dataset.episode_returns().max()),)
@@ -128,10 +138,7 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
 
     if resuming:
         run_dir = Path(args.run_dir)
-        saved = read_json(run_dir / "params.json")
-        if not np.allclose(saved["frozen_fingerprint"], params["frozen_fingerprint"], rtol=1e-9, atol=0):
-            raise FrozenDTError(f"--resume {run_dir}: the frozen backbone weights differ from the ones the run "
-                                "started with (another package version or cache?)")
+        check_frozen_fingerprint(run_dir, model)
         config["args"]["steps"] = args.steps
         config.setdefault("resumes", []).append({"at": datetime.datetime.now().isoformat(timespec="seconds"),
                                                  "steps": args.steps})
@@ -150,10 +157,10 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
         write_run_metadata(run_dir, config=config, dataset=dataset, params=params)
 
     def evaluate(algo, step: int) -> dict:
-        from frozen_dt.eval.rollout import evaluate_policy
+        from frozen_dt.eval.rollout import evaluate_agent
 
-        return evaluate_policy(task, algo.policy(), targets=targets, episodes=args.eval_episodes,
-                               env_version=env_version, max_steps=args.eval_max_steps)
+        return evaluate_agent(task, algo.agent, targets=targets, episodes=args.eval_episodes, num_envs=16,
+                              env_version=env_version, max_steps=args.eval_max_steps, progress=False)
 
     sinks = (WandbSink(args.wandb, run_dir, config),) if args.wandb else ()
     trainer = Trainer(algorithm, run_dir, steps=args.steps, seed=args.seed, obs_stats=view.obs_stats,

@@ -24,7 +24,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import torch
@@ -34,13 +34,10 @@ from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path
 from frozen_dt.run_files import MetricsLog
 
+if TYPE_CHECKING:
+    from frozen_dt.eval.rollout import Agent
+
 CHECKPOINT_FORMAT = "frozen-dt-checkpoint/1"
-
-
-class Policy(Protocol):
-    def reset(self, target_return: float) -> None: ...
-    def act(self, observation: np.ndarray) -> np.ndarray: ...
-    def record(self, reward: float) -> None: ...
 
 
 class Algorithm(Protocol):
@@ -48,7 +45,7 @@ class Algorithm(Protocol):
     def update(self, batch: dict) -> dict: ...  # float metrics of this update
     def state_dict(self) -> dict: ...  # everything that trains (no frozen weights), optimizers, schedulers
     def load_state_dict(self, state: dict) -> None: ...
-    def policy(self) -> Policy: ...
+    def agent(self, target_return: float | None) -> "Agent": ...  # a rollout agent (frozen_dt.eval.rollout.Agent)
 
 
 def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
@@ -67,7 +64,13 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated or foreign file
-        raise FrozenDTError(f"cannot read checkpoint {path} ({type(error).__name__}: {error})") from None
+        import pickle
+
+        if isinstance(error, pickle.UnpicklingError):
+            why = "corrupt, or it holds objects that weights-only loading refuses"
+        else:
+            why = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+        raise FrozenDTError(f"cannot read checkpoint {path} ({why})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise FrozenDTError(f"{path} is not a frozen-dt checkpoint")
     return state

@@ -1,0 +1,215 @@
+"""The leaderboard: evaluated runs grouped by configuration, one row each, as CSV, Markdown and figures.
+
+A row is one (algo, backbone, layers, init, freeze, task, dataset source, steps) with every seed evaluated for it
+(``eval-<checkpoint>.json`` in each run dir, written by ``frozen-dt eval``). The score is the mean over seeds of
+each seed's mean over episodes at the run's primary return target; the CI is the stratified bootstrap over seeds
+(:mod:`frozen_dt.eval.stats`), or over episodes when there is only one seed (``ci_over`` says which). ``scale`` is
+``reduced`` when training stopped before the recipe's full step count or evaluation used fewer than 100 episodes.
+
+Figures: ``scores.png`` (score bars with CIs, per task) and ``curves.png`` (periodic evaluation scores from the
+runs' ``metrics.jsonl``, the mean over seeds with a min-max band).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.paths import atomic_path, atomic_write_text
+
+COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "scale", "n_seeds",
+           "n_episodes", "score_mean", "ci_low", "ci_high", "ci_over", "iqm", "target", "trainable_params", "steps",
+           "device", "git_sha", "date")
+FULL_STEPS = 100_000  # the recipes' full training length
+FULL_EPISODES = 100
+
+
+def find_runs(patterns: list[str] | None, checkpoint: str = "last") -> list[Path]:
+    """Run dirs holding ``eval-<checkpoint>.json`` among the given dirs/globs (default: everything under runs/)."""
+    patterns = patterns or ["runs/**"]
+    found = set()
+    for pattern in patterns:
+        for match in glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).exists() else []):
+            path = Path(match)
+            if (path / f"eval-{checkpoint}.json").is_file():
+                found.add(path)
+    return sorted(found)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise FrozenDTError(f"cannot read {path} ({error})") from None
+
+
+def dataset_source(dataset: dict) -> str:
+    source = dataset.get("source", {})
+    kind = source.get("kind", "unknown")
+    if kind == "downloaded":
+        return f"downloaded {source.get('download', {}).get('source', '')}".strip()
+    return kind
+
+
+def run_entry(run_dir: Path, checkpoint: str = "last") -> dict:
+    config = _read(run_dir / "config.json")
+    args = config["args"]
+    frozen = args["algo"] == "frozen-dt"
+    record = _read(run_dir / f"eval-{checkpoint}.json")
+    label = record["primary_target"]
+    episodes = [e["score"] for e in record["targets"][label]["episodes"]]
+    versions = _read(run_dir / "versions.json") if (run_dir / "versions.json").is_file() else {}
+    return {
+        "run_dir": str(run_dir), "record": record, "episode_scores": np.asarray(episodes, dtype=np.float64),
+        "key": {
+            "algo": args["algo"], "backbone": args["backbone"] if frozen else "-",
+            "layers": args["layers"] if frozen else "-", "init": args["init"] if frozen else "-",
+            "freeze": args["freeze"] if frozen else "-", "task": record["task"],
+            "dataset_source": dataset_source(_read(run_dir / "dataset.json")), "steps": record["checkpoint_step"],
+            "target": label,
+        },
+        "trainable_params": _read(run_dir / "params.json").get("trainable_params"),
+        "device": record.get("device", ""), "git_sha": str(versions.get("git", {}).get("sha", "unknown"))[:10],
+        "date": record.get("created_at", "")[:10], "metrics": run_dir / "metrics.jsonl",
+    }
+
+
+def build_rows(entries: list[dict]) -> list[dict]:
+    from frozen_dt.eval.stats import summarize_runs
+
+    groups: dict[tuple, list[dict]] = {}
+    for e in entries:
+        groups.setdefault(tuple(e["key"].items()), []).append(e)
+    rows = []
+    for key, group in groups.items():
+        key = dict(key)
+        per_seed = np.array([g["episode_scores"].mean() for g in group])
+        if len(group) >= 2:
+            s, ci_over = summarize_runs(per_seed[:, None]), "seeds"
+        else:
+            s, ci_over = summarize_runs(group[0]["episode_scores"][:, None]), "episodes (one seed)"
+        n_episodes = int(sum(len(g["episode_scores"]) for g in group))
+        reduced = key["steps"] < FULL_STEPS or min(len(g["episode_scores"]) for g in group) < FULL_EPISODES
+        rows.append({**key, "scale": "reduced" if reduced else "full", "n_seeds": len(group),
+                     "n_episodes": n_episodes, "score_mean": round(float(per_seed.mean()), 2),
+                     "ci_low": round(s["ci_low"], 2), "ci_high": round(s["ci_high"], 2), "ci_over": ci_over,
+                     "iqm": round(s["iqm"], 2) if len(group) >= 2 else round(float(np.mean(per_seed)), 2),
+                     "trainable_params": group[0]["trainable_params"],
+                     "device": "; ".join(sorted({g["device"] for g in group})),
+                     "git_sha": "; ".join(sorted({g["git_sha"] for g in group})),
+                     "date": max(g["date"] for g in group), "_runs": group})
+    rows.sort(key=lambda r: (r["task"], -r["score_mean"]))
+    return rows
+
+
+def write_csv(rows: list[dict], out: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out, buf.getvalue())
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cols = ("task", "algo", "backbone", "layers", "init", "dataset_source", "scale", "steps", "n_seeds",
+            "n_episodes", "score_mean", "ci", "iqm", "trainable_params")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = {**r, "ci": f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] ({r['ci_over']})"}
+        lines.append("| " + " | ".join(str(cells[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def row_label(r: dict) -> str:
+    if r["algo"] == "frozen-dt":
+        return f"frozen-dt {r['backbone']} {r['layers']} {r['init']}"
+    return r["algo"]
+
+
+def plot_scores(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        task_rows = [r for r in rows if r["task"] == task]
+        means = [r["score_mean"] for r in task_rows]
+        err = np.array([[m - r["ci_low"] for m, r in zip(means, task_rows)],
+                        [r["ci_high"] - m for m, r in zip(means, task_rows)]])
+        ax.bar(range(len(task_rows)), means, yerr=np.clip(err, 0, None), capsize=4, color="tab:blue")
+        ax.set_xticks(range(len(task_rows)), [row_label(r) for r in task_rows], rotation=30, ha="right", fontsize=8)
+        scale = "reduced-scale" if any(r["scale"] == "reduced" for r in task_rows) else "full-scale"
+        ax.set_title(f"{task} ({scale})", fontsize=9)
+        ax.set_ylabel("normalized score (95% CI)")
+    fig.tight_layout()
+    _save_figure(fig, out)
+
+
+def learning_curve(metrics: Path) -> tuple[np.ndarray, np.ndarray]:
+    steps, scores = [], []
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if "score" in row:
+                steps.append(row["step"])
+                scores.append(row["score"])
+    return np.asarray(steps), np.asarray(scores)
+
+
+def plot_curves(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in (r for r in rows if r["task"] == task):
+            curves = [learning_curve(g["metrics"]) for g in r["_runs"]]
+            curves = [c for c in curves if len(c[0])]
+            if not curves:
+                continue
+            n = min(len(c[0]) for c in curves)
+            steps, values = curves[0][0][:n], np.stack([c[1][:n] for c in curves])
+            line, = ax.plot(steps, values.mean(0), marker="o", ms=3, label=f"{row_label(r)} ({len(curves)} seeds)")
+            ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2, color=line.get_color())
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("eval score (training-time episodes)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_figure(fig, out)
+
+
+def _save_figure(fig, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "last") -> list[dict]:
+    runs = find_runs(patterns, checkpoint)
+    if not runs:
+        where = ", ".join(patterns) if patterns else "runs/**"
+        raise FrozenDTError(f"no evaluated runs in {where} (each needs eval-{checkpoint}.json: run `frozen-dt eval "
+                            "RUN_DIR` first)")
+    rows = build_rows([run_entry(r, checkpoint) for r in runs])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out)
+    atomic_write_text(out.with_suffix(".md"), markdown_table(rows))
+    plot_scores(rows, out.parent / "scores.png")
+    plot_curves(rows, out.parent / "curves.png")
+    return rows

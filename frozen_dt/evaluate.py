@@ -1,0 +1,207 @@
+"""``frozen-dt eval``: load trained runs, roll them out through the vectorized harness, write and aggregate scores.
+
+Each run directory gets ``eval-<checkpoint>.json`` (written atomically, only once the evaluation is complete):
+every episode's return, length and score per return target, the checkpoint's step, the eval seed, the env version
+and the hardware. Runs of the same configuration (they differ only in their seed) aggregate into one line: mean,
+IQM and a 95 % CI over seeds (stratified bootstrap, :mod:`frozen_dt.eval.stats`); a single run's CI is over its
+episodes, and says so.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from frozen_dt.config import EvalArgs, TrainArgs
+from frozen_dt.dataset import ObsStats
+from frozen_dt.envs.registry import Task, get_task
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.run_files import read_json, write_json
+from frozen_dt.trainer import checkpoint_path, load_checkpoint
+
+RUNS_ROOT = Path("runs")
+# Settings that do not change what a run learns: runs differing only in these (and the seed) are seeds of one config.
+NOT_CONFIG = ("seed", "run_dir", "resume", "wandb", "download", "log_every", "save_every", "eval_every",
+              "eval_episodes", "eval_max_steps", "config")
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: dict
+    args: TrainArgs
+    task: Task
+    model: torch.nn.Module
+    obs_stats: ObsStats
+    step: int
+    checkpoint: str
+
+
+def latest_run(root: Path = RUNS_ROOT) -> Path:
+    """The run whose ``checkpoints/last.pt`` was written most recently (``frozen-dt eval`` with no run named)."""
+    found = [p.parent.parent for p in Path(root).glob("**/checkpoints/last.pt") if (p.parent.parent / "config.json").is_file()]
+    if not found:
+        raise FrozenDTError(f"no trained run under {root}/ (looked for */checkpoints/last.pt); train one with "
+                            "`frozen-dt train TASK`, or name run directories")
+    return max(found, key=lambda p: checkpoint_path(p).stat().st_mtime)
+
+
+def load_run(run_dir: Path, which: str = "last", device: str = "cpu") -> LoadedRun:
+    from frozen_dt.models import load_trainable_state_dict
+    from frozen_dt.train import build_model, check_frozen_fingerprint
+
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise FrozenDTError(f"{run_dir} is not a directory")
+    path = checkpoint_path(run_dir, which)
+    if not path.is_file():
+        hint = " (best.pt exists only once a periodic evaluation ran)" if which == "best" else ""
+        raise FrozenDTError(f"{run_dir} has no checkpoint {path.relative_to(run_dir)}{hint}")
+    config = read_json(run_dir / "config.json")
+    try:
+        args = TrainArgs(**config["args"])
+    except (KeyError, TypeError) as error:
+        raise FrozenDTError(f"{run_dir}/config.json is not a frozen-dt run configuration ({error})") from None
+    task = get_task(args.task)
+    state = load_checkpoint(path)
+    backbone = None
+    if args.algo == "frozen-dt":
+        from frozen_dt.backbones import load_backbone
+
+        backbone = load_backbone(args.backbone, args.layers, args.init, args.freeze, seed=args.seed)
+    torch.manual_seed(args.seed)
+    model = build_model(args, config["obs_dim"], config["act_dim"], task, backbone)
+    check_frozen_fingerprint(run_dir, model)
+    try:
+        load_trainable_state_dict(model, state["algorithm"]["model"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise FrozenDTError(f"{path} does not fit the model its config.json describes ({error})") from None
+    if state.get("obs_stats") is None:
+        raise FrozenDTError(f"{path} carries no observation statistics")
+    return LoadedRun(run_dir, config, args, task, model.to(device).eval(), ObsStats.from_dict(state["obs_stats"]),
+                     int(state["step"]), which)
+
+
+def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = None) -> Task:
+    """The task to evaluate on (default: the training task); its env must have the model's dims."""
+    task = get_task(name) if name else run.task
+    version = env_version or run.config.get("env_version")
+    dims = (task.obs_dim(version), task.act_dim)
+    if dims != (run.config["obs_dim"], run.config["act_dim"]):
+        raise FrozenDTError(f"{run.run_dir} was trained on {run.args.task} (obs {run.config['obs_dim']}, action "
+                            f"{run.config['act_dim']}); {task.env_id(version)} has obs {dims[0]}, action {dims[1]}")
+    if task.goal_conditioned:
+        raise FrozenDTError(f"{task.name} is goal-conditioned; {run.args.algo} policies are not")
+    return task
+
+
+def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
+    """Evaluate one loaded run; writes ``eval-<checkpoint>.json`` into its run dir and returns its content."""
+    from frozen_dt.eval.rollout import evaluate_agent
+    from frozen_dt.sequence_algorithm import ReturnConditionedAgent
+
+    task = eval_task_for(run, args.task, args.env_version)
+    targets = (args.target_return,) if args.target_return is not None else tuple(run.config["eval_targets"])
+    env_version = args.env_version or run.config.get("env_version")
+
+    def make_agent(target):
+        return ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
+                                      max_timestep=run.config["max_timestep"], precision=args.precision)
+
+    started = time.time()
+    results = evaluate_agent(task, make_agent, targets=targets, episodes=args.episodes, num_envs=args.num_envs,
+                             env_version=env_version, seed=args.eval_seed, progress=progress, keep_episodes=True)
+    per_target = {}
+    for target in targets:
+        label = f"{target:g}"
+        per_target[label] = {"target_return": target, "score": results[f"score@{label}"],
+                             "return": results[f"return@{label}"], "length": results[f"length@{label}"],
+                             "episodes": results[f"episodes@{label}"]}
+    record = {
+        "run_dir": str(run.run_dir), "checkpoint": run.checkpoint, "checkpoint_step": run.step,
+        "train_task": run.args.task, "task": task.name, "score_type": task.score_type,
+        "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
+        "num_envs": args.num_envs, "eval_seed": args.eval_seed, "precision": args.precision,
+        "primary_target": f"{targets[0]:g}", "score": results["score"], "targets": per_target,
+        "seconds": round(time.time() - started, 1), "device": device_name(args.device),
+        "created_at": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    write_json(eval_file(run.run_dir, run.checkpoint, task.name, run.args.task), record)
+    return record
+
+
+def eval_file(run_dir: Path, checkpoint: str, task: str, train_task: str) -> Path:
+    suffix = "" if task == train_task else f"-{task}"
+    return Path(run_dir) / f"eval-{checkpoint}{suffix}.json"
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def config_key(config: dict, eval_task: str) -> tuple:
+    args = {k: v for k, v in config["args"].items() if k not in NOT_CONFIG}
+    if args.get("algo") != "frozen-dt":
+        for k in ("backbone", "layers", "init", "freeze", "timestep_features"):
+            args.pop(k, None)
+    return (eval_task, tuple(sorted((k, str(v)) for k, v in args.items())))
+
+
+def aggregate(records: list[dict], target: str | None = None) -> dict:
+    """Mean, IQM and 95 % CI of runs of one configuration at one target (default: each run's primary target)."""
+    from frozen_dt.eval.stats import summarize_runs
+
+    per_run = []
+    for r in records:
+        label = target or r["primary_target"]
+        per_run.append(np.array([e["score"] for e in r["targets"][label]["episodes"]]))
+    if len(per_run) >= 2:
+        summary = summarize_runs(np.array([s.mean() for s in per_run])[:, None])
+        summary["ci_over"] = "seeds"
+    else:  # one seed: the CI can only speak for its episodes
+        summary = summarize_runs(per_run[0][:, None])
+        summary.update(mean=float(per_run[0].mean()), ci_over="episodes (one seed)")
+    summary.update(n_seeds=len(per_run), n_episodes=int(sum(len(s) for s in per_run)))
+    return summary
+
+
+def describe(args: TrainArgs) -> str:
+    if args.algo == "frozen-dt":
+        return f"frozen-dt ({args.backbone} layers {args.layers}, init {args.init}, freeze {args.freeze})"
+    return args.algo
+
+
+def run_eval(args: EvalArgs) -> list[dict]:
+    run_dirs = [Path(d) for d in args.run_dirs] if args.run_dirs else [latest_run()]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise FrozenDTError("--device cuda: no CUDA device is available")
+    loaded = [load_run(d, args.checkpoint, args.device) for d in run_dirs]  # every run checked before any rollout
+    for run in loaded:
+        eval_task_for(run, args.task, args.env_version)
+    records = []
+    for run in loaded:
+        record = evaluate_run(run, args)
+        records.append((run, record))
+        kind = "success rate" if record["score_type"] == "success" else "normalized score"
+        targets = "; ".join(f"target {k}: {kind} {v['score']:.1f} (return {v['return']:.1f})"
+                            for k, v in record["targets"].items())
+        print(f"{run.run_dir} [{run.checkpoint}, step {run.step}] {record['task']}: {targets} "
+              f"({record['episodes']} episodes, {record['seconds']:.0f} s)", flush=True)
+    groups: dict[tuple, list] = {}
+    for run, record in records:
+        groups.setdefault(config_key(run.config, record["task"]), []).append((run, record))
+    for key, group in groups.items():
+        for label in group[0][1]["targets"]:
+            s = aggregate([record for _, record in group], label)
+            print(f"{key[0]} {describe(group[0][0].args)} target {label}: "
+                  f"{s['mean']:.1f} [95% CI {s['ci_low']:.1f}, {s['ci_high']:.1f}] over {s['ci_over']}, "
+                  f"IQM {s['iqm']:.1f}, {s['n_seeds']} seed(s), {s['n_episodes']} episodes", flush=True)
+    return [r for _, r in records]

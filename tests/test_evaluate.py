@@ -1,0 +1,141 @@
+"""Statistics (bootstrap CIs, IQM, normalization), ``frozen-dt eval`` and ``frozen-dt leaderboard`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from frozen_dt.envs.registry import get_task
+from frozen_dt.eval.scores import normalized_score
+from frozen_dt.eval.stats import aggregate_iqm, stratified_bootstrap_ci, summarize_runs
+from test_cli import assert_user_error, data, run, write_d4rl_hdf5  # noqa: F401  (data is a fixture)
+from test_trainer import SMOKE
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+# --- statistics -------------------------------------------------------------------------------------------------
+
+
+def test_normalization_uses_the_d4rl_references():
+    hopper, walker = get_task("hopper-medium-v2"), get_task("walker2d-expert-v2")
+    # D4RL's infos.py: hopper REF_MIN -20.272305, REF_MAX 3234.3; walker2d 1.629008, 4592.3
+    assert normalized_score(hopper, -20.272305) == pytest.approx(0.0)
+    assert normalized_score(hopper, 3234.3) == pytest.approx(100.0)
+    assert normalized_score(walker, (4592.3 + 1.629008) / 2) == pytest.approx(50.0)
+
+
+def test_bootstrap_ci_of_one_task_matches_scipy_percentile_bootstrap():
+    scores = np.random.default_rng(3).normal(50, 10, size=12)
+    low, high = stratified_bootstrap_ci(scores, reps=20_000, seed=1)
+    ref = scipy_stats.bootstrap((scores,), np.mean, method="percentile", n_resamples=20_000, random_state=2)
+    assert low == pytest.approx(ref.confidence_interval.low, abs=0.4)
+    assert high == pytest.approx(ref.confidence_interval.high, abs=0.4)
+    half = 1.96 * scores.std() / np.sqrt(len(scores))  # the normal approximation of the same interval
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_bootstrap_is_stratified_by_task():
+    """Runs are resampled within each task: a task whose runs all agree contributes no spread."""
+    m = np.column_stack([np.full(5, 80.0), np.array([0.0, 10.0, 20.0, 30.0, 40.0])])
+    low, high = stratified_bootstrap_ci(m, reps=10_000)
+    # mean over tasks = 40 + (mean of column 2 resample) / 2: half the single-task interval, centred on 50
+    single_low, single_high = stratified_bootstrap_ci(m[:, 1], reps=10_000)
+    assert (low, high) == pytest.approx(((80 + single_low) / 2, (80 + single_high) / 2), abs=0.5)
+    assert stratified_bootstrap_ci(np.full((4, 3), 7.0), reps=1000) == (7.0, 7.0)
+
+
+def test_iqm_and_summary():
+    scores = np.arange(1.0, 9.0)  # IQM of 1..8 = mean of 3..6
+    assert aggregate_iqm(scores[:, None]) == pytest.approx(4.5)
+    s = summarize_runs(scores, reps=2000)
+    assert s["mean"] == pytest.approx(4.5) and s["median"] == pytest.approx(4.5) and s["ci_low"] < 4.5 < s["ci_high"]
+
+
+# --- eval and leaderboard ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trained_runs(data, tmp_path, monkeypatch, capsys):
+    """Two seeds of a 4-step DT on a tiny hopper file, in runs/ of a temporary working dir."""
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    monkeypatch.chdir(tmp_path)
+    dirs = []
+    for seed in ("0", "1"):
+        run_dir = tmp_path / "runs" / f"dt-{seed}"
+        code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--seed", seed, "--run-dir",
+                           str(run_dir), *SMOKE)
+        assert code == 0, err
+        dirs.append(run_dir)
+    return dirs
+
+
+EVAL = ("--episodes", "3", "--num-envs", "2", "--target-return", "1800")
+
+
+def test_eval_writes_per_episode_records_and_aggregates_seeds(trained_runs, capsys):
+    code, out, err = run(capsys, "eval", *map(str, trained_runs), *EVAL)
+    assert code == 0, err
+    records = [json.loads((d / "eval-last.json").read_text()) for d in trained_runs]
+    for record in records:
+        episodes = record["targets"]["1800"]["episodes"]
+        assert [e["episode"] for e in episodes] == [0, 1, 2] and record["eval_seed"] == 10_000
+        assert record["score"] == pytest.approx(np.mean([e["score"] for e in episodes]))
+        assert record["checkpoint_step"] == 4 and record["env_id"] == "Hopper-v4"  # a D4RL-layout file without metadata: D4RL's v4 env
+    assert "over seeds" in out and "2 seed(s), 6 episodes" in out
+    # the same seeds give the same episodes: evaluating again reproduces the record
+    code, _, _ = run(capsys, "eval", str(trained_runs[0]), *EVAL)
+    again = json.loads((trained_runs[0] / "eval-last.json").read_text())
+    assert again["targets"]["1800"]["episodes"] == records[0]["targets"]["1800"]["episodes"]
+
+
+def test_eval_without_a_run_takes_the_most_recent(trained_runs, capsys):
+    code, out, err = run(capsys, "eval", *EVAL)
+    assert code == 0, err
+    assert "runs/dt-1 [last, step 4]" in out and not (trained_runs[0] / "eval-last.json").exists()
+
+
+def test_eval_bad_runs_are_clear_errors_and_overwrite_nothing(trained_runs, capsys, tmp_path):
+    code, _, err = run(capsys, "eval", str(tmp_path / "nowhere"), *EVAL)
+    assert_user_error(code, err, "is not a directory")
+    code, _, err = run(capsys, "eval", str(trained_runs[0]), "--checkpoint", "best", *EVAL)
+    assert code == 0, err  # the smoke run evaluated, so best.pt exists
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    code, _, err = run(capsys, "eval", str(empty), *EVAL)
+    assert_user_error(code, err, "has no checkpoint checkpoints/last.pt")
+    code, _, err = run(capsys, "eval", str(trained_runs[0]), "--task", "walker2d-medium-v2", *EVAL)
+    assert_user_error(code, err, "trained on hopper-medium-v2 (obs 11, action 3)", "Walker2d-v4 has obs 17, action 6")
+    code, _, err = run(capsys, "eval", str(trained_runs[0]), "--episodes", "0")
+    assert_user_error(code, err, "--episodes must be positive")
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_runs[1], broken)
+    (broken / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run(capsys, "eval", str(trained_runs[0]), str(broken), *EVAL)
+    assert_user_error(code, err, "cannot read checkpoint")
+    assert not (trained_runs[0] / "eval-last.json").exists()  # nothing evaluated before every run was checked
+
+
+def test_leaderboard_rows_csv_markdown_and_figures(trained_runs, capsys, tmp_path):
+    code, _, err = run(capsys, "leaderboard", "--out", str(tmp_path / "results" / "lb.csv"))
+    assert_user_error(code, err, "no evaluated runs")
+    assert run(capsys, "eval", *map(str, trained_runs), *EVAL)[0] == 0
+    out_csv = tmp_path / "results" / "lb.csv"
+    code, out, err = run(capsys, "leaderboard", "runs/*", "--out", str(out_csv))
+    assert code == 0, err
+    with open(out_csv) as handle:
+        [row] = list(csv.DictReader(handle))
+    records = [json.loads((d / "eval-last.json").read_text()) for d in trained_runs]
+    assert row["algo"] == "dt" and row["task"] == "hopper-medium-v2" and row["n_seeds"] == "2"
+    assert row["n_episodes"] == "6" and row["scale"] == "reduced" and row["dataset_source"] == "file"
+    assert float(row["score_mean"]) == pytest.approx(np.mean([r["score"] for r in records]), abs=0.01)
+    assert float(row["ci_low"]) <= float(row["score_mean"]) <= float(row["ci_high"])
+    assert row["ci_over"] == "seeds" and int(row["trainable_params"]) > 0 and row["steps"] == "4"
+    assert "| hopper-medium-v2 | dt |" in (tmp_path / "results" / "lb.md").read_text()
+    for figure in ("scores.png", "curves.png"):
+        assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"

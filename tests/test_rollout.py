@@ -1,0 +1,137 @@
+"""The vectorized rollout engine: exact episode counts, seeding, width-independence, DT agents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from frozen_dt.baselines.dt import DecisionTransformer
+from frozen_dt.dataset import ObsStats
+from frozen_dt.envs.registry import get_task
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.eval.rollout import evaluate_agent, in_blocks, rollout
+from frozen_dt.sequence_algorithm import ReturnConditionedAgent
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+HOPPER = get_task("hopper-medium-v2")
+
+
+class LinearAgent:
+    """A stateless deterministic agent with a fixed random linear map, logging what the engine calls. Like every
+    agent, it runs inference in fixed-shape blocks (a plain batched matmul's rows depend on the batch size)."""
+
+    def __init__(self, obs_dim=11, act_dim=3, seed=0):
+        self.w = np.random.default_rng(seed).normal(scale=0.5, size=(act_dim, obs_dim)).astype(np.float32)
+        self.started: list[int] = []
+
+    def start(self, slot, episode):
+        self.started.append(episode)
+
+    def act(self, observations, slots):
+        return in_blocks(lambda o: np.tanh(o @ self.w.T), observations.astype(np.float32))
+
+    def observe(self, slots, rewards):
+        pass
+
+
+@pytest.mark.parametrize("episodes,width", [(1, 4), (5, 1), (5, 2), (7, 3), (6, 16)])
+def test_exactly_n_episodes_each_once(episodes, width):
+    agent = LinearAgent()
+    runs = rollout(HOPPER, agent, episodes, seed=3, num_envs=width, progress=False)
+    assert [r["episode"] for r in runs] == list(range(episodes))
+    assert sorted(agent.started) == list(range(episodes))  # every episode started once, no autoreset extras
+    assert all(r["length"] >= 1 for r in runs)
+
+
+def test_returns_do_not_depend_on_vector_width():
+    base = rollout(HOPPER, LinearAgent(), 6, seed=11, num_envs=1, progress=False)
+    for width in (2, 4, 6):
+        other = rollout(HOPPER, LinearAgent(), 6, seed=11, num_envs=width, progress=False)
+        assert [r["return"] for r in other] == [r["return"] for r in base]
+        assert [r["length"] for r in other] == [r["length"] for r in base]
+
+
+def test_episode_i_is_seeded_eval_seed_plus_i():
+    runs = rollout(HOPPER, LinearAgent(), [0, 1], seed=20, num_envs=2, progress=False)
+    shifted = rollout(HOPPER, LinearAgent(), [1, 2], seed=19, num_envs=2, progress=False)
+    assert runs[0]["return"] == shifted[0]["return"] and runs[1]["return"] == shifted[1]["return"]
+    again = rollout(HOPPER, LinearAgent(), 2, seed=20, num_envs=1, progress=False)
+    assert [r["return"] for r in again] == [r["return"] for r in runs]
+    other = rollout(HOPPER, LinearAgent(), 2, seed=999, num_envs=1, progress=False)
+    assert [r["return"] for r in other] != [r["return"] for r in runs]
+
+
+def test_recorded_episode_matches_its_return_and_a_plain_env_loop():
+    agent = LinearAgent()
+    run = rollout(HOPPER, agent, [0], seed=5, num_envs=1, record=True, progress=False)[0]
+    assert len(run["rewards"]) == run["length"]
+    assert run["rewards"].sum() == pytest.approx(run["return"])
+    env = HOPPER.make_env()
+    obs, _ = env.reset(seed=5)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(agent.act(obs[None], np.array([0]))[0])
+        total += reward
+        done = terminated or truncated
+    assert total == pytest.approx(run["return"], rel=1e-9)
+
+
+def test_max_steps_cuts_episodes_and_zero_episodes_is_an_error():
+    runs = rollout(HOPPER, LinearAgent(), 3, seed=0, num_envs=2, max_steps=7, record=True, progress=False)
+    assert all(r["length"] <= 7 for r in runs)
+    assert all(r["timeouts"][-1] or r["terminals"][-1] for r in runs)
+    with pytest.raises(FrozenDTError):
+        rollout(HOPPER, LinearAgent(), 0, progress=False)
+
+
+def small_dt(seed=0):
+    torch.manual_seed(seed)
+    model = DecisionTransformer(11, 3, context=5, width=32, n_layer=2, n_head=2, dropout=0.1)
+    return model.eval()
+
+
+def dt_agent(model, target=3600.0):
+    stats = ObsStats(np.zeros(11, np.float32), np.ones(11, np.float32))
+    return ReturnConditionedAgent(model, stats, 1000.0, target)
+
+
+def test_dt_agent_returns_do_not_depend_on_vector_width():
+    model = small_dt()
+    one = rollout(HOPPER, dt_agent(model), 4, seed=1, num_envs=1, max_steps=40, progress=False)
+    three = rollout(HOPPER, dt_agent(model), 4, seed=1, num_envs=3, max_steps=40, progress=False)
+    assert [r["return"] for r in one] == [r["return"] for r in three]
+
+
+def test_dt_agent_follows_dt_get_action_step_by_step():
+    """The batched agent's actions equal the model's single-episode ``act`` (DT's get_action) on the same history."""
+    model = small_dt(1)
+    agent = dt_agent(model, target=2000.0)
+    env = HOPPER.make_env()
+    obs, _ = env.reset(seed=4)
+    agent.start(0, 0)
+    history_obs, history_act, rtg, rewards = [], [], [2.0], []
+    for t in range(12):  # longer than the context: the window slides
+        action = agent.act(obs[None].astype(np.float32), np.array([0]))[0]
+        history_obs.append(obs.astype(np.float32))
+        reference = model.act(torch.as_tensor(np.stack(history_obs)),
+                              torch.as_tensor(np.asarray(history_act, np.float32).reshape(-1, 3)),
+                              torch.as_tensor(np.asarray(rtg, np.float32)), torch.arange(t + 1)).numpy()
+        np.testing.assert_allclose(action, reference, atol=1e-5)
+        history_act.append(action)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        agent.observe(np.array([0]), np.array([reward]))
+        rewards.append(reward)
+        rtg.append(rtg[-1] - reward / 1000.0)
+        if terminated:
+            break
+
+
+def test_evaluate_agent_reports_each_target_on_the_same_episodes():
+    model = small_dt()
+    result = evaluate_agent(HOPPER, lambda target: dt_agent(model, target), targets=(3600.0, 1800.0), episodes=3,
+                            num_envs=2, max_steps=20, progress=False, keep_episodes=True)
+    assert result["score"] == result["score@3600"]
+    assert {e["episode"] for e in result["episodes@1800"]} == {0, 1, 2}
+    scores = [e["score"] for e in result["episodes@3600"]]
+    assert result["score@3600"] == pytest.approx(np.mean(scores))
