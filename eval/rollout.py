@@ -149,6 +149,11 @@ def summarize(task: Task, runs: list[dict]) -> dict:
             "length": float(np.mean([r["length"] for r in runs])), "episodes": len(runs)}
 
 
+def target_label(target: float | None) -> str:
+    """How a return target names its results (``score@3600``); ``none`` for policies without one."""
+    return "none" if target is None else f"{target:g}"
+
+
 def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num_envs: int = 16,
                    env_version: str | None = None, seed: int = EVAL_SEED, max_steps: int | None = None,
                    progress: bool = True, keep_episodes: bool = False) -> dict:
@@ -160,7 +165,7 @@ def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num
     """
     results = {}
     for target in targets:
-        label = "none" if target is None else f"{target:g}"
+        label = target_label(target)
         runs = rollout(task, make_agent(target), episodes, seed=seed, num_envs=num_envs, env_version=env_version,
                        max_steps=max_steps, progress=progress, desc=f"eval {task.name} target {label}")
         for key, value in summarize(task, runs).items():
@@ -170,6 +175,5 @@ def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num
             scores = episode_scores(task, runs)
             results[f"episodes@{label}"] = [{"episode": r["episode"], "return": r["return"], "length": r["length"],
                                              "success": r["success"], "score": float(sc)} for r, sc in zip(runs, scores)]
-    first = "none" if targets[0] is None else f"{targets[0]:g}"
-    results["score"] = results[f"score@{first}"]
+    results["score"] = results[f"score@{target_label(targets[0])}"]
     return results

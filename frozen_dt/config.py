@@ -14,7 +14,7 @@ from frozen_dt.backbones import check_backbone_name, parse_layers
 from frozen_dt.envs.registry import ENV_VERSIONS, get_task
 from frozen_dt.errors import FrozenDTError
 
-ALGORITHMS = ("frozen-dt", "dt", "iql", "cql", "gciql")
+ALGORITHMS = ("frozen-dt", "dt", "bc", "iql", "cql", "gciql")
 
 
 def arg(default, help: str, **kwargs):
@@ -52,6 +52,8 @@ class TrainArgs:
                                     "differ from full-episode ones)")
     save_every: int = arg(5000, "steps between checkpoints (checkpoints/last.pt)")
     device: str = arg("cpu", "device (cuda uses bf16 autocast)", choices=("cpu", "cuda"))
+    precision: str = arg("fp32", "CPU matmul precision: fp32, or bf16 autocast (several times faster on CPUs with "
+                                 "AMX); cuda always uses bf16 autocast", choices=("fp32", "bf16"))
     env_version: str = arg(None, "MuJoCo env version for locomotion tasks (default: the dataset's)",
                            choices=ENV_VERSIONS)
     config: str = arg(None, "recipe file (JSON) applied over the per-(algorithm, task family) recipe; flags given "
@@ -59,6 +61,8 @@ class TrainArgs:
     run_dir: str = arg(None, "run directory (default: runs/<task>/<algo>/<timestamp>)")
     resume: str = arg(None, "continue the run in this directory (its config.json; --steps may extend it)")
     download: bool = arg(False, "download the dataset if it is not local")
+    dataset: str = arg(None, "train on this file (any supported format, checked against the task's dims) instead "
+                             "of the task's dataset")
     wandb: str = arg(None, "also log to Weights & Biases", choices=("offline", "online"))
 
     def validate(self) -> None:
@@ -100,8 +104,8 @@ class EvalArgs:
     task: str = arg(None, "evaluate on this task's env instead of the training task's (same dims required)")
     env_version: str = arg(None, "MuJoCo env version (default: the run's)", choices=ENV_VERSIONS)
     device: str = arg("cpu", "device for policy inference", choices=("cpu", "cuda"))
-    precision: str = arg("fp32", "inference precision; bf16 runs matmuls in bfloat16 (AMX CPUs, GPUs); cuda always "
-                                 "uses bf16 autocast as in training", choices=("fp32", "bf16"))
+    precision: str = arg(None, "inference precision: fp32 or bf16 autocast (default: the run's training precision; "
+                               "cuda always uses bf16)", choices=("fp32", "bf16"))
 
     def validate(self) -> None:
         if self.task is not None:

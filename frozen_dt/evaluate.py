@@ -103,23 +103,23 @@ def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = No
 
 def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
     """Evaluate one loaded run; writes ``eval-<checkpoint>.json`` into its run dir and returns its content."""
-    from frozen_dt.eval.rollout import evaluate_agent
-    from frozen_dt.sequence_algorithm import ReturnConditionedAgent
+    from frozen_dt.eval.rollout import evaluate_agent, target_label
+    from frozen_dt.train import make_agent
 
     task = eval_task_for(run, args.task, args.env_version)
-    targets = (args.target_return,) if args.target_return is not None else tuple(run.config["eval_targets"])
+    targets = tuple(run.config["eval_targets"])
+    if args.target_return is not None and run.args.algo in ("dt", "frozen-dt"):
+        targets = (args.target_return,)
     env_version = args.env_version or run.config.get("env_version")
-
-    def make_agent(target):
-        return ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
-                                      max_timestep=run.config["max_timestep"], precision=args.precision)
+    precision = args.precision or run.args.precision
 
     started = time.time()
-    results = evaluate_agent(task, make_agent, targets=targets, episodes=args.episodes, num_envs=args.num_envs,
-                             env_version=env_version, seed=args.eval_seed, progress=progress, keep_episodes=True)
+    results = evaluate_agent(task, lambda t: make_agent(run.args, run.config, run.model, run.obs_stats, t, precision),
+                             targets=targets, episodes=args.episodes, num_envs=args.num_envs, env_version=env_version,
+                             seed=args.eval_seed, progress=progress, keep_episodes=True)
     per_target = {}
     for target in targets:
-        label = f"{target:g}"
+        label = target_label(target)
         per_target[label] = {"target_return": target, "score": results[f"score@{label}"],
                              "return": results[f"return@{label}"], "length": results[f"length@{label}"],
                              "episodes": results[f"episodes@{label}"]}
@@ -127,8 +127,8 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
         "run_dir": str(run.run_dir), "checkpoint": run.checkpoint, "checkpoint_step": run.step,
         "train_task": run.args.task, "task": task.name, "score_type": task.score_type,
         "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
-        "num_envs": args.num_envs, "eval_seed": args.eval_seed, "precision": args.precision,
-        "primary_target": f"{targets[0]:g}", "score": results["score"], "targets": per_target,
+        "num_envs": args.num_envs, "eval_seed": args.eval_seed, "precision": precision,
+        "primary_target": target_label(targets[0]), "score": results["score"], "targets": per_target,
         "seconds": round(time.time() - started, 1), "device": device_name(args.device),
         "created_at": datetime.datetime.now().isoformat(timespec="seconds"),
     }

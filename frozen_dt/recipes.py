@@ -20,7 +20,7 @@ from frozen_dt.errors import FrozenDTError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DESCRIPTIVE_KEYS = ("source", "notes")
 # What a run is and where it lives is the command line's business, never a recipe's.
-NOT_IN_RECIPES = ("task", "algo", "config", "resume", "run_dir", "download", "wandb", "device")
+NOT_IN_RECIPES = ("task", "algo", "config", "resume", "run_dir", "download", "dataset", "wandb", "device")
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 

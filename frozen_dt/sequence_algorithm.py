@@ -3,7 +3,8 @@
 :class:`SequenceModelAlgorithm` implements :class:`frozen_dt.trainer.Algorithm` as kzl/decision-transformer's
 ``SequenceTrainer`` does: MSE between predicted and dataset actions over the real (unpadded) steps, AdamW over the
 parameters that require grad, a linear warm-up ``lr * min((step + 1) / warmup_steps, 1)``, gradient-norm clipping.
-On CUDA the forward pass runs under bf16 autocast (the loss is computed in float32).
+On CUDA the forward pass runs under bf16 autocast (the loss is computed in float32); on CPU too with
+``precision="bf16"`` (CPUs with AMX run bf16 matmuls several times faster).
 
 :class:`ReturnConditionedAgent` rolls a trained model out in a vector of envs, one context window per env, as
 DT's ``evaluate_episode_rtg`` does for one env.
@@ -19,9 +20,10 @@ from frozen_dt.models import ReturnConditionedTransformer, load_trainable_state_
 from frozen_dt.views import SequenceView
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context elsewhere."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast on CUDA always, on CPU with ``precision="bf16"`` (AMX); otherwise a no-op context."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=device.type == "cuda" or precision == "bf16")
 
 
 def linear_warmup(warmup_steps: int):
@@ -33,8 +35,10 @@ class SequenceModelAlgorithm:
 
     def __init__(self, model: ReturnConditionedTransformer, view: SequenceView, *, batch_size: int = 64,
                  lr: float = 1e-4, weight_decay: float = 1e-4, warmup_steps: int = 10_000, grad_clip: float = 0.25,
-                 rtg_scale: float = 1000.0, max_timestep: int = 1000, device: str | torch.device = "cpu"):
+                 rtg_scale: float = 1000.0, max_timestep: int = 1000, device: str | torch.device = "cpu",
+                 precision: str = "fp32"):
         self.device = torch.device(device)
+        self.precision = precision
         self.model = model.to(self.device)
         self.view = view
         self.batch_size = batch_size
@@ -50,7 +54,7 @@ class SequenceModelAlgorithm:
 
     def loss(self, batch: dict) -> torch.Tensor:
         tensors = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             predicted = self.model(tensors)
         mask = tensors["mask"].to(torch.bool)
         return ((predicted.float() - tensors["actions"]) ** 2)[mask].mean()
@@ -75,10 +79,6 @@ class SequenceModelAlgorithm:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
-    def agent(self, target_return: float, precision: str = "fp32") -> "ReturnConditionedAgent":
-        return ReturnConditionedAgent(self.model, self.view.obs_stats, self.rtg_scale, target_return,
-                                      max_timestep=self.max_timestep, precision=precision)
-
 
 class ReturnConditionedAgent:
     """A return-conditioned sequence model as a batched rollout agent (:class:`frozen_dt.eval.rollout.Agent`).
@@ -102,8 +102,7 @@ class ReturnConditionedAgent:
         self.target = float(target_return) / rtg_scale
         self.max_timestep = max_timestep
         self.device = next(model.parameters()).device
-        self.autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                                       enabled=precision == "bf16" or self.device.type == "cuda")
+        self.autocast = autocast(self.device, precision)
         self.block = BLOCK
         self.k, self.obs_dim, self.act_dim = model.context, model.obs_dim, model.act_dim
         self.windows: dict[int, dict] = {}

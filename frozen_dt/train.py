@@ -23,11 +23,14 @@ from frozen_dt.run_files import WandbSink, import_wandb, read_json, write_json, 
 from frozen_dt.trainer import Trainer, checkpoint_path
 
 SEQUENCE_ALGORITHMS = ("dt", "frozen-dt")
+IMPLEMENTED = SEQUENCE_ALGORITHMS + ("bc",)
 RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
 ALGO_FIELDS = {  # settings that only one algorithm reads; recorded as unused for the others
     "dt": ("embed_dim", "dt_layers", "dt_heads"),
     "frozen-dt": ("backbone", "layers", "init", "freeze", "timestep_features"),
+    "bc": (),
 }
+SEQUENCE_FIELDS = ("context", "warmup_steps", "grad_clip", "dropout")  # read by dt and frozen-dt only
 
 
 def default_run_dir(task: str, algo: str) -> Path:
@@ -61,6 +64,10 @@ def resumed_args(args: TrainArgs, explicit: frozenset) -> tuple[TrainArgs, dict]
 
 
 def build_model(args: TrainArgs, obs_dim: int, act_dim: int, task: Task, backbone=None):
+    if args.algo == "bc":
+        from frozen_dt.baselines.bc import MLPPolicy
+
+        return MLPPolicy(obs_dim, act_dim)
     if args.algo == "dt":
         from frozen_dt.baselines.dt import DecisionTransformer
 
@@ -86,9 +93,56 @@ def check_frozen_fingerprint(run_dir: Path, model) -> None:
                             "(another package version or cache?)")
 
 
-def eval_targets(task: Task, dataset) -> tuple:
-    """The task's DT targets; tasks without published ones (OGBench single-task) use the data's best return."""
+def eval_targets(args: TrainArgs, task: Task, dataset) -> tuple:
+    """The task's DT targets; tasks without published ones (OGBench single-task) use the data's best return.
+    Policies that are not return-conditioned have one target, None."""
+    if args.algo not in SEQUENCE_ALGORITHMS:
+        return (None,)
     return tuple(task.rtg_targets) or (float(dataset.episode_returns().max()),)
+
+
+def build_algorithm(args: TrainArgs, task: Task, model, dataset):
+    """The training algorithm around ``model`` on ``dataset`` (with its data view); ``.obs_stats`` for the agent."""
+    if args.algo == "bc":
+        from frozen_dt.baselines.bc import BehaviorCloning
+
+        algorithm = BehaviorCloning(model, dataset, batch_size=args.batch_size, lr=args.lr,
+                                    weight_decay=args.weight_decay, device=args.device)
+        return algorithm, algorithm.obs_stats
+    from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
+    from frozen_dt.views import SequenceView
+
+    view = SequenceView(dataset, args.context, rtg_scale=task.rtg_scale, max_timestep=task.max_episode_steps)
+    algorithm = SequenceModelAlgorithm(model, view, batch_size=args.batch_size, lr=args.lr,
+                                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                                       grad_clip=args.grad_clip, rtg_scale=task.rtg_scale,
+                                       max_timestep=task.max_episode_steps, device=args.device,
+                                       precision=args.precision)
+    return algorithm, view.obs_stats
+
+
+def make_agent(args: TrainArgs, config: dict, model, obs_stats, target, precision: str | None = None):
+    """The rollout agent of a trained model (:class:`frozen_dt.eval.rollout.Agent`) for one return target."""
+    if args.algo == "bc":
+        from frozen_dt.baselines.bc import ObservationPolicyAgent
+
+        return ObservationPolicyAgent(model, obs_stats)
+    from frozen_dt.sequence_algorithm import ReturnConditionedAgent
+
+    return ReturnConditionedAgent(model, obs_stats, config["rtg_scale"], target, max_timestep=config["max_timestep"],
+                                  precision=precision or args.precision)
+
+
+def load_dataset(args: TrainArgs, task: Task):
+    """``--dataset FILE`` if given (any supported format, checked against the task's dims), else the task's own
+    dataset from the first source that has it (generated when nothing else does)."""
+    from frozen_dt.sources import load_any, load_task_dataset
+
+    if args.dataset:
+        if not Path(args.dataset).expanduser().is_file():
+            raise FrozenDTError(f"--dataset {args.dataset}: no such file")
+        return load_any(str(Path(args.dataset).expanduser()), task_name=task.name)[0]
+    return load_task_dataset(task, download=args.download, generate=True)
 
 
 def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
@@ -99,8 +153,9 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
     else:
         args, recipe_record = apply_recipes(args, explicit)
     task = get_task(args.task)
-    if args.algo not in SEQUENCE_ALGORITHMS:
-        raise FrozenDTError(f"--algo {args.algo} is not implemented in this version yet (available: dt, frozen-dt)")
+    if args.algo not in IMPLEMENTED:
+        raise FrozenDTError(f"--algo {args.algo} is not implemented in this version yet (available: "
+                            f"{', '.join(IMPLEMENTED)})")
     if task.goal_conditioned:
         raise FrozenDTError(f"{task.name} is goal-conditioned; --algo {args.algo} is not (use a single-task variant "
                             f"such as {task.name.replace('-v0', '-singletask-task1-v0')})")
@@ -109,29 +164,21 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
     if args.wandb:
         import_wandb(args.wandb)  # fail before any loading
 
-    from frozen_dt.sources import load_task_dataset
-
     backbone = None
     if args.algo == "frozen-dt":
         from frozen_dt.backbones import load_backbone
 
         backbone = load_backbone(args.backbone, args.layers, args.init, args.freeze, seed=args.seed)
-    dataset = load_task_dataset(task, download=args.download, generate=True)
+    dataset = load_dataset(args, task)
     env_version = args.env_version or dataset.source.get("env_version")
-    targets = eval_targets(task, dataset)
+    targets = eval_targets(args, task, dataset)
 
     from frozen_dt.models import frozen_fingerprint, param_counts
-    from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
-    from frozen_dt.views import SequenceView
 
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     model = build_model(args, dataset.obs_dim, dataset.act_dim, task, backbone)
-    view = SequenceView(dataset, args.context, rtg_scale=task.rtg_scale, max_timestep=task.max_episode_steps)
-    algorithm = SequenceModelAlgorithm(model, view, batch_size=args.batch_size, lr=args.lr,
-                                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-                                       grad_clip=args.grad_clip, rtg_scale=task.rtg_scale,
-                                       max_timestep=task.max_episode_steps, device=args.device)
+    algorithm, obs_stats = build_algorithm(args, task, model, dataset)
     params = {**param_counts(model), "frozen_fingerprint": frozen_fingerprint(model)}
     print(f"frozen-dt: {task.name} {args.algo}: {params['trainable_params']:,} trainable parameters, "
           f"{params['frozen_params']:,} frozen", flush=True)
@@ -150,7 +197,8 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
                                 "another --run-dir")
         run_dir.mkdir(parents=True, exist_ok=True)
         config = {"args": dataclasses.asdict(dataclasses.replace(args, run_dir=str(run_dir))), **recipe_record,
-                  "unused": [k for algo, keys in ALGO_FIELDS.items() if algo != args.algo for k in keys],
+                  "unused": [k for algo, keys in ALGO_FIELDS.items() if algo != args.algo for k in keys]
+                  + (list(SEQUENCE_FIELDS) if args.algo not in SEQUENCE_ALGORITHMS else []),
                   "env_version": env_version, "eval_targets": list(targets), "rtg_scale": task.rtg_scale,
                   "max_timestep": task.max_episode_steps, "obs_dim": dataset.obs_dim, "act_dim": dataset.act_dim,
                   "created_at": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -159,11 +207,12 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
     def evaluate(algo, step: int) -> dict:
         from frozen_dt.eval.rollout import evaluate_agent
 
-        return evaluate_agent(task, algo.agent, targets=targets, episodes=args.eval_episodes, num_envs=16,
+        return evaluate_agent(task, lambda target: make_agent(args, config, algo.model, obs_stats, target),
+                              targets=targets, episodes=args.eval_episodes, num_envs=16,
                               env_version=env_version, max_steps=args.eval_max_steps, progress=False)
 
     sinks = (WandbSink(args.wandb, run_dir, config),) if args.wandb else ()
-    trainer = Trainer(algorithm, run_dir, steps=args.steps, seed=args.seed, obs_stats=view.obs_stats,
+    trainer = Trainer(algorithm, run_dir, steps=args.steps, seed=args.seed, obs_stats=obs_stats,
                       log_every=args.log_every, eval_every=args.eval_every, save_every=args.save_every,
                       evaluate=evaluate if args.eval_episodes > 0 else None, sinks=sinks)
     result = trainer.run(resume=resuming)

@@ -24,7 +24,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -34,9 +34,6 @@ from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path
 from frozen_dt.run_files import MetricsLog
 
-if TYPE_CHECKING:
-    from frozen_dt.eval.rollout import Agent
-
 CHECKPOINT_FORMAT = "frozen-dt-checkpoint/1"
 
 
@@ -45,7 +42,7 @@ class Algorithm(Protocol):
     def update(self, batch: dict) -> dict: ...  # float metrics of this update
     def state_dict(self) -> dict: ...  # everything that trains (no frozen weights), optimizers, schedulers
     def load_state_dict(self, state: dict) -> None: ...
-    def agent(self, target_return: float | None) -> "Agent": ...  # a rollout agent (frozen_dt.eval.rollout.Agent)
+    model: "torch.nn.Module"  # what frozen_dt.train.make_agent rolls out
 
 
 def checkpoint_path(run_dir: Path, which: str = "last") -> Path:

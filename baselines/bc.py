@@ -1,0 +1,85 @@
+"""Behaviour cloning: an MLP from the (normalized) observation to the action, trained by MSE on the shared trainer.
+
+The plain imitation baseline (CORL's ``any_percent_bc`` with 100 % of the data): 2 hidden layers of 256 ReLU units,
+a tanh head, Adam. It needs observations and actions only, so it also trains on sources without rewards (the real
+D4RL expert subsets in ``shared/realdata``). :class:`ObservationPolicyAgent` rolls any stateless observation ->
+action policy out through the vectorized harness.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from frozen_dt.dataset import ObsStats, OfflineDataset
+
+
+class MLPPolicy(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
+        super().__init__()
+        layers, width = [], obs_dim
+        for _ in range(n_hidden):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, act_dim), nn.Tanh())
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.net(observations)
+
+
+class BehaviorCloning:
+    """:class:`frozen_dt.trainer.Algorithm` for :class:`MLPPolicy` on a dataset's (observation, action) pairs."""
+
+    def __init__(self, model: MLPPolicy, dataset: OfflineDataset, *, batch_size: int = 256, lr: float = 1e-3,
+                 weight_decay: float = 0.0, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.obs_stats = ObsStats.from_observations(dataset.observations)
+        self.observations = self.obs_stats.normalize(dataset.observations)
+        self.actions = np.asarray(dataset.actions, dtype=np.float32)
+        self.batch_size = batch_size
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def sample_batch(self, rng: np.random.Generator) -> dict:
+        idx = rng.integers(0, len(self.observations), size=self.batch_size)
+        return {"observations": self.observations[idx], "actions": self.actions[idx]}
+
+    def update(self, batch: dict) -> dict:
+        self.model.train()
+        obs = torch.as_tensor(batch["observations"], device=self.device)
+        actions = torch.as_tensor(batch["actions"], device=self.device)
+        loss = ((self.model(obs) - actions) ** 2).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class ObservationPolicyAgent:
+    """A stateless policy ``model(normalized observation) -> action`` as a rollout agent (fixed-shape blocks)."""
+
+    def __init__(self, model: nn.Module, obs_stats: ObsStats):
+        self.model, self.obs_stats = model, obs_stats
+        self.device = next(model.parameters()).device
+
+    def start(self, slot: int, episode: int) -> None:
+        self.model.eval()
+
+    def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        from frozen_dt.eval.rollout import in_blocks
+
+        obs = torch.as_tensor(self.obs_stats.normalize(np.asarray(observations, dtype=np.float32)), device=self.device)
+        with torch.no_grad():
+            return in_blocks(self.model, obs).float().cpu().numpy()
+
+    def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        pass
