@@ -47,6 +47,19 @@ def sequential_episode(task, run, env, target: float, seed: int, env_version) ->
             return total, t
 
 
+def window_forward_seconds(run, batch: int, steps: int, reps: int = 20) -> float:
+    model = run.model
+    tensors = {"observations": torch.zeros(batch, steps, model.obs_dim), "actions": torch.zeros(batch, steps, model.act_dim),
+               "returns_to_go": torch.zeros(batch, steps, 1), "timesteps": torch.zeros(batch, steps, dtype=torch.long),
+               "mask": torch.ones(batch, steps, dtype=torch.bool)}
+    with torch.no_grad():
+        model(tensors)
+        start = time.perf_counter()
+        for _ in range(reps):
+            model(tensors)
+    return (time.perf_counter() - start) / reps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
@@ -82,6 +95,12 @@ def main() -> None:
     print(f"sequential batch-1: {n_seq} episodes, {steps_seq} steps in {t_seq:.1f} s ({rate_seq:.0f} steps/s); "
           f"mean return {np.mean([r for r, _ in seq]):.1f}")
     same = [abs(vec[i]["return"] - seq[i][0]) for i in range(n_seq)]
+    # What a key/value cache could save at most: one step's 3 new tokens instead of the 3K-token window.
+    window = window_forward_seconds(run, args.num_envs, run.model.context)
+    one_step = window_forward_seconds(run, args.num_envs, 1)
+    print(f"forward at batch {args.num_envs}: full {run.model.context}-step window {window * 1e3:.2f} ms, a 1-step "
+          f"window (the compute a K/V cache would leave) {one_step * 1e3:.2f} ms; the window forwards take "
+          f"{window * steps_vec / args.num_envs / t_vec:.0%} of the vectorized run's time")
     print(f"speed-up {rate_vec / rate_seq:.1f}x (steps/s); time for {args.episodes} episodes: "
           f"{t_vec:.1f} s vs {t_seq * steps_vec / max(steps_seq, 1):.1f} s (sequential, extrapolated when fewer "
           f"episodes ran); largest per-episode return difference {max(same):.3g}")

@@ -52,8 +52,8 @@ class TrainArgs:
                                     "differ from full-episode ones)")
     save_every: int = arg(5000, "steps between checkpoints (checkpoints/last.pt)")
     device: str = arg("cpu", "device (cuda uses bf16 autocast)", choices=("cpu", "cuda"))
-    precision: str = arg("fp32", "CPU matmul precision: fp32, or bf16 autocast (several times faster on CPUs with "
-                                 "AMX); cuda always uses bf16 autocast", choices=("fp32", "bf16"))
+    precision: str = arg("fp32", "CPU matmul precision: fp32, or bf16 autocast (faster on CPUs with bf16 matrix "
+                                 "instructions); cuda always uses bf16 autocast", choices=("fp32", "bf16"))
     env_version: str = arg(None, "MuJoCo env version for locomotion tasks (default: the dataset's)",
                            choices=ENV_VERSIONS)
     config: str = arg(None, "recipe file (JSON) applied over the per-(algorithm, task family) recipe; flags given "

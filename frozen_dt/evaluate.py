@@ -132,13 +132,17 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
         "seconds": round(time.time() - started, 1), "device": device_name(args.device),
         "created_at": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    write_json(eval_file(run.run_dir, run.checkpoint, task.name, run.args.task), record)
+    write_json(eval_file(run, task.name, env_version), record)
     return record
 
 
-def eval_file(run_dir: Path, checkpoint: str, task: str, train_task: str) -> Path:
-    suffix = "" if task == train_task else f"-{task}"
-    return Path(run_dir) / f"eval-{checkpoint}{suffix}.json"
+def eval_file(run: LoadedRun, task: str, env_version: str | None) -> Path:
+    """``eval-<checkpoint>.json``; evaluations on another task or env version than the run's own get their own
+    file (``eval-last-hopper-expert-v2.json``, ``eval-last-v5.json``), so they never replace the main one."""
+    suffix = "" if task == run.args.task else f"-{task}"
+    if env_version and env_version != run.config.get("env_version"):
+        suffix += f"-{env_version}"
+    return run.run_dir / f"eval-{run.checkpoint}{suffix}.json"
 
 
 def device_name(device: str) -> str:

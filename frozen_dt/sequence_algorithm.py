@@ -4,7 +4,7 @@
 ``SequenceTrainer`` does: MSE between predicted and dataset actions over the real (unpadded) steps, AdamW over the
 parameters that require grad, a linear warm-up ``lr * min((step + 1) / warmup_steps, 1)``, gradient-norm clipping.
 On CUDA the forward pass runs under bf16 autocast (the loss is computed in float32); on CPU too with
-``precision="bf16"`` (CPUs with AMX run bf16 matmuls several times faster).
+``precision="bf16"`` (CPUs with bf16 matrix instructions run it faster).
 
 :class:`ReturnConditionedAgent` rolls a trained model out in a vector of envs, one context window per env, as
 DT's ``evaluate_episode_rtg`` does for one env.
@@ -21,7 +21,7 @@ from frozen_dt.views import SequenceView
 
 
 def autocast(device: torch.device, precision: str = "fp32"):
-    """bf16 autocast on CUDA always, on CPU with ``precision="bf16"`` (AMX); otherwise a no-op context."""
+    """bf16 autocast on CUDA always, on CPU with ``precision="bf16"``; otherwise a no-op context."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                           enabled=device.type == "cuda" or precision == "bf16")
 

@@ -14,3 +14,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    """An empty data dir and an empty Minari dir; no mirror, so nothing outside the test is consulted."""
+    path = tmp_path / "data"
+    path.mkdir()
+    monkeypatch.setenv("FROZEN_DT_DATA", str(path))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.delenv("FROZEN_DT_MIRROR", raising=False)
+    return path

