@@ -54,19 +54,19 @@ def in_blocks(fn, *arrays, block: int = BLOCK):
     return torch.cat(out)[:n]
 
 
-def make_vector_env(task: Task, num_envs: int, env_version: str | None = None, vector: str = "sync"):
-    from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+def make_vector_env(task: Task, num_envs: int, env_version: str | None = None):
+    """A synchronous gymnasium vector env of the task's env, autoreset disabled (the engine resets slots itself)."""
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
     def factory():
         return task.make_env(env_version)
 
-    cls = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}[vector]
-    return cls([factory] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
+    return SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
 
 
 def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_envs: int = 16,
             env_version: str | None = None, record: bool = False, max_steps: int | None = None,
-            vector: str = "sync", progress: bool = True, desc: str | None = None) -> list[dict]:
+            progress: bool = True, desc: str | None = None) -> list[dict]:
     """Run exactly the given episodes (an int N means ids 0..N-1); one result per episode, in id order.
 
     A result holds ``return``, ``length``, ``success`` (``info["success"]`` at the episode's last step) and, with
@@ -78,7 +78,7 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     if not ids:
         raise FrozenDTError("no episodes to run (the episode count must be positive)")
     n = min(num_envs, len(ids))
-    envs = make_vector_env(task, n, env_version, vector)
+    envs = make_vector_env(task, n, env_version)
     low, high = envs.single_action_space.low, envs.single_action_space.high
     queue = ids[n:][::-1]
     slot_episode: list[int | None] = list(ids[:n])
