@@ -15,14 +15,22 @@ from torch import nn
 from frozen_dt.dataset import ObsStats, OfflineDataset
 
 
+def mlp(in_dim: int, out_dim: int, hidden: int = 256, n_hidden: int = 2, out_activation: nn.Module | None = None):
+    """``n_hidden`` ReLU layers of width ``hidden``, then a linear output (and ``out_activation``, if any)."""
+    layers, width = [], in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, out_dim))
+    if out_activation is not None:
+        layers.append(out_activation)
+    return nn.Sequential(*layers)
+
+
 class MLPPolicy(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
         super().__init__()
-        layers, width = [], obs_dim
-        for _ in range(n_hidden):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        self.net = nn.Sequential(*layers, nn.Linear(width, act_dim), nn.Tanh())
+        self.net = mlp(obs_dim, act_dim, hidden, n_hidden, out_activation=nn.Tanh())
         self.obs_dim, self.act_dim = obs_dim, act_dim
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:

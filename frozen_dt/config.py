@@ -43,6 +43,11 @@ class TrainArgs:
     embed_dim: int = arg(128, "dt: transformer width")
     dt_layers: int = arg(3, "dt: transformer layers")
     dt_heads: int = arg(1, "dt: attention heads")
+    discount: float = arg(0.99, "iql: discount factor")
+    tau: float = arg(0.005, "iql: Polyak rate of the target critics")
+    expectile: float = arg(0.7, "iql: expectile of the value regression")
+    beta: float = arg(3.0, "iql: inverse temperature of the advantage weights")
+    normalize_reward: bool = arg(False, "iql: scale rewards by 1000 / (max - min episode return), as CORL")
     timestep_features: int = arg(128, "frozen-dt: sinusoidal timestep features projected to the backbone width")
     seed: int = arg(0, "training seed")
     log_every: int = arg(1000, "steps per metrics row (metrics.csv / metrics.jsonl)")
@@ -84,6 +89,9 @@ class TrainArgs:
                 raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not self.weight_decay >= 0:
             raise FrozenDTError(f"--weight-decay must not be negative, got {self.weight_decay}")
+        for name in ("discount", "tau", "expectile"):
+            if not 0 < getattr(self, name) < 1:
+                raise FrozenDTError(f"--{name} must be in (0, 1), got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise FrozenDTError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.timestep_features % 2:
@@ -96,7 +104,7 @@ class TrainArgs:
 class EvalArgs:
     run_dirs: list = arg(None, "run directories (default: the most recent run)", positional=True, nargs="*")
     episodes: int = arg(100, "evaluation episodes per run")
-    num_envs: int = arg(10, "environments stepped in parallel")
+    num_envs: int = arg(16, "environments stepped side by side (policy inference runs in blocks of 16 rows)")
     checkpoint: str = arg("last", "which checkpoint", choices=("last", "best"))
     target_return: float = arg(None, "return-to-go target (default: the task's targets, each reported)")
     eval_seed: int = arg(10_000, "seed of evaluation episode 0 (episode i uses eval_seed + i; independent of the "

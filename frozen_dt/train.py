@@ -23,12 +23,13 @@ from frozen_dt.run_files import WandbSink, import_wandb, read_json, write_json, 
 from frozen_dt.trainer import Trainer, checkpoint_path
 
 SEQUENCE_ALGORITHMS = ("dt", "frozen-dt")
-IMPLEMENTED = SEQUENCE_ALGORITHMS + ("bc",)
+IMPLEMENTED = SEQUENCE_ALGORITHMS + ("bc", "iql")
 RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
 ALGO_FIELDS = {  # settings that only one algorithm reads; recorded as unused for the others
     "dt": ("embed_dim", "dt_layers", "dt_heads"),
     "frozen-dt": ("backbone", "layers", "init", "freeze", "timestep_features"),
     "bc": (),
+    "iql": ("discount", "tau", "expectile", "beta", "normalize_reward"),
 }
 SEQUENCE_FIELDS = ("context", "warmup_steps", "grad_clip", "dropout")  # read by dt and frozen-dt only
 
@@ -68,6 +69,10 @@ def build_model(args: TrainArgs, obs_dim: int, act_dim: int, task: Task, backbon
         from frozen_dt.baselines.bc import MLPPolicy
 
         return MLPPolicy(obs_dim, act_dim)
+    if args.algo == "iql":
+        from frozen_dt.baselines.iql import IQLNetworks
+
+        return IQLNetworks(obs_dim, act_dim)
     if args.algo == "dt":
         from frozen_dt.baselines.dt import DecisionTransformer
 
@@ -109,6 +114,15 @@ def build_algorithm(args: TrainArgs, task: Task, model, dataset):
         algorithm = BehaviorCloning(model, dataset, batch_size=args.batch_size, lr=args.lr,
                                     weight_decay=args.weight_decay, device=args.device)
         return algorithm, algorithm.obs_stats
+    if args.algo == "iql":
+        from frozen_dt.baselines.iql import IQL, reward_scale
+        from frozen_dt.views import TransitionView
+
+        view = TransitionView(dataset)
+        algorithm = IQL(model, view, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                        discount=args.discount, tau=args.tau, expectile=args.expectile, beta=args.beta,
+                        reward_scale=reward_scale(dataset) if args.normalize_reward else 1.0, device=args.device)
+        return algorithm, view.obs_stats
     from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
     from frozen_dt.views import SequenceView
 
@@ -123,7 +137,7 @@ def build_algorithm(args: TrainArgs, task: Task, model, dataset):
 
 def make_agent(args: TrainArgs, config: dict, model, obs_stats, target, precision: str | None = None):
     """The rollout agent of a trained model (:class:`frozen_dt.eval.rollout.Agent`) for one return target."""
-    if args.algo == "bc":
+    if args.algo not in SEQUENCE_ALGORITHMS:
         from frozen_dt.baselines.bc import ObservationPolicyAgent
 
         return ObservationPolicyAgent(model, obs_stats)

@@ -10,6 +10,7 @@ import re
 import sys
 import tomllib
 
+import numpy as np
 import pytest
 import torch
 
@@ -299,8 +300,8 @@ def test_cli_train_wandb_without_the_package_is_a_clear_error(data, capsys, monk
 
 
 def test_cli_train_algorithms_not_yet_available_and_goal_conditioned_tasks(data, capsys):
-    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "iql")
-    assert_user_error(code, err, "--algo iql is not implemented")
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "cql")
+    assert_user_error(code, err, "--algo cql is not implemented")
     code, _, err = run(capsys, "train", "scene-play-v0", "--algo", "dt")
     assert_user_error(code, err, "goal-conditioned", "scene-play-singletask-task1-v0")
 
@@ -308,8 +309,6 @@ def test_cli_train_algorithms_not_yet_available_and_goal_conditioned_tasks(data,
 def test_cli_train_bc_on_a_file_without_rewards_then_eval(data, capsys, tmp_path):
     """Behaviour cloning needs observations and actions only (like shared/realdata's pickles); dt refuses them."""
     import pickle
-
-    import numpy as np
 
     rng = np.random.default_rng(0)
     paths = [{"observations": rng.normal(size=(30, 11)).astype(np.float32),
@@ -331,3 +330,42 @@ def test_cli_train_bc_on_a_file_without_rewards_then_eval(data, capsys, tmp_path
     assert_user_error(code, err, "'rewards'")
     code, _, err = run(capsys, "train", "hopper-expert-v2", "--algo", "bc", "--dataset", str(tmp_path / "no.pkl"))
     assert_user_error(code, err, "--dataset", "no such file")
+
+
+def test_cli_train_iql_smoke_resume_and_eval(data, capsys, tmp_path):
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    run_dir = tmp_path / "iql"
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--algo", "iql", "--normalize-reward",
+                         "--run-dir", str(run_dir), *SMOKE)
+    assert code == 0, err
+    assert "target none: normalized score" in out
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(rows[0][k]) for k in ("value_loss", "q_loss", "actor_loss"))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["args"]["expectile"] == 0.7 and config["recipes"][0]["file"].endswith("iql-locomotion.json")
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(run_dir), "--steps", "6")
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", str(run_dir), "--episodes", "2", "--num-envs", "2")
+    assert code == 0 and "iql target none" in out, err
+
+
+def test_iql_update_fits_the_value_expectile_and_leaves_targets_lagging():
+    from frozen_dt.baselines.iql import IQL, IQLNetworks, expectile_loss
+    from frozen_dt.dataset import from_flat_arrays
+    from frozen_dt.views import TransitionView
+
+    diff = torch.tensor([1.0, -1.0])
+    assert expectile_loss(diff, 0.7) == pytest.approx((0.7 + 0.3) / 2)
+    rng = np.random.default_rng(0)
+    terminals = np.zeros(40, bool)
+    terminals[[14, 39]] = True
+    dataset = from_flat_arrays(rng.normal(size=(40, 11)), rng.uniform(-1, 1, size=(40, 3)), rng.uniform(0, 1, 40),
+                               terminals, where="synthetic")
+    torch.manual_seed(0)
+    # discount 0: the critics regress onto the rewards alone, so their loss must fall
+    algo = IQL(IQLNetworks(11, 3, hidden=32), TransitionView(dataset), steps=300, batch_size=16, discount=0.0)
+    losses = [algo.update(algo.sample_batch(rng))["q_loss"] for _ in range(300)]
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    online = torch.nn.utils.parameters_to_vector(algo.model.q1.parameters())
+    target = torch.nn.utils.parameters_to_vector(algo.target_q[0].parameters())
+    assert not torch.equal(online, target)

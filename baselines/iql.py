@@ -1,0 +1,143 @@
+"""Implicit Q-Learning (Kostrikov, Nair & Levine, 2021) on the shared transition view and trainer.
+
+Three losses per update, as in the paper and CORL's ``iql.py``:
+
+* value: expectile regression of ``min(Q1_target, Q2_target)(s, a) - V(s)`` with expectile ``expectile`` (0.7);
+* critics: MSE of ``Q_i(s, a)`` to ``r + discount * (1 - done) * V(s')``;
+* actor: advantage-weighted regression, ``-exp(beta * (Q_target - V)) clipped at 100`` times the Gaussian policy's
+  log-likelihood of the dataset action (a tanh mean and a state-independent log-std).
+
+Target critics follow by Polyak averaging (``tau``); the actor's learning rate decays by a cosine schedule over the
+run. With ``--normalize-reward``, rewards are scaled by ``1000 / (max episode return - min episode return)``
+(CORL's ``modify_reward``). The rollout agent acts with the policy mean.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from frozen_dt.baselines.bc import mlp
+from frozen_dt.views import TransitionView
+
+EXP_ADV_MAX = 100.0
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class GaussianPolicy(nn.Module):
+    """``forward(obs)`` is the tanh-squashed mean (the action the agent takes); ``log_prob(obs, action)`` scores
+    dataset actions under N(mean, exp(log_std))."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        self.mean = mlp(obs_dim, act_dim, hidden, out_activation=nn.Tanh())
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.mean(observations)
+
+    def log_prob(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+        return torch.distributions.Normal(self(observations), std).log_prob(actions).sum(-1)
+
+
+class IQLNetworks(nn.Module):
+    """Everything IQL trains, in one module so checkpoints and parameter counts see it whole; ``forward`` is the
+    policy's action (what evaluation rolls out)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        self.actor = GaussianPolicy(obs_dim, act_dim, hidden)
+        self.q1 = mlp(obs_dim + act_dim, 1, hidden)
+        self.q2 = mlp(obs_dim + act_dim, 1, hidden)
+        self.value = mlp(obs_dim, 1, hidden)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.actor(observations)
+
+
+def reward_scale(dataset) -> float:
+    """CORL's locomotion reward normalization: 1000 / (max - min episode return)."""
+    returns = dataset.episode_returns()
+    spread = float(returns.max() - returns.min()) if len(returns) else 0.0
+    return 1000.0 / spread if spread > 0 else 1.0
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    weight = torch.where(diff > 0, expectile, 1.0 - expectile)
+    return (weight * diff**2).mean()
+
+
+class IQL:
+    """:class:`frozen_dt.trainer.Algorithm` for :class:`IQLNetworks` on a :class:`TransitionView`."""
+
+    def __init__(self, model: IQLNetworks, view: TransitionView, *, steps: int, batch_size: int = 256,
+                 lr: float = 3e-4, discount: float = 0.99, tau: float = 0.005, expectile: float = 0.7,
+                 beta: float = 3.0, reward_scale: float = 1.0, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.view, self.obs_stats = view, view.obs_stats
+        self.batch_size, self.discount, self.tau = batch_size, discount, tau
+        self.expectile, self.beta, self.reward_scale = expectile, beta, reward_scale
+        self.target_q = copy.deepcopy(nn.ModuleList([model.q1, model.q2])).requires_grad_(False)
+        self.value_opt = torch.optim.Adam(model.value.parameters(), lr=lr)
+        self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=lr)
+        self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=lr)
+        self.actor_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, max(steps, 1))
+
+    def sample_batch(self, rng: np.random.Generator) -> dict:
+        return self.view.sample(self.batch_size, rng)
+
+    def update(self, batch: dict) -> dict:
+        self.model.train()
+        t = {k: torch.as_tensor(v, device=self.device, dtype=torch.float32) for k, v in batch.items()}
+        obs, actions, next_obs = t["observations"], t["actions"], t["next_observations"]
+        rewards, dones = t["rewards"] * self.reward_scale, t["dones"]
+        sa = torch.cat([obs, actions], -1)
+        with torch.no_grad():
+            target_q = torch.min(self.target_q[0](sa), self.target_q[1](sa)).squeeze(-1)
+            next_v = self.model.value(next_obs).squeeze(-1)
+        # value: expectile of the target critics' estimate
+        advantage = target_q - self.model.value(obs).squeeze(-1)
+        value_loss = expectile_loss(advantage, self.expectile)
+        self._step(self.value_opt, value_loss)
+        # critics: one-step backup through V(s')
+        backup = rewards + self.discount * (1.0 - dones) * next_v
+        q_loss = sum(((q(sa).squeeze(-1) - backup) ** 2).mean() for q in (self.model.q1, self.model.q2)) / 2
+        self._step(self.q_opt, q_loss)
+        with torch.no_grad():
+            for target, online in zip(self.target_q, (self.model.q1, self.model.q2)):
+                for p_t, p in zip(target.parameters(), online.parameters()):
+                    p_t.mul_(1.0 - self.tau).add_(p, alpha=self.tau)
+        # actor: advantage-weighted regression
+        weights = torch.exp(self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)
+        actor_loss = -(weights * self.model.actor.log_prob(obs, actions)).mean()
+        self._step(self.actor_opt, actor_loss)
+        self.actor_schedule.step()
+        return {"value_loss": float(value_loss), "q_loss": float(q_loss), "actor_loss": float(actor_loss),
+                "advantage": float(advantage.mean())}
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "target_q": self.target_q.state_dict(),
+                "value_opt": self.value_opt.state_dict(), "q_opt": self.q_opt.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "actor_schedule": self.actor_schedule.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.target_q.load_state_dict(state["target_q"])
+        self.value_opt.load_state_dict(state["value_opt"])
+        self.q_opt.load_state_dict(state["q_opt"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.actor_schedule.load_state_dict(state["actor_schedule"])
+
