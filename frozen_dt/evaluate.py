@@ -152,7 +152,11 @@ def device_name(device: str) -> str:
 
 
 def config_key(config: dict, eval_task: str) -> tuple:
-    args = {k: v for k, v in config["args"].items() if k not in NOT_CONFIG}
+    """What makes runs seeds of one configuration (settings a version added later count at their defaults)."""
+    import dataclasses
+
+    full = dataclasses.asdict(TrainArgs(**config["args"]))
+    args = {k: v for k, v in full.items() if k not in NOT_CONFIG}
     if args.get("algo") != "frozen-dt":
         for k in ("backbone", "layers", "init", "freeze", "timestep_features"):
             args.pop(k, None)

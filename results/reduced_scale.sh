@@ -20,4 +20,3 @@ for seed in 0 1; do
     --run-dir $ROOT/$TASK/frozen-dt-gemma3-0-2-random/seed$seed "${COMMON[@]}"
 done
 frozen-dt eval $ROOT/$TASK/*/seed* --episodes "$EPISODES" --num-envs "$EPISODES"
-frozen-dt leaderboard "$ROOT/**" --out results/leaderboard.csv
