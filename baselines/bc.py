@@ -12,19 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from frozen_dt.baselines.common import SavesParts, mlp, optimizer_step
 from frozen_dt.dataset import ObsStats, OfflineDataset
-
-
-def mlp(in_dim: int, out_dim: int, hidden: int = 256, n_hidden: int = 2, out_activation: nn.Module | None = None):
-    """``n_hidden`` ReLU layers of width ``hidden``, then a linear output (and ``out_activation``, if any)."""
-    layers, width = [], in_dim
-    for _ in range(n_hidden):
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    layers.append(nn.Linear(width, out_dim))
-    if out_activation is not None:
-        layers.append(out_activation)
-    return nn.Sequential(*layers)
 
 
 class MLPPolicy(nn.Module):
@@ -37,7 +26,7 @@ class MLPPolicy(nn.Module):
         return self.net(observations)
 
 
-class BehaviorCloning:
+class BehaviorCloning(SavesParts):
     """:class:`frozen_dt.trainer.Algorithm` for :class:`MLPPolicy` on a dataset's (observation, action) pairs."""
 
     def __init__(self, model: MLPPolicy, dataset: OfflineDataset, *, batch_size: int = 256, lr: float = 1e-3,
@@ -59,35 +48,40 @@ class BehaviorCloning:
         obs = torch.as_tensor(batch["observations"], device=self.device)
         actions = torch.as_tensor(batch["actions"], device=self.device)
         loss = ((self.model(obs) - actions) ** 2).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        optimizer_step(self.optimizer, loss)
         return {"loss": float(loss.detach())}
 
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def parts(self) -> dict:
+        return {"model": self.model, "optimizer": self.optimizer}
 
 
 class ObservationPolicyAgent:
-    """A stateless policy ``model(normalized observation) -> action`` as a rollout agent (fixed-shape blocks)."""
+    """A stateless policy as a rollout agent (fixed-shape blocks): ``model(normalized observation) -> action``, or
+    ``model(observation, goal) -> action`` for goal-conditioned policies (the goal each slot's reset reported).
+    ``obs_stats`` None: the model takes raw observations (and goals)."""
 
-    def __init__(self, model: nn.Module, obs_stats: ObsStats):
+    def __init__(self, model: nn.Module, obs_stats: ObsStats | None):
         self.model, self.obs_stats = model, obs_stats
         self.device = next(model.parameters()).device
+        self.goals: dict[int, np.ndarray] = {}
 
-    def start(self, slot: int, episode: int) -> None:
+    def start(self, slot: int, episode: int, goal: np.ndarray | None = None) -> None:
         self.model.eval()
+        if goal is not None:
+            self.goals[slot] = self.normalize(goal[None])[0]
+
+    def normalize(self, observations: np.ndarray) -> np.ndarray:
+        observations = np.asarray(observations, dtype=np.float32)
+        return observations if self.obs_stats is None else self.obs_stats.normalize(observations)
 
     def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
         from frozen_dt.eval.rollout import in_blocks
 
-        obs = torch.as_tensor(self.obs_stats.normalize(np.asarray(observations, dtype=np.float32)), device=self.device)
+        inputs = [torch.as_tensor(self.normalize(observations), device=self.device)]
+        if self.goals:
+            inputs.append(torch.as_tensor(np.stack([self.goals[s] for s in slots]), device=self.device))
         with torch.no_grad():
-            return in_blocks(self.model, obs).float().cpu().numpy()
+            return in_blocks(self.model, *inputs).float().cpu().numpy()
 
     def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None:
         pass

@@ -8,7 +8,8 @@ Three losses per update, as in the paper and CORL's ``iql.py``:
   log-likelihood of the dataset action (a tanh mean and a state-independent log-std).
 
 Target critics follow by Polyak averaging (``tau``); the actor's learning rate decays by a cosine schedule over the
-run. With ``--normalize-reward``, rewards are scaled by ``1000 / (max episode return - min episode return)``
+run (``--deterministic-actor``: the weighted squared error of the mean instead of the log-likelihood, as CORL's
+``iql_deterministic``). With ``--normalize-reward``, rewards are scaled by ``1000 / (max episode return - min episode return)``
 (CORL's ``modify_reward``). The rollout agent acts with the policy mean.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from frozen_dt.baselines.bc import mlp
+from frozen_dt.baselines.common import SavesParts, as_tensors, expectile_loss, mlp, optimizer_step, soft_update
 from frozen_dt.views import TransitionView
 
 EXP_ADV_MAX = 100.0
@@ -61,29 +62,19 @@ class IQLNetworks(nn.Module):
         return self.actor(observations)
 
 
-def reward_scale(dataset) -> float:
-    """CORL's locomotion reward normalization: 1000 / (max - min episode return)."""
-    returns = dataset.episode_returns()
-    spread = float(returns.max() - returns.min()) if len(returns) else 0.0
-    return 1000.0 / spread if spread > 0 else 1.0
-
-
-def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    weight = torch.where(diff > 0, expectile, 1.0 - expectile)
-    return (weight * diff**2).mean()
-
-
-class IQL:
+class IQL(SavesParts):
     """:class:`frozen_dt.trainer.Algorithm` for :class:`IQLNetworks` on a :class:`TransitionView`."""
 
     def __init__(self, model: IQLNetworks, view: TransitionView, *, steps: int, batch_size: int = 256,
                  lr: float = 3e-4, discount: float = 0.99, tau: float = 0.005, expectile: float = 0.7,
-                 beta: float = 3.0, reward_scale: float = 1.0, device: str | torch.device = "cpu"):
+                 beta: float = 3.0, reward_scale: float = 1.0, deterministic: bool = False,
+                 device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.view, self.obs_stats = view, view.obs_stats
         self.batch_size, self.discount, self.tau = batch_size, discount, tau
         self.expectile, self.beta, self.reward_scale = expectile, beta, reward_scale
+        self.deterministic = deterministic
         self.target_q = copy.deepcopy(nn.ModuleList([model.q1, model.q2])).requires_grad_(False)
         self.value_opt = torch.optim.Adam(model.value.parameters(), lr=lr)
         self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=lr)
@@ -95,7 +86,7 @@ class IQL:
 
     def update(self, batch: dict) -> dict:
         self.model.train()
-        t = {k: torch.as_tensor(v, device=self.device, dtype=torch.float32) for k, v in batch.items()}
+        t = as_tensors(batch, self.device)
         obs, actions, next_obs = t["observations"], t["actions"], t["next_observations"]
         rewards, dones = t["rewards"] * self.reward_scale, t["dones"]
         sa = torch.cat([obs, actions], -1)
@@ -105,39 +96,24 @@ class IQL:
         # value: expectile of the target critics' estimate
         advantage = target_q - self.model.value(obs).squeeze(-1)
         value_loss = expectile_loss(advantage, self.expectile)
-        self._step(self.value_opt, value_loss)
+        optimizer_step(self.value_opt, value_loss)
         # critics: one-step backup through V(s')
         backup = rewards + self.discount * (1.0 - dones) * next_v
         q_loss = sum(((q(sa).squeeze(-1) - backup) ** 2).mean() for q in (self.model.q1, self.model.q2)) / 2
-        self._step(self.q_opt, q_loss)
-        with torch.no_grad():
-            for target, online in zip(self.target_q, (self.model.q1, self.model.q2)):
-                for p_t, p in zip(target.parameters(), online.parameters()):
-                    p_t.mul_(1.0 - self.tau).add_(p, alpha=self.tau)
+        optimizer_step(self.q_opt, q_loss)
+        soft_update(self.target_q, nn.ModuleList([self.model.q1, self.model.q2]), self.tau)
         # actor: advantage-weighted regression
         weights = torch.exp(self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)
-        actor_loss = -(weights * self.model.actor.log_prob(obs, actions)).mean()
-        self._step(self.actor_opt, actor_loss)
+        if self.deterministic:  # CORL's iql_deterministic: squared error of the (tanh) mean
+            bc_losses = ((self.model.actor(obs) - actions) ** 2).sum(-1)
+        else:
+            bc_losses = -self.model.actor.log_prob(obs, actions)
+        actor_loss = (weights * bc_losses).mean()
+        optimizer_step(self.actor_opt, actor_loss)
         self.actor_schedule.step()
-        return {"value_loss": float(value_loss), "q_loss": float(q_loss), "actor_loss": float(actor_loss),
-                "advantage": float(advantage.mean())}
+        return {"value_loss": value_loss.item(), "q_loss": q_loss.item(), "actor_loss": actor_loss.item(),
+                "advantage": advantage.mean().item()}
 
-    @staticmethod
-    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "target_q": self.target_q.state_dict(),
-                "value_opt": self.value_opt.state_dict(), "q_opt": self.q_opt.state_dict(),
-                "actor_opt": self.actor_opt.state_dict(), "actor_schedule": self.actor_schedule.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.target_q.load_state_dict(state["target_q"])
-        self.value_opt.load_state_dict(state["value_opt"])
-        self.q_opt.load_state_dict(state["q_opt"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.actor_schedule.load_state_dict(state["actor_schedule"])
-
+    def parts(self) -> dict:
+        return {"model": self.model, "target_q": self.target_q, "value_opt": self.value_opt, "q_opt": self.q_opt,
+                "actor_opt": self.actor_opt, "actor_schedule": self.actor_schedule}

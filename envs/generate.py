@@ -90,7 +90,7 @@ class ActorAgent:
         env.close()
         return cls(policy, low, high, seed=seed, deterministic=deterministic)
 
-    def start(self, slot: int, episode: int) -> None:
+    def start(self, slot: int, episode: int, goal=None) -> None:
         self.rngs[slot] = np.random.default_rng([self.seed, episode])
 
     def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:

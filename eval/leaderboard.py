@@ -22,11 +22,11 @@ import numpy as np
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path, atomic_write_text
+from frozen_dt.recipes import recipe_steps
 
 COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "scale", "n_seeds",
            "n_episodes", "score_mean", "ci_low", "ci_high", "ci_over", "iqm", "target", "trainable_params", "steps",
            "device", "git_sha", "date")
-FULL_STEPS = 100_000  # the recipes' full training length
 FULL_EPISODES = 100
 
 
@@ -74,6 +74,7 @@ def run_entry(run_dir: Path, checkpoint: str = "last") -> dict:
             "dataset_source": dataset_source(_read(run_dir / "dataset.json")), "steps": record["checkpoint_step"],
             "target": label,
         },
+        "full_steps": recipe_steps(args["algo"], args["task"]),
         "trainable_params": _read(run_dir / "params.json").get("trainable_params"),
         "device": record.get("device", ""), "git_sha": str(versions.get("git", {}).get("sha", "unknown"))[:10],
         "date": record.get("created_at", "")[:10], "metrics": run_dir / "metrics.jsonl",
@@ -81,7 +82,7 @@ def run_entry(run_dir: Path, checkpoint: str = "last") -> dict:
 
 
 def build_rows(entries: list[dict]) -> list[dict]:
-    from frozen_dt.eval.stats import summarize_runs
+    from frozen_dt.eval.stats import seed_summary
 
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
@@ -89,17 +90,12 @@ def build_rows(entries: list[dict]) -> list[dict]:
     rows = []
     for key, group in groups.items():
         key = dict(key)
-        per_seed = np.array([g["episode_scores"].mean() for g in group])
-        if len(group) >= 2:
-            s, ci_over = summarize_runs(per_seed[:, None]), "seeds"
-        else:
-            s, ci_over = summarize_runs(group[0]["episode_scores"][:, None]), "episodes (one seed)"
-        n_episodes = int(sum(len(g["episode_scores"]) for g in group))
-        reduced = key["steps"] < FULL_STEPS or min(len(g["episode_scores"]) for g in group) < FULL_EPISODES
-        rows.append({**key, "scale": "reduced" if reduced else "full", "n_seeds": len(group),
-                     "n_episodes": n_episodes, "score_mean": round(float(per_seed.mean()), 2),
-                     "ci_low": round(s["ci_low"], 2), "ci_high": round(s["ci_high"], 2), "ci_over": ci_over,
-                     "iqm": round(s["iqm"], 2) if len(group) >= 2 else round(float(np.mean(per_seed)), 2),
+        s = seed_summary([g["episode_scores"] for g in group])
+        reduced = key["steps"] < group[0]["full_steps"] or min(len(g["episode_scores"]) for g in group) < FULL_EPISODES
+        rows.append({**key, "scale": "reduced" if reduced else "full", "n_seeds": s["n_seeds"],
+                     "n_episodes": s["n_episodes"], "score_mean": round(s["mean"], 2),
+                     "ci_low": round(s["ci_low"], 2), "ci_high": round(s["ci_high"], 2), "ci_over": s["ci_over"],
+                     "iqm": round(s["iqm"], 2),
                      "trainable_params": group[0]["trainable_params"],
                      "device": "; ".join(sorted({g["device"] for g in group})),
                      "git_sha": "; ".join(sorted({g["git_sha"] for g in group})),

@@ -2,7 +2,8 @@
 
 One engine serves evaluation (every algorithm), dataset generation and the behaviour-policy evaluations.
 
-An *agent* is batched over env slots (:class:`Agent`): ``start(slot, episode)`` when an episode begins in a slot,
+An *agent* is batched over env slots (:class:`Agent`): ``start(slot, episode, goal)`` when an episode begins in a slot
+(``goal``: the goal observation the env's reset returned, for goal-conditioned OGBench tasks; else None),
 ``act(observations, slots)`` for the slots that are running, ``observe(slots, rewards)`` after each step. DT-style
 agents keep one context per slot; stateless agents ignore ``start``/``observe``.
 
@@ -28,7 +29,7 @@ RECORD_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "n
 
 
 class Agent(Protocol):
-    def start(self, slot: int, episode: int) -> None: ...
+    def start(self, slot: int, episode: int, goal: np.ndarray | None) -> None: ...  # goal: goal-conditioned tasks
     def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray: ...  # env-space actions
     def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None: ...
 
@@ -66,11 +67,12 @@ def make_vector_env(task: Task, num_envs: int, env_version: str | None = None):
 
 def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_envs: int = 16,
             env_version: str | None = None, record: bool = False, max_steps: int | None = None,
-            progress: bool = True, desc: str | None = None) -> list[dict]:
+            progress: bool = True, desc: str | None = None, reset_options: dict | None = None) -> list[dict]:
     """Run exactly the given episodes (an int N means ids 0..N-1); one result per episode, in id order.
 
     A result holds ``return``, ``length``, ``success`` (``info["success"]`` at the episode's last step) and, with
     ``record``, the episode's D4RL arrays. ``max_steps`` cuts episodes short (recorded as timeouts).
+    ``reset_options`` go to every reset (OGBench's ``task_id``).
     """
     from tqdm import tqdm
 
@@ -87,9 +89,9 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     results: dict[int, dict] = {}
     bar = tqdm(total=len(ids), unit="ep", desc=desc or f"{task.name} rollouts", disable=not progress, leave=False)
     try:
-        obs, _ = envs.reset(seed=[seed + e for e in slot_episode])
+        obs, infos = envs.reset(seed=[seed + e for e in slot_episode], options=dict(reset_options or {}))
         for s, e in enumerate(slot_episode):
-            agent.start(s, e)
+            agent.start(s, e, reset_goal(infos, s))
             steps[s] = {k: [] for k in RECORD_KEYS} if record else None
         while any(e is not None for e in slot_episode):
             active = np.array([e is not None for e in slot_episode])
@@ -119,19 +121,29 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
             reset = done | (~active & (terminated | truncated))  # idle slots are reset too when their env ends
             if reset.any():
                 seeds: list[int | None] = [None] * n
+                pending_start = []
                 for s in np.flatnonzero(reset):
                     if active[s]:
                         slot_episode[s] = queue.pop() if queue else None
                         returns[s], lengths[s] = 0.0, 0
                         if slot_episode[s] is not None:
                             seeds[s] = seed + slot_episode[s]
-                            agent.start(s, slot_episode[s])
-                            steps[s] = {k: [] for k in RECORD_KEYS} if record else None
-                obs, _ = envs.reset(seed=seeds, options={"reset_mask": reset})
+                            pending_start.append(s)
+                obs, infos = envs.reset(seed=seeds, options={**(reset_options or {}), "reset_mask": reset})
+                for s in pending_start:
+                    agent.start(s, slot_episode[s], reset_goal(infos, s))
+                    steps[s] = {k: [] for k in RECORD_KEYS} if record else None
     finally:
         bar.close()
         envs.close()
     return [results[e] for e in ids]
+
+
+def reset_goal(infos: dict, slot: int) -> np.ndarray | None:
+    """The goal observation a vector env's reset reported for ``slot`` (OGBench goal-conditioned envs), else None."""
+    if "goal" in infos and infos.get("_goal", np.ones(slot + 1, bool))[slot]:
+        return np.asarray(infos["goal"][slot], dtype=np.float32)
+    return None
 
 
 def episode_scores(task: Task, episodes: list[dict]) -> np.ndarray:
@@ -157,17 +169,23 @@ def target_label(target: float | None) -> str:
 def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num_envs: int = 16,
                    env_version: str | None = None, seed: int = EVAL_SEED, max_steps: int | None = None,
                    progress: bool = True, keep_episodes: bool = False) -> dict:
-    """``score`` (the first target's mean score) and ``score@T``/``return@T``/``length@T`` for each target T.
+    """``score`` and ``score@L``/``return@L``/``length@L`` for each evaluation condition L.
 
-    ``make_agent(target)`` builds the agent for one return target (stateless agents ignore it; ``targets`` may
-    then be ``(None,)``). The same episode seeds are used for every target. With ``keep_episodes`` the per-episode
-    results are returned too, under ``episodes@T``.
+    Conditions are the return targets (``make_agent(target)`` builds the agent for one; stateless agents ignore
+    it and ``targets`` may be ``(None,)``), and ``score`` is the first target's mean score. Goal-conditioned
+    OGBench tasks are evaluated on each of their evaluation goals instead (L = ``task1`` ... ``task5``, the env
+    reset with that ``task_id``), and ``score`` is the mean success over them, as OGBench reports it. The same
+    episode seeds serve every condition. With ``keep_episodes`` the per-episode results are returned too, under
+    ``episodes@L``.
     """
+    if task.goal_conditioned:
+        conditions = [(f"task{i}", None, {"task_id": i, "render_goal": False}) for i in task.eval_task_ids]
+    else:
+        conditions = [(target_label(t), t, None) for t in targets]
     results = {}
-    for target in targets:
-        label = target_label(target)
+    for label, target, options in conditions:
         runs = rollout(task, make_agent(target), episodes, seed=seed, num_envs=num_envs, env_version=env_version,
-                       max_steps=max_steps, progress=progress, desc=f"eval {task.name} target {label}")
+                       max_steps=max_steps, progress=progress, desc=f"eval {task.name} {label}", reset_options=options)
         for key, value in summarize(task, runs).items():
             if key != "episodes":
                 results[f"{key}@{label}"] = value
@@ -175,5 +193,7 @@ def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num
             scores = episode_scores(task, runs)
             results[f"episodes@{label}"] = [{"episode": r["episode"], "return": r["return"], "length": r["length"],
                                              "success": r["success"], "score": float(sc)} for r, sc in zip(runs, scores)]
-    results["score"] = results[f"score@{target_label(targets[0])}"]
+    labels = [label for label, _, _ in conditions]
+    results["score"] = float(np.mean([results[f"score@{k}"] for k in labels])) if task.goal_conditioned \
+        else results[f"score@{labels[0]}"]
     return results

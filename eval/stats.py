@@ -69,3 +69,23 @@ def summarize_runs(scores, *, reps: int = REPS, seed: int = 0) -> dict:
     low, high = stratified_bootstrap_ci(m, aggregate_mean, reps=reps, seed=seed)
     return {"n_runs": int(m.shape[0]), "n_tasks": int(m.shape[1]), "mean": float(aggregate_mean(m)),
             "median": float(aggregate_median(m)), "iqm": float(aggregate_iqm(m)), "ci_low": low, "ci_high": high}
+
+
+def seed_summary(episode_scores: list) -> dict:
+    """Summary of one configuration from its runs' per-episode scores (one array per seed).
+
+    With two or more seeds, every statistic is over the seeds' mean scores (the CI is the stratified bootstrap over
+    seeds). With one seed the CI can only speak for its episodes: mean and IQM are still the seed's mean (so one
+    seed's IQM is its mean, not an episode IQM), the CI is the bootstrap over its episodes. ``ci_over`` says which.
+    """
+    per_run = [np.asarray(s, dtype=np.float64) for s in episode_scores]
+    if not per_run or any(len(s) == 0 for s in per_run):
+        raise ValueError("every run needs at least one episode score")
+    means = np.array([s.mean() for s in per_run])
+    if len(per_run) >= 2:
+        summary, ci_over = summarize_runs(means[:, None]), "seeds"
+    else:
+        summary, ci_over = summarize_runs(per_run[0][:, None]), "episodes (one seed)"
+        summary.update(mean=float(means[0]), median=float(means[0]), iqm=float(means[0]))
+    summary.update(ci_over=ci_over, n_seeds=len(per_run), n_episodes=int(sum(len(s) for s in per_run)))
+    return summary

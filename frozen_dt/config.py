@@ -43,11 +43,19 @@ class TrainArgs:
     embed_dim: int = arg(128, "dt: transformer width")
     dt_layers: int = arg(3, "dt: transformer layers")
     dt_heads: int = arg(1, "dt: attention heads")
-    discount: float = arg(0.99, "iql: discount factor")
-    tau: float = arg(0.005, "iql: Polyak rate of the target critics")
-    expectile: float = arg(0.7, "iql: expectile of the value regression")
+    discount: float = arg(0.99, "iql/cql/gciql: discount factor")
+    tau: float = arg(0.005, "iql/cql/gciql: Polyak rate of the target critics")
+    expectile: float = arg(0.7, "iql/gciql: expectile of the value regression")
     beta: float = arg(3.0, "iql: inverse temperature of the advantage weights")
-    normalize_reward: bool = arg(False, "iql: scale rewards by 1000 / (max - min episode return), as CORL")
+    deterministic_actor: bool = arg(False, "iql: advantage-weighted squared error of the actor's mean instead of its "
+                                           "log-likelihood (CORL's iql_deterministic)")
+    normalize_reward: bool = arg(False, "iql/cql: scale rewards by 1000 / (max - min episode return), as CORL")
+    actor_lr: float = arg(None, "cql: learning rate of the actor and the entropy temperature (default: --lr)")
+    cql_alpha: float = arg(10.0, "cql: weight of the conservative penalty")
+    cql_n_actions: int = arg(10, "cql: sampled actions of each kind (random, policy at s, policy at s') per state")
+    alpha: float = arg(0.3, "gciql: behaviour-cloning coefficient of the DDPG+BC actor loss")
+    hidden_dim: int = arg(None, "iql/cql/gciql: MLP width (default: the algorithm's, iql/cql 256, gciql 512)")
+    hidden_layers: int = arg(None, "iql/cql/gciql: MLP hidden layers (default: the algorithm's, iql 2, cql/gciql 3)")
     timestep_features: int = arg(128, "frozen-dt: sinusoidal timestep features projected to the backbone width")
     seed: int = arg(0, "training seed")
     log_every: int = arg(1000, "steps per metrics row (metrics.csv / metrics.jsonl)")
@@ -78,17 +86,18 @@ class TrainArgs:
         spec = BACKBONES.get(self.backbone)
         parse_layers(self.layers, spec.n_layers if spec else None)
         for name in ("steps", "batch_size", "context", "embed_dim", "dt_layers", "dt_heads", "timestep_features",
-                     "log_every", "save_every", "eval_max_steps"):
+                     "log_every", "save_every", "eval_max_steps", "cql_n_actions", "hidden_dim", "hidden_layers"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name in ("warmup_steps", "eval_every", "eval_episodes"):
             if getattr(self, name) < 0:
                 raise FrozenDTError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        for name in ("lr", "grad_clip"):
+        for name in ("lr", "grad_clip") + (("actor_lr",) if self.actor_lr is not None else ()):
             if not getattr(self, name) > 0:
                 raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not self.weight_decay >= 0:
-            raise FrozenDTError(f"--weight-decay must not be negative, got {self.weight_decay}")
+        for name in ("weight_decay", "cql_alpha", "alpha", "beta"):
+            if not getattr(self, name) >= 0:
+                raise FrozenDTError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         for name in ("discount", "tau", "expectile"):
             if not 0 < getattr(self, name) < 1:
                 raise FrozenDTError(f"--{name} must be in (0, 1), got {getattr(self, name)}")

@@ -54,7 +54,7 @@ def latest_run(root: Path = RUNS_ROOT) -> Path:
 
 def load_run(run_dir: Path, which: str = "last", device: str = "cpu") -> LoadedRun:
     from frozen_dt.models import load_trainable_state_dict
-    from frozen_dt.train import build_model, check_frozen_fingerprint
+    from frozen_dt.train import RAW_OBSERVATION_ALGORITHMS, build_model, check_frozen_fingerprint
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -82,22 +82,23 @@ def load_run(run_dir: Path, which: str = "last", device: str = "cpu") -> LoadedR
         load_trainable_state_dict(model, state["algorithm"]["model"])
     except (KeyError, RuntimeError, ValueError) as error:
         raise FrozenDTError(f"{path} does not fit the model its config.json describes ({error})") from None
-    if state.get("obs_stats") is None:
+    if state.get("obs_stats") is None and args.algo not in RAW_OBSERVATION_ALGORITHMS:
         raise FrozenDTError(f"{path} carries no observation statistics")
-    return LoadedRun(run_dir, config, args, task, model.to(device).eval(), ObsStats.from_dict(state["obs_stats"]),
-                     int(state["step"]), which)
+    obs_stats = None if state.get("obs_stats") is None else ObsStats.from_dict(state["obs_stats"])
+    return LoadedRun(run_dir, config, args, task, model.to(device).eval(), obs_stats, int(state["step"]), which)
 
 
 def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = None) -> Task:
     """The task to evaluate on (default: the training task); its env must have the model's dims."""
+    from frozen_dt.train import check_conditioning
+
     task = get_task(name) if name else run.task
     version = env_version or run.config.get("env_version")
     dims = (task.obs_dim(version), task.act_dim)
     if dims != (run.config["obs_dim"], run.config["act_dim"]):
         raise FrozenDTError(f"{run.run_dir} was trained on {run.args.task} (obs {run.config['obs_dim']}, action "
                             f"{run.config['act_dim']}); {task.env_id(version)} has obs {dims[0]}, action {dims[1]}")
-    if task.goal_conditioned:
-        raise FrozenDTError(f"{task.name} is goal-conditioned; {run.args.algo} policies are not")
+    check_conditioning(run.args.algo, task)
     return task
 
 
@@ -117,18 +118,23 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
     results = evaluate_agent(task, lambda t: make_agent(run.args, run.config, run.model, run.obs_stats, t, precision),
                              targets=targets, episodes=args.episodes, num_envs=args.num_envs, env_version=env_version,
                              seed=args.eval_seed, progress=progress, keep_episodes=True)
-    per_target = {}
-    for target in targets:
-        label = target_label(target)
-        per_target[label] = {"target_return": target, "score": results[f"score@{label}"],
-                             "return": results[f"return@{label}"], "length": results[f"length@{label}"],
-                             "episodes": results[f"episodes@{label}"]}
+    labels = [k[len("score@"):] for k in results if k.startswith("score@")]  # targets, or OGBench goals
+    returns = dict.fromkeys(labels) if task.goal_conditioned else {target_label(t): t for t in targets}
+    per_target = {label: {"target_return": returns[label], "score": results[f"score@{label}"],
+                          "return": results[f"return@{label}"], "length": results[f"length@{label}"],
+                          "episodes": results[f"episodes@{label}"]} for label in labels}
+    if task.goal_conditioned:  # OGBench's overall success: every evaluation goal's episodes together
+        episodes = [{**e, "goal": label} for label in labels for e in per_target[label]["episodes"]]
+        per_target = {"all": {"target_return": None, "score": results["score"],
+                              "return": float(np.mean([e["return"] for e in episodes])),
+                              "length": float(np.mean([e["length"] for e in episodes])), "episodes": episodes},
+                      **per_target}
     record = {
         "run_dir": str(run.run_dir), "checkpoint": run.checkpoint, "checkpoint_step": run.step,
         "train_task": run.args.task, "task": task.name, "score_type": task.score_type,
         "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
         "num_envs": args.num_envs, "eval_seed": args.eval_seed, "precision": precision,
-        "primary_target": target_label(targets[0]), "score": results["score"], "targets": per_target,
+        "primary_target": next(iter(per_target)), "score": results["score"], "targets": per_target,
         "seconds": round(time.time() - started, 1), "device": device_name(args.device),
         "created_at": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -165,20 +171,10 @@ def config_key(config: dict, eval_task: str) -> tuple:
 
 def aggregate(records: list[dict], target: str | None = None) -> dict:
     """Mean, IQM and 95 % CI of runs of one configuration at one target (default: each run's primary target)."""
-    from frozen_dt.eval.stats import summarize_runs
+    from frozen_dt.eval.stats import seed_summary
 
-    per_run = []
-    for r in records:
-        label = target or r["primary_target"]
-        per_run.append(np.array([e["score"] for e in r["targets"][label]["episodes"]]))
-    if len(per_run) >= 2:
-        summary = summarize_runs(np.array([s.mean() for s in per_run])[:, None])
-        summary["ci_over"] = "seeds"
-    else:  # one seed: the CI can only speak for its episodes
-        summary = summarize_runs(per_run[0][:, None])
-        summary.update(mean=float(per_run[0].mean()), ci_over="episodes (one seed)")
-    summary.update(n_seeds=len(per_run), n_episodes=int(sum(len(s) for s in per_run)))
-    return summary
+    return seed_summary([[e["score"] for e in r["targets"][target or r["primary_target"]]["episodes"]]
+                         for r in records])
 
 
 def describe(args: TrainArgs) -> str:

@@ -28,9 +28,19 @@ def recipe_keys() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(TrainArgs) if f.name not in NOT_IN_RECIPES}
 
 
-def builtin_recipe(algo: str, family: str) -> Path | None:
-    path = CONFIG_DIR / f"{algo}-{family}.json"
-    return path if path.is_file() else None
+def builtin_recipes(algo: str, task: str) -> list[Path]:
+    """The shipped recipes for ``algo`` on ``task``, lowest precedence first: the task family's
+    (``iql-locomotion.json``), then the task's own (``iql-hopper-medium-v2.json``, as CORL's per-task configs)."""
+    names = (f"{algo}-{get_task(task).family}.json", f"{algo}-{task}.json")
+    return [CONFIG_DIR / n for n in names if (CONFIG_DIR / n).is_file()]
+
+
+def recipe_steps(algo: str, task: str) -> int:
+    """The full-scale training length of ``algo`` on ``task``: its shipped recipes' ``steps`` (else the default)."""
+    steps = TrainArgs.steps
+    for path in builtin_recipes(algo, task):
+        steps = read_recipe(path).get("steps", steps)
+    return int(steps)
 
 
 def read_recipe(path: Path) -> dict:
@@ -63,8 +73,7 @@ def read_recipe(path: Path) -> dict:
 
 def apply_recipes(args: TrainArgs, explicit: frozenset) -> tuple[TrainArgs, dict]:
     """``args`` with recipe values for every setting not given on the command line; and a record of the recipes."""
-    family = get_task(args.task).family
-    paths = [p for p in (builtin_recipe(args.algo, family), args.config and Path(args.config).expanduser()) if p]
+    paths = builtin_recipes(args.algo, args.task) + ([Path(args.config).expanduser()] if args.config else [])
     settings, record = {}, []
     for path in paths:
         recipe = read_recipe(path)

@@ -107,7 +107,7 @@ class ReturnConditionedAgent:
         self.k, self.obs_dim, self.act_dim = model.context, model.obs_dim, model.act_dim
         self.windows: dict[int, dict] = {}
 
-    def start(self, slot: int, episode: int) -> None:
+    def start(self, slot: int, episode: int, goal=None) -> None:
         self.model.eval()
         k = self.k
         self.windows[slot] = {"observations": np.zeros((k, self.obs_dim), np.float32),

@@ -23,13 +23,17 @@ from frozen_dt.run_files import WandbSink, import_wandb, read_json, write_json, 
 from frozen_dt.trainer import Trainer, checkpoint_path
 
 SEQUENCE_ALGORITHMS = ("dt", "frozen-dt")
-IMPLEMENTED = SEQUENCE_ALGORITHMS + ("bc", "iql")
+GOAL_CONDITIONED_ALGORITHMS = ("gciql",)
+RAW_OBSERVATION_ALGORITHMS = ("gciql",)  # trained on unnormalized observations (their checkpoints carry no stats)
 RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
-ALGO_FIELDS = {  # settings that only one algorithm reads; recorded as unused for the others
+VALUE_NETS = ("discount", "tau", "hidden_dim", "hidden_layers")
+ALGO_FIELDS = {  # settings that only some algorithms read; recorded as unused for the others
     "dt": ("embed_dim", "dt_layers", "dt_heads"),
     "frozen-dt": ("backbone", "layers", "init", "freeze", "timestep_features"),
     "bc": (),
-    "iql": ("discount", "tau", "expectile", "beta", "normalize_reward"),
+    "iql": VALUE_NETS + ("expectile", "beta", "normalize_reward", "deterministic_actor"),
+    "cql": VALUE_NETS + ("normalize_reward", "actor_lr", "cql_alpha", "cql_n_actions"),
+    "gciql": VALUE_NETS + ("expectile", "alpha"),
 }
 SEQUENCE_FIELDS = ("context", "warmup_steps", "grad_clip", "dropout")  # read by dt and frozen-dt only
 
@@ -64,6 +68,19 @@ def resumed_args(args: TrainArgs, explicit: frozenset) -> tuple[TrainArgs, dict]
     return resolved, config
 
 
+def unused_fields(algo: str) -> list[str]:
+    """Settings the run's algorithm does not read (recorded in config.json)."""
+    own = set(ALGO_FIELDS[algo]) | (set(SEQUENCE_FIELDS) if algo in SEQUENCE_ALGORITHMS else set())
+    others = {k for keys in ALGO_FIELDS.values() for k in keys} | set(SEQUENCE_FIELDS)
+    return sorted(others - own)
+
+
+def value_net_sizes(args: TrainArgs) -> dict:
+    """``hidden``/``n_hidden`` overrides of the value-based baselines' networks (none: each algorithm's own)."""
+    sizes = {"hidden": args.hidden_dim, "n_hidden": args.hidden_layers}
+    return {k: v for k, v in sizes.items() if v is not None}
+
+
 def build_model(args: TrainArgs, obs_dim: int, act_dim: int, task: Task, backbone=None):
     if args.algo == "bc":
         from frozen_dt.baselines.bc import MLPPolicy
@@ -72,7 +89,15 @@ def build_model(args: TrainArgs, obs_dim: int, act_dim: int, task: Task, backbon
     if args.algo == "iql":
         from frozen_dt.baselines.iql import IQLNetworks
 
-        return IQLNetworks(obs_dim, act_dim)
+        return IQLNetworks(obs_dim, act_dim, **value_net_sizes(args))
+    if args.algo == "cql":
+        from frozen_dt.baselines.cql import CQLNetworks
+
+        return CQLNetworks(obs_dim, act_dim, **value_net_sizes(args))
+    if args.algo == "gciql":
+        from frozen_dt.baselines.gciql import GoalConditionedNetworks
+
+        return GoalConditionedNetworks(obs_dim, act_dim, **value_net_sizes(args))
     if args.algo == "dt":
         from frozen_dt.baselines.dt import DecisionTransformer
 
@@ -86,6 +111,16 @@ def build_model(args: TrainArgs, obs_dim: int, act_dim: int, task: Task, backbon
                             f"{backbone.max_positions} learned positions of {args.backbone}")
     return FrozenLMDecisionTransformer(backbone, obs_dim, act_dim, context=args.context,
                                        timestep_features=args.timestep_features, dropout=args.dropout)
+
+
+def check_conditioning(algo: str, task: Task) -> None:
+    """Goal-conditioned algorithms train on goal-conditioned tasks only, the others on the rest."""
+    if task.goal_conditioned and algo not in GOAL_CONDITIONED_ALGORITHMS:
+        raise FrozenDTError(f"{task.name} is goal-conditioned; --algo {algo} is not (use a single-task variant such as "
+                            f"{task.name.replace('-v0', '-singletask-task1-v0')}, or --algo gciql)")
+    if algo in GOAL_CONDITIONED_ALGORITHMS and not task.goal_conditioned:
+        raise FrozenDTError(f"--algo {algo} is goal-conditioned; {task.name} is not (use a goal-conditioned OGBench "
+                            "task such as scene-play-v0)")
 
 
 def check_frozen_fingerprint(run_dir: Path, model) -> None:
@@ -115,14 +150,35 @@ def build_algorithm(args: TrainArgs, task: Task, model, dataset):
                                     weight_decay=args.weight_decay, device=args.device)
         return algorithm, algorithm.obs_stats
     if args.algo == "iql":
-        from frozen_dt.baselines.iql import IQL, reward_scale
+        from frozen_dt.baselines.common import reward_scale
+        from frozen_dt.baselines.iql import IQL
         from frozen_dt.views import TransitionView
 
         view = TransitionView(dataset)
         algorithm = IQL(model, view, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         discount=args.discount, tau=args.tau, expectile=args.expectile, beta=args.beta,
+                        reward_scale=reward_scale(dataset) if args.normalize_reward else 1.0,
+                        deterministic=args.deterministic_actor, device=args.device)
+        return algorithm, view.obs_stats
+    if args.algo == "cql":
+        from frozen_dt.baselines.common import reward_scale
+        from frozen_dt.baselines.cql import CQL
+        from frozen_dt.views import TransitionView
+
+        view = TransitionView(dataset)
+        algorithm = CQL(model, view, batch_size=args.batch_size, actor_lr=args.actor_lr or args.lr, critic_lr=args.lr,
+                        discount=args.discount, tau=args.tau, cql_alpha=args.cql_alpha,
+                        cql_n_actions=args.cql_n_actions,
                         reward_scale=reward_scale(dataset) if args.normalize_reward else 1.0, device=args.device)
         return algorithm, view.obs_stats
+    if args.algo == "gciql":
+        from frozen_dt.baselines.gciql import GCIQL
+        from frozen_dt.views import GoalView
+
+        algorithm = GCIQL(model, GoalView(dataset, discount=args.discount), batch_size=args.batch_size, lr=args.lr,
+                          discount=args.discount, tau=args.tau, expectile=args.expectile, alpha=args.alpha,
+                          device=args.device)
+        return algorithm, None
     from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
     from frozen_dt.views import SequenceView
 
@@ -167,12 +223,7 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
     else:
         args, recipe_record = apply_recipes(args, explicit)
     task = get_task(args.task)
-    if args.algo not in IMPLEMENTED:
-        raise FrozenDTError(f"--algo {args.algo} is not implemented in this version yet (available: "
-                            f"{', '.join(IMPLEMENTED)})")
-    if task.goal_conditioned:
-        raise FrozenDTError(f"{task.name} is goal-conditioned; --algo {args.algo} is not (use a single-task variant "
-                            f"such as {task.name.replace('-v0', '-singletask-task1-v0')})")
+    check_conditioning(args.algo, task)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise FrozenDTError("--device cuda: no CUDA device is available")
     if args.wandb:
@@ -211,8 +262,7 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
                                 "another --run-dir")
         run_dir.mkdir(parents=True, exist_ok=True)
         config = {"args": dataclasses.asdict(dataclasses.replace(args, run_dir=str(run_dir))), **recipe_record,
-                  "unused": [k for algo, keys in ALGO_FIELDS.items() if algo != args.algo for k in keys]
-                  + (list(SEQUENCE_FIELDS) if args.algo not in SEQUENCE_ALGORITHMS else []),
+                  "unused": unused_fields(args.algo),
                   "env_version": env_version, "eval_targets": list(targets), "rtg_scale": task.rtg_scale,
                   "max_timestep": task.max_episode_steps, "obs_dim": dataset.obs_dim, "act_dim": dataset.act_dim,
                   "created_at": datetime.datetime.now().isoformat(timespec="seconds")}

@@ -25,7 +25,7 @@ class LinearAgent:
         self.w = np.random.default_rng(seed).normal(scale=0.5, size=(act_dim, obs_dim)).astype(np.float32)
         self.started: list[int] = []
 
-    def start(self, slot, episode):
+    def start(self, slot, episode, goal=None):
         self.started.append(episode)
 
     def act(self, observations, slots):

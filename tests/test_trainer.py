@@ -9,6 +9,7 @@ import json
 import re
 import sys
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,15 +216,35 @@ def test_bad_recipe_files_are_clear_errors(tmp_path, content, message):
     assert message in str(error.value)
 
 
+def test_a_task_recipe_refines_its_family_recipe_and_sets_the_full_scale_steps():
+    from frozen_dt.recipes import recipe_steps
+
+    hopper, record = apply_recipes(TrainArgs(task="hopper-medium-v2", algo="iql"), frozenset())
+    walker, _ = apply_recipes(TrainArgs(task="walker2d-medium-v2", algo="iql"), frozenset())
+    assert [Path(r["file"]).name for r in record["recipes"]] == ["iql-locomotion.json", "iql-hopper-medium-v2.json"]
+    assert (hopper.tau, hopper.deterministic_actor, hopper.normalize_reward) == (0.001, True, True)
+    assert (walker.tau, walker.deterministic_actor, walker.normalize_reward) == (0.005, False, False)
+    assert hopper.expectile == walker.expectile == 0.7  # from the family recipe
+    flagged, _ = apply_recipes(TrainArgs(task="hopper-medium-v2", algo="iql", tau=0.01), frozenset({"tau"}))
+    assert flagged.tau == 0.01
+    assert recipe_steps("iql", "hopper-medium-v2") == 1_000_000 and recipe_steps("dt", "hopper-medium-v2") == 100_000
+
+
 def test_shipped_recipes_are_valid_cite_their_source_and_are_package_data():
     files = sorted(CONFIG_DIR.glob("*.json"))
     assert {f.name for f in files} >= {"dt-locomotion.json", "frozen-dt-locomotion.json"}
+    from frozen_dt.config import ALGORITHMS
+
+    examples = {"locomotion": "walker2d-medium-v2", "ogbench": "scene-play-singletask-task1-v0"}
     for path in files:
         recipe = json.loads(path.read_text())
         assert recipe.get("source"), path
-        algo = path.stem.rsplit("-", 1)[0]
-        args, _ = apply_recipes(TrainArgs(task="walker2d-medium-v2", algo=algo), frozenset())
-        assert all(getattr(args, k) == v for k, v in recipe.items() if k not in ("source", "notes"))
+        algo = max((a for a in ALGORITHMS if path.stem.startswith(a + "-")), key=len)
+        scope = path.stem[len(algo) + 1:]  # a task family, or one task (CORL-style per-task recipe)
+        task = "scene-play-v0" if algo == "gciql" else examples.get(scope, scope)
+        args, record = apply_recipes(TrainArgs(task=task, algo=algo), frozenset())
+        assert str(path) in [r["file"] for r in record["recipes"]]
+        assert all(getattr(args, k) == v for k, v in recipe.items() if k not in ("source", "notes")), path
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"]["package-data"]
     assert package_data["frozen_dt"] == ["configs/*.json"] and "frozen_dt.envs" in package_data
@@ -299,11 +320,11 @@ def test_cli_train_wandb_without_the_package_is_a_clear_error(data, capsys, monk
     assert_user_error(code, err, "--wandb offline needs the wandb package", "pip install 'frozen-dt[wandb]'")
 
 
-def test_cli_train_algorithms_not_yet_available_and_goal_conditioned_tasks(data, capsys):
-    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "cql")
-    assert_user_error(code, err, "--algo cql is not implemented")
+def test_cli_train_refuses_goal_conditioning_mismatches(data, capsys):
     code, _, err = run(capsys, "train", "scene-play-v0", "--algo", "dt")
     assert_user_error(code, err, "goal-conditioned", "scene-play-singletask-task1-v0")
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "gciql")
+    assert_user_error(code, err, "--algo gciql is goal-conditioned", "scene-play-v0")
 
 
 def test_cli_train_bc_on_a_file_without_rewards_then_eval(data, capsys, tmp_path):

@@ -1,0 +1,99 @@
+"""Pieces the value-based baselines share (IQL, CQL, GCIQL): networks, updates, batches, reward scaling.
+
+One definition each, so the algorithms differ only in their losses.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int = 256, n_hidden: int = 2, out_activation: nn.Module | None = None,
+        activation: type[nn.Module] = nn.ReLU, layer_norm: bool = False) -> nn.Sequential:
+    """``n_hidden`` layers of width ``hidden`` (each: linear, ``activation``, then LayerNorm if ``layer_norm``, as
+    OGBench's MLP), then a linear output (and ``out_activation``, if any)."""
+    layers, width = [], in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(width, hidden), activation()]
+        if layer_norm:
+            layers.append(nn.LayerNorm(hidden))
+        width = hidden
+    layers.append(nn.Linear(width, out_dim))
+    if out_activation is not None:
+        layers.append(out_activation)
+    return nn.Sequential(*layers)
+
+
+def scale_last_layer(net: nn.Sequential, gain: float = 1e-2, orthogonal: bool = False) -> nn.Sequential:
+    """CORL's init: small last layer (xavier or orthogonal, gain 1e-2); with ``orthogonal``, the hidden layers
+    orthogonal with gain sqrt(2); all biases of the layers it touches zero."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    if orthogonal:
+        for layer in linears[:-1]:
+            nn.init.orthogonal_(layer.weight, gain=math.sqrt(2))
+            nn.init.zeros_(layer.bias)
+    (nn.init.orthogonal_ if orthogonal else nn.init.xavier_uniform_)(linears[-1].weight, gain=gain)
+    nn.init.zeros_(linears[-1].bias)
+    return net
+
+
+@contextmanager
+def no_param_grads(*modules: nn.Module):
+    """Within the block, ``modules`` pass gradients to their inputs but collect none in their own parameters."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def as_tensors(batch: dict, device: torch.device) -> dict:
+    """A view's numpy batch as float32 tensors on ``device``."""
+    return {k: torch.as_tensor(v, device=device, dtype=torch.float32) for k, v in batch.items()}
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """Polyak averaging: ``target <- (1 - tau) * target + tau * online``."""
+    for p_t, p in zip(target.parameters(), online.parameters()):
+        p_t.mul_(1.0 - tau).add_(p, alpha=tau)
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Asymmetric squared loss: weight ``expectile`` where ``diff > 0``, ``1 - expectile`` elsewhere."""
+    weight = torch.where(diff > 0, expectile, 1.0 - expectile)
+    return (weight * diff**2).mean()
+
+
+def reward_scale(dataset) -> float:
+    """CORL's locomotion reward normalization: 1000 / (max - min episode return)."""
+    returns = dataset.episode_returns()
+    spread = float(returns.max() - returns.min()) if len(returns) else 0.0
+    return 1000.0 / spread if spread > 0 else 1.0
+
+
+class SavesParts:
+    """``state_dict``/``load_state_dict`` over the modules, optimizers and schedulers that ``parts()`` names."""
+
+    def parts(self) -> dict:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in self.parts().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, part in self.parts().items():
+            part.load_state_dict(state[name])

@@ -1,0 +1,97 @@
+"""Goal-conditioned IQL for OGBench, as OGBench's reference implementation (``impls/agents/gciql.py``) defines it.
+
+On :class:`~frozen_dt.views.GoalView` batches (OGBench's goal mix; reward 0 at the goal, -1 elsewhere):
+
+* value V(s, g): expectile (0.9) regression of ``min(Q1_target, Q2_target)(s, a, g) - V(s, g)`` on value goals;
+* critics Q1, Q2: MSE to ``r + discount * mask * V(s', g)``;
+* actor: DDPG+BC on actor goals. A Gaussian with unit standard deviation and mean ``mu(s, g)``;
+  loss ``-min Q(s, clip(mu, -1, 1), g) / mean|Q| + alpha * -log N(a_data; mu, 1)``.
+
+Networks are OGBench's: 3 hidden layers of 512 GELU units, LayerNorm after each activation in the value and critic
+networks, a small last actor layer; one Adam (lr 3e-4) over everything, target critics by Polyak averaging.
+Observations are not normalized (OGBench does not). The rollout agent acts with ``clip(mu(s, g), -1, 1)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from frozen_dt.baselines.common import (SavesParts, as_tensors, expectile_loss, mlp, no_param_grads, scale_last_layer,
+                                        soft_update)
+from frozen_dt.views import GoalView
+
+
+class GoalConditionedNetworks(nn.Module):
+    """V(s, g), Q1/Q2(s, a, g) and the actor mean mu(s, g); ``forward(obs, goals)`` is the evaluation action."""
+
+    def __init__(self, obs_dim: int, act_dim: int, goal_dim: int | None = None, hidden: int = 512, n_hidden: int = 3):
+        super().__init__()
+        goal_dim = obs_dim if goal_dim is None else goal_dim
+        critic = dict(hidden=hidden, n_hidden=n_hidden, activation=nn.GELU, layer_norm=True)
+        self.value = mlp(obs_dim + goal_dim, 1, **critic)
+        self.q1 = mlp(obs_dim + goal_dim + act_dim, 1, **critic)
+        self.q2 = mlp(obs_dim + goal_dim + act_dim, 1, **critic)
+        self.actor = scale_last_layer(mlp(obs_dim + goal_dim, act_dim, hidden, n_hidden, activation=nn.GELU),
+                                      gain=0.1)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+
+    def forward(self, observations: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
+        return self.actor(torch.cat([observations, goals], -1)).clamp(-1.0, 1.0)
+
+    def min_q(self, observations, actions, goals, critics=None) -> torch.Tensor:
+        inputs = torch.cat([observations, goals, actions], -1)
+        q1, q2 = critics or (self.q1, self.q2)
+        return torch.min(q1(inputs), q2(inputs)).squeeze(-1)
+
+
+class GCIQL(SavesParts):
+    """:class:`frozen_dt.trainer.Algorithm` for :class:`GoalConditionedNetworks` on a :class:`GoalView`."""
+
+    def __init__(self, model: GoalConditionedNetworks, view: GoalView, *, batch_size: int = 1024, lr: float = 3e-4,
+                 discount: float = 0.99, tau: float = 0.005, expectile: float = 0.9, alpha: float = 0.3,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.view = view
+        self.obs_stats = None  # raw observations, as OGBench
+        self.batch_size, self.discount, self.tau, self.expectile, self.alpha = batch_size, discount, tau, expectile, alpha
+        self.target_q = copy.deepcopy(nn.ModuleList([model.q1, model.q2])).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def sample_batch(self, rng: np.random.Generator) -> dict:
+        return self.view.sample(self.batch_size, rng)
+
+    def update(self, batch: dict) -> dict:
+        self.model.train()
+        m = self.model
+        t = as_tensors(batch, self.device)
+        obs, actions, value_goals, actor_goals = t["observations"], t["actions"], t["value_goals"], t["actor_goals"]
+        with torch.no_grad():
+            target_q = m.min_q(obs, actions, value_goals, self.target_q)
+            next_v = m.value(torch.cat([t["next_observations"], value_goals], -1)).squeeze(-1)
+        v = m.value(torch.cat([obs, value_goals], -1)).squeeze(-1)
+        value_loss = expectile_loss(target_q - v, self.expectile)
+        backup = t["rewards"] + self.discount * t["masks"] * next_v
+        inputs = torch.cat([obs, value_goals, actions], -1)
+        critic_loss = sum(((q(inputs).squeeze(-1) - backup) ** 2).mean() for q in (m.q1, m.q2))
+        mean = m.actor(torch.cat([obs, actor_goals], -1))
+        with no_param_grads(m.q1, m.q2):  # the actor's loss moves the actor only
+            q = m.min_q(obs, mean.clamp(-1.0, 1.0), actor_goals)
+        q_loss = -q.mean() / (q.abs().mean().detach() + 1e-6)
+        log_prob = -0.5 * ((actions - mean) ** 2).sum(-1) - 0.5 * m.act_dim * math.log(2 * math.pi)
+        bc_loss = -self.alpha * log_prob.mean()
+        loss = value_loss + critic_loss + q_loss + bc_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        soft_update(self.target_q, nn.ModuleList([m.q1, m.q2]), self.tau)
+        return {"value_loss": value_loss.item(), "critic_loss": critic_loss.item(), "q_loss": q_loss.item(),
+                "bc_loss": bc_loss.item(), "v_mean": v.mean().item()}
+
+    def parts(self) -> dict:
+        return {"model": self.model, "target_q": self.target_q, "optimizer": self.optimizer}
