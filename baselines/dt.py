@@ -93,6 +93,7 @@ class DecisionTransformer(ReturnConditionedTransformer):
     """DT (kzl/decision-transformer): ``forward(batch) -> actions (B, K, act)``, ``act(...)`` as its ``get_action``."""
 
     def __init__(self, obs_dim: int, act_dim: int, *, context: int = 20, width: int = 128, n_layer: int = 3,
-                 n_head: int = 1, dropout: float = 0.1, max_ep_len: int = 1000):
+                 n_head: int = 1, dropout: float = 0.1, max_ep_len: int = 1000, goal_dim: int | None = None):
         super().__init__(obs_dim, act_dim, width, body=GPT(width, n_layer, n_head, dropout),
-                         timestep_embedding=nn.Embedding(max_ep_len, width), context=context, dropout=dropout)
+                         timestep_embedding=nn.Embedding(max_ep_len, width), context=context, dropout=dropout,
+                         goal_dim=goal_dim)

@@ -159,7 +159,7 @@ def _ogbench_task(dataset: str, task_id: int | None) -> Task:
         obs_dims={"v0": facts["obs_dim"]},
         gym_name=env_id,
         rtg_targets=(),
-        rtg_scale=1.0,
+        rtg_scale=DT_RTG_SCALE,  # single-task returns run to about -4000 over an episode
         dataset_files=(f"{dataset}.npz",),
         download_url=OGBENCH_URL.format(file=f"{dataset}.npz"),
         goal_conditioned=task_id is None,

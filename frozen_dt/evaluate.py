@@ -99,6 +99,10 @@ def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = No
         raise FrozenDTError(f"{run.run_dir} was trained on {run.args.task} (obs {run.config['obs_dim']}, action "
                             f"{run.config['act_dim']}); {task.env_id(version)} has obs {dims[0]}, action {dims[1]}")
     check_conditioning(run.args.algo, task)
+    if task.goal_conditioned != run.task.goal_conditioned:
+        raise FrozenDTError(f"{run.run_dir} was trained on {run.task.name}, which is "
+                            f"{'' if run.task.goal_conditioned else 'not '}goal-conditioned; {task.name} is "
+                            f"{'' if task.goal_conditioned else 'not '}")
     return task
 
 

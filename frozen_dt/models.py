@@ -56,16 +56,25 @@ def interleave(returns: torch.Tensor, states: torch.Tensor, actions: torch.Tenso
 
 
 class ReturnConditionedTransformer(nn.Module):
-    """DT-style embeddings, a causal ``body(x (B, T, d), attention_mask (B, T) bool) -> (B, T, d)``, tanh head."""
+    """DT-style embeddings, a causal ``body(x (B, T, d), attention_mask (B, T) bool) -> (B, T, d)``, tanh head.
+
+    With ``goal_dim`` the model is goal-conditioned: each step's first token embeds the goal (``batch["goals"]``,
+    (B, K, goal_dim)) instead of the return-to-go.
+    """
 
     frozen_modules: tuple[str, ...] = ()  # submodules whose tensors checkpoints leave out (trainable params excepted)
 
     def __init__(self, obs_dim: int, act_dim: int, width: int, *, body: nn.Module, timestep_embedding: nn.Module,
-                 context: int, dropout: float = 0.1, input_ln: bool = True, output_ln: bool = True):
+                 context: int, dropout: float = 0.1, input_ln: bool = True, output_ln: bool = True,
+                 goal_dim: int | None = None):
         super().__init__()
         self.obs_dim, self.act_dim, self.width, self.context = int(obs_dim), int(act_dim), int(width), int(context)
+        self.goal_dim = goal_dim
         self.embed_timestep = timestep_embedding
-        self.embed_return = nn.Linear(1, width)
+        if goal_dim is None:
+            self.embed_return = nn.Linear(1, width)
+        else:  # goal-conditioned (OGBench): the goal token takes the return token's place
+            self.embed_goal = nn.Linear(goal_dim, width)
         self.embed_state = nn.Linear(obs_dim, width)
         self.embed_action = nn.Linear(act_dim, width)
         self.input_ln = nn.LayerNorm(width) if input_ln else nn.Identity()
@@ -77,7 +86,9 @@ class ReturnConditionedTransformer(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         """Predicted actions (B, K, act_dim), one per step, each from that step's state token."""
         time = self.embed_timestep(batch["timesteps"])
-        tokens = interleave(self.embed_return(batch["returns_to_go"]) + time,
+        condition = self.embed_return(batch["returns_to_go"]) if self.goal_dim is None else \
+            self.embed_goal(batch["goals"])
+        tokens = interleave(condition + time,
                             self.embed_state(batch["observations"]) + time,
                             self.embed_action(batch["actions"]) + time)
         mask = batch["mask"].to(torch.bool)
@@ -128,11 +139,12 @@ class FrozenLMDecisionTransformer(ReturnConditionedTransformer):
     frozen_modules = ("body",)
 
     def __init__(self, backbone: nn.Module, obs_dim: int, act_dim: int, *, context: int = 20,
-                 timestep_features: int = 128, dropout: float = 0.1, input_ln: bool = True, output_ln: bool = True):
+                 timestep_features: int = 128, dropout: float = 0.1, input_ln: bool = True, output_ln: bool = True,
+                 goal_dim: int | None = None):
         width = int(backbone.width)
         super().__init__(obs_dim, act_dim, width, body=backbone,
                          timestep_embedding=SinusoidalTimestepEmbedding(width, timestep_features),
-                         context=context, dropout=dropout, input_ln=input_ln, output_ln=output_ln)
+                         context=context, dropout=dropout, input_ln=input_ln, output_ln=output_ln, goal_dim=goal_dim)
 
 
 def param_counts(model: nn.Module) -> dict:

@@ -89,17 +89,21 @@ class ReturnConditionedAgent:
     windows, as DT's ``evaluate_episode_rtg``. All running slots are predicted in one forward pass, in fixed-shape
     blocks (a slot's action does not depend on how many slots ran with it).
 
+    Goal-conditioned models (OGBench) get each episode's goal (normalized like the observations) in every step's
+    goal token instead of a return-to-go.
+
     No key/value cache: a cached token's keys and values at layer >= 2 were computed while it attended to steps that
     have since left the window, so once the window slides a cache would no longer give the trained model's
     prediction. Every step therefore recomputes its window (60 tokens for K=20), batched over the envs.
     """
 
     def __init__(self, model: ReturnConditionedTransformer, obs_stats: ObsStats, rtg_scale: float,
-                 target_return: float, *, max_timestep: int = 1000, precision: str = "fp32"):
+                 target_return: float | None, *, max_timestep: int = 1000, precision: str = "fp32"):
         from frozen_dt.eval.rollout import BLOCK
 
         self.model, self.obs_stats, self.rtg_scale = model, obs_stats, rtg_scale
-        self.target = float(target_return) / rtg_scale
+        self.goal_conditioned = model.goal_dim is not None  # goal tokens (from each reset's goal), no returns
+        self.target = 0.0 if self.goal_conditioned else float(target_return) / rtg_scale
         self.max_timestep = max_timestep
         self.device = next(model.parameters()).device
         self.autocast = autocast(self.device, precision)
@@ -114,11 +118,17 @@ class ReturnConditionedAgent:
                               "actions": np.zeros((k, self.act_dim), np.float32),
                               "returns_to_go": np.zeros((k, 1), np.float32), "timesteps": np.zeros(k, np.int64),
                               "mask": np.zeros(k, bool), "rtg": self.target, "t": 0}
+        if self.goal_conditioned:
+            if goal is None:
+                raise ValueError("a goal-conditioned model needs each episode's goal")
+            self.windows[slot].update(goals=np.zeros((k, self.obs_dim), np.float32),
+                                      goal=self.obs_stats.normalize(np.asarray(goal, dtype=np.float32)))
 
     def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
         from frozen_dt.eval.rollout import in_blocks
 
-        keys = ("observations", "actions", "returns_to_go", "timesteps", "mask")
+        keys = ("observations", "actions", "returns_to_go", "timesteps", "mask") + (("goals",) if self.goal_conditioned
+                                                                                      else ())
         normalized = self.obs_stats.normalize(np.asarray(observations, dtype=np.float32))
         for row, slot in enumerate(slots):
             w = self.windows[slot]
@@ -129,6 +139,8 @@ class ReturnConditionedAgent:
             w["returns_to_go"][-1] = w["rtg"]
             w["timesteps"][-1] = min(w["t"], self.max_timestep - 1)
             w["mask"][-1] = True
+            if self.goal_conditioned:
+                w["goals"][-1] = w["goal"]
         batch = [torch.as_tensor(np.stack([self.windows[s][key] for s in slots])).to(self.device) for key in keys]
 
         def predict(*tensors):

@@ -23,7 +23,8 @@ from frozen_dt.run_files import WandbSink, import_wandb, read_json, write_json, 
 from frozen_dt.trainer import Trainer, checkpoint_path
 
 SEQUENCE_ALGORITHMS = ("dt", "frozen-dt")
-GOAL_CONDITIONED_ALGORITHMS = ("gciql",)
+GOAL_ONLY_ALGORITHMS = ("gciql",)  # train on goal-conditioned tasks only
+GOAL_CONDITIONED_ALGORITHMS = GOAL_ONLY_ALGORITHMS + SEQUENCE_ALGORITHMS  # can take a goal (a goal token for DTs)
 RAW_OBSERVATION_ALGORITHMS = ("gciql",)  # trained on unnormalized observations (their checkpoints carry no stats)
 RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
 VALUE_NETS = ("discount", "tau", "hidden_dim", "hidden_layers")
@@ -98,27 +99,29 @@ def build_model(args: TrainArgs, obs_dim: int, act_dim: int, task: Task, backbon
         from frozen_dt.baselines.gciql import GoalConditionedNetworks
 
         return GoalConditionedNetworks(obs_dim, act_dim, **value_net_sizes(args))
+    goal_dim = obs_dim if task.goal_conditioned else None  # OGBench goals are full observations
     if args.algo == "dt":
         from frozen_dt.baselines.dt import DecisionTransformer
 
         return DecisionTransformer(obs_dim, act_dim, context=args.context, width=args.embed_dim,
                                    n_layer=args.dt_layers, n_head=args.dt_heads, dropout=args.dropout,
-                                   max_ep_len=task.max_episode_steps)
+                                   max_ep_len=task.max_episode_steps, goal_dim=goal_dim)
     from frozen_dt.models import FrozenLMDecisionTransformer
 
     if backbone.max_positions is not None and 3 * args.context > backbone.max_positions:
         raise FrozenDTError(f"--context {args.context} makes {3 * args.context} tokens, more than the "
                             f"{backbone.max_positions} learned positions of {args.backbone}")
     return FrozenLMDecisionTransformer(backbone, obs_dim, act_dim, context=args.context,
-                                       timestep_features=args.timestep_features, dropout=args.dropout)
+                                       timestep_features=args.timestep_features, dropout=args.dropout,
+                                       goal_dim=goal_dim)
 
 
 def check_conditioning(algo: str, task: Task) -> None:
-    """Goal-conditioned algorithms train on goal-conditioned tasks only, the others on the rest."""
+    """Goal-conditioned tasks take algorithms that can be given a goal; GCIQL takes nothing else."""
     if task.goal_conditioned and algo not in GOAL_CONDITIONED_ALGORITHMS:
         raise FrozenDTError(f"{task.name} is goal-conditioned; --algo {algo} is not (use a single-task variant such as "
                             f"{task.name.replace('-v0', '-singletask-task1-v0')}, or --algo gciql)")
-    if algo in GOAL_CONDITIONED_ALGORITHMS and not task.goal_conditioned:
+    if algo in GOAL_ONLY_ALGORITHMS and not task.goal_conditioned:
         raise FrozenDTError(f"--algo {algo} is goal-conditioned; {task.name} is not (use a goal-conditioned OGBench "
                             "task such as scene-play-v0)")
 
@@ -136,7 +139,7 @@ def check_frozen_fingerprint(run_dir: Path, model) -> None:
 def eval_targets(args: TrainArgs, task: Task, dataset) -> tuple:
     """The task's DT targets; tasks without published ones (OGBench single-task) use the data's best return.
     Policies that are not return-conditioned have one target, None."""
-    if args.algo not in SEQUENCE_ALGORITHMS:
+    if args.algo not in SEQUENCE_ALGORITHMS or task.goal_conditioned:
         return (None,)
     return tuple(task.rtg_targets) or (float(dataset.episode_returns().max()),)
 
@@ -182,7 +185,8 @@ def build_algorithm(args: TrainArgs, task: Task, model, dataset):
     from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
     from frozen_dt.views import SequenceView
 
-    view = SequenceView(dataset, args.context, rtg_scale=task.rtg_scale, max_timestep=task.max_episode_steps)
+    view = SequenceView(dataset, args.context, rtg_scale=task.rtg_scale, max_timestep=task.max_episode_steps,
+                        goal_conditioned=task.goal_conditioned)
     algorithm = SequenceModelAlgorithm(model, view, batch_size=args.batch_size, lr=args.lr,
                                        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                                        grad_clip=args.grad_clip, rtg_scale=task.rtg_scale,

@@ -80,10 +80,18 @@ class SequenceView:
     are left-padded (zeros, mask 0) like DT's. Return-to-go is divided by ``rtg_scale``; timesteps are the step's
     index in its episode, capped at ``max_timestep``. With ``use_returns=False`` (data without rewards, or DT with
     returns masked for behaviour cloning) the return-to-go is all zeros.
+
+    With ``goal_conditioned`` (OGBench goal-conditioned tasks) returns are not used and each window gets a hindsight
+    goal, ``goals`` (B, K, obs_dim): a state of the same trajectory drawn uniformly from after the window's last step
+    to the trajectory's end (OGBench's actor-goal rule), normalized like the observations, the same for every real
+    step of the window.
     """
 
     def __init__(self, dataset: OfflineDataset, context: int, *, rtg_scale: float = 1000.0, max_timestep: int = 1000,
-                 use_returns: bool = True, normalize: bool = True, obs_stats: ObsStats | None = None):
+                 use_returns: bool = True, normalize: bool = True, obs_stats: ObsStats | None = None,
+                 goal_conditioned: bool = False):
+        self.goal_conditioned = goal_conditioned
+        use_returns = use_returns and not goal_conditioned
         if use_returns:
             dataset.require("rewards", purpose="return-to-go conditioning")
         self.context = int(context)
@@ -116,7 +124,7 @@ class SequenceView:
         starts = rng.integers(0, len(self), size=batch_size)
         idx, mask = self.window_indices(starts)
         m = mask[..., None]
-        return {
+        batch = {
             "observations": np.where(m, self.observations[idx], 0.0).astype(np.float32),
             "actions": np.where(m, self.actions[idx], 0.0).astype(np.float32),
             "rewards": np.where(mask, self.rewards[idx], 0.0).astype(np.float32)[..., None],
@@ -124,6 +132,12 @@ class SequenceView:
             "timesteps": np.where(mask, self.timesteps[idx], 0),
             "mask": mask,
         }
+        if self.goal_conditioned:
+            last, final = idx[:, -1], self.episode_end[starts] - 1
+            u = rng.random(batch_size)
+            goal = np.round(np.minimum(last + 1, final) * u + final * (1.0 - u)).astype(np.int64)
+            batch["goals"] = np.where(m, self.observations[goal][:, None, :], 0.0).astype(np.float32)
+        return batch
 
 
 class GoalView:

@@ -321,7 +321,7 @@ def test_cli_train_wandb_without_the_package_is_a_clear_error(data, capsys, monk
 
 
 def test_cli_train_refuses_goal_conditioning_mismatches(data, capsys):
-    code, _, err = run(capsys, "train", "scene-play-v0", "--algo", "dt")
+    code, _, err = run(capsys, "train", "scene-play-v0", "--algo", "iql")
     assert_user_error(code, err, "goal-conditioned", "scene-play-singletask-task1-v0")
     code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "gciql")
     assert_user_error(code, err, "--algo gciql is goal-conditioned", "scene-play-v0")

@@ -168,3 +168,25 @@ def test_goal_view_mix_and_rewards():
 def test_goal_view_rejects_bad_mix():
     with pytest.raises(ValueError):
         GoalView(make_dataset(), value_p_curgoal=0.5, value_p_trajgoal=0.5, value_p_randomgoal=0.5)
+
+
+def test_goal_conditioned_windows_get_a_later_state_of_their_own_trajectory():
+    ds = make_dataset(lengths=(6, 9, 4))
+    view = SequenceView(ds, 3, normalize=False, goal_conditioned=True)
+    rng = np.random.default_rng(0)
+    starts_rng = np.random.default_rng(0)
+    batch = view.sample(500, rng)
+    starts = starts_rng.integers(0, len(view), size=500)  # the view draws its window starts first
+    idx, mask = view.window_indices(starts)
+    assert batch["goals"].shape == (500, 3, 4) and not batch["returns_to_go"].any()
+    for row in range(500):
+        goal = batch["goals"][row][mask[row]]
+        assert (goal == goal[0]).all() and not batch["goals"][row][~mask[row]].any()
+        matches = np.flatnonzero((ds.observations == goal[0]).all(1))
+        assert len(matches) == 1
+        last, end = idx[row, -1], view.episode_end[starts[row]] - 1
+        assert min(last + 1, end) <= matches[0] <= end  # after the window, inside its trajectory
+    # every state after the window (steps 0-2) to the end of the trajectory (step 5) can be drawn
+    first = starts == 0
+    seen = {int(np.flatnonzero((ds.observations == g[-1]).all(1))[0]) for g in batch["goals"][first]}
+    assert seen == {3, 4, 5}
