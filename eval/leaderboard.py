@@ -57,28 +57,30 @@ def dataset_source(dataset: dict) -> str:
     return kind
 
 
-def run_entry(run_dir: Path, checkpoint: str = "last") -> dict:
+def run_entries(run_dir: Path, checkpoint: str = "last") -> list[dict]:
+    """One entry per evaluation condition of a run (each return target; OGBench: all goals, then each goal), the
+    run's primary one first (``primary``: the one the figures show)."""
     config = _read(run_dir / "config.json")
     args = config["args"]
     frozen = args["algo"] == "frozen-dt"
     record = _read(run_dir / f"eval-{checkpoint}.json")
-    label = record["primary_target"]
-    episodes = [e["score"] for e in record["targets"][label]["episodes"]]
     versions = _read(run_dir / "versions.json") if (run_dir / "versions.json").is_file() else {}
-    return {
-        "run_dir": str(run_dir), "record": record, "episode_scores": np.asarray(episodes, dtype=np.float64),
-        "key": {
-            "algo": args["algo"], "backbone": args["backbone"] if frozen else "-",
-            "layers": args["layers"] if frozen else "-", "init": args["init"] if frozen else "-",
-            "freeze": args["freeze"] if frozen else "-", "task": record["task"],
-            "dataset_source": dataset_source(_read(run_dir / "dataset.json")), "steps": record["checkpoint_step"],
-            "target": label,
-        },
-        "full_steps": recipe_steps(args["algo"], args["task"]),
+    common = {
+        "run_dir": str(run_dir), "record": record, "full_steps": recipe_steps(args["algo"], args["task"]),
         "trainable_params": _read(run_dir / "params.json").get("trainable_params"),
         "device": record.get("device", ""), "git_sha": str(versions.get("git", {}).get("sha", "unknown"))[:10],
         "date": record.get("created_at", "")[:10], "metrics": run_dir / "metrics.jsonl",
     }
+    key = {
+        "algo": args["algo"], "backbone": args["backbone"] if frozen else "-",
+        "layers": args["layers"] if frozen else "-", "init": args["init"] if frozen else "-",
+        "freeze": args["freeze"] if frozen else "-", "task": record["task"],
+        "dataset_source": dataset_source(_read(run_dir / "dataset.json")), "steps": record["checkpoint_step"],
+    }
+    labels = [record["primary_target"]] + [k for k in record["targets"] if k != record["primary_target"]]
+    return [{**common, "primary": label == record["primary_target"], "key": {**key, "target": label},
+             "episode_scores": np.asarray([e["score"] for e in record["targets"][label]["episodes"]], np.float64)}
+            for label in labels]
 
 
 def build_rows(entries: list[dict]) -> list[dict]:
@@ -99,8 +101,8 @@ def build_rows(entries: list[dict]) -> list[dict]:
                      "trainable_params": group[0]["trainable_params"],
                      "device": "; ".join(sorted({g["device"] for g in group})),
                      "git_sha": "; ".join(sorted({g["git_sha"] for g in group})),
-                     "date": max(g["date"] for g in group), "_runs": group})
-    rows.sort(key=lambda r: (r["task"], -r["score_mean"]))
+                     "date": max(g["date"] for g in group), "primary": group[0]["primary"], "_runs": group})
+    rows.sort(key=lambda r: (r["task"], not r["primary"], -r["score_mean"]))
     return rows
 
 
@@ -113,7 +115,7 @@ def write_csv(rows: list[dict], out: Path) -> None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    cols = ("task", "algo", "backbone", "layers", "init", "dataset_source", "scale", "steps", "n_seeds",
+    cols = ("task", "target", "algo", "backbone", "layers", "init", "dataset_source", "scale", "steps", "n_seeds",
             "n_episodes", "score_mean", "ci", "iqm", "trainable_params")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -201,11 +203,12 @@ def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "
         where = ", ".join(patterns) if patterns else "runs/**"
         raise FrozenDTError(f"no evaluated runs in {where} (each needs eval-{checkpoint}.json: run `frozen-dt eval "
                             "RUN_DIR` first)")
-    rows = build_rows([run_entry(r, checkpoint) for r in runs])
+    rows = build_rows([e for r in runs for e in run_entries(r, checkpoint)])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out)
     atomic_write_text(out.with_suffix(".md"), markdown_table(rows))
-    plot_scores(rows, out.parent / "scores.png")
-    plot_curves(rows, out.parent / "curves.png")
+    primary = [r for r in rows if r["primary"]]  # figures: each run's primary target (OGBench: all goals)
+    plot_scores(primary, out.parent / "scores.png")
+    plot_curves(primary, out.parent / "curves.png")
     return rows

@@ -9,6 +9,7 @@ bit-identically to an uninterrupted run, and evaluates it through the harness.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 
 import numpy as np
@@ -137,3 +138,44 @@ def test_cli_train_resume_equals_uninterrupted_and_eval(algo, task, data, capsys
     assert code == 0, err
     if task == "scene-play-v0":  # OGBench: success per evaluation goal, and over all of them
         assert all(f"target task{i}: success rate" in out for i in range(1, 6)) and "target all" in out
+        code, _, err = run(capsys, "leaderboard", str(whole), "--out", str(tmp_path / "lb" / "lb.csv"))
+        assert code == 0, err
+        with open(tmp_path / "lb" / "lb.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [r["target"] for r in rows] == ["all", "task1", "task2", "task3", "task4", "task5"]
+        assert [r["n_episodes"] for r in rows] == ["5", "1", "1", "1", "1", "1"]
+
+
+def test_cql_tanh_gaussian_log_prob_matches_torch_distributions():
+    from torch.distributions import Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    from frozen_dt.baselines.cql import TanhGaussianPolicy
+
+    torch.manual_seed(0)
+    policy = TanhGaussianPolicy(5, 3, hidden=16)
+    obs = torch.randn(7, 5)
+    actions, log_pi = policy.sample(obs, n=4)
+    assert actions.shape == (7, 4, 3) and log_pi.shape == (7, 4) and actions.abs().max() < 1
+    mean, log_std = policy.mean_log_std(obs.unsqueeze(1).expand(-1, 4, -1))
+    reference = TransformedDistribution(Normal(mean, log_std.exp()), TanhTransform(cache_size=1))
+    expected = reference.log_prob(actions.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
+    torch.testing.assert_close(log_pi, expected, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(policy(obs), torch.tanh(policy.mean_log_std(obs)[0]))
+
+
+def test_an_actor_loss_through_frozen_critics_moves_the_actor_only():
+    """DDPG+BC and SAC actor losses differentiate through the critics to the action, never into them."""
+    from frozen_dt.baselines.common import no_param_grads
+    from frozen_dt.baselines.gciql import GoalConditionedNetworks
+
+    torch.manual_seed(0)
+    model = GoalConditionedNetworks(6, 2, hidden=16)
+    obs, goals = torch.randn(8, 6), torch.randn(8, 6)
+    mean = model.actor(torch.cat([obs, goals], -1))
+    with no_param_grads(model.q1, model.q2):
+        q = model.min_q(obs, mean, goals)
+    q.mean().backward()
+    assert all(p.grad is None for p in [*model.q1.parameters(), *model.q2.parameters()])
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.actor.parameters())
+    assert all(p.requires_grad for p in [*model.q1.parameters(), *model.q2.parameters()])  # restored after

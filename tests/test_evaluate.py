@@ -134,13 +134,14 @@ def test_leaderboard_rows_csv_markdown_and_figures(trained_runs, capsys, tmp_pat
     code, out, err = run(capsys, "leaderboard", "runs/*", "--out", str(out_csv))
     assert code == 0, err
     with open(out_csv) as handle:
-        [row] = list(csv.DictReader(handle))
+        [row] = list(csv.DictReader(handle))  # one row per evaluated return target
+    assert row["target"] == "1800"
     records = [json.loads((d / "eval-last.json").read_text()) for d in trained_runs]
     assert row["algo"] == "dt" and row["task"] == "hopper-medium-v2" and row["n_seeds"] == "2"
     assert row["n_episodes"] == "6" and row["scale"] == "reduced" and row["dataset_source"] == "file"
     assert float(row["score_mean"]) == pytest.approx(np.mean([r["score"] for r in records]), abs=0.01)
     assert float(row["ci_low"]) <= float(row["score_mean"]) <= float(row["ci_high"])
     assert row["ci_over"] == "seeds" and int(row["trainable_params"]) > 0 and row["steps"] == "4"
-    assert "| hopper-medium-v2 | dt |" in (tmp_path / "results" / "lb.md").read_text()
+    assert "| hopper-medium-v2 | 1800 | dt |" in (tmp_path / "results" / "lb.md").read_text()
     for figure in ("scores.png", "curves.png"):
         assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"
