@@ -75,11 +75,11 @@ class QNetwork(nn.Module):
 class CQLNetworks(nn.Module):
     """Everything CQL trains (actor, two critics, the entropy temperature); ``forward`` is the evaluation action."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 3):
         super().__init__()
-        self.actor = TanhGaussianPolicy(obs_dim, act_dim, hidden)
-        self.q1 = QNetwork(obs_dim, act_dim, hidden)
-        self.q2 = QNetwork(obs_dim, act_dim, hidden)
+        self.actor = TanhGaussianPolicy(obs_dim, act_dim, hidden, n_hidden)
+        self.q1 = QNetwork(obs_dim, act_dim, hidden, n_hidden)
+        self.q2 = QNetwork(obs_dim, act_dim, hidden, n_hidden)
         self.log_alpha = nn.Parameter(torch.zeros(()))
         self.obs_dim, self.act_dim = obs_dim, act_dim
 

