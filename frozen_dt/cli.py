@@ -1,4 +1,4 @@
-"""The ``frozen-dt`` command: ``train``, ``eval``, ``data`` and ``leaderboard``.
+"""The ``frozen-dt`` command: ``train``, ``eval``, ``data``, ``leaderboard``, ``probe`` and ``heads``.
 
 User-fixable problems (:class:`~frozen_dt.errors.FrozenDTError`) print one message and exit with code 2.
 """
@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from frozen_dt.config import EvalArgs, LeaderboardArgs, TrainArgs, add_arguments, explicit_options, from_namespace
+from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, TrainArgs,
+                              add_arguments, explicit_options, from_namespace)
 from frozen_dt.errors import FrozenDTError
 
 
@@ -136,21 +137,57 @@ def cmd_leaderboard(ns) -> None:
     print(f"wrote {args.out}, its Markdown copy and figures beside it")
 
 
+def cmd_probe(ns) -> None:
+    from frozen_dt.probes.train import run_probe
+
+    summary = run_probe(from_namespace(ProbeArgs, ns))
+    print(f"{summary['task']} {summary['arm']}: final " + " ".join(f"{k}={v:.4f}" for k, v in summary["final"].items())
+          + f" ({summary['trainable_params']:,} trainable parameters); run dir {summary['run_dir']}")
+
+
+def cmd_heads_copy(ns) -> None:
+    from frozen_dt.probes.heads import run_copy_probe
+
+    run_copy_probe(from_namespace(CopyProbeArgs, ns))
+
+
+def cmd_heads_ablate(ns) -> None:
+    from frozen_dt.probes.heads import run_ablation
+
+    run_ablation(from_namespace(AblateArgs, ns))
+
+
+def cmd_heads_compare(ns) -> None:
+    from frozen_dt.probes.heads import run_compare
+
+    run_compare(from_namespace(CompareArgs, ns))
+
+
+def command(sub, name: str, help_text: str, args_class, func) -> None:
+    """A subcommand whose options are the fields of ``args_class``, run by ``func``."""
+    parser = sub.add_parser(name, help=help_text)
+    add_arguments(parser, args_class)
+    parser.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frozen-dt", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data,leaderboard}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data,leaderboard,probe,heads}")
 
-    train = sub.add_parser("train", help="train a policy on a task's offline dataset")
-    add_arguments(train, TrainArgs)
-    train.set_defaults(func=cmd_train)
+    command(sub, "train", "train a policy on a task's offline dataset", TrainArgs, cmd_train)
+    command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
+    command(sub, "leaderboard", "aggregate evaluated runs into a leaderboard CSV and figures", LeaderboardArgs,
+            cmd_leaderboard)
+    command(sub, "probe", "train a probe (associative recall, bit memory, bit XOR) on one arm", ProbeArgs, cmd_probe)
 
-    evaluate = sub.add_parser("eval", help="evaluate trained runs in their environment")
-    add_arguments(evaluate, EvalArgs)
-    evaluate.set_defaults(func=cmd_eval)
-
-    board = sub.add_parser("leaderboard", help="aggregate evaluated runs into a leaderboard CSV and figures")
-    add_arguments(board, LeaderboardArgs)
-    board.set_defaults(func=cmd_leaderboard)
+    heads = sub.add_parser("heads", help="per-head measurements: text copy score, task ablation, their comparison")
+    heads_sub = heads.add_subparsers(dest="heads_command", required=True)
+    command(heads_sub, "copy-probe", "token-copying attention score of every head on English text", CopyProbeArgs,
+            cmd_heads_copy)
+    command(heads_sub, "ablate", "zero one head at a time in a trained probe run; change in error", AblateArgs,
+            cmd_heads_ablate)
+    command(heads_sub, "compare", "rank heads on both measurements: table, rank correlation, figure", CompareArgs,
+            cmd_heads_compare)
 
     data = sub.add_parser("data", help="list, inspect and download datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -17,6 +17,15 @@ from frozen_dt.errors import FrozenDTError
 ALGORITHMS = ("frozen-dt", "dt", "bc", "iql", "cql", "gciql")
 
 
+def check_backbone_and_layers(backbone: str, layers: str) -> None:
+    """A known backbone name (or hf:...) and a layer range that fits it."""
+    check_backbone_name(backbone)
+    from frozen_dt.backbones import BACKBONES
+
+    spec = BACKBONES.get(backbone)
+    parse_layers(layers, spec.n_layers if spec else None)
+
+
 def arg(default, help: str, **kwargs):
     """A dataclass field that becomes a command-line option."""
     return field(default=default, metadata={"help": help, **kwargs})
@@ -80,11 +89,7 @@ class TrainArgs:
 
     def validate(self) -> None:
         get_task(self.task)
-        check_backbone_name(self.backbone)
-        from frozen_dt.backbones import BACKBONES
-
-        spec = BACKBONES.get(self.backbone)
-        parse_layers(self.layers, spec.n_layers if spec else None)
+        check_backbone_and_layers(self.backbone, self.layers)
         for name in ("steps", "batch_size", "context", "embed_dim", "dt_layers", "dt_heads", "timestep_features",
                      "log_every", "save_every", "eval_max_steps", "cql_n_actions", "hidden_dim", "hidden_layers"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
@@ -185,3 +190,102 @@ def from_namespace(cls, namespace: argparse.Namespace):
     args = cls(**values)
     args.validate()
     return args
+
+
+PROBE_TASKS = ("recall", "bit-memory", "bit-xor")
+PROBE_ARMS = ("pretrained", "random-init", "random-transformer", "scratch")
+
+
+@dataclass
+class ProbeArgs:
+    task: str = arg(None, "probe task", positional=True, choices=PROBE_TASKS)
+    arm: str = arg("pretrained", "body: frozen pretrained slice, frozen random-init slice, frozen random standard "
+                                 "transformer (1/sqrt(d_k)), or standard transformer trained from scratch",
+                   choices=PROBE_ARMS)
+    backbone: str = arg("gemma3-270m", "backbone whose slice is the body (and whose shape the standard transformer "
+                                       "matches)")
+    layers: str = arg("0:2", "slice of the backbone's layers, Python slice syntax a:b")
+    steps: int = arg(1000, "gradient steps")
+    batch_size: int = arg(32, "batch size")
+    lr: float = arg(1e-3, "Adam learning rate")
+    grad_clip: float = arg(1.0, "gradient-norm clipping threshold")
+    seed: int = arg(0, "training seed (model init of random arms and training batches; the test set is fixed)")
+    lengths: str = arg("5,10,20,30", "recall: comma-separated numbers of items L evaluated")
+    min_len: int = arg(2, "recall: smallest L in training batches")
+    max_len: int = arg(30, "recall: largest L in training batches")
+    bits: int = arg(8, "recall: bits per key and per value")
+    format: str = arg("interleaved", "recall: tokens k1,v1,...,kL,vL,query (interleaved) or one key||value token "
+                                     "per item (pair)", choices=("interleaved", "pair"))
+    bit_length: int = arg(None, "bit-memory/bit-xor: bits per string (default: bit-memory 100, bit-xor 5; FPT's "
+                                "bit memory uses 1000)")
+    patch: int = arg(None, "bit-memory/bit-xor: bits per token (default: bit-memory 10, bit-xor 1; FPT's bit "
+                           "memory uses 50)")
+    n_strings: int = arg(5, "bit-memory: strings to memorise")
+    n_test: int = arg(256, "test sequences (per L for recall)")
+    log_every: int = arg(50, "steps per train-loss row")
+    eval_every: int = arg(200, "steps between test evaluations (0: only at the end)")
+    precision: str = arg("fp32", "fp32, or bf16 autocast (faster on CPUs with bf16 matrix instructions)",
+                         choices=("fp32", "bf16"))
+    run_dir: str = arg(None, "run directory (default: runs/probes/<task>/<arm>/<timestamp>)")
+    summary_dir: str = arg("results/probes", "where the summary JSON goes ('' for none)")
+
+    def validate(self) -> None:
+        check_backbone_and_layers(self.backbone, self.layers)
+        if self.bit_length is None:
+            self.bit_length = 5 if self.task == "bit-xor" else 100
+        if self.patch is None:
+            self.patch = 1 if self.task == "bit-xor" else 10
+        for name in ("steps", "batch_size", "min_len", "max_len", "bits", "bit_length", "patch", "n_strings",
+                     "n_test", "log_every"):
+            if getattr(self, name) <= 0:
+                raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise FrozenDTError(f"--eval-every must not be negative, got {self.eval_every}")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.min_len > self.max_len:
+            raise FrozenDTError(f"--min-len {self.min_len} exceeds --max-len {self.max_len}")
+        if self.bits > 16:
+            raise FrozenDTError(f"--bits must be at most 16, got {self.bits}")
+        if self.max_len > 2 ** self.bits:
+            raise FrozenDTError(f"--max-len {self.max_len} needs more than the 2^{self.bits} distinct keys")
+        if self.bit_length % self.patch:
+            raise FrozenDTError(f"--bit-length {self.bit_length} must be a multiple of --patch {self.patch}")
+        from frozen_dt.probes.train import parse_lengths
+
+        if self.task == "recall" and max(parse_lengths(self.lengths)) > 2 ** self.bits:
+            raise FrozenDTError(f"--lengths up to {self.lengths} need more than the 2^{self.bits} distinct keys")
+
+
+@dataclass
+class CopyProbeArgs:
+    backbone: str = arg("gemma3-270m", "backbone (its full pretrained model and tokenizer are loaded)")
+    layers: str = arg(":", "layers whose heads are scored, Python slice syntax a:b")
+    sentences: str = arg(None, "JSON list of sentences (default: the 100 shipped with frozen-dt)")
+    out: str = arg("results/probes/copy_probe.csv", "output CSV (one row per head)")
+
+    def validate(self) -> None:
+        check_backbone_and_layers(self.backbone, self.layers)
+
+
+@dataclass
+class AblateArgs:
+    run_dir: str = arg(None, "a trained probe run (frozen slice arm: pretrained or random-init)", positional=True)
+    n_test: int = arg(None, "test sequences per L (default: the run's)")
+    out: str = arg("results/probes/ablation.csv", "output CSV (one row per head)")
+
+    def validate(self) -> None:
+        if self.n_test is not None and self.n_test <= 0:
+            raise FrozenDTError(f"--n-test must be positive, got {self.n_test}")
+
+
+@dataclass
+class CompareArgs:
+    copy: str = arg("results/probes/copy_probe.csv", "copy-probe CSV (frozen-dt heads copy-probe)")
+    ablation: str = arg("results/probes/ablation.csv", "ablation CSV (frozen-dt heads ablate)")
+    metric: str = arg(None, "ablation column ranked (default: the error at the largest L, delta_err_L<max>)")
+    out: str = arg("results/probes/heads_compare", "output prefix: <out>.md, <out>.csv and <out>.png")
+
+    def validate(self) -> None:
+        pass
