@@ -114,6 +114,13 @@ class IQL(SavesParts):
         return {"value_loss": value_loss.item(), "q_loss": q_loss.item(), "actor_loss": actor_loss.item(),
                 "advantage": advantage.mean().item()}
 
+    def load_state_dict(self, state: dict) -> None:
+        """Restore everything; the cosine horizon stays this run's ``steps`` (a run extended with ``--resume
+        --steps N`` follows the cosine to N from where it stands)."""
+        horizon = self.actor_schedule.T_max
+        super().load_state_dict(state)
+        self.actor_schedule.T_max = horizon
+
     def parts(self) -> dict:
         return {"model": self.model, "target_q": self.target_q, "value_opt": self.value_opt, "q_opt": self.q_opt,
                 "actor_opt": self.actor_opt, "actor_schedule": self.actor_schedule}

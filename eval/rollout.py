@@ -3,7 +3,8 @@
 One engine serves evaluation (every algorithm), dataset generation and the behaviour-policy evaluations.
 
 An *agent* is batched over env slots (:class:`Agent`): ``start(slot, episode, goal)`` when an episode begins in a slot
-(``goal``: the goal observation the env's reset returned, for goal-conditioned OGBench tasks; else None),
+(``goal``: the goal observation the env's reset returned, for goal-conditioned OGBench tasks; else None, also for
+single-task OGBench envs, which report a goal too),
 ``act(observations, slots)`` for the slots that are running, ``observe(slots, rewards)`` after each step. DT-style
 agents keep one context per slot; stateless agents ignore ``start``/``observe``.
 
@@ -91,7 +92,7 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     try:
         obs, infos = envs.reset(seed=[seed + e for e in slot_episode], options=dict(reset_options or {}))
         for s, e in enumerate(slot_episode):
-            agent.start(s, e, reset_goal(infos, s))
+            agent.start(s, e, reset_goal(infos, s) if task.goal_conditioned else None)
             steps[s] = {k: [] for k in RECORD_KEYS} if record else None
         while any(e is not None for e in slot_episode):
             active = np.array([e is not None for e in slot_episode])
@@ -131,7 +132,7 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
                             pending_start.append(s)
                 obs, infos = envs.reset(seed=seeds, options={**(reset_options or {}), "reset_mask": reset})
                 for s in pending_start:
-                    agent.start(s, slot_episode[s], reset_goal(infos, s))
+                    agent.start(s, slot_episode[s], reset_goal(infos, s) if task.goal_conditioned else None)
                     steps[s] = {k: [] for k in RECORD_KEYS} if record else None
     finally:
         bar.close()

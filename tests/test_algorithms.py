@@ -47,6 +47,11 @@ def test_every_algorithm_is_in_the_shared_checks():
 
 def write_dataset(task_name: str, directory) -> str:
     task = get_task(task_name)
+    if task.family == "ogbench" and not task.goal_conditioned:  # single-task rewards need the oracle's qpos etc.
+        from frozen_dt.envs.ogbench_gen import generate_ogbench
+
+        return str(generate_ogbench(get_task(task.ogbench_dataset), episodes=1, seed=0,
+                                    out=directory / task.dataset_files[0], progress=False))
     if task.family == "ogbench":
         return str(write_ogbench_npz(directory / task.dataset_files[0]))
     return str(write_d4rl_hdf5(directory / task.dataset_files[0]))
@@ -116,20 +121,31 @@ def test_update_save_load_and_continue(algo, task_name, metric, minilm, tmp_path
     assert torch.equal(*continued)
 
 
-VALUE_FLAGS = ("--batch-size", "8", "--hidden-dim", "32", "--hidden-layers", "1", "--embed-dim", "16", "--context", "4", "--eval-episodes", "1", "--eval-max-steps", "5",
-               "--log-every", "2", "--save-every", "3")
+VALUE_FLAGS = ("--batch-size", "8", "--hidden-dim", "32", "--hidden-layers", "1", "--embed-dim", "16", "--context",
+               "4", "--eval-episodes", "1", "--eval-max-steps", "5", "--log-every", "2", "--save-every", "3")
 
 
 @pytest.mark.parametrize("algo, task", [("cql", "hopper-medium-v2"), ("gciql", "scene-play-v0"),
-                                       ("dt", "scene-play-v0")])
-def test_cli_train_resume_equals_uninterrupted_and_eval(algo, task, data, capsys, tmp_path):
+                                       ("dt", "scene-play-v0"), ("iql", "scene-play-singletask-task1-v0")])
+def test_cli_train_resume_equals_uninterrupted_and_eval(algo, task, data, capsys, tmp_path, monkeypatch):
+    from frozen_dt.trainer import Trainer
+
     write_dataset(task, data)
     whole, split = tmp_path / "whole", tmp_path / "split"
     code, out, err = run(capsys, "train", task, "--algo", algo, "--steps", "6", "--run-dir", str(whole), *VALUE_FLAGS)
     assert code == 0, err
-    code, _, err = run(capsys, "train", task, "--algo", algo, "--steps", "3", "--run-dir", str(split), *VALUE_FLAGS)
-    assert code == 0, err
-    code, _, err = run(capsys, "train", task, "--resume", str(split), "--steps", "6")
+    after_update = Trainer.after_update
+
+    def interrupt_at_step_5(self, *args):  # Ctrl-C after the step-3 checkpoint
+        if self.step == 5:
+            raise KeyboardInterrupt
+        return after_update(self, *args)
+
+    monkeypatch.setattr(Trainer, "after_update", interrupt_at_step_5)
+    code, _, err = run(capsys, "train", task, "--algo", algo, "--steps", "6", "--run-dir", str(split), *VALUE_FLAGS)
+    assert code == 130 and load_checkpoint(split / "checkpoints" / "last.pt")["step"] == 3, err
+    monkeypatch.setattr(Trainer, "after_update", after_update)
+    code, _, err = run(capsys, "train", task, "--resume", str(split))
     assert code == 0, err
     a = load_checkpoint(whole / "checkpoints" / "last.pt")["algorithm"]["model"]
     b = load_checkpoint(split / "checkpoints" / "last.pt")["algorithm"]["model"]
