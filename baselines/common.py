@@ -5,6 +5,7 @@ One definition each, so the algorithms differ only in their losses.
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import contextmanager
 
@@ -97,3 +98,20 @@ class SavesParts:
     def load_state_dict(self, state: dict) -> None:
         for name, part in self.parts().items():
             part.load_state_dict(state[name])
+
+
+class TwinCriticAlgorithm(SavesParts):
+    """What IQL, CQL and GCIQL share: the model on its device, batches from a view, and Polyak-averaged target copies
+    of the model's twin critics ``q1``/``q2`` (:meth:`update_targets` after each update)."""
+
+    def __init__(self, model: nn.Module, view, *, batch_size: int, tau: float, device: str | torch.device):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.view, self.batch_size, self.tau = view, batch_size, tau
+        self.target_q = copy.deepcopy(nn.ModuleList([model.q1, model.q2])).requires_grad_(False)
+
+    def sample_batch(self, rng) -> dict:
+        return self.view.sample(self.batch_size, rng)
+
+    def update_targets(self) -> None:
+        soft_update(self.target_q, nn.ModuleList([self.model.q1, self.model.q2]), self.tau)

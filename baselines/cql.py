@@ -13,15 +13,13 @@ As CORL's ``cql.py`` runs it on D4RL locomotion (CQL(H) with importance sampling
 
 from __future__ import annotations
 
-import copy
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from frozen_dt.baselines.common import (SavesParts, as_tensors, mlp, no_param_grads, optimizer_step, scale_last_layer,
-                                        soft_update)
+from frozen_dt.baselines.common import (TwinCriticAlgorithm, as_tensors, mlp, no_param_grads, optimizer_step,
+                                        scale_last_layer)
 from frozen_dt.views import TransitionView
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -91,25 +89,19 @@ class CQLNetworks(nn.Module):
         return torch.min(q1(observations, actions), q2(observations, actions))
 
 
-class CQL(SavesParts):
+class CQL(TwinCriticAlgorithm):
     """:class:`frozen_dt.trainer.Algorithm` for :class:`CQLNetworks` on a :class:`TransitionView`."""
 
     def __init__(self, model: CQLNetworks, view: TransitionView, *, batch_size: int = 256, actor_lr: float = 3e-5,
                  critic_lr: float = 3e-4, discount: float = 0.99, tau: float = 0.005, cql_alpha: float = 10.0,
                  cql_n_actions: int = 10, reward_scale: float = 1.0, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-        self.model = model.to(self.device)
-        self.view, self.obs_stats = view, view.obs_stats
-        self.batch_size, self.discount, self.tau = batch_size, discount, tau
+        super().__init__(model, view, batch_size=batch_size, tau=tau, device=device)
+        self.obs_stats, self.discount = view.obs_stats, discount
         self.cql_alpha, self.cql_n_actions, self.reward_scale = cql_alpha, cql_n_actions, reward_scale
         self.target_entropy = -float(model.act_dim)
-        self.target_q = copy.deepcopy(nn.ModuleList([model.q1, model.q2])).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=actor_lr)
         self.alpha_opt = torch.optim.Adam([model.log_alpha], lr=actor_lr)
         self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=critic_lr)
-
-    def sample_batch(self, rng: np.random.Generator) -> dict:
-        return self.view.sample(self.batch_size, rng)
 
     def update(self, batch: dict) -> dict:
         self.model.train()
@@ -145,7 +137,7 @@ class CQL(SavesParts):
         optimizer_step(self.alpha_opt, alpha_loss)
         optimizer_step(self.actor_opt, actor_loss)
         optimizer_step(self.q_opt, q_loss)
-        soft_update(self.target_q, nn.ModuleList([m.q1, m.q2]), self.tau)
+        self.update_targets()
         return {"actor_loss": actor_loss.item(), "q_loss": q_loss.item(), "td_loss": td_loss.item() / 2,
                 "cql_penalty": penalty.item() / 2, "alpha": float(alpha), "log_pi": log_pi.mean().item()}
 

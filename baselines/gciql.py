@@ -14,15 +14,13 @@ Observations are not normalized (OGBench does not). The rollout agent acts with 
 
 from __future__ import annotations
 
-import copy
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from frozen_dt.baselines.common import (SavesParts, as_tensors, expectile_loss, mlp, no_param_grads, scale_last_layer,
-                                        soft_update)
+from frozen_dt.baselines.common import (TwinCriticAlgorithm, as_tensors, expectile_loss, mlp, no_param_grads,
+                                        scale_last_layer)
 from frozen_dt.views import GoalView
 
 
@@ -49,22 +47,16 @@ class GoalConditionedNetworks(nn.Module):
         return torch.min(q1(inputs), q2(inputs)).squeeze(-1)
 
 
-class GCIQL(SavesParts):
+class GCIQL(TwinCriticAlgorithm):
     """:class:`frozen_dt.trainer.Algorithm` for :class:`GoalConditionedNetworks` on a :class:`GoalView`."""
 
     def __init__(self, model: GoalConditionedNetworks, view: GoalView, *, batch_size: int = 1024, lr: float = 3e-4,
                  discount: float = 0.99, tau: float = 0.005, expectile: float = 0.9, alpha: float = 0.3,
                  device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-        self.model = model.to(self.device)
-        self.view = view
+        super().__init__(model, view, batch_size=batch_size, tau=tau, device=device)
         self.obs_stats = None  # raw observations, as OGBench
-        self.batch_size, self.discount, self.tau, self.expectile, self.alpha = batch_size, discount, tau, expectile, alpha
-        self.target_q = copy.deepcopy(nn.ModuleList([model.q1, model.q2])).requires_grad_(False)
+        self.discount, self.expectile, self.alpha = discount, expectile, alpha
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-
-    def sample_batch(self, rng: np.random.Generator) -> dict:
-        return self.view.sample(self.batch_size, rng)
 
     def update(self, batch: dict) -> dict:
         self.model.train()
@@ -89,7 +81,7 @@ class GCIQL(SavesParts):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        soft_update(self.target_q, nn.ModuleList([m.q1, m.q2]), self.tau)
+        self.update_targets()
         return {"value_loss": value_loss.item(), "critic_loss": critic_loss.item(), "q_loss": q_loss.item(),
                 "bc_loss": bc_loss.item(), "v_mean": v.mean().item()}
 

@@ -15,13 +15,11 @@ run (``--deterministic-actor``: the weighted squared error of the mean instead o
 
 from __future__ import annotations
 
-import copy
 
-import numpy as np
 import torch
 from torch import nn
 
-from frozen_dt.baselines.common import SavesParts, as_tensors, expectile_loss, mlp, optimizer_step, soft_update
+from frozen_dt.baselines.common import TwinCriticAlgorithm, as_tensors, expectile_loss, mlp, optimizer_step
 from frozen_dt.views import TransitionView
 
 EXP_ADV_MAX = 100.0
@@ -62,27 +60,21 @@ class IQLNetworks(nn.Module):
         return self.actor(observations)
 
 
-class IQL(SavesParts):
+class IQL(TwinCriticAlgorithm):
     """:class:`frozen_dt.trainer.Algorithm` for :class:`IQLNetworks` on a :class:`TransitionView`."""
 
     def __init__(self, model: IQLNetworks, view: TransitionView, *, steps: int, batch_size: int = 256,
                  lr: float = 3e-4, discount: float = 0.99, tau: float = 0.005, expectile: float = 0.7,
                  beta: float = 3.0, reward_scale: float = 1.0, deterministic: bool = False,
                  device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-        self.model = model.to(self.device)
-        self.view, self.obs_stats = view, view.obs_stats
-        self.batch_size, self.discount, self.tau = batch_size, discount, tau
+        super().__init__(model, view, batch_size=batch_size, tau=tau, device=device)
+        self.obs_stats, self.discount = view.obs_stats, discount
         self.expectile, self.beta, self.reward_scale = expectile, beta, reward_scale
         self.deterministic = deterministic
-        self.target_q = copy.deepcopy(nn.ModuleList([model.q1, model.q2])).requires_grad_(False)
         self.value_opt = torch.optim.Adam(model.value.parameters(), lr=lr)
         self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=lr)
         self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=lr)
         self.actor_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, max(steps, 1))
-
-    def sample_batch(self, rng: np.random.Generator) -> dict:
-        return self.view.sample(self.batch_size, rng)
 
     def update(self, batch: dict) -> dict:
         self.model.train()
@@ -101,7 +93,7 @@ class IQL(SavesParts):
         backup = rewards + self.discount * (1.0 - dones) * next_v
         q_loss = sum(((q(sa).squeeze(-1) - backup) ** 2).mean() for q in (self.model.q1, self.model.q2)) / 2
         optimizer_step(self.q_opt, q_loss)
-        soft_update(self.target_q, nn.ModuleList([self.model.q1, self.model.q2]), self.tau)
+        self.update_targets()
         # actor: advantage-weighted regression
         weights = torch.exp(self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)
         if self.deterministic:  # CORL's iql_deterministic: squared error of the (tanh) mean

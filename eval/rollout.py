@@ -92,7 +92,7 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     try:
         obs, infos = envs.reset(seed=[seed + e for e in slot_episode], options=dict(reset_options or {}))
         for s, e in enumerate(slot_episode):
-            agent.start(s, e, reset_goal(infos, s) if task.goal_conditioned else None)
+            agent.start(s, e, reset_goal(task, infos, s))
             steps[s] = {k: [] for k in RECORD_KEYS} if record else None
         while any(e is not None for e in slot_episode):
             active = np.array([e is not None for e in slot_episode])
@@ -132,7 +132,7 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
                             pending_start.append(s)
                 obs, infos = envs.reset(seed=seeds, options={**(reset_options or {}), "reset_mask": reset})
                 for s in pending_start:
-                    agent.start(s, slot_episode[s], reset_goal(infos, s) if task.goal_conditioned else None)
+                    agent.start(s, slot_episode[s], reset_goal(task, infos, s))
                     steps[s] = {k: [] for k in RECORD_KEYS} if record else None
     finally:
         bar.close()
@@ -140,9 +140,10 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     return [results[e] for e in ids]
 
 
-def reset_goal(infos: dict, slot: int) -> np.ndarray | None:
-    """The goal observation a vector env's reset reported for ``slot`` (OGBench goal-conditioned envs), else None."""
-    if "goal" in infos and infos.get("_goal", np.ones(slot + 1, bool))[slot]:
+def reset_goal(task: Task, infos: dict, slot: int) -> np.ndarray | None:
+    """The goal observation a vector env's reset reported for ``slot`` on a goal-conditioned task, else None
+    (OGBench's single-task envs report a goal too; their policies do not take it)."""
+    if task.goal_conditioned and "goal" in infos and infos.get("_goal", np.ones(slot + 1, bool))[slot]:
         return np.asarray(infos["goal"][slot], dtype=np.float32)
     return None
 

@@ -100,9 +100,9 @@ def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = No
                             f"{run.config['act_dim']}); {task.env_id(version)} has obs {dims[0]}, action {dims[1]}")
     check_conditioning(run.args.algo, task)
     if task.goal_conditioned != run.task.goal_conditioned:
+        kind = {True: "goal-conditioned", False: "not goal-conditioned"}
         raise FrozenDTError(f"{run.run_dir} was trained on {run.task.name}, which is "
-                            f"{'' if run.task.goal_conditioned else 'not '}goal-conditioned; {task.name} is "
-                            f"{'' if task.goal_conditioned else 'not '}")
+                            f"{kind[run.task.goal_conditioned]}; {task.name} is {kind[task.goal_conditioned]}")
     return task
 
 
