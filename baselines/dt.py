@@ -41,12 +41,20 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Attention output for every token, or with ``last_only`` for the last token alone (B, 1, d): keys and
+        values of all tokens, the query of the last."""
         b, t, d = x.shape
-        q, k, v = (y.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2) for y in self.c_attn(x).split(d, -1))
+        if last_only:
+            q = F.linear(x[:, -1:], self.c_attn.weight[:d], self.c_attn.bias[:d])
+            k, v = F.linear(x, self.c_attn.weight[d:], self.c_attn.bias[d:]).split(d, -1)
+            allowed = allowed[..., -1:, :]
+        else:
+            q, k, v = self.c_attn(x).split(d, -1)
+        q, k, v = (y.reshape(b, y.shape[1], self.n_head, d // self.n_head).transpose(1, 2) for y in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                            dropout_p=self.attn_dropout if self.training else 0.0)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(b, t, d)))
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(b, q.shape[2], d)))
 
 
 class Block(nn.Module):
@@ -57,8 +65,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), allowed)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        x = (x[:, -1:] if last_only else x) + self.attn(self.ln_1(x), allowed, last_only)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -79,13 +87,17 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("c_proj.weight", "mlp.2.weight")) else 0.02
                 nn.init.normal_(param, 0.0, std)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    prunes_last_layer = True  # forward(..., last_only=True): the last layer computes the last token only
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, T, d) hidden states; with ``last_only`` the last token's alone (B, 1, d), its last layer run for
+        that token only (acting reads nothing else)."""
         t = x.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         allowed = causal & (attention_mask[:, None, :] | torch.eye(t, dtype=torch.bool, device=x.device))
         allowed = allowed[:, None]  # (B, 1, T, T), broadcast over heads
-        for block in self.blocks:
-            x = block(x, allowed)
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, last_only and i == len(self.blocks) - 1)
         return x
 
 

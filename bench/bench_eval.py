@@ -2,7 +2,7 @@
 per step) against sequential batch-1 rollouts (one env, one forward of the K-step window per step: the way the
 Decision Transformer repo, CORL and d3rlpy evaluate), same policy, same episode seeds, same run.
 
-    python bench/bench_eval.py --run-dir RUN_DIR [--episodes 100] [--num-envs 25] [--target 5000]
+    python bench/bench_eval.py --run-dir RUN_DIR [--episodes 100] [--num-envs 32] [--workers N] [--target 5000]
 
 RUN_DIR is a trained ``dt`` or ``frozen-dt`` run (e.g. ``frozen-dt train walker2d-medium-v2 --algo dt --steps 500
 --run-dir runs/bench-dt``).
@@ -11,14 +11,17 @@ RUN_DIR is a trained ``dt`` or ``frozen-dt`` run (e.g. ``frozen-dt train walker2
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from frozen_dt.eval.rollout import EVAL_SEED, rollout
+from frozen_dt.eval.rollout import BLOCK, EVAL_NUM_ENVS, EVAL_SEED, default_workers, rollout
 from frozen_dt.evaluate import load_run
-from frozen_dt.sequence_algorithm import ReturnConditionedAgent
+from frozen_dt.paths import atomic_write_text
+from frozen_dt.sequence_algorithm import ReturnConditionedAgent, autocast
 
 from bench_sequence_sampling import cpu_name  # noqa: E402  (bench/ is run as a script directory)
 
@@ -47,38 +50,47 @@ def sequential_episode(task, run, env, target: float, seed: int, env_version) ->
             return total, t
 
 
-def window_forward_seconds(run, batch: int, steps: int, reps: int = 20) -> float:
-    model = run.model
-    tensors = {"observations": torch.zeros(batch, steps, model.obs_dim), "actions": torch.zeros(batch, steps, model.act_dim),
-               "returns_to_go": torch.zeros(batch, steps, 1), "timesteps": torch.zeros(batch, steps, dtype=torch.long),
-               "mask": torch.ones(batch, steps, dtype=torch.bool)}
-    with torch.no_grad():
-        model(tensors)
-        start = time.perf_counter()
-        for _ in range(reps):
-            model(tensors)
-    return (time.perf_counter() - start) / reps
+def forward_ms(run, rows: int, steps: int, *, last_step: bool, precision: str, threads: int, reps: int = 20) -> float:
+    """Milliseconds per forward of ``rows`` windows of ``steps`` steps at ``threads`` torch threads."""
+    model, previous = run.model, torch.get_num_threads()
+    tensors = {"observations": torch.zeros(rows, steps, model.obs_dim), "actions": torch.zeros(rows, steps, model.act_dim),
+               "returns_to_go": torch.zeros(rows, steps, 1), "timesteps": torch.zeros(rows, steps, dtype=torch.long),
+               "mask": torch.ones(rows, steps, dtype=torch.bool)}
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad(), autocast(torch.device("cpu"), precision):
+            model(tensors, last_step=last_step)
+            start = time.perf_counter()
+            for _ in range(reps):
+                model(tensors, last_step=last_step)
+    finally:
+        torch.set_num_threads(previous)
+    return (time.perf_counter() - start) / reps * 1e3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--num-envs", type=int, default=25)
+    parser.add_argument("--num-envs", type=int, default=EVAL_NUM_ENVS)
+    parser.add_argument("--workers", type=int, help="rollout worker threads (default: as frozen-dt eval chooses)")
     parser.add_argument("--target", type=float, help="return target (default: the run's first)")
     parser.add_argument("--sequential-episodes", type=int, help="episodes for the sequential reference (default: all)")
+    parser.add_argument("--out", help="also write the measurements to this JSON file")
     args = parser.parse_args()
     run = load_run(args.run_dir)
     task, version = run.task, run.config.get("env_version")
     target = args.target if args.target is not None else run.config["eval_targets"][0]
-    print(f"# {cpu_name()}, {torch.get_num_threads()} threads; {run.args.algo} from {args.run_dir} on "
-          f"{task.env_id(version)}, target {target:g}")
+    threads = torch.get_num_threads()
+    print(f"# {cpu_name()}, {threads} threads; {run.args.algo} from {args.run_dir} on {task.env_id(version)}, "
+          f"target {target:g}, inference in {run.args.precision}")
 
+    workers = args.workers or default_workers(min(args.num_envs, args.episodes))
     start = time.perf_counter()
     agent = ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
                                    max_timestep=run.config["max_timestep"], precision=run.args.precision)
-    vec = rollout(task, agent, args.episodes, seed=EVAL_SEED, num_envs=args.num_envs, env_version=version,
-                  progress=False)
+    vec = rollout(task, agent, args.episodes, seed=EVAL_SEED, num_envs=args.num_envs, workers=workers,
+                  env_version=version, progress=False)
     t_vec = time.perf_counter() - start
     steps_vec = sum(r["length"] for r in vec)
 
@@ -90,20 +102,40 @@ def main() -> None:
     steps_seq = sum(length for _, length in seq)
     # per-step cost is what compares: the sequential reference may run fewer episodes than the harness
     rate_vec, rate_seq = steps_vec / t_vec, steps_seq / t_seq
-    print(f"vectorized ({args.num_envs} envs): {args.episodes} episodes, {steps_vec} steps in {t_vec:.1f} s "
-          f"({rate_vec:.0f} steps/s); mean return {np.mean([r['return'] for r in vec]):.1f}")
-    print(f"sequential batch-1: {n_seq} episodes, {steps_seq} steps in {t_seq:.1f} s ({rate_seq:.0f} steps/s); "
-          f"mean return {np.mean([r for r, _ in seq]):.1f}")
-    same = [abs(vec[i]["return"] - seq[i][0]) for i in range(n_seq)]
-    # What a key/value cache could save at most: one step's 3 new tokens instead of the 3K-token window.
-    window = window_forward_seconds(run, args.num_envs, run.model.context)
-    one_step = window_forward_seconds(run, args.num_envs, 1)
-    print(f"forward at batch {args.num_envs}: full {run.model.context}-step window {window * 1e3:.2f} ms, a 1-step "
-          f"window (the compute a K/V cache would leave) {one_step * 1e3:.2f} ms; the window forwards take "
-          f"{window * steps_vec / args.num_envs / t_vec:.0%} of the vectorized run's time")
-    print(f"speed-up {rate_vec / rate_seq:.1f}x (steps/s); time for {args.episodes} episodes: "
-          f"{t_vec:.1f} s vs {t_seq * steps_vec / max(steps_seq, 1):.1f} s (sequential, extrapolated when fewer "
-          f"episodes ran); largest per-episode return difference {max(same):.3g}")
+    print(f"vectorized ({args.num_envs} envs, {workers} worker threads): {args.episodes} episodes, {steps_vec} steps "
+          f"in {t_vec:.1f} s ({rate_vec:.0f} steps/s); mean return {np.mean([r['return'] for r in vec]):.1f}")
+    print(f"sequential batch-1 (fp32, {threads} threads): {n_seq} episodes, {steps_seq} steps in {t_seq:.1f} s "
+          f"({rate_seq:.0f} steps/s); mean return {np.mean([r for r, _ in seq]):.1f}")
+    # Where the time goes: inference per env step in the harness (a worker's 16-row block, one thread, last step
+    # only) against the reference's one forward of a full window at batch 1 (fp32, all threads), and what a K/V
+    # cache would leave (a 1-step window).
+    k, precision = run.model.context, run.args.precision
+    block = forward_ms(run, BLOCK, k, last_step=True, precision=precision, threads=1)
+    block_full = forward_ms(run, BLOCK, k, last_step=False, precision=precision, threads=1)
+    one_step = forward_ms(run, BLOCK, 1, last_step=False, precision=precision, threads=1)
+    single = forward_ms(run, 1, k, last_step=False, precision="fp32", threads=threads)
+    print(f"inference per env step: harness {block / BLOCK:.3f} core-ms ({BLOCK}-row block of {k}-step windows, "
+          f"last step only, 1 thread; {block_full / BLOCK:.3f} computing every step's action), reference "
+          f"{single:.3f} ms (batch 1, fp32, {threads} threads); a 1-step window, all a K/V cache would leave: "
+          f"{one_step / BLOCK:.3f} core-ms")
+    same = max(abs(vec[i]["return"] - seq[i][0]) for i in range(n_seq))
+    speedup = rate_vec / rate_seq
+    print(f"speed-up {speedup:.2f}x (steps/s); time for {args.episodes} episodes: {t_vec:.1f} s vs "
+          f"{t_seq * steps_vec / max(steps_seq, 1):.1f} s (sequential, extrapolated when fewer episodes ran); "
+          f"largest per-episode return difference {same:.3g} (bf16 vs fp32 inference diverge in MuJoCo)")
+    if args.out:
+        record = {"cpu": cpu_name(), "threads": threads, "torch": torch.__version__, "run_dir": args.run_dir,
+                  "algo": run.args.algo, "env_id": task.env_id(version), "precision": precision, "target": target,
+                  "vectorized": {"episodes": args.episodes, "num_envs": args.num_envs, "workers": workers,
+                                 "steps": steps_vec, "seconds": round(t_vec, 2), "steps_per_s": round(rate_vec, 1)},
+                  "sequential": {"episodes": n_seq, "steps": steps_seq, "seconds": round(t_seq, 2),
+                                 "steps_per_s": round(rate_seq, 1)},
+                  "speedup": round(speedup, 2),
+                  "inference_ms_per_env_step": {"harness_block_last_step": round(block / BLOCK, 4),
+                                                "harness_block_every_step": round(block_full / BLOCK, 4),
+                                                "one_step_window": round(one_step / BLOCK, 4),
+                                                "reference_batch1_fp32": round(single, 4)}}
+        atomic_write_text(Path(args.out), json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

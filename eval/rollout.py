@@ -17,6 +17,7 @@ does not depend on how many envs were batched with it and vectorized returns equ
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -26,6 +27,7 @@ from frozen_dt.errors import FrozenDTError
 
 EVAL_SEED = 10_000
 BLOCK = 16  # inference always runs on blocks of this many rows
+EVAL_NUM_ENVS = 32  # evaluation's default vector width
 RECORD_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
 
@@ -66,7 +68,7 @@ def make_vector_env(task: Task, num_envs: int, env_version: str | None = None):
     return SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
 
 
-def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_envs: int = 16,
+def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_envs: int = 16, workers: int = 1,
             env_version: str | None = None, record: bool = False, max_steps: int | None = None,
             progress: bool = True, desc: str | None = None, reset_options: dict | None = None) -> list[dict]:
     """Run exactly the given episodes (an int N means ids 0..N-1); one result per episode, in id order.
@@ -74,6 +76,13 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     A result holds ``return``, ``length``, ``success`` (``info["success"]`` at the episode's last step) and, with
     ``record``, the episode's D4RL arrays. ``max_steps`` cuts episodes short (recorded as timeouts).
     ``reset_options`` go to every reset (OGBench's ``task_id``).
+
+    ``workers`` > 1 splits the ``num_envs`` env slots into that many groups, each with its own vector env stepped
+    by its own thread, all taking episodes from one queue (:class:`worker_settings`: one torch thread per worker).
+    The workers are the parallelism: MuJoCo and torch release the GIL, so while one worker runs inference another
+    steps its envs. Results do not depend on the worker count: inference runs in fixed blocks, single-threaded in
+    every worker (equal to a one-worker rollout at one torch thread). The agent is shared: it gets calls for
+    disjoint slots from different threads, which per-slot state (every agent here) handles.
     """
     from tqdm import tqdm
 
@@ -81,31 +90,125 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     if not ids:
         raise FrozenDTError("no episodes to run (the episode count must be positive)")
     n = min(num_envs, len(ids))
-    envs = make_vector_env(task, n, env_version)
-    low, high = envs.single_action_space.low, envs.single_action_space.high
-    queue = ids[n:][::-1]
-    slot_episode: list[int | None] = list(ids[:n])
-    returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
-    steps: list[dict | None] = [None] * n
+    workers = max(1, min(workers, n))
+    queue = EpisodeQueue(ids)
     results: dict[int, dict] = {}
     bar = tqdm(total=len(ids), unit="ep", desc=desc or f"{task.name} rollouts", disable=not progress, leave=False)
+    group = dict(task=task, agent=agent, queue=queue, results=results, bar=bar, seed=seed, env_version=env_version,
+                 record=record, max_steps=max_steps, reset_options=reset_options)
+    sizes = [n // workers + (w < n % workers) for w in range(workers)]
+    first_slots = np.cumsum([0] + sizes[:-1])
     try:
-        obs, infos = envs.reset(seed=[seed + e for e in slot_episode], options=dict(reset_options or {}))
+        if workers == 1:
+            run_slots(range(n), **group)
+        else:
+            with worker_settings():
+                threads = [ErrorKeepingThread(run_slots, range(a, a + size), **group)
+                           for a, size in zip(first_slots, sizes)]
+                for thread in threads:
+                    thread.start()
+                try:
+                    for thread in threads:
+                        while thread.is_alive():
+                            thread.join(0.1)  # a timed join keeps Ctrl-C responsive
+                finally:
+                    queue.stop()
+                    for thread in threads:
+                        thread.join()
+                for thread in threads:
+                    thread.reraise()
+    finally:
+        bar.close()
+    return [results[e] for e in ids]
+
+
+class EpisodeQueue:
+    """The episode ids still to run, taken in order by any worker; ``stop`` makes workers finish early."""
+
+    def __init__(self, ids: list[int]):
+        self._ids, self._lock, self.stopped = list(ids)[::-1], threading.Lock(), False
+
+    def take(self) -> int | None:
+        with self._lock:
+            return self._ids.pop() if self._ids and not self.stopped else None
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class ErrorKeepingThread(threading.Thread):
+    """A thread that keeps the exception its target raised, for the starting thread to re-raise."""
+
+    def __init__(self, target, *args, **kwargs):
+        super().__init__(daemon=True)
+        self._call, self.error = (target, args, kwargs), None
+
+    def run(self) -> None:
+        target, args, kwargs = self._call
+        try:
+            target(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - handed to the starting thread
+            self.error = error
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class worker_settings:
+    """While rollout workers run: one torch intra-op thread each (the workers are the parallelism; inference blocks
+    therefore always run single-threaded) and a short GIL switch interval, so that a worker coming back from MuJoCo
+    or torch does not wait long on one running Python. Both are restored after."""
+
+    def __enter__(self):
+        import sys
+
+        import torch
+
+        self.saved = torch.get_num_threads(), sys.getswitchinterval()
+        torch.set_num_threads(1)
+        sys.setswitchinterval(5e-4)
+
+    def __exit__(self, *exc):
+        import sys
+
+        import torch
+
+        torch.set_num_threads(self.saved[0])
+        sys.setswitchinterval(self.saved[1])
+
+
+def run_slots(slots: range, *, task: Task, agent: Agent, queue: EpisodeQueue, results: dict, bar, seed: int,
+              env_version: str | None, record: bool, max_steps: int | None, reset_options: dict | None) -> None:
+    """Run episodes from ``queue`` in the env slots ``slots`` (one vector env) until it is empty; results go into
+    ``results`` by episode id. Agent calls use the global slot numbers."""
+    n, base = len(slots), slots.start
+    slot_episode: list[int | None] = [queue.take() for _ in range(n)]
+    if all(e is None for e in slot_episode):
+        return
+    envs = make_vector_env(task, n, env_version)
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+    steps: list[dict | None] = [None] * n
+    try:
+        seeds = [None if e is None else seed + e for e in slot_episode]
+        obs, infos = envs.reset(seed=seeds, options=dict(reset_options or {}))
         for s, e in enumerate(slot_episode):
-            agent.start(s, e, reset_goal(task, infos, s))
-            steps[s] = {k: [] for k in RECORD_KEYS} if record else None
-        while any(e is not None for e in slot_episode):
+            if e is not None:
+                agent.start(base + s, e, reset_goal(task, infos, s))
+                steps[s] = {k: [] for k in RECORD_KEYS} if record else None
+        while any(e is not None for e in slot_episode) and not queue.stopped:
             active = np.array([e is not None for e in slot_episode])
-            slots = np.flatnonzero(active)
+            local = np.flatnonzero(active)
             actions = np.zeros((n, len(low)), dtype=np.float32)
-            actions[slots] = np.clip(agent.act(obs[slots], slots), low, high)
+            actions[local] = np.clip(agent.act(obs[local], base + local), low, high)
             next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-            agent.observe(slots, rewards[slots])
-            returns[slots] += rewards[slots]
-            lengths[slots] += 1
+            agent.observe(base + local, rewards[local])
+            returns[local] += rewards[local]
+            lengths[local] += 1
             cut = np.zeros(n, dtype=bool) if max_steps is None else lengths >= max_steps
             done = terminated | truncated | cut
-            for s in slots:
+            for s in local:
                 if record:
                     for key, value in zip(RECORD_KEYS, (obs[s], actions[s], rewards[s], terminated[s],
                                                         (truncated[s] or cut[s]) and not terminated[s], next_obs[s])):
@@ -121,23 +224,31 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
             obs = next_obs
             reset = done | (~active & (terminated | truncated))  # idle slots are reset too when their env ends
             if reset.any():
-                seeds: list[int | None] = [None] * n
+                seeds = [None] * n
                 pending_start = []
                 for s in np.flatnonzero(reset):
                     if active[s]:
-                        slot_episode[s] = queue.pop() if queue else None
+                        slot_episode[s] = queue.take()
                         returns[s], lengths[s] = 0.0, 0
                         if slot_episode[s] is not None:
                             seeds[s] = seed + slot_episode[s]
                             pending_start.append(s)
                 obs, infos = envs.reset(seed=seeds, options={**(reset_options or {}), "reset_mask": reset})
                 for s in pending_start:
-                    agent.start(s, slot_episode[s], reset_goal(task, infos, s))
+                    agent.start(base + s, slot_episode[s], reset_goal(task, infos, s))
                     steps[s] = {k: [] for k in RECORD_KEYS} if record else None
     finally:
-        bar.close()
         envs.close()
-    return [results[e] for e in ids]
+
+
+def default_workers(num_envs: int, device: str = "cpu") -> int:
+    """Rollout workers for a CPU evaluation: one per core, as long as each keeps at least a full inference block of
+    envs (``num_envs // BLOCK``); one on CUDA, where the GPU is the parallelism."""
+    import os
+
+    if device != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, num_envs // BLOCK))
 
 
 def reset_goal(task: Task, infos: dict, slot: int) -> np.ndarray | None:
@@ -168,9 +279,9 @@ def target_label(target: float | None) -> str:
     return "none" if target is None else f"{target:g}"
 
 
-def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num_envs: int = 16,
-                   env_version: str | None = None, seed: int = EVAL_SEED, max_steps: int | None = None,
-                   progress: bool = True, keep_episodes: bool = False) -> dict:
+def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num_envs: int = EVAL_NUM_ENVS,
+                   workers: int = 1, env_version: str | None = None, seed: int = EVAL_SEED,
+                   max_steps: int | None = None, progress: bool = True, keep_episodes: bool = False) -> dict:
     """``score`` and ``score@L``/``return@L``/``length@L`` for each evaluation condition L.
 
     Conditions are the return targets (``make_agent(target)`` builds the agent for one; stateless agents ignore
@@ -186,7 +297,8 @@ def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num
         conditions = [(target_label(t), t, None) for t in targets]
     results = {}
     for label, target, options in conditions:
-        runs = rollout(task, make_agent(target), episodes, seed=seed, num_envs=num_envs, env_version=env_version,
+        runs = rollout(task, make_agent(target), episodes, seed=seed, num_envs=num_envs, workers=workers,
+                       env_version=env_version,
                        max_steps=max_steps, progress=progress, desc=f"eval {task.name} {label}", reset_options=options)
         for key, value in summarize(task, runs).items():
             if key != "episodes":

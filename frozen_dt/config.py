@@ -118,7 +118,9 @@ class TrainArgs:
 class EvalArgs:
     run_dirs: list = arg(None, "run directories (default: the most recent run)", positional=True, nargs="*")
     episodes: int = arg(100, "evaluation episodes per run")
-    num_envs: int = arg(16, "environments stepped side by side (policy inference runs in blocks of 16 rows)")
+    num_envs: int = arg(32, "environments stepped side by side (policy inference runs in blocks of 16 rows)")
+    workers: int = arg(None, "rollout threads, each stepping its share of the envs with one torch thread (default: "
+                             "one per CPU core while each keeps a 16-env block; 1 on cuda)")
     checkpoint: str = arg("last", "which checkpoint", choices=("last", "best"))
     target_return: float = arg(None, "return-to-go target (default: the task's targets, each reported)")
     eval_seed: int = arg(10_000, "seed of evaluation episode 0 (episode i uses eval_seed + i; independent of the "
@@ -136,6 +138,8 @@ class EvalArgs:
             raise FrozenDTError(f"--episodes must be positive, got {self.episodes}")
         if self.num_envs <= 0:
             raise FrozenDTError(f"--num-envs must be positive, got {self.num_envs}")
+        if self.workers is not None and self.workers <= 0:
+            raise FrozenDTError(f"--workers must be positive, got {self.workers}")
 
 
 @dataclass

@@ -108,7 +108,7 @@ def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = No
 
 def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
     """Evaluate one loaded run; writes ``eval-<checkpoint>.json`` into its run dir and returns its content."""
-    from frozen_dt.eval.rollout import evaluate_agent, target_label
+    from frozen_dt.eval.rollout import default_workers, evaluate_agent, target_label
     from frozen_dt.train import make_agent
 
     task = eval_task_for(run, args.task, args.env_version)
@@ -117,11 +117,12 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
         targets = (args.target_return,)
     env_version = args.env_version or run.config.get("env_version")
     precision = args.precision or run.args.precision
+    workers = args.workers or default_workers(min(args.num_envs, args.episodes), args.device)
 
     started = time.time()
     results = evaluate_agent(task, lambda t: make_agent(run.args, run.config, run.model, run.obs_stats, t, precision),
-                             targets=targets, episodes=args.episodes, num_envs=args.num_envs, env_version=env_version,
-                             seed=args.eval_seed, progress=progress, keep_episodes=True)
+                             targets=targets, episodes=args.episodes, num_envs=args.num_envs, workers=workers,
+                             env_version=env_version, seed=args.eval_seed, progress=progress, keep_episodes=True)
     labels = [k[len("score@"):] for k in results if k.startswith("score@")]  # targets, or OGBench goals
     returns = dict.fromkeys(labels) if task.goal_conditioned else {target_label(t): t for t in targets}
     per_target = {label: {"target_return": returns[label], "score": results[f"score@{label}"],
@@ -137,7 +138,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
         "run_dir": str(run.run_dir), "checkpoint": run.checkpoint, "checkpoint_step": run.step,
         "train_task": run.args.task, "task": task.name, "score_type": task.score_type,
         "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
-        "num_envs": args.num_envs, "eval_seed": args.eval_seed, "precision": precision,
+        "num_envs": args.num_envs, "workers": workers, "eval_seed": args.eval_seed, "precision": precision,
         "primary_target": next(iter(per_target)), "score": results["score"], "targets": per_target,
         "seconds": round(time.time() - started, 1), "device": device_name(args.device),
         "created_at": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -83,8 +83,14 @@ class ReturnConditionedTransformer(nn.Module):
         self.output_ln = nn.LayerNorm(width) if output_ln else nn.Identity()
         self.predict_action = nn.Sequential(nn.Linear(width, act_dim), nn.Tanh())
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        """Predicted actions (B, K, act_dim), one per step, each from that step's state token."""
+    def forward(self, batch: dict, last_step: bool = False) -> torch.Tensor:
+        """Predicted actions (B, K, act_dim), one per step, each from that step's state token.
+
+        With ``last_step`` only the last step's action (B, 1, act_dim), which is all acting needs: the window's
+        final action token (after the last state token, so unseen by it) is left out, and a body that takes
+        ``last_only`` (DT's GPT) runs its last layer for that one query; others run in full and are sliced.
+        The result equals ``forward(batch)[:, -1:]`` up to float rounding.
+        """
         time = self.embed_timestep(batch["timesteps"])
         condition = self.embed_return(batch["returns_to_go"]) if self.goal_dim is None else \
             self.embed_goal(batch["goals"])
@@ -92,8 +98,16 @@ class ReturnConditionedTransformer(nn.Module):
                             self.embed_state(batch["observations"]) + time,
                             self.embed_action(batch["actions"]) + time)
         mask = batch["mask"].to(torch.bool)
+        mask = interleave(mask, mask, mask)
         x = self.drop(self.input_ln(tokens))
-        x = self.output_ln(self.body(x, interleave(mask, mask, mask)))
+        if last_step:
+            x, mask = x[:, :-1], mask[:, :-1]  # ends on the last state token
+            if getattr(self.body, "prunes_last_layer", False):
+                x = self.body(x, mask, last_only=True)
+            else:
+                x = self.body(x, mask)[:, -1:]
+            return self.predict_action(self.output_ln(x))
+        x = self.output_ln(self.body(x, mask))
         steps = x.shape[1] // 3
         state_tokens = x.reshape(x.shape[0], steps, 3, self.width)[:, :, 1]
         return self.predict_action(state_tokens)

@@ -145,7 +145,7 @@ class ReturnConditionedAgent:
 
         def predict(*tensors):
             with self.autocast:
-                return self.model(dict(zip(keys, tensors)))[:, -1].float()
+                return self.model(dict(zip(keys, tensors)), last_step=True)[:, -1].float()
 
         with torch.no_grad():
             actions = in_blocks(predict, *batch, block=self.block).cpu().numpy()

@@ -273,10 +273,11 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
         write_run_metadata(run_dir, config=config, dataset=dataset, params=params)
 
     def evaluate(algo, step: int) -> dict:
-        from frozen_dt.eval.rollout import evaluate_agent
+        from frozen_dt.eval.rollout import EVAL_NUM_ENVS, default_workers, evaluate_agent
 
         return evaluate_agent(task, lambda target: make_agent(args, config, algo.model, obs_stats, target),
-                              targets=targets, episodes=args.eval_episodes, num_envs=16,
+                              targets=targets, episodes=args.eval_episodes, num_envs=EVAL_NUM_ENVS,
+                              workers=default_workers(min(EVAL_NUM_ENVS, args.eval_episodes), args.device),
                               env_version=env_version, max_steps=args.eval_max_steps, progress=False)
 
     sinks = (WandbSink(args.wandb, run_dir, config),) if args.wandb else ()

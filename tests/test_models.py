@@ -244,3 +244,21 @@ def test_layer_norms_trained_with_freeze_ln_are_checkpointed(tmp_path):
     body = [k for k in state if k.startswith("body.")]
     assert body and all("LayerNorm" in k for k in body)
     assert not any(k.startswith("body.") and "LayerNorm" not in k for k in state)
+
+
+@needs_minilm
+def test_last_step_forward_equals_the_full_forwards_last_action(minilm):
+    """Acting computes only the last step's action (DT's GPT runs its last layer for that token alone; other
+    bodies run in full and are sliced); it equals the full forward's last action, for padded windows too."""
+    for name, model in {**models(minilm), "dt-3-layers": DecisionTransformer(3, 2, context=5, width=32, n_layer=3,
+                                                                             n_head=2)}.items():
+        model.eval()
+        batch = random_batch(3, 2, b=3)
+        with torch.no_grad():
+            full, last = model(batch)[:, -1:], model(batch, last_step=True)
+        assert last.shape == (3, 1, 2), name
+        torch.testing.assert_close(last, full, atol=1e-6, rtol=1e-5, msg=name)
+        if name != "stand-in":  # (whose body does not mix tokens)
+            batch["observations"][:, :-1] += 1.0  # the last action does depend on the earlier steps
+            with torch.no_grad():
+                assert not torch.allclose(model(batch, last_step=True), last), name

@@ -10,7 +10,7 @@ from frozen_dt.baselines.dt import DecisionTransformer
 from frozen_dt.dataset import ObsStats
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.eval.rollout import evaluate_agent, in_blocks, rollout
+from frozen_dt.eval.rollout import default_workers, evaluate_agent, in_blocks, rollout
 from frozen_dt.sequence_algorithm import ReturnConditionedAgent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -35,10 +35,11 @@ class LinearAgent:
         pass
 
 
-@pytest.mark.parametrize("episodes,width", [(1, 4), (5, 1), (5, 2), (7, 3), (6, 16)])
-def test_exactly_n_episodes_each_once(episodes, width):
+@pytest.mark.parametrize("episodes,width,workers", [(1, 4, 1), (5, 1, 1), (5, 2, 1), (7, 3, 1), (6, 16, 1),
+                                                   (7, 3, 2), (9, 4, 3), (2, 6, 4)])
+def test_exactly_n_episodes_each_once(episodes, width, workers):
     agent = LinearAgent()
-    runs = rollout(HOPPER, agent, episodes, seed=3, num_envs=width, progress=False)
+    runs = rollout(HOPPER, agent, episodes, seed=3, num_envs=width, workers=workers, progress=False)
     assert [r["episode"] for r in runs] == list(range(episodes))
     assert sorted(agent.started) == list(range(episodes))  # every episode started once, no autoreset extras
     assert all(r["length"] >= 1 for r in runs)
@@ -50,6 +51,37 @@ def test_returns_do_not_depend_on_vector_width():
         other = rollout(HOPPER, LinearAgent(), 6, seed=11, num_envs=width, progress=False)
         assert [r["return"] for r in other] == [r["return"] for r in base]
         assert [r["length"] for r in other] == [r["length"] for r in base]
+
+
+def test_worker_threads_give_the_same_episodes():
+    base = rollout(HOPPER, LinearAgent(), 7, seed=11, num_envs=1, progress=False)
+    for width, workers in ((2, 2), (5, 2), (6, 3)):
+        other = rollout(HOPPER, LinearAgent(), 7, seed=11, num_envs=width, workers=workers, progress=False)
+        assert [(r["return"], r["length"]) for r in other] == [(r["return"], r["length"]) for r in base]
+
+
+class FailingAgent(LinearAgent):
+    """Fails when it first acts on slot 2 (a worker's slot when the envs are split over workers)."""
+
+    def act(self, observations, slots):
+        if 2 in slots:
+            raise RuntimeError("agent failed on slot 2")
+        return super().act(observations, slots)
+
+
+def test_an_error_in_a_worker_stops_the_rollout_and_reaches_the_caller():
+    torch_threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="slot 2"):
+        rollout(HOPPER, FailingAgent(), 8, seed=0, num_envs=4, workers=2, progress=False)
+    assert torch.get_num_threads() == torch_threads  # the workers' one-thread setting is undone
+
+
+def test_default_workers_keep_a_full_block_each(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_workers(32) == 2 and default_workers(16) == 1 and default_workers(3) == 1
+    assert default_workers(64, "cuda") == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert default_workers(64) == 4
 
 
 def test_episode_i_is_seeded_eval_seed_plus_i():
@@ -96,11 +128,13 @@ def dt_agent(model, target=3600.0):
     return ReturnConditionedAgent(model, stats, 1000.0, target)
 
 
-def test_dt_agent_returns_do_not_depend_on_vector_width():
+def test_dt_agent_returns_do_not_depend_on_vector_width_or_workers():
     model = small_dt()
     one = rollout(HOPPER, dt_agent(model), 4, seed=1, num_envs=1, max_steps=40, progress=False)
     three = rollout(HOPPER, dt_agent(model), 4, seed=1, num_envs=3, max_steps=40, progress=False)
     assert [r["return"] for r in one] == [r["return"] for r in three]
+    shared = rollout(HOPPER, dt_agent(model), 4, seed=1, num_envs=4, workers=2, max_steps=40, progress=False)
+    assert [r["return"] for r in one] == [r["return"] for r in shared]
 
 
 def test_dt_agent_follows_dt_get_action_step_by_step():
