@@ -50,7 +50,7 @@ def sequential_episode(task, run, env, target: float, seed: int, env_version) ->
             return total, t
 
 
-def forward_ms(run, rows: int, steps: int, *, last_step: bool, precision: str, threads: int, reps: int = 20) -> float:
+def forward_ms(run, rows: int, steps: int, *, last_step: bool, precision: str, threads: int, reps: int = 100) -> float:
     """Milliseconds per forward of ``rows`` windows of ``steps`` steps at ``threads`` torch threads."""
     model, previous = run.model, torch.get_num_threads()
     tensors = {"observations": torch.zeros(rows, steps, model.obs_dim), "actions": torch.zeros(rows, steps, model.act_dim),
@@ -66,6 +66,21 @@ def forward_ms(run, rows: int, steps: int, *, last_step: bool, precision: str, t
     finally:
         torch.set_num_threads(previous)
     return (time.perf_counter() - start) / reps * 1e3
+
+
+def env_step_ms(task, version, steps: int = 2000) -> float:
+    """Milliseconds per step of one env with zero actions (reset when it ends)."""
+    env = task.make_env(version)
+    env.reset(seed=0)
+    action = np.zeros(env.action_space.shape, dtype=np.float32)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    seconds = time.perf_counter() - start
+    env.close()
+    return seconds / steps * 1e3
 
 
 def main() -> None:
@@ -114,10 +129,11 @@ def main() -> None:
     block_full = forward_ms(run, BLOCK, k, last_step=False, precision=precision, threads=1)
     one_step = forward_ms(run, BLOCK, 1, last_step=False, precision=precision, threads=1)
     single = forward_ms(run, 1, k, last_step=False, precision="fp32", threads=threads)
+    env_ms = env_step_ms(task, version)
     print(f"inference per env step: harness {block / BLOCK:.3f} core-ms ({BLOCK}-row block of {k}-step windows, "
           f"last step only, 1 thread; {block_full / BLOCK:.3f} computing every step's action), reference "
           f"{single:.3f} ms (batch 1, fp32, {threads} threads); a 1-step window, all a K/V cache would leave: "
-          f"{one_step / BLOCK:.3f} core-ms")
+          f"{one_step / BLOCK:.3f} core-ms; an env step {env_ms:.3f} core-ms")
     same = max(abs(vec[i]["return"] - seq[i][0]) for i in range(n_seq))
     speedup = rate_vec / rate_seq
     print(f"speed-up {speedup:.2f}x (steps/s); time for {args.episodes} episodes: {t_vec:.1f} s vs "
@@ -134,7 +150,8 @@ def main() -> None:
                   "inference_ms_per_env_step": {"harness_block_last_step": round(block / BLOCK, 4),
                                                 "harness_block_every_step": round(block_full / BLOCK, 4),
                                                 "one_step_window": round(one_step / BLOCK, 4),
-                                                "reference_batch1_fp32": round(single, 4)}}
+                                                "reference_batch1_fp32": round(single, 4)},
+                  "env_step_ms": round(env_ms, 4)}
         atomic_write_text(Path(args.out), json.dumps(record, indent=2) + "\n")
 
 
