@@ -237,6 +237,9 @@ def run_slots(slots: range, *, task: Task, agent: Agent, queue: EpisodeQueue, re
                 for s in pending_start:
                     agent.start(base + s, slot_episode[s], reset_goal(task, infos, s))
                     steps[s] = {k: [] for k in RECORD_KEYS} if record else None
+    except BaseException:
+        queue.stop()  # the other workers stop after their current step
+        raise
     finally:
         envs.close()
 

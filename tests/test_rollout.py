@@ -71,8 +71,10 @@ class FailingAgent(LinearAgent):
 
 def test_an_error_in_a_worker_stops_the_rollout_and_reaches_the_caller():
     torch_threads = torch.get_num_threads()
+    agent = FailingAgent()
     with pytest.raises(RuntimeError, match="slot 2"):
-        rollout(HOPPER, FailingAgent(), 8, seed=0, num_envs=4, workers=2, progress=False)
+        rollout(HOPPER, agent, 60, seed=0, num_envs=4, workers=2, progress=False)
+    assert len(agent.started) < 60  # the healthy worker stopped too, without running the remaining episodes
     assert torch.get_num_threads() == torch_threads  # the workers' one-thread setting is undone
 
 
