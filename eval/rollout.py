@@ -292,7 +292,7 @@ def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num
     OGBench tasks are evaluated on each of their evaluation goals instead (L = ``task1`` ... ``task5``, the env
     reset with that ``task_id``), and ``score`` is the mean success over them, as OGBench reports it. The same
     episode seeds serve every condition. With ``keep_episodes`` the per-episode results are returned too, under
-    ``episodes@L``.
+    ``episodes@L``. ``num_envs`` and ``workers`` go to :func:`rollout`.
     """
     if task.goal_conditioned:
         conditions = [(f"task{i}", None, {"task_id": i, "render_goal": False}) for i in task.eval_task_ids]
