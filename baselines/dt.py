@@ -87,8 +87,6 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("c_proj.weight", "mlp.2.weight")) else 0.02
                 nn.init.normal_(param, 0.0, std)
 
-    prunes_last_layer = True  # forward(..., last_only=True): the last layer computes the last token only
-
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(B, T, d) hidden states; with ``last_only`` the last token's alone (B, 1, d), its last layer run for
         that token only (acting reads nothing else)."""

@@ -100,7 +100,7 @@ def main() -> None:
     print(f"# {cpu_name()}, {threads} threads; {run.args.algo} from {args.run_dir} on {task.env_id(version)}, "
           f"target {target:g}, inference in {run.args.precision}")
 
-    workers = args.workers or default_workers(min(args.num_envs, args.episodes))
+    workers = args.workers or default_workers(args.num_envs, args.episodes)
     start = time.perf_counter()
     agent = ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
                                    max_timestep=run.config["max_timestep"], precision=run.args.precision)

@@ -17,6 +17,7 @@ does not depend on how many envs were batched with it and vectorized returns equ
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Protocol
 
@@ -161,8 +162,6 @@ class worker_settings:
     or torch does not wait long on one running Python. Both are restored after."""
 
     def __enter__(self):
-        import sys
-
         import torch
 
         self.saved = torch.get_num_threads(), sys.getswitchinterval()
@@ -170,8 +169,6 @@ class worker_settings:
         sys.setswitchinterval(5e-4)
 
     def __exit__(self, *exc):
-        import sys
-
         import torch
 
         torch.set_num_threads(self.saved[0])
@@ -244,14 +241,15 @@ def run_slots(slots: range, *, task: Task, agent: Agent, queue: EpisodeQueue, re
         envs.close()
 
 
-def default_workers(num_envs: int, device: str = "cpu") -> int:
-    """Rollout workers for a CPU evaluation: one per core, as long as each keeps at least a full inference block of
-    envs (``num_envs // BLOCK``); one on CUDA, where the GPU is the parallelism."""
+def default_workers(num_envs: int, episodes: int, device: str = "cpu") -> int:
+    """Rollout workers for a CPU evaluation of ``episodes`` episodes: one per core, as long as each keeps at least a
+    full inference block of the envs that run (``min(num_envs, episodes) // BLOCK``); one on CUDA, where the GPU is
+    the parallelism."""
     import os
 
     if device != "cpu":
         return 1
-    return max(1, min(os.cpu_count() or 1, num_envs // BLOCK))
+    return max(1, min(os.cpu_count() or 1, min(num_envs, episodes) // BLOCK))
 
 
 def reset_goal(task: Task, infos: dict, slot: int) -> np.ndarray | None:
@@ -301,8 +299,8 @@ def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num
     results = {}
     for label, target, options in conditions:
         runs = rollout(task, make_agent(target), episodes, seed=seed, num_envs=num_envs, workers=workers,
-                       env_version=env_version,
-                       max_steps=max_steps, progress=progress, desc=f"eval {task.name} {label}", reset_options=options)
+                       env_version=env_version, max_steps=max_steps, progress=progress,
+                       desc=f"eval {task.name} {label}", reset_options=options)
         for key, value in summarize(task, runs).items():
             if key != "episodes":
                 results[f"{key}@{label}"] = value

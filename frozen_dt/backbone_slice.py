@@ -111,7 +111,10 @@ class FrozenSlice(nn.Module):
             self.model.train(False)  # the frozen backbone never drops out
         return self
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """(B, T, d) hidden states, or with ``last_only`` the last token's (B, 1, d) (the slice still runs in full:
+        its layers are the library's, which compute every position)."""
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.width:
             raise ValueError(f"{self.spec.name}: expected inputs_embeds of shape (B, T, {self.width}), "
                              f"got {tuple(inputs_embeds.shape)}")
@@ -124,7 +127,7 @@ class FrozenSlice(nn.Module):
                                  f"got {tuple(attention_mask.shape)}")
             attention_mask = attention_mask.to(device=inputs_embeds.device, dtype=torch.bool)
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, return_dict=True)
-        return out.last_hidden_state
+        return out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state
 
     def frozen_param_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if not p.requires_grad)

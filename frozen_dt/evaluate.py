@@ -117,7 +117,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
         targets = (args.target_return,)
     env_version = args.env_version or run.config.get("env_version")
     precision = args.precision or run.args.precision
-    workers = args.workers or default_workers(min(args.num_envs, args.episodes), args.device)
+    workers = args.workers or default_workers(args.num_envs, args.episodes, args.device)
 
     started = time.time()
     results = evaluate_agent(task, lambda t: make_agent(run.args, run.config, run.model, run.obs_stats, t, precision),

@@ -56,7 +56,8 @@ def interleave(returns: torch.Tensor, states: torch.Tensor, actions: torch.Tenso
 
 
 class ReturnConditionedTransformer(nn.Module):
-    """DT-style embeddings, a causal ``body(x (B, T, d), attention_mask (B, T) bool) -> (B, T, d)``, tanh head.
+    """DT-style embeddings, a causal ``body(x (B, T, d), attention_mask (B, T) bool, last_only=False) -> (B, T, d)``
+    (with ``last_only``, the last token's (B, 1, d)), tanh head.
 
     With ``goal_dim`` the model is goal-conditioned: each step's first token embeds the goal (``batch["goals"]``,
     (B, K, goal_dim)) instead of the return-to-go.
@@ -87,9 +88,9 @@ class ReturnConditionedTransformer(nn.Module):
         """Predicted actions (B, K, act_dim), one per step, each from that step's state token.
 
         With ``last_step`` only the last step's action (B, 1, act_dim), which is all acting needs: the window's
-        final action token (after the last state token, so unseen by it) is left out, and a body that takes
-        ``last_only`` (DT's GPT) runs its last layer for that one query; others run in full and are sliced.
-        The result equals ``forward(batch)[:, -1:]`` up to float rounding.
+        final action token (after the last state token, so unseen by it) is left out, and the body returns the
+        last token alone (``last_only``; DT's GPT runs its last layer for that one query, a frozen slice runs in
+        full and is sliced). The result equals ``forward(batch)[:, -1:]`` up to float rounding.
         """
         time = self.embed_timestep(batch["timesteps"])
         condition = self.embed_return(batch["returns_to_go"]) if self.goal_dim is None else \
@@ -102,11 +103,7 @@ class ReturnConditionedTransformer(nn.Module):
         x = self.drop(self.input_ln(tokens))
         if last_step:
             x, mask = x[:, :-1], mask[:, :-1]  # ends on the last state token
-            if getattr(self.body, "prunes_last_layer", False):
-                x = self.body(x, mask, last_only=True)
-            else:
-                x = self.body(x, mask)[:, -1:]
-            return self.predict_action(self.output_ln(x))
+            return self.predict_action(self.output_ln(self.body(x, mask, last_only=True)))
         x = self.output_ln(self.body(x, mask))
         steps = x.shape[1] // 3
         state_tokens = x.reshape(x.shape[0], steps, 3, self.width)[:, :, 1]

@@ -277,7 +277,7 @@ def train(args: TrainArgs, explicit: frozenset = frozenset()) -> dict | None:
 
         return evaluate_agent(task, lambda target: make_agent(args, config, algo.model, obs_stats, target),
                               targets=targets, episodes=args.eval_episodes, num_envs=EVAL_NUM_ENVS,
-                              workers=default_workers(min(EVAL_NUM_ENVS, args.eval_episodes), args.device),
+                              workers=default_workers(EVAL_NUM_ENVS, args.eval_episodes, args.device),
                               env_version=env_version, max_steps=args.eval_max_steps, progress=False)
 
     sinks = (WandbSink(args.wandb, run_dir, config),) if args.wandb else ()

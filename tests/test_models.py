@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 class StandInSlice(nn.Module):
-    """A FrozenSlice look-alike: ``.width``, frozen parameters, ``forward(x, attention_mask) -> (B, T, width)``."""
+    """A FrozenSlice look-alike: ``.width``, frozen parameters, ``forward(x, attention_mask, last_only)``."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -38,8 +38,9 @@ class StandInSlice(nn.Module):
         self.mix = nn.Linear(width, width)
         self.mix.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return x + self.mix(x)
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        out = x + self.mix(x)
+        return out[:, -1:] if last_only else out
 
 
 @pytest.fixture(scope="module")

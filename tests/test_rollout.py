@@ -80,10 +80,11 @@ def test_an_error_in_a_worker_stops_the_rollout_and_reaches_the_caller():
 
 def test_default_workers_keep_a_full_block_each(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert default_workers(32) == 2 and default_workers(16) == 1 and default_workers(3) == 1
-    assert default_workers(64, "cuda") == 1
+    assert default_workers(32, 100) == 2 and default_workers(16, 100) == 1 and default_workers(3, 100) == 1
+    assert default_workers(32, 20) == 1  # only 20 envs run
+    assert default_workers(64, 100, "cuda") == 1
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert default_workers(64) == 4
+    assert default_workers(64, 100) == 4
 
 
 def test_episode_i_is_seeded_eval_seed_plus_i():
