@@ -1,23 +1,37 @@
 """Behaviour cloning: an MLP from the (normalized) observation to the action, trained by MSE on the shared trainer.
 
-The plain imitation baseline (CORL's ``any_percent_bc`` with 100 % of the data): 2 hidden layers of 256 ReLU units,
-a tanh head, Adam. It needs observations and actions only, so it also trains on sources without rewards (the real
-D4RL expert subsets in ``shared/realdata``). :class:`ObservationPolicyAgent` rolls any stateless observation ->
-action policy out through the vectorized harness.
+The plain imitation baseline, CORL's ``any_percent_bc`` with 100 % of the data (its defaults in :class:`BCConfig`):
+2 hidden layers of 256 ReLU units, a tanh head, learning rate 3e-4, batch 256, no weight decay. It needs
+observations and actions only, so it also trains on sources without rewards (the real D4RL expert subsets in
+``shared/realdata``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from frozen_dt.baselines.common import SavesParts, mlp, optimizer_step
-from frozen_dt.dataset import ObsStats, OfflineDataset
+from frozen_dt.algorithms import AlgorithmSpec
+from frozen_dt.baselines.common import (SavesParts, batch_size_field, hidden_dim_field, hidden_layers_field, lr_field,
+                                        make_observation_agent, mlp, optimizer_step)
+from frozen_dt.config import arg
+from frozen_dt.data.dataset import ObsStats, OfflineDataset
+
+
+@dataclass
+class BCConfig:
+    batch_size: int = batch_size_field(256)
+    lr: float = lr_field(3e-4, "AdamW learning rate")
+    weight_decay: float = arg(0.0, "AdamW weight decay", check="non_negative")
+    hidden_dim: int = hidden_dim_field(256)
+    hidden_layers: int = hidden_layers_field(2)
 
 
 class MLPPolicy(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n_hidden: int):
         super().__init__()
         self.net = mlp(obs_dim, act_dim, hidden, n_hidden, out_activation=nn.Tanh())
         self.obs_dim, self.act_dim = obs_dim, act_dim
@@ -27,17 +41,18 @@ class MLPPolicy(nn.Module):
 
 
 class BehaviorCloning(SavesParts):
-    """:class:`frozen_dt.trainer.Algorithm` for :class:`MLPPolicy` on a dataset's (observation, action) pairs."""
+    """:class:`frozen_dt.training.trainer.Algorithm` for :class:`MLPPolicy` on a dataset's (observation, action)
+    pairs."""
 
-    def __init__(self, model: MLPPolicy, dataset: OfflineDataset, *, batch_size: int = 256, lr: float = 1e-3,
-                 weight_decay: float = 0.0, device: str | torch.device = "cpu"):
+    def __init__(self, model: MLPPolicy, dataset: OfflineDataset, config: BCConfig, *,
+                 device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.obs_stats = ObsStats.from_observations(dataset.observations)
         self.observations = self.obs_stats.normalize(dataset.observations)
         self.actions = np.asarray(dataset.actions, dtype=np.float32)
-        self.batch_size = batch_size
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.batch_size = config.batch_size
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def sample_batch(self, rng: np.random.Generator) -> dict:
         idx = rng.integers(0, len(self.observations), size=self.batch_size)
@@ -55,33 +70,11 @@ class BehaviorCloning(SavesParts):
         return {"model": self.model, "optimizer": self.optimizer}
 
 
-class ObservationPolicyAgent:
-    """A stateless policy as a rollout agent (fixed-shape blocks): ``model(normalized observation) -> action``, or
-    ``model(observation, goal) -> action`` for goal-conditioned policies (the goal each slot's reset reported).
-    ``obs_stats`` None: the model takes raw observations (and goals)."""
-
-    def __init__(self, model: nn.Module, obs_stats: ObsStats | None):
-        self.model, self.obs_stats = model, obs_stats
-        self.device = next(model.parameters()).device
-        self.goals: dict[int, np.ndarray] = {}
-
-    def start(self, slot: int, episode: int, goal: np.ndarray | None = None) -> None:
-        self.model.eval()
-        if goal is not None:
-            self.goals[slot] = self.normalize(goal[None])[0]
-
-    def normalize(self, observations: np.ndarray) -> np.ndarray:
-        observations = np.asarray(observations, dtype=np.float32)
-        return observations if self.obs_stats is None else self.obs_stats.normalize(observations)
-
-    def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        from frozen_dt.eval.rollout import in_blocks
-
-        inputs = [torch.as_tensor(self.normalize(observations), device=self.device)]
-        if self.goals:
-            inputs.append(torch.as_tensor(np.stack([self.goals[s] for s in slots]), device=self.device))
-        with torch.no_grad():
-            return in_blocks(self.model, *inputs).float().cpu().numpy()
-
-    def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None:
-        pass
+SPEC = AlgorithmSpec(
+    name="bc", summary="behaviour cloning, an MLP regressing actions (CORL's any_percent_bc on all data)",
+    config=BCConfig,
+    build_model=lambda config, problem, backbone=None: MLPPolicy(problem.obs_dim, problem.act_dim, config.hidden_dim,
+                                                                 config.hidden_layers),
+    build_algorithm=lambda config, model, dataset, problem, run: BehaviorCloning(model, dataset, config,
+                                                                                 device=run.device),
+    make_agent=make_observation_agent, conditioning=("none",))

@@ -1,4 +1,5 @@
-"""Pieces the value-based baselines share (IQL, CQL, GCIQL): networks, updates, batches, reward scaling.
+"""What the observation-policy baselines share (BC and the value-based IQL, CQL, GCIQL, TD3+BC): config fields,
+networks, updates, batches, reward scaling, the twin-critic base and the rollout agent.
 
 One definition each, so the algorithms differ only in their losses.
 """
@@ -8,12 +9,48 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from frozen_dt.config import arg
+from frozen_dt.data.dataset import ObsStats
 
-def mlp(in_dim: int, out_dim: int, hidden: int = 256, n_hidden: int = 2, out_activation: nn.Module | None = None,
+
+# --- config fields several baselines have (each algorithm passes its own default) ----------------------------------
+
+
+@dataclass
+class TwinCriticConfig:
+    """The settings every twin-critic baseline has, with the same defaults (each algorithm's config adds its own)."""
+
+    discount: float = arg(0.99, "discount factor", check="open_unit")
+    tau: float = arg(0.005, "Polyak rate of the target critics", check="open_unit")
+
+
+def batch_size_field(default: int):
+    return arg(default, "batch size", check="positive")
+
+
+def lr_field(default: float, what: str = "Adam learning rate"):
+    return arg(default, what, check="positive")
+
+
+def hidden_dim_field(default: int):
+    return arg(default, "MLP width", check="positive")
+
+
+def hidden_layers_field(default: int):
+    return arg(default, "MLP hidden layers", check="positive")
+
+
+def normalize_reward_field():
+    return arg(False, "scale rewards by 1000 / (max - min episode return), as CORL")
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int, n_hidden: int, out_activation: nn.Module | None = None,
         activation: type[nn.Module] = nn.ReLU, layer_norm: bool = False) -> nn.Sequential:
     """``n_hidden`` layers of width ``hidden`` (each: linear, ``activation``, then LayerNorm if ``layer_norm``, as
     OGBench's MLP), then a linear output (and ``out_activation``, if any)."""
@@ -115,3 +152,40 @@ class TwinCriticAlgorithm(SavesParts):
 
     def update_targets(self) -> None:
         soft_update(self.target_q, nn.ModuleList([self.model.q1, self.model.q2]), self.tau)
+
+
+def make_observation_agent(config, model, obs_stats, problem, target=None, precision: str = "fp32"):
+    """The spec's ``make_agent`` of every observation policy (no return target; bf16 is not used for MLPs)."""
+    return ObservationPolicyAgent(model, obs_stats)
+
+
+class ObservationPolicyAgent:
+    """A stateless policy as a rollout agent (fixed-shape blocks): ``model(normalized observation) -> action``, or
+    ``model(observation, goal) -> action`` for goal-conditioned policies (the goal each slot's reset reported).
+    ``obs_stats`` None: the model takes raw observations (and goals)."""
+
+    def __init__(self, model: nn.Module, obs_stats: ObsStats | None):
+        self.model, self.obs_stats = model, obs_stats
+        self.device = next(model.parameters()).device
+        self.goals: dict[int, np.ndarray] = {}
+
+    def start(self, slot: int, episode: int, goal: np.ndarray | None = None) -> None:
+        self.model.eval()
+        if goal is not None:
+            self.goals[slot] = self.normalize(goal[None])[0]
+
+    def normalize(self, observations: np.ndarray) -> np.ndarray:
+        observations = np.asarray(observations, dtype=np.float32)
+        return observations if self.obs_stats is None else self.obs_stats.normalize(observations)
+
+    def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        from frozen_dt.eval.rollout import in_blocks
+
+        inputs = [torch.as_tensor(self.normalize(observations), device=self.device)]
+        if self.goals:
+            inputs.append(torch.as_tensor(np.stack([self.goals[s] for s in slots]), device=self.device))
+        with torch.no_grad():
+            return in_blocks(self.model, *inputs).float().cpu().numpy()
+
+    def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        pass

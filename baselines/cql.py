@@ -9,18 +9,42 @@ As CORL's ``cql.py`` runs it on D4RL locomotion (CQL(H) with importance sampling
   ``cql_alpha * (logsumexp over {Q(s, a_rand) - log U, Q(s, a'~pi(s')) - log pi, Q(s, a~pi(s)) - log pi} - Q(s, a_data))``
   with ``cql_n_actions`` samples of each kind (uniform actions in [-1, 1]);
 * target critics by Polyak averaging (``tau``) after every update. The rollout agent acts with ``tanh(mean)``.
+
+Defaults (:class:`CQLConfig`): CORL's walker2d-medium-v2 config (tinkoff-ai/CORL configs/offline/cql/walker2d/
+medium_v2.yaml): critics 3x256 with orthogonal init, actor 3x256, qf_lr 3e-4, policy_lr 3e-5 (also the entropy
+temperature's), batch 256, discount 0.99, soft target rate 0.005 every update, cql_alpha 10 without the Lagrange
+variant, cql_n_actions 10, importance sampling, no max-target backup, no entropy in the backup, automatic entropy
+tuning, normalized states, no reward normalization.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from frozen_dt.baselines.common import (TwinCriticAlgorithm, as_tensors, mlp, no_param_grads, optimizer_step,
+from frozen_dt.algorithms import AlgorithmSpec
+from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
+                                        hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
+                                        no_param_grads, normalize_reward_field, optimizer_step, reward_scale,
                                         scale_last_layer)
-from frozen_dt.views import TransitionView
+from frozen_dt.config import arg
+from frozen_dt.data.views import TransitionView
+
+
+@dataclass
+class CQLConfig(TwinCriticConfig):
+    batch_size: int = batch_size_field(256)
+    lr: float = lr_field(3e-4, "Adam learning rate of the critics")
+    actor_lr: float = lr_field(3e-5, "Adam learning rate of the actor and the entropy temperature")
+    cql_alpha: float = arg(10.0, "weight of the conservative penalty", check="non_negative")
+    cql_n_actions: int = arg(10, "sampled actions of each kind (random, policy at s, policy at s') per state",
+                             check="positive")
+    normalize_reward: bool = normalize_reward_field()
+    hidden_dim: int = hidden_dim_field(256)
+    hidden_layers: int = hidden_layers_field(3)
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -29,7 +53,7 @@ class TanhGaussianPolicy(nn.Module):
     """``forward(obs)`` is the deterministic action ``tanh(mean)``; :meth:`sample` draws reparameterized actions
     with their log-probabilities (tanh change of variables included)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 3):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n_hidden: int):
         super().__init__()
         self.trunk = scale_last_layer(mlp(obs_dim, 2 * act_dim, hidden, n_hidden))
         self.log_std_scale = nn.Parameter(torch.tensor(1.0))
@@ -60,7 +84,7 @@ class TanhGaussianPolicy(nn.Module):
 class QNetwork(nn.Module):
     """Q(s, a) for actions (B, A) or several per state (B, n, A)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 3):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n_hidden: int):
         super().__init__()
         self.net = scale_last_layer(mlp(obs_dim + act_dim, 1, hidden, n_hidden), orthogonal=True)
 
@@ -73,7 +97,7 @@ class QNetwork(nn.Module):
 class CQLNetworks(nn.Module):
     """Everything CQL trains (actor, two critics, the entropy temperature); ``forward`` is the evaluation action."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 3):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n_hidden: int):
         super().__init__()
         self.actor = TanhGaussianPolicy(obs_dim, act_dim, hidden, n_hidden)
         self.q1 = QNetwork(obs_dim, act_dim, hidden, n_hidden)
@@ -90,18 +114,17 @@ class CQLNetworks(nn.Module):
 
 
 class CQL(TwinCriticAlgorithm):
-    """:class:`frozen_dt.trainer.Algorithm` for :class:`CQLNetworks` on a :class:`TransitionView`."""
+    """:class:`frozen_dt.training.trainer.Algorithm` for :class:`CQLNetworks` on a :class:`TransitionView`."""
 
-    def __init__(self, model: CQLNetworks, view: TransitionView, *, batch_size: int = 256, actor_lr: float = 3e-5,
-                 critic_lr: float = 3e-4, discount: float = 0.99, tau: float = 0.005, cql_alpha: float = 10.0,
-                 cql_n_actions: int = 10, reward_scale: float = 1.0, device: str | torch.device = "cpu"):
-        super().__init__(model, view, batch_size=batch_size, tau=tau, device=device)
-        self.obs_stats, self.discount = view.obs_stats, discount
-        self.cql_alpha, self.cql_n_actions, self.reward_scale = cql_alpha, cql_n_actions, reward_scale
+    def __init__(self, model: CQLNetworks, view: TransitionView, config: CQLConfig, *, reward_scale: float = 1.0,
+                 device: str | torch.device = "cpu"):
+        super().__init__(model, view, batch_size=config.batch_size, tau=config.tau, device=device)
+        self.obs_stats, self.discount = view.obs_stats, config.discount
+        self.cql_alpha, self.cql_n_actions, self.reward_scale = config.cql_alpha, config.cql_n_actions, reward_scale
         self.target_entropy = -float(model.act_dim)
-        self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=actor_lr)
-        self.alpha_opt = torch.optim.Adam([model.log_alpha], lr=actor_lr)
-        self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=critic_lr)
+        self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=config.actor_lr)
+        self.alpha_opt = torch.optim.Adam([model.log_alpha], lr=config.actor_lr)
+        self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=config.lr)
 
     def update(self, batch: dict) -> dict:
         self.model.train()
@@ -144,3 +167,14 @@ class CQL(TwinCriticAlgorithm):
     def parts(self) -> dict:
         return {"model": self.model, "target_q": self.target_q, "actor_opt": self.actor_opt,
                 "alpha_opt": self.alpha_opt, "q_opt": self.q_opt}
+
+
+SPEC = AlgorithmSpec(
+    name="cql", summary="Conservative Q-Learning (Kumar et al., 2020), CQL(H) on SAC, CORL's locomotion configuration",
+    config=CQLConfig,
+    build_model=lambda config, problem, backbone=None: CQLNetworks(problem.obs_dim, problem.act_dim, config.hidden_dim,
+                                                                   config.hidden_layers),
+    build_algorithm=lambda config, model, dataset, problem, run: CQL(
+        model, TransitionView(dataset), config, device=run.device,
+        reward_scale=reward_scale(dataset) if config.normalize_reward else 1.0),
+    make_agent=make_observation_agent, conditioning=("none",))

@@ -8,7 +8,8 @@
 * GPT-2's embedding dropout, then pre-LN blocks (causal self-attention with ``n_head`` heads scaled by
   1/sqrt(head dim), attention and residual dropout; a 4x MLP with ReLU, as ``experiment.py`` configures
   ``activation_function='relu'``, ``n_inner=4*embed_dim``), GPT-2's final ``ln_f``;
-* ``predict_action = Linear + Tanh`` on the state tokens; loss (in the trainer) MSE on the real steps' actions.
+* ``predict_action = Linear + Tanh`` on the state tokens; loss MSE on the real steps' actions
+  (:class:`frozen_dt.sequence_models.SequenceModelAlgorithm`, shared with the frozen-LM DT).
 
 GPT-2's initialisation is kept for the blocks (normal(0, 0.02) weights, zero biases, output projections scaled by
 1/sqrt(2 * n_layer)); the DT's own embeddings and head keep PyTorch's defaults, as in the reference.
@@ -17,17 +18,36 @@ Left out because they never train: DT's unused ``predict_state``/``predict_retur
 no loss on them) and GPT-2's unused word/position tables. The parameter count therefore covers exactly the
 weights that learn. Padded key positions are masked; each padded query still attends to itself so that no
 attention row is empty (real tokens see exactly what GPT-2's additive mask lets them see).
+
+Hyperparameters (:class:`DTConfig`): the DT paper's (kzl/decision-transformer gym/experiment.py: K=20, embed 128,
+3 layers, 1 head, dropout 0.1, AdamW lr 1e-4, weight decay 1e-4, 10k warm-up steps, grad clip 0.25, batch 64).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frozen_dt.models import ReturnConditionedTransformer
+from frozen_dt.algorithms import AlgorithmSpec
+from frozen_dt.config import arg
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.sequence_models import (ReturnConditionedTransformer, SequenceConfig, build_sequence_algorithm,
+                                       make_sequence_agent)
+
+
+@dataclass
+class DTConfig(SequenceConfig):
+    embed_dim: int = arg(128, "transformer width", check="positive")
+    dt_layers: int = arg(3, "transformer layers", check="positive")
+    dt_heads: int = arg(1, "attention heads", check="positive")
+
+    def validate(self) -> None:
+        if self.embed_dim % self.dt_heads:
+            raise FrozenDTError(f"--embed-dim {self.embed_dim} is not divisible by --dt-heads {self.dt_heads}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -102,8 +122,20 @@ class GPT(nn.Module):
 class DecisionTransformer(ReturnConditionedTransformer):
     """DT (kzl/decision-transformer): ``forward(batch) -> actions (B, K, act)``, ``act(...)`` as its ``get_action``."""
 
-    def __init__(self, obs_dim: int, act_dim: int, *, context: int = 20, width: int = 128, n_layer: int = 3,
-                 n_head: int = 1, dropout: float = 0.1, max_ep_len: int = 1000, goal_dim: int | None = None):
+    def __init__(self, obs_dim: int, act_dim: int, *, context: int, width: int, n_layer: int, n_head: int,
+                 dropout: float, max_ep_len: int, goal_dim: int | None = None):
         super().__init__(obs_dim, act_dim, width, body=GPT(width, n_layer, n_head, dropout),
                          timestep_embedding=nn.Embedding(max_ep_len, width), context=context, dropout=dropout,
                          goal_dim=goal_dim)
+
+
+def build_model(config: DTConfig, problem, backbone=None) -> DecisionTransformer:
+    return DecisionTransformer(problem.obs_dim, problem.act_dim, context=config.context, width=config.embed_dim,
+                               n_layer=config.dt_layers, n_head=config.dt_heads, dropout=config.dropout,
+                               max_ep_len=problem.max_timestep, goal_dim=problem.goal_dim)
+
+
+SPEC = AlgorithmSpec(
+    name="dt", summary="the Decision Transformer (Chen et al., 2021), a small GPT trained from scratch",
+    config=DTConfig, build_model=build_model, build_algorithm=build_sequence_algorithm,
+    make_agent=make_sequence_agent, conditioning=("returns", "goals"))

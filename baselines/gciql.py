@@ -1,6 +1,6 @@
 """Goal-conditioned IQL for OGBench, as OGBench's reference implementation (``impls/agents/gciql.py``) defines it.
 
-On :class:`~frozen_dt.views.GoalView` batches (OGBench's goal mix; reward 0 at the goal, -1 elsewhere):
+On :class:`~frozen_dt.data.views.GoalView` batches (OGBench's goal mix; reward 0 at the goal, -1 elsewhere):
 
 * value V(s, g): expectile (0.9) regression of ``min(Q1_target, Q2_target)(s, a, g) - V(s, g)`` on value goals;
 * critics Q1, Q2: MSE to ``r + discount * mask * V(s', g)``;
@@ -10,24 +10,42 @@ On :class:`~frozen_dt.views.GoalView` batches (OGBench's goal mix; reward 0 at t
 Networks are OGBench's: 3 hidden layers of 512 GELU units, LayerNorm after each activation in the value and critic
 networks, a small last actor layer; one Adam (lr 3e-4) over everything, target critics by Polyak averaging.
 Observations are not normalized (OGBench does not). The rollout agent acts with ``clip(mu(s, g), -1, 1)``.
+
+Defaults (:class:`GCIQLConfig`): OGBench's ``get_config`` (seohongpark/ogbench impls/agents/gciql.py): lr 3e-4,
+batch 1024, 3x512 MLPs, discount 0.99, tau 0.005, expectile 0.9, alpha 0.3 (impls/hyperparameters.sh sets 1.0 for
+scene-play and cube-double-play: the recipe gciql-ogbench.json).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from frozen_dt.baselines.common import (TwinCriticAlgorithm, as_tensors, expectile_loss, mlp, no_param_grads,
-                                        scale_last_layer)
-from frozen_dt.views import GoalView
+from frozen_dt.algorithms import AlgorithmSpec
+from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
+                                        expectile_loss, hidden_dim_field, hidden_layers_field, lr_field,
+                                        make_observation_agent, mlp, no_param_grads, scale_last_layer)
+from frozen_dt.config import arg
+from frozen_dt.data.views import GoalView
+
+
+@dataclass
+class GCIQLConfig(TwinCriticConfig):
+    batch_size: int = batch_size_field(1024)
+    lr: float = lr_field(3e-4, "Adam learning rate (one optimizer over all networks)")
+    expectile: float = arg(0.9, "expectile of the value regression", check="open_unit")
+    alpha: float = arg(0.3, "behaviour-cloning coefficient of the DDPG+BC actor loss", check="non_negative")
+    hidden_dim: int = hidden_dim_field(512)
+    hidden_layers: int = hidden_layers_field(3)
 
 
 class GoalConditionedNetworks(nn.Module):
     """V(s, g), Q1/Q2(s, a, g) and the actor mean mu(s, g); ``forward(obs, goals)`` is the evaluation action."""
 
-    def __init__(self, obs_dim: int, act_dim: int, goal_dim: int | None = None, hidden: int = 512, n_hidden: int = 3):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n_hidden: int, goal_dim: int | None = None):
         super().__init__()
         goal_dim = obs_dim if goal_dim is None else goal_dim
         critic = dict(hidden=hidden, n_hidden=n_hidden, activation=nn.GELU, layer_norm=True)
@@ -48,15 +66,14 @@ class GoalConditionedNetworks(nn.Module):
 
 
 class GCIQL(TwinCriticAlgorithm):
-    """:class:`frozen_dt.trainer.Algorithm` for :class:`GoalConditionedNetworks` on a :class:`GoalView`."""
+    """:class:`frozen_dt.training.trainer.Algorithm` for :class:`GoalConditionedNetworks` on a :class:`GoalView`."""
 
-    def __init__(self, model: GoalConditionedNetworks, view: GoalView, *, batch_size: int = 1024, lr: float = 3e-4,
-                 discount: float = 0.99, tau: float = 0.005, expectile: float = 0.9, alpha: float = 0.3,
+    def __init__(self, model: GoalConditionedNetworks, view: GoalView, config: GCIQLConfig, *,
                  device: str | torch.device = "cpu"):
-        super().__init__(model, view, batch_size=batch_size, tau=tau, device=device)
+        super().__init__(model, view, batch_size=config.batch_size, tau=config.tau, device=device)
         self.obs_stats = None  # raw observations, as OGBench
-        self.discount, self.expectile, self.alpha = discount, expectile, alpha
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.discount, self.expectile, self.alpha = config.discount, config.expectile, config.alpha
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
     def update(self, batch: dict) -> dict:
         self.model.train()
@@ -87,3 +104,13 @@ class GCIQL(TwinCriticAlgorithm):
 
     def parts(self) -> dict:
         return {"model": self.model, "target_q": self.target_q, "optimizer": self.optimizer}
+
+
+SPEC = AlgorithmSpec(
+    name="gciql", summary="goal-conditioned IQL with a DDPG+BC actor, OGBench's reference agent",
+    config=GCIQLConfig,
+    build_model=lambda config, problem, backbone=None: GoalConditionedNetworks(
+        problem.obs_dim, problem.act_dim, config.hidden_dim, config.hidden_layers, goal_dim=problem.goal_dim),
+    build_algorithm=lambda config, model, dataset, problem, run: GCIQL(
+        model, GoalView(dataset, discount=config.discount), config, device=run.device),
+    make_agent=make_observation_agent, conditioning=("goals",), raw_observations=True)

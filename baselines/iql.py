@@ -11,16 +11,39 @@ Target critics follow by Polyak averaging (``tau``); the actor's learning rate d
 run (``--deterministic-actor``: the weighted squared error of the mean instead of the log-likelihood, as CORL's
 ``iql_deterministic``). With ``--normalize-reward``, rewards are scaled by ``1000 / (max episode return - min episode return)``
 (CORL's ``modify_reward``). The rollout agent acts with the policy mean.
+
+Defaults (:class:`IQLConfig`): CORL's walker2d-medium-v2 config (tinkoff-ai/CORL configs/offline/iql/walker2d/
+medium_v2.yaml): 2x256 MLPs, Adam lr 3e-4 for actor, critics and value, batch 256, discount 0.99, tau 0.005,
+expectile (iql_tau) 0.7, beta 3.0, normalized states, no reward normalization.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from frozen_dt.baselines.common import TwinCriticAlgorithm, as_tensors, expectile_loss, mlp, optimizer_step
-from frozen_dt.views import TransitionView
+from frozen_dt.algorithms import AlgorithmSpec
+from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
+                                        expectile_loss, hidden_dim_field, hidden_layers_field, lr_field,
+                                        make_observation_agent, mlp, normalize_reward_field, optimizer_step,
+                                        reward_scale)
+from frozen_dt.config import arg
+from frozen_dt.data.views import TransitionView
+
+
+@dataclass
+class IQLConfig(TwinCriticConfig):
+    batch_size: int = batch_size_field(256)
+    lr: float = lr_field(3e-4, "Adam learning rate of the actor, critics and value (the actor's decays by a cosine)")
+    expectile: float = arg(0.7, "expectile of the value regression", check="open_unit")
+    beta: float = arg(3.0, "inverse temperature of the advantage weights", check="non_negative")
+    deterministic_actor: bool = arg(False, "advantage-weighted squared error of the actor's mean instead of its "
+                                           "log-likelihood (CORL's iql_deterministic)")
+    normalize_reward: bool = normalize_reward_field()
+    hidden_dim: int = hidden_dim_field(256)
+    hidden_layers: int = hidden_layers_field(2)
 
 EXP_ADV_MAX = 100.0
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -30,7 +53,7 @@ class GaussianPolicy(nn.Module):
     """``forward(obs)`` is the tanh-squashed mean (the action the agent takes); ``log_prob(obs, action)`` scores
     dataset actions under N(mean, exp(log_std))."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n_hidden: int):
         super().__init__()
         self.mean = mlp(obs_dim, act_dim, hidden, n_hidden, out_activation=nn.Tanh())
         self.log_std = nn.Parameter(torch.zeros(act_dim))
@@ -48,7 +71,7 @@ class IQLNetworks(nn.Module):
     """Everything IQL trains, in one module so checkpoints and parameter counts see it whole; ``forward`` is the
     policy's action (what evaluation rolls out)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n_hidden: int):
         super().__init__()
         self.actor = GaussianPolicy(obs_dim, act_dim, hidden, n_hidden)
         self.q1 = mlp(obs_dim + act_dim, 1, hidden, n_hidden)
@@ -61,19 +84,17 @@ class IQLNetworks(nn.Module):
 
 
 class IQL(TwinCriticAlgorithm):
-    """:class:`frozen_dt.trainer.Algorithm` for :class:`IQLNetworks` on a :class:`TransitionView`."""
+    """:class:`frozen_dt.training.trainer.Algorithm` for :class:`IQLNetworks` on a :class:`TransitionView`."""
 
-    def __init__(self, model: IQLNetworks, view: TransitionView, *, steps: int, batch_size: int = 256,
-                 lr: float = 3e-4, discount: float = 0.99, tau: float = 0.005, expectile: float = 0.7,
-                 beta: float = 3.0, reward_scale: float = 1.0, deterministic: bool = False,
-                 device: str | torch.device = "cpu"):
-        super().__init__(model, view, batch_size=batch_size, tau=tau, device=device)
-        self.obs_stats, self.discount = view.obs_stats, discount
-        self.expectile, self.beta, self.reward_scale = expectile, beta, reward_scale
-        self.deterministic = deterministic
-        self.value_opt = torch.optim.Adam(model.value.parameters(), lr=lr)
-        self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=lr)
-        self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=lr)
+    def __init__(self, model: IQLNetworks, view: TransitionView, config: IQLConfig, *, steps: int,
+                 reward_scale: float = 1.0, device: str | torch.device = "cpu"):
+        super().__init__(model, view, batch_size=config.batch_size, tau=config.tau, device=device)
+        self.obs_stats, self.discount = view.obs_stats, config.discount
+        self.expectile, self.beta, self.reward_scale = config.expectile, config.beta, reward_scale
+        self.deterministic = config.deterministic_actor
+        self.value_opt = torch.optim.Adam(model.value.parameters(), lr=config.lr)
+        self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=config.lr)
+        self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=config.lr)
         self.actor_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, max(steps, 1))
 
     def update(self, batch: dict) -> dict:
@@ -116,3 +137,16 @@ class IQL(TwinCriticAlgorithm):
     def parts(self) -> dict:
         return {"model": self.model, "target_q": self.target_q, "value_opt": self.value_opt, "q_opt": self.q_opt,
                 "actor_opt": self.actor_opt, "actor_schedule": self.actor_schedule}
+
+
+def build_algorithm(config: IQLConfig, model, dataset, problem, run) -> IQL:
+    return IQL(model, TransitionView(dataset), config, steps=run.steps, device=run.device,
+               reward_scale=reward_scale(dataset) if config.normalize_reward else 1.0)
+
+
+SPEC = AlgorithmSpec(
+    name="iql", summary="Implicit Q-Learning (Kostrikov et al., 2022), CORL's locomotion configuration",
+    config=IQLConfig,
+    build_model=lambda config, problem, backbone=None: IQLNetworks(problem.obs_dim, problem.act_dim, config.hidden_dim,
+                                                                   config.hidden_layers),
+    build_algorithm=build_algorithm, make_agent=make_observation_agent, conditioning=("none",))

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from frozen_dt.eval.rollout import BLOCK, EVAL_NUM_ENVS, EVAL_SEED, default_workers, rollout
-from frozen_dt.evaluate import load_run
+from frozen_dt.eval.runs import load_run
 from frozen_dt.paths import atomic_write_text
-from frozen_dt.sequence_algorithm import ReturnConditionedAgent, autocast
+from frozen_dt.sequence_models import ReturnConditionedAgent, autocast
 
 from bench_sequence_sampling import cpu_name  # noqa: E402  (bench/ is run as a script directory)
 
@@ -97,13 +97,13 @@ def main() -> None:
     task, version = run.task, run.config.get("env_version")
     target = args.target if args.target is not None else run.config["eval_targets"][0]
     threads = torch.get_num_threads()
-    print(f"# {cpu_name()}, {threads} threads; {run.args.algo} from {args.run_dir} on {task.env_id(version)}, "
-          f"target {target:g}, inference in {run.args.precision}")
+    print(f"# {cpu_name()}, {threads} threads; {run.settings.run.algo} from {args.run_dir} on {task.env_id(version)}, "
+          f"target {target:g}, inference in {run.settings.run.precision}")
 
     workers = args.workers or default_workers(args.num_envs, args.episodes)
     start = time.perf_counter()
     agent = ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
-                                   max_timestep=run.config["max_timestep"], precision=run.args.precision)
+                                   max_timestep=run.config["max_timestep"], precision=run.settings.run.precision)
     vec = rollout(task, agent, args.episodes, seed=EVAL_SEED, num_envs=args.num_envs, workers=workers,
                   env_version=version, progress=False)
     t_vec = time.perf_counter() - start
@@ -124,7 +124,7 @@ def main() -> None:
     # Where the time goes: inference per env step in the harness (a worker's 16-row block, one thread, last step
     # only) against the reference's one forward of a full window at batch 1 (fp32, all threads), and what a K/V
     # cache would leave (a 1-step window).
-    k, precision = run.model.context, run.args.precision
+    k, precision = run.model.context, run.settings.run.precision
     block = forward_ms(run, BLOCK, k, last_step=True, precision=precision, threads=1)
     block_full = forward_ms(run, BLOCK, k, last_step=False, precision=precision, threads=1)
     one_step = forward_ms(run, BLOCK, 1, last_step=False, precision=precision, threads=1)
@@ -141,7 +141,7 @@ def main() -> None:
           f"largest per-episode return difference {same:.3g} (bf16 vs fp32 inference diverge in MuJoCo)")
     if args.out:
         record = {"cpu": cpu_name(), "threads": threads, "torch": torch.__version__, "run_dir": args.run_dir,
-                  "algo": run.args.algo, "env_id": task.env_id(version), "precision": precision, "target": target,
+                  "algo": run.settings.run.algo, "env_id": task.env_id(version), "precision": precision, "target": target,
                   "vectorized": {"episodes": args.episodes, "num_envs": args.num_envs, "workers": workers,
                                  "steps": steps_vec, "seconds": round(t_vec, 2), "steps_per_s": round(rate_vec, 1)},
                   "sequential": {"episodes": n_seq, "steps": steps_seq, "seconds": round(t_seq, 2),

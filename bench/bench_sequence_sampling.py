@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from frozen_dt.dataset import from_flat_arrays
-from frozen_dt.views import SequenceView
+from frozen_dt.data.dataset import from_flat_arrays
+from frozen_dt.data.views import SequenceView
 
 
 def synthetic_dataset(episodes: int, length: int, obs_dim: int = 17, act_dim: int = 6, seed: int = 0):

@@ -18,12 +18,13 @@ import time
 import numpy as np
 import torch
 
-from frozen_dt.backbones import BACKBONES, load_backbone
-from frozen_dt.baselines.dt import DecisionTransformer
-from frozen_dt.dataset import from_flat_arrays
-from frozen_dt.models import FrozenLMDecisionTransformer, param_counts
-from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
-from frozen_dt.views import SequenceView
+from frozen_dt.backbones.catalog import BACKBONES
+from frozen_dt.backbones.slice import load_backbone
+from frozen_dt.algorithms import Problem, get_spec
+from frozen_dt.data.dataset import from_flat_arrays
+from frozen_dt.data.views import SequenceView
+from frozen_dt.parameters import param_counts
+from frozen_dt.sequence_models import SequenceConfig, SequenceModelAlgorithm
 
 from bench_sequence_sampling import cpu_name  # noqa: E402  (bench/ is run as a script directory)
 
@@ -67,8 +68,8 @@ def update_flops(algo: SequenceModelAlgorithm, batch: dict) -> float:
 
 
 def measure(name: str, model: torch.nn.Module, view: SequenceView, args, device: torch.device, bf16: bool) -> dict:
-    algo = SequenceModelAlgorithm(model, view, batch_size=args.batch_size, warmup_steps=0, device=device,
-                                  precision="bf16" if bf16 else "fp32")
+    algo = SequenceModelAlgorithm(model, view, SequenceConfig(batch_size=args.batch_size, warmup_steps=0),
+                                  device=device, precision="bf16" if bf16 else "fp32")
     rng = np.random.default_rng(0)
     batch = algo.sample_batch(rng)
     flops = update_flops(algo, batch)
@@ -111,14 +112,18 @@ def main() -> None:
     precisions = [False] + ([True] if args.bf16 else [])
     if device.type == "cuda":
         precisions = [True]  # training on CUDA always runs under bf16 autocast
-    configs = [("dt (128 wide, 3 layers)", lambda: DecisionTransformer(OBS, ACT, context=args.context))]
+    problem = Problem(OBS, ACT)
+    dt, frozen = get_spec("dt"), get_spec("frozen-dt")
+    configs = [("dt (128 wide, 3 layers)",
+                lambda: dt.build_model(dt.make_config({"context": args.context}), problem, None))]
     for backbone in args.backbones:
         for n in args.layers:
             if n > BACKBONES[backbone].n_layers:
                 continue
             configs.append((f"frozen-dt {backbone} layers 0:{n}",
-                            lambda b=backbone, n=n: FrozenLMDecisionTransformer(load_backbone(b, f"0:{n}"), OBS, ACT,
-                                                                                 context=args.context)))
+                            lambda b=backbone, n=n: frozen.build_model(
+                                frozen.make_config({"context": args.context, "backbone": b, "layers": f"0:{n}"}),
+                                problem, load_backbone(b, f"0:{n}"))))
     results = []
     for name, build in configs:
         torch.manual_seed(0)

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frozen_dt.config import TrainArgs
-from frozen_dt.dataset import from_flat_arrays
+from frozen_dt.algorithms import Problem
+from frozen_dt.data.dataset import from_flat_arrays
 from frozen_dt.envs.registry import get_task
 from frozen_dt.paths import atomic_write_text
-from frozen_dt.recipes import apply_recipes
-from frozen_dt.train import build_algorithm, build_model
+from frozen_dt.run_dir import RunSettings
+from frozen_dt.training.recipes import apply_recipes
 
 from bench_sequence_sampling import cpu_name  # noqa: E402  (bench/ is run as a script directory)
 
@@ -39,12 +39,14 @@ def synthetic(obs_dim: int, act_dim: int, n: int = 50_000):
                             where="synthetic", source={"kind": "synthetic"})
 
 
-def steps_per_second(algo: str, steps: int) -> tuple[float, TrainArgs]:
+def steps_per_second(algo: str, steps: int) -> tuple[float, RunSettings]:
     task = get_task(CASES[algo])
-    args, _ = apply_recipes(TrainArgs(task=task.name, algo=algo), frozenset())
+    args, _ = apply_recipes({"task": task.name, "algo": algo}, frozenset())
     dataset = synthetic(task.obs_dim("v5"), task.act_dim)
+    problem = Problem.of(task, dataset.obs_dim, dataset.act_dim)
     torch.manual_seed(0)
-    algorithm, _ = build_algorithm(args, task, build_model(args, dataset.obs_dim, dataset.act_dim, task), dataset)
+    model = args.spec.build_model(args.algo, problem, None)
+    algorithm = args.spec.build_algorithm(args.algo, model, dataset, problem, args.run)
     rng = np.random.default_rng(0)
     for _ in range(5):  # warm-up
         algorithm.update(algorithm.sample_batch(rng))
@@ -65,8 +67,8 @@ def main() -> None:
     rows = {}
     for algo in CASES:
         rate, args = steps_per_second(algo, opts.steps)
-        rows[algo] = {"steps_per_s": round(rate, 1), "batch_size": args.batch_size, "task_shape": CASES[algo],
-                      "hidden": f"{args.hidden_dim or 'default'} x {args.hidden_layers or 'default'}"}
+        rows[algo] = {"steps_per_s": round(rate, 1), "batch_size": args.algo.batch_size, "task_shape": CASES[algo],
+                      "hidden": f"{args.algo.hidden_dim} x {args.algo.hidden_layers}"}
     reference = rows["bc"]["steps_per_s"]
     for algo, row in rows.items():
         row["cost_vs_bc"] = round(reference / row["steps_per_s"], 2)

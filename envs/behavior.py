@@ -108,12 +108,12 @@ def reevaluate_checkpoints(env: str, *, episodes: int = 20, policy_root: Path = 
     Level selection reads single evaluations; a few episodes of a noisy policy can put a checkpoint over the medium
     threshold by luck, so the recorded evaluations should use enough episodes (20 by default).
     """
-    from tqdm import tqdm
+    from frozen_dt.progress import progress_bar
 
     manifest = read_manifest(env, policy_root)
     if not manifest.get("checkpoints"):
         raise FrozenDTError(f"no checkpoints recorded for {env} under {policy_root}")
-    for record in tqdm(manifest["checkpoints"], desc=f"{env} checkpoints", unit="ckpt", disable=not progress):
+    for record in progress_bar(manifest["checkpoints"], desc=f"{env} checkpoints", unit="ckpt", enabled=progress):
         record.update(evaluate_checkpoint(env, record["file"], episodes=episodes, seed=EVAL_SEED + record["steps"],
                                           policy_root=policy_root, num_envs=num_envs))
     manifest["levels"] = select_levels(manifest["checkpoints"])

@@ -137,7 +137,7 @@ def write_d4rl_hdf5(path: Path, arrays: dict, metadata: dict) -> None:
     """Write D4RL-layout arrays and the metadata attribute atomically (temp file, then rename)."""
     import h5py
 
-    from frozen_dt.readers import METADATA_ATTR
+    from frozen_dt.data.readers import METADATA_ATTR
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for key, value in arrays.items():

@@ -93,7 +93,7 @@ def generate_ogbench(task: Task, *, episodes: int = 1000, seed: int = 0, out: Pa
                      progress: bool = True) -> Path:
     """Generate ``task``'s OGBench play dataset (train file + validation file with episodes // 10 more)."""
     import gymnasium as gym
-    from tqdm import trange
+    from frozen_dt.progress import progress_bar
 
     from frozen_dt.paths import data_file
 
@@ -112,7 +112,7 @@ def generate_ogbench(task: Task, *, episodes: int = 1000, seed: int = 0, out: Pa
     splits = {"train": defaultdict(list), "val": defaultdict(list)}
     retries = 0
     try:
-        for ep in trange(episodes + n_val, desc=f"{dataset} oracle episodes", disable=not progress):
+        for ep in progress_bar(range(episodes + n_val), desc=f"{dataset} oracle episodes", enabled=progress):
             while True:
                 steps = collect_episode(env, oracles, dataset)
                 if "scene" not in dataset or _healthy_scene_episode(np.asarray(steps["qpos"])):

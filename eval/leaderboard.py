@@ -12,17 +12,16 @@ runs' ``metrics.jsonl``, the mean over seeds with a min-max band).
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.eval.runs import backbone_columns
 from frozen_dt.paths import atomic_path, atomic_write_text
-from frozen_dt.recipes import recipe_steps
+from frozen_dt.run_dir import read_json, read_jsonl, read_run_config, write_csv
+from frozen_dt.training.recipes import recipe_steps
 
 COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "scale", "n_seeds",
            "n_episodes", "score_mean", "ci_low", "ci_high", "ci_over", "iqm", "target", "trainable_params", "steps",
@@ -42,13 +41,6 @@ def find_runs(patterns: list[str] | None, checkpoint: str = "last") -> list[Path
     return sorted(found)
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise FrozenDTError(f"cannot read {path} ({error})") from None
-
-
 def dataset_source(dataset: dict) -> str:
     source = dataset.get("source", {})
     kind = source.get("kind", "unknown")
@@ -60,22 +52,18 @@ def dataset_source(dataset: dict) -> str:
 def run_entries(run_dir: Path, checkpoint: str = "last") -> list[dict]:
     """One entry per evaluation condition of a run (each return target; OGBench: all goals, then each goal), the
     run's primary one first (``primary``: the one the figures show)."""
-    config = _read(run_dir / "config.json")
-    args = config["args"]
-    frozen = args["algo"] == "frozen-dt"
-    record = _read(run_dir / f"eval-{checkpoint}.json")
-    versions = _read(run_dir / "versions.json") if (run_dir / "versions.json").is_file() else {}
+    _, settings = read_run_config(run_dir)
+    record = read_json(run_dir / f"eval-{checkpoint}.json")
+    versions = read_json(run_dir / "versions.json") if (run_dir / "versions.json").is_file() else {}
     common = {
-        "run_dir": str(run_dir), "record": record, "full_steps": recipe_steps(args["algo"], args["task"]),
-        "trainable_params": _read(run_dir / "params.json").get("trainable_params"),
+        "run_dir": str(run_dir), "record": record, "full_steps": recipe_steps(settings.run.algo, settings.run.task),
+        "trainable_params": read_json(run_dir / "params.json").get("trainable_params"),
         "device": record.get("device", ""), "git_sha": str(versions.get("git", {}).get("sha", "unknown"))[:10],
         "date": record.get("created_at", "")[:10], "metrics": run_dir / "metrics.jsonl",
     }
     key = {
-        "algo": args["algo"], "backbone": args["backbone"] if frozen else "-",
-        "layers": args["layers"] if frozen else "-", "init": args["init"] if frozen else "-",
-        "freeze": args["freeze"] if frozen else "-", "task": record["task"],
-        "dataset_source": dataset_source(_read(run_dir / "dataset.json")), "steps": record["checkpoint_step"],
+        "algo": settings.run.algo, **backbone_columns(settings), "task": record["task"],
+        "dataset_source": dataset_source(read_json(run_dir / "dataset.json")), "steps": record["checkpoint_step"],
     }
     labels = [record["primary_target"]] + [k for k in record["targets"] if k != record["primary_target"]]
     return [{**common, "primary": label == record["primary_target"], "key": {**key, "target": label},
@@ -106,14 +94,6 @@ def build_rows(entries: list[dict]) -> list[dict]:
     return rows
 
 
-def write_csv(rows: list[dict], out: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out, buf.getvalue())
-
-
 def markdown_table(rows: list[dict]) -> str:
     cols = ("task", "target", "algo", "backbone", "layers", "init", "dataset_source", "scale", "steps", "n_seeds",
             "n_episodes", "score_mean", "ci", "iqm", "trainable_params")
@@ -125,8 +105,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def row_label(r: dict) -> str:
-    if r["algo"] == "frozen-dt":
-        return f"frozen-dt {r['backbone']} {r['layers']} {r['init']}"
+    """The algorithm, with its backbone, layers and init when it has a backbone."""
+    if r["backbone"] != "-":
+        return f"{r['algo']} {r['backbone']} {r['layers']} {r['init']}"
     return r["algo"]
 
 
@@ -153,14 +134,8 @@ def plot_scores(rows: list[dict], out: Path) -> None:
 
 
 def learning_curve(metrics: Path) -> tuple[np.ndarray, np.ndarray]:
-    steps, scores = [], []
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            row = json.loads(line)
-            if "score" in row:
-                steps.append(row["step"])
-                scores.append(row["score"])
-    return np.asarray(steps), np.asarray(scores)
+    rows = [row for row in read_jsonl(metrics) if "score" in row]
+    return np.asarray([r["step"] for r in rows]), np.asarray([r["score"] for r in rows])
 
 
 def plot_curves(rows: list[dict], out: Path) -> None:
@@ -206,7 +181,7 @@ def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "
     rows = build_rows([e for r in runs for e in run_entries(r, checkpoint)])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out)
+    write_csv(out, rows, COLUMNS)
     atomic_write_text(out.with_suffix(".md"), markdown_table(rows))
     primary = [r for r in rows if r["primary"]]  # figures: each run's primary target (OGBench: all goals)
     plot_scores(primary, out.parent / "scores.png")

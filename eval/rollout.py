@@ -85,7 +85,7 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     every worker (equal to a one-worker rollout at one torch thread). The agent is shared: it gets calls for
     disjoint slots from different threads, which per-slot state (every agent here) handles.
     """
-    from tqdm import tqdm
+    from frozen_dt.progress import progress_bar
 
     ids = list(range(episodes)) if isinstance(episodes, (int, np.integer)) else [int(e) for e in episodes]
     if not ids:
@@ -94,7 +94,7 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     workers = max(1, min(workers, n))
     queue = EpisodeQueue(ids)
     results: dict[int, dict] = {}
-    bar = tqdm(total=len(ids), unit="ep", desc=desc or f"{task.name} rollouts", disable=not progress, leave=False)
+    bar = progress_bar(total=len(ids), unit="ep", desc=desc or f"{task.name} rollouts", enabled=progress, leave=False)
     group = dict(task=task, agent=agent, queue=queue, results=results, bar=bar, seed=seed, env_version=env_version,
                  record=record, max_steps=max_steps, reset_options=reset_options)
     sizes = [n // workers + (w < n % workers) for w in range(workers)]

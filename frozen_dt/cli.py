@@ -1,24 +1,30 @@
-"""The ``frozen-dt`` command: ``train``, ``eval``, ``data``, ``leaderboard``, ``probe`` and ``heads``.
+"""The frozen-dt command: train, eval, data, leaderboard, probe and heads.
 
 User-fixable problems (:class:`~frozen_dt.errors.FrozenDTError`) print one message and exit with code 2.
+``train`` takes the run's settings (:class:`~frozen_dt.config.RunConfig`) and the settings of the algorithm that
+``--algo`` names (its spec's config), so ``frozen-dt train --algo iql --help`` lists IQL's flags only.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, TrainArgs,
+from frozen_dt.algorithms import ALGORITHMS
+from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig,
                               add_arguments, explicit_options, from_namespace)
 from frozen_dt.errors import FrozenDTError
+
+DESCRIPTION = "frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, and baselines"
 
 
 def cmd_data_list(ns) -> None:
     from frozen_dt.envs.registry import TASKS
-    from frozen_dt.sources import locate
+    from frozen_dt.data.sources import locate
 
     rows = []
     for task in TASKS.values():
@@ -39,7 +45,7 @@ def cmd_data_list(ns) -> None:
 
 
 def cmd_data_info(ns) -> None:
-    from frozen_dt.sources import load_any
+    from frozen_dt.data.sources import load_any
 
     dataset, task = load_any(ns.name, task_name=ns.task, download=ns.download, download_source=ns.source)
     info = dataset.summary(task)
@@ -58,7 +64,7 @@ def cmd_data_info(ns) -> None:
 
 def cmd_data_download(ns) -> None:
     from frozen_dt.envs.registry import get_task
-    from frozen_dt.sources import fetch, read_candidate
+    from frozen_dt.data.sources import fetch, read_candidate
 
     task = get_task(ns.task)
     found = fetch(task, ns.source, sha256=ns.sha256)
@@ -98,7 +104,7 @@ def cmd_data_evaluate_behavior(ns) -> None:
 
 def cmd_data_generate(ns) -> None:
     from frozen_dt.envs.registry import get_task
-    from frozen_dt.sources import generate_dataset
+    from frozen_dt.data.sources import generate_dataset
 
     if ns.episodes is not None and ns.transitions is not None:
         raise FrozenDTError("give --episodes or --transitions, not both")
@@ -115,13 +121,15 @@ def cmd_data_generate(ns) -> None:
 
 
 def cmd_train(ns) -> None:
-    from frozen_dt.train import train
+    from frozen_dt.algorithms import get_spec
+    from frozen_dt.training.train import train
 
-    train(from_namespace(TrainArgs, ns), explicit_options(ns))
+    names = [f.name for f in dataclasses.fields(RunConfig)] + [f.name for f in dataclasses.fields(get_spec(ns.algo).config)]
+    train({name: getattr(ns, name) for name in names}, explicit_options(ns))
 
 
 def cmd_eval(ns) -> None:
-    from frozen_dt.evaluate import run_eval
+    from frozen_dt.eval.runs import run_eval
 
     run_eval(from_namespace(EvalArgs, ns))
 
@@ -163,18 +171,76 @@ def cmd_heads_compare(ns) -> None:
     run_compare(from_namespace(CompareArgs, ns))
 
 
-def command(sub, name: str, help_text: str, args_class, func) -> None:
+def command(sub, name: str, help_text: str, args_class, func) -> argparse.ArgumentParser:
     """A subcommand whose options are the fields of ``args_class``, run by ``func``."""
-    parser = sub.add_parser(name, help=help_text)
+    parser = sub.add_parser(name, help=help_text, description=help_text)
     add_arguments(parser, args_class)
     parser.set_defaults(func=func)
+    return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frozen-dt", description=__doc__.splitlines()[0])
+def option_value(argv: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``; the last one wins), else None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg[len(flag) + 1:]
+    return value
+
+
+def train_algorithm(argv: list[str]) -> str:
+    """The algorithm a ``train`` command line is for: ``--algo``, else the resumed run's, else the default."""
+    algo = option_value(argv, "--algo")
+    resume = option_value(argv, "--resume")
+    if algo is None and resume is not None:
+        try:
+            algo = json.loads((Path(resume).expanduser() / "config.json").read_text())["args"]["algo"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # the train command itself reports the unreadable run
+    return algo if algo in ALGORITHMS else RunConfig.algo
+
+
+def add_train_command(sub, argv: list[str]) -> None:
+    """``train``: run flags, then the flags of the algorithm the command line names (only when it is a train
+    command line: building them imports the algorithm's module)."""
+    parser = sub.add_parser("train", help="train a policy on a task's offline dataset",
+                            description="Train a policy on a task's offline dataset. The algorithm settings listed are "
+                                        "those of --algo (default frozen-dt); 'frozen-dt train --algo NAME --help' lists "
+                                        f"another's. Algorithms: {', '.join(ALGORITHMS)}.")
+    add_arguments(parser.add_argument_group("run settings"), RunConfig)
+    if argv[:1] == ["train"]:
+        from frozen_dt.algorithms import get_spec
+
+        spec = get_spec(train_algorithm(argv))
+        add_arguments(parser.add_argument_group(f"{spec.name} settings ({spec.summary})"), spec.config)
+        parser.set_defaults(algo=spec.name)  # a resumed run's algorithm when --algo is not given
+    parser.set_defaults(func=cmd_train)
+
+
+def foreign_settings_error(argv: list[str], extras: list[str]) -> str:
+    """The message for flags ``train`` does not take: which algorithms they belong to, if any."""
+    from frozen_dt.algorithms import owners_of
+
+    algo = train_algorithm(argv)
+    flags = [e.split("=")[0] for e in extras if e.startswith("--")]
+    parts = []
+    for flag in flags:
+        owners = owners_of(flag[2:].replace("-", "_"))
+        parts.append(f"{flag} is a setting of {', '.join(owners)}, not of {algo}" if owners else
+                     f"{flag} is not a setting of {algo} runs")
+    if not parts:
+        parts.append(f"unrecognized arguments: {' '.join(extras)}")
+    return "; ".join(parts) + f" ('frozen-dt train --algo {algo} --help' lists its settings)"
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    argv = list(argv or [])
+    parser = argparse.ArgumentParser(prog="frozen-dt", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data,leaderboard,probe,heads}")
 
-    command(sub, "train", "train a policy on a task's offline dataset", TrainArgs, cmd_train)
+    add_train_command(sub, argv)
     command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
     command(sub, "leaderboard", "aggregate evaluated runs into a leaderboard CSV and figures", LeaderboardArgs,
             cmd_leaderboard)
@@ -250,7 +316,14 @@ def glue_negative_slices(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(glue_negative_slices(sys.argv[1:] if argv is None else list(argv)))
+    argv = glue_negative_slices(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser(argv)
+    ns, extras = parser.parse_known_args(argv)
+    if extras:
+        if ns.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        print(f"frozen-dt: error: {foreign_settings_error(argv, extras)}", file=sys.stderr)
+        return 2
     try:
         ns.func(ns)
     except FrozenDTError as e:

@@ -1,7 +1,9 @@
-"""Command-line arguments as dataclasses: each field's ``help`` metadata is its ``--flag`` help text.
+"""Settings as dataclasses: each field's ``help`` metadata is its ``--flag`` help text, its ``check`` its range.
 
-One dataclass per command keeps the argument set, its defaults and its validation in one place; the CLI builds
-its parsers from them with :func:`add_arguments`.
+One dataclass per command (and one per algorithm, in the algorithm's own module) keeps the settings, their
+defaults and their validation in one place; the CLI builds its parsers from them with :func:`add_arguments`.
+:class:`RunConfig` holds what every training run has whatever its algorithm (task, seed, steps, device, logging,
+evaluation, where the run lives); each algorithm's config holds its hyperparameters.
 """
 
 from __future__ import annotations
@@ -10,76 +12,72 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
-from frozen_dt.backbones import check_backbone_name, parse_layers
+from frozen_dt.algorithms import ALGORITHMS, get_spec
+from frozen_dt.backbones.catalog import BACKBONES, check_backbone_name, parse_layers
 from frozen_dt.envs.registry import ENV_VERSIONS, get_task
 from frozen_dt.errors import FrozenDTError
 
-ALGORITHMS = ("frozen-dt", "dt", "bc", "iql", "cql", "gciql")
+# check= ranges a field's value must lie in (None always passes); checked by validate_fields
+CHECKS = {
+    "positive": (lambda v: v > 0, "must be positive"),
+    "non_negative": (lambda v: v >= 0, "must not be negative"),
+    "open_unit": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+}
 
 
 def check_backbone_and_layers(backbone: str, layers: str) -> None:
     """A known backbone name (or hf:...) and a layer range that fits it."""
     check_backbone_name(backbone)
-    from frozen_dt.backbones import BACKBONES
-
     spec = BACKBONES.get(backbone)
     parse_layers(layers, spec.n_layers if spec else None)
 
 
-def arg(default, help: str, **kwargs):
-    """A dataclass field that becomes a command-line option."""
-    return field(default=default, metadata={"help": help, **kwargs})
+def arg(default, help: str, *, check: str | None = None, **kwargs):
+    """A dataclass field that becomes a command-line option; ``check`` names its range in :data:`CHECKS`."""
+    if check is not None and check not in CHECKS:
+        raise ValueError(f"unknown check {check!r}")
+    return field(default=default, metadata={"help": help, "check": check, **kwargs})
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_fields(settings) -> None:
+    """Every field with a ``check`` holds a value in its range (or None)."""
+    for f in dataclasses.fields(settings):
+        check = f.metadata.get("check")
+        value = getattr(settings, f.name)
+        if check and value is not None:
+            ok, says = CHECKS[check]
+            if not ok(value):
+                raise FrozenDTError(f"{flag_name(f.name)} {says}, got {value}")
 
 
 @dataclass
-class TrainArgs:
-    task: str = arg(None, "task name, e.g. walker2d-medium-v2 (`frozen-dt data list` shows all)", positional=True)
-    algo: str = arg("frozen-dt", "algorithm", choices=ALGORITHMS)
-    backbone: str = arg("gemma3-270m", "frozen LM backbone: gemma3-270m, smollm2-135m, minilm-l6 or hf:<id or path>")
-    layers: str = arg("0:5", "slice of the backbone's layers, Python slice syntax a:b")
-    init: str = arg("pretrained", "backbone weights: pretrained, or the same architecture freshly initialized",
-                    choices=("pretrained", "random"))
-    freeze: str = arg("all", "what stays frozen: all, all but layer norms (ln, FPT-style), or nothing",
-                      choices=("all", "ln", "none"))
-    steps: int = arg(100_000, "gradient steps")
-    batch_size: int = arg(64, "batch size")
-    context: int = arg(20, "context length K (DT-style models)")
-    lr: float = arg(1e-4, "learning rate")
-    weight_decay: float = arg(1e-4, "AdamW weight decay")
-    warmup_steps: int = arg(10_000, "linear learning-rate warm-up steps (0: none)")
-    grad_clip: float = arg(0.25, "gradient-norm clipping threshold")
-    dropout: float = arg(0.1, "dropout (DT: embeddings, attention, residuals; frozen-dt: its input embeddings)")
-    embed_dim: int = arg(128, "dt: transformer width")
-    dt_layers: int = arg(3, "dt: transformer layers")
-    dt_heads: int = arg(1, "dt: attention heads")
-    discount: float = arg(0.99, "iql/cql/gciql: discount factor")
-    tau: float = arg(0.005, "iql/cql/gciql: Polyak rate of the target critics")
-    expectile: float = arg(0.7, "iql/gciql: expectile of the value regression")
-    beta: float = arg(3.0, "iql: inverse temperature of the advantage weights")
-    deterministic_actor: bool = arg(False, "iql: advantage-weighted squared error of the actor's mean instead of its "
-                                           "log-likelihood (CORL's iql_deterministic)")
-    normalize_reward: bool = arg(False, "iql/cql: scale rewards by 1000 / (max - min episode return), as CORL")
-    actor_lr: float = arg(None, "cql: learning rate of the actor and the entropy temperature (default: --lr)")
-    cql_alpha: float = arg(10.0, "cql: weight of the conservative penalty")
-    cql_n_actions: int = arg(10, "cql: sampled actions of each kind (random, policy at s, policy at s') per state")
-    alpha: float = arg(0.3, "gciql: behaviour-cloning coefficient of the DDPG+BC actor loss")
-    hidden_dim: int = arg(None, "iql/cql/gciql: MLP width (default: the algorithm's, iql/cql 256, gciql 512)")
-    hidden_layers: int = arg(None, "iql/cql/gciql: MLP hidden layers (default: the algorithm's, iql 2, cql/gciql 3)")
-    timestep_features: int = arg(128, "frozen-dt: sinusoidal timestep features projected to the backbone width")
+class RunConfig:
+    """What every training run has, whatever its algorithm; the algorithm's hyperparameters are its own config's."""
+
+    task: str = arg(None, "task name, e.g. walker2d-medium-v2 ('frozen-dt data list' shows all)", positional=True)
+    algo: str = arg("frozen-dt", "algorithm ('frozen-dt train --algo NAME --help' lists its settings)",
+                    choices=ALGORITHMS)
+    steps: int = arg(100_000, "gradient steps", check="positive")
     seed: int = arg(0, "training seed")
-    log_every: int = arg(1000, "steps per metrics row (metrics.csv / metrics.jsonl)")
-    eval_every: int = arg(10_000, "steps between evaluations (0: only at the end)")
-    eval_episodes: int = arg(10, "evaluation episodes per return target (0: no evaluation)")
+    log_every: int = arg(1000, "steps per metrics row (metrics.csv / metrics.jsonl)", check="positive")
+    eval_every: int = arg(10_000, "steps between evaluations (0: only at the end)", check="non_negative")
+    eval_episodes: int = arg(10, "evaluation episodes per return target (0: no evaluation)", check="non_negative")
     eval_max_steps: int = arg(None, "cut evaluation episodes after this many steps (smoke tests; scores then "
-                                    "differ from full-episode ones)")
-    save_every: int = arg(5000, "steps between checkpoints (checkpoints/last.pt)")
-    device: str = arg("cpu", "device (cuda uses bf16 autocast)", choices=("cpu", "cuda"))
-    precision: str = arg("fp32", "CPU matmul precision: fp32, or bf16 autocast (faster on CPUs with bf16 matrix "
-                                 "instructions); cuda always uses bf16 autocast", choices=("fp32", "bf16"))
+                                    "differ from full-episode ones)", check="positive")
+    save_every: int = arg(5000, "steps between checkpoints (checkpoints/last.pt)", check="positive")
+    device: str = arg("cpu", "device (cuda uses bf16 autocast for the sequence models)", choices=("cpu", "cuda"))
+    precision: str = arg("fp32", "CPU matmul precision of the sequence models: fp32, or bf16 autocast (faster on CPUs "
+                                 "with bf16 matrix instructions); cuda always uses bf16 autocast",
+                         choices=("fp32", "bf16"))
     env_version: str = arg(None, "MuJoCo env version for locomotion tasks (default: the dataset's)",
                            choices=ENV_VERSIONS)
-    config: str = arg(None, "recipe file (JSON) applied over the per-(algorithm, task family) recipe; flags given "
-                            "on the command line override both")
+    config: str = arg(None, "recipe file (JSON) applied over the shipped recipes of the algorithm and task; flags "
+                            "given on the command line override both")
     run_dir: str = arg(None, "run directory (default: runs/<task>/<algo>/<timestamp>)")
     resume: str = arg(None, "continue the run in this directory (its config.json; --steps may extend it)")
     download: bool = arg(False, "download the dataset if it is not local")
@@ -89,29 +87,8 @@ class TrainArgs:
 
     def validate(self) -> None:
         get_task(self.task)
-        check_backbone_and_layers(self.backbone, self.layers)
-        for name in ("steps", "batch_size", "context", "embed_dim", "dt_layers", "dt_heads", "timestep_features",
-                     "log_every", "save_every", "eval_max_steps", "cql_n_actions", "hidden_dim", "hidden_layers"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "eval_episodes"):
-            if getattr(self, name) < 0:
-                raise FrozenDTError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        for name in ("lr", "grad_clip") + (("actor_lr",) if self.actor_lr is not None else ()):
-            if not getattr(self, name) > 0:
-                raise FrozenDTError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "cql_alpha", "alpha", "beta"):
-            if not getattr(self, name) >= 0:
-                raise FrozenDTError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        for name in ("discount", "tau", "expectile"):
-            if not 0 < getattr(self, name) < 1:
-                raise FrozenDTError(f"--{name} must be in (0, 1), got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise FrozenDTError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.timestep_features % 2:
-            raise FrozenDTError(f"--timestep-features must be even (sin/cos pairs), got {self.timestep_features}")
-        if self.embed_dim % self.dt_heads:
-            raise FrozenDTError(f"--embed-dim {self.embed_dim} is not divisible by --dt-heads {self.dt_heads}")
+        get_spec(self.algo)
+        validate_fields(self)
 
 
 @dataclass
@@ -168,11 +145,13 @@ def explicit_options(namespace: argparse.Namespace) -> frozenset:
     return getattr(namespace, EXPLICIT, frozenset())
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """Add one option (or positional) per field of dataclass ``cls``; options given are recorded (:func:`explicit_options`)."""
+def add_arguments(parser, cls) -> None:
+    """Add one option (or positional) per field of dataclass ``cls`` to ``parser`` (or an argument group); options
+    given are recorded (:func:`explicit_options`)."""
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
         help_text = meta.pop("help")
+        meta.pop("check", None)
         positional = meta.pop("positional", False)
         kwargs = {"help": help_text, **meta}
         is_flag = f.type in ("bool", bool)
@@ -185,7 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         else:
             if f.default is not None and not is_flag:
                 kwargs["help"] += f" (default: {f.default})"
-            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, action=_StoreExplicit,
+            parser.add_argument(flag_name(f.name), dest=f.name, default=f.default, action=_StoreExplicit,
                                 **kwargs)
 
 

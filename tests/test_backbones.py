@@ -1,4 +1,4 @@
-"""Frozen backbone slices (frozen_dt.backbone_slice): slicing equals the full model, freezing, random init, cache.
+"""Frozen backbone slices (frozen_dt.backbones.slice): slicing equals the full model, freezing, random init, cache.
 
 Reference semantics: a slice ``a:b`` fed layer ``a``'s input returns the *raw* output of layer ``b - 1`` (no final
 norm). The references come from the full Hugging Face model, loaded once per module by a fixture:
@@ -26,9 +26,11 @@ import time
 import pytest
 import torch
 
-from frozen_dt import backbone_slice
-from frozen_dt.backbone_slice import FrozenSlice
-from frozen_dt.backbones import BACKBONES, load_backbone
+from frozen_dt.parameters import param_counts
+from frozen_dt.backbones import slice as backbone_slice
+from frozen_dt.backbones.slice import FrozenSlice
+from frozen_dt.backbones.catalog import BACKBONES
+from frozen_dt.backbones.slice import load_backbone
 from frozen_dt.errors import FrozenDTError
 
 transformers = backbone_slice._transformers()
@@ -176,8 +178,8 @@ def test_slice_keeps_no_word_embeddings_head_or_final_norm(tiny, arch):
     extra = 0
     if arch == "bert":
         extra = sum(p.numel() for p in full.embeddings.parameters()) - full.embeddings.word_embeddings.weight.numel()
-    assert backbone.frozen_param_count() == n_layer_params + extra
-    assert backbone.trainable_param_count() == 0
+    assert param_counts(backbone)["frozen_params"] == n_layer_params + extra
+    assert param_counts(backbone)["trainable_params"] == 0
 
 
 @pytest.mark.parametrize("arch", list(TINY_CONFIGS))
@@ -287,7 +289,7 @@ def train_steps(backbone: FrozenSlice, steps: int = 3) -> torch.Tensor:
 def test_freeze_all_keeps_weights_bit_identical_and_passes_gradients(tmp_path):
     backbone = load_backbone("minilm-l6", "1:5", freeze="all", cache_dir=tmp_path)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    assert backbone.trainable_param_count() == 0 and backbone.frozen_param_count() > 0
+    assert param_counts(backbone)["trainable_params"] == 0 and param_counts(backbone)["frozen_params"] > 0
     x = train_steps(backbone)
     assert x.grad is not None and x.grad.abs().sum() > 0  # gradients reach the inputs
     assert all(p.grad is None for p in backbone.parameters())  # but no weight gradient is computed
@@ -305,7 +307,7 @@ def test_freeze_ln_trains_only_norms(tmp_path):
     backbone = load_backbone("minilm-l6", "1:5", freeze="ln", cache_dir=tmp_path)
     trainable = {name for name, p in backbone.named_parameters() if p.requires_grad}
     assert trainable and all("LayerNorm" in name for name in trainable)
-    assert backbone.trainable_param_count() == sum(p.numel() for n, p in backbone.named_parameters() if n in trainable)
+    assert param_counts(backbone)["trainable_params"] == sum(p.numel() for n, p in backbone.named_parameters() if n in trainable)
     before = {k: v.clone() for k, v in backbone.named_parameters()}
     train_steps(backbone)
     for name, param in backbone.named_parameters():
@@ -319,8 +321,8 @@ def test_freeze_ln_trains_only_norms(tmp_path):
 @needs_minilm
 def test_freeze_none_trains_everything(tmp_path):
     backbone = load_backbone("minilm-l6", "5:6", freeze="none", cache_dir=tmp_path)
-    assert backbone.frozen_param_count() == 0
-    assert backbone.trainable_param_count() == sum(p.numel() for p in backbone.parameters())
+    assert param_counts(backbone)["frozen_params"] == 0
+    assert param_counts(backbone)["trainable_params"] == sum(p.numel() for p in backbone.parameters())
     backbone.train()
     assert backbone.model.training
 

@@ -1,6 +1,6 @@
 """Episode boundaries and per-step array validation.
 
-Boundaries are decided in one place, ``frozen_dt.dataset.from_flat_arrays``: an episode ends at a step flagged
+Boundaries are decided in one place, ``frozen_dt.data.dataset.from_flat_arrays``: an episode ends at a step flagged
 terminal or timeout, a step flagged both is a termination, an unterminated tail is kept as a truncated episode
 (``unterminated_tail``), and ``dones`` equal the terminal flags. Every rule is checked on flat arrays and again
 through the D4RL hdf5 reader (and the DT-pickle reader where it applies), on tiny files written in tmp_path.
@@ -14,10 +14,10 @@ import h5py
 import numpy as np
 import pytest
 
-from frozen_dt.dataset import OfflineDataset, check_arrays, check_task_dims, from_flat_arrays
+from frozen_dt.data.dataset import OfflineDataset, check_arrays, check_task_dims, from_flat_arrays
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.readers import read_d4rl_hdf5, read_dt_pickle, read_file
+from frozen_dt.data.readers import read_d4rl_hdf5, read_dt_pickle, read_file
 
 OBS_DIM, ACT_DIM = 11, 3  # hopper's sizes, so that the files also fit hopper-* tasks
 

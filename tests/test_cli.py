@@ -234,13 +234,13 @@ def test_missing_dataset_names_the_paths_and_the_download_command(data, capsys, 
     assert "--source minari" in err
 
     # train does not stop at a missing dataset: it generates one (stopped here before any rollout or training)
-    import frozen_dt.sources
+    import frozen_dt.data.sources
     from frozen_dt.errors import FrozenDTError
 
     def no_generation(task, **kwargs):
         raise FrozenDTError(f"generation of {task.name} requested (announce={kwargs.get('announce')})")
 
-    monkeypatch.setattr(frozen_dt.sources, "generate_dataset", no_generation)
+    monkeypatch.setattr(frozen_dt.data.sources, "generate_dataset", no_generation)
     code, _, err = run(capsys, "train", "hopper-random-v2", "--algo", "dt")
     assert_user_error(code, err, "generation of hopper-random-v2 requested (announce=True)")
 
@@ -309,16 +309,42 @@ def test_train_layers_checked_against_the_chosen_backbone(data, capsys):
 
 
 def test_train_valid_arguments_pass_validation(data, capsys, monkeypatch):
-    import frozen_dt.train
+    import frozen_dt.training.train
 
     calls = []
-    monkeypatch.setattr(frozen_dt.train, "train", lambda args, explicit: calls.append((args, explicit)))
+    monkeypatch.setattr(frozen_dt.training.train, "train", lambda args, explicit: calls.append((args, explicit)))
     code, _, err = run(capsys, "train", "hopper-medium-v2", "--layers", "-5:", "--backbone", "smollm2-135m",
-                       "--algo", "dt", "--steps", "10")
+                       "--algo", "frozen-dt", "--steps", "10")
     assert code == 0, err
     [(args, explicit)] = calls
-    assert (args.layers, args.backbone, args.algo, args.steps) == ("-5:", "smollm2-135m", "dt", 10)
+    assert (args["layers"], args["backbone"], args["algo"], args["steps"]) == ("-5:", "smollm2-135m", "frozen-dt", 10)
     assert explicit == {"layers", "backbone", "algo", "steps"}  # what recipes must not override
+    assert "expectile" not in args and "context" in args  # the run's settings and frozen-dt's, nothing else
+
+
+def test_train_refuses_another_algorithms_settings_naming_their_owner(data, capsys):
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "iql", "--context", "4", "--layers=0:2")
+    assert_user_error(code, err, "--context is a setting of frozen-dt, dt, not of iql",
+                      "--layers is a setting of frozen-dt, not of iql", "frozen-dt train --algo iql --help")
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "iql", "--no-such-flag", "1")
+    assert_user_error(code, err, "--no-such-flag is not a setting of iql runs")
+
+
+def test_train_help_lists_the_run_settings_and_the_named_algorithms_only(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--algo", "iql", "--help"])
+    out = capsys.readouterr().out
+    assert "run settings" in out and "iql settings" in out and "--expectile" in out and "--steps" in out
+    assert "--context" not in out and "--backbone" not in out and "--cql-alpha" not in out
+
+
+def test_help_texts_carry_no_rst_markup(capsys):
+    for argv in (["--help"], ["train", "--help"], ["eval", "--help"], ["leaderboard", "--help"], ["data", "--help"],
+                 ["train", "--algo", "gciql", "--help"], ["probe", "--help"]):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        out = capsys.readouterr().out
+        assert "``" not in out and ":class:" not in out and "`" not in out, (argv, out)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels, wr
 from frozen_dt.envs.generate import ActorPolicy, generate_locomotion, level_checkpoints, rollout
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.readers import read_file
+from frozen_dt.data.readers import read_file
 
 
 def tiny_actor_state(obs_dim=11, act_dim=3, hidden=8, seed=0):

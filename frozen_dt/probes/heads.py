@@ -4,7 +4,7 @@
 for frozen-dt; each repeats at least one word) are tokenized with the backbone's own tokenizer (GGUF backbones:
 transformers reads the tokenizer from the GGUF file) and run through the backbone's **full pretrained model**
 (word embeddings, all layers, eager attention so that attention weights are returned). A
-:class:`~frozen_dt.backbone_slice.FrozenSlice` has no word-embedding table and its first layer would not see the
+:class:`~frozen_dt.backbones.slice.FrozenSlice` has no word-embedding table and its first layer would not see the
 residual stream the earlier layers build, so the probe uses the whole model and scores the heads of layers
 ``--layers``. For every token at position j whose token id occurred earlier, at position i (the *most recent*
 earlier occurrence) with i + 1 < j, the copy target is i + 1, the token that followed the earlier occurrence
@@ -26,8 +26,6 @@ increase), reports Spearman's rank correlation (scipy), and writes a Markdown ta
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from contextlib import contextmanager
@@ -41,6 +39,7 @@ from torch import nn
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path, atomic_write_text
+from frozen_dt.run_dir import read_csv, write_csv
 
 
 @dataclass
@@ -144,9 +143,9 @@ def sentences(path: str | None = None) -> list[str]:
 
 def load_full_model(backbone: str):
     """(full pretrained model with eager attention, tokenizer) of a named or hf: backbone."""
-    from frozen_dt.backbone_slice import _load_pretrained, _offline_kwargs, _package_version, _transformers, \
+    from frozen_dt.backbones.slice import _load_pretrained, _offline_kwargs, _package_version, _transformers, \
         _weights_location
-    from frozen_dt.backbones import BACKBONES, HF_PREFIX
+    from frozen_dt.backbones.catalog import BACKBONES, HF_PREFIX
 
     if backbone.startswith(HF_PREFIX):
         local = Path(backbone[len(HF_PREFIX):]).expanduser()
@@ -188,24 +187,8 @@ def copy_probe(model, tokenizer, texts: list[str], layers: tuple[int, int]) -> t
     return total / n_sentences, n_sentences, n_tokens
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(Path(path), buffer.getvalue())
-
-
-def read_csv(path: str) -> list[dict]:
-    try:
-        with open(Path(path).expanduser()) as handle:
-            return list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise FrozenDTError(f"no such table: {path}") from None
-
-
 def run_copy_probe(args) -> list[dict]:
-    from frozen_dt.backbones import BACKBONES, parse_layers
+    from frozen_dt.backbones.catalog import BACKBONES, parse_layers
 
     texts = sentences(args.sentences)
     model, tokenizer = load_full_model(args.backbone)

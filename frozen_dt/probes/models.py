@@ -60,12 +60,6 @@ class ProbeModel(nn.Module):
         h = self.body(self.input(x), None)
         return self.head(self.norm(h.float()))
 
-    def trainable_param_count(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def frozen_param_count(self) -> int:
-        return sum(p.numel() for p in self.parameters() if not p.requires_grad)
-
     def trainable_state_dict(self) -> dict:
         return {name: p.detach().clone() for name, p in self.named_parameters() if p.requires_grad}
 
@@ -89,7 +83,7 @@ def _freeze(module: nn.Module) -> nn.Module:
 
 def slice_shape(backbone: str, layers: str, seed: int = 0) -> dict:
     """Width, depth, heads and MLP width of a backbone slice (from its config)."""
-    from frozen_dt.backbones import load_backbone
+    from frozen_dt.backbones.slice import load_backbone
 
     body = load_backbone(backbone, layers, init="random", seed=seed)
     config = body.config
@@ -99,7 +93,7 @@ def slice_shape(backbone: str, layers: str, seed: int = 0) -> dict:
 
 def build_probe_model(arm: str, *, backbone: str, layers: str, seed: int, in_features: int, out_bits: int) -> ProbeModel:
     """The probe model of ``arm`` (see the module doc); torch's global seed should be set by the caller."""
-    from frozen_dt.backbones import load_backbone
+    from frozen_dt.backbones.slice import load_backbone
 
     if arm not in ARMS:
         raise FrozenDTError(f"unknown arm {arm!r}: expected one of {', '.join(ARMS)}")

@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.parameters import param_counts
 from frozen_dt.probes.models import ProbeModel, build_probe_model
 from frozen_dt.probes.tasks import Batch, TaskSpec, test_rng, train_rng
-from frozen_dt.run_files import MetricsLog, read_json, write_json
-from frozen_dt.trainer import load_checkpoint, save_checkpoint
+from frozen_dt.run_dir import read_json, write_json
+from frozen_dt.training.sinks import MetricsLog
+from frozen_dt.training.trainer import load_checkpoint, save_checkpoint
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -124,19 +126,21 @@ def run_probe(args) -> dict:
     torch.manual_seed(args.seed)
     model = build_probe_model(args.arm, backbone=args.backbone, layers=args.layers, seed=args.seed,
                               in_features=spec.in_features, out_bits=spec.out_bits)
-    trainable = model.trainable_param_count()
+    counts = param_counts(model)
+    trainable = counts["trainable_params"]
     print(f"probe {args.task}: arm {args.arm}, body {args.backbone} layers {args.layers}; "
-          f"trainable parameters: {trainable:,} (frozen: {model.frozen_param_count():,})", flush=True)
+          f"trainable parameters: {trainable:,} (frozen: {counts['frozen_params']:,})", flush=True)
     run_dir = Path(args.run_dir or f"runs/probes/{args.task}/{args.arm}/{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"kind": "probe", **{k: v for k, v in vars(args).items()}, "format": args.format,
-              "trainable_params": trainable, "frozen_params": model.frozen_param_count(),
+              "trainable_params": trainable, "frozen_params": counts["frozen_params"],
               "hardware": f"{torch.get_num_threads()} torch thread(s), CPU"}
     write_json(run_dir / "config.json", config)
     sets = test_sets(spec, lengths, args.n_test)
     rng = train_rng(args.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     log = MetricsLog(run_dir)
+    log.start(0)
     best: dict[str, float] = {}
     pending, started, last = [], time.time(), {}
     model.train()

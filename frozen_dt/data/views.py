@@ -1,10 +1,10 @@
-"""The sampling views every algorithm shares, all built on one :class:`~frozen_dt.dataset.OfflineDataset`.
+"""The sampling views every algorithm shares, all built on one :class:`~frozen_dt.data.dataset.OfflineDataset`.
 
 * :class:`TransitionView` - (s, a, r, s', done) for IQL/CQL.
 * :class:`SequenceView` - K-step windows with return-to-go, timesteps and padding masks for DT-style models.
 * :class:`GoalView` - goal-relabelled batches with OGBench's current/trajectory/random goal mix for GCIQL.
 
-Observations are normalized with the dataset's :class:`~frozen_dt.dataset.ObsStats` (computed once, or the
+Observations are normalized with the dataset's :class:`~frozen_dt.data.dataset.ObsStats` (computed once, or the
 ``obs_stats`` a trained model carries); ``normalize=False`` gives raw observations. Batches are dicts of numpy
 arrays; samplers take a ``numpy.random.Generator`` so runs are reproducible.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from frozen_dt.dataset import ObsStats, OfflineDataset
+from frozen_dt.data.dataset import ObsStats, OfflineDataset
 
 
 def _obs(dataset: OfflineDataset, normalize: bool, obs_stats: ObsStats | None):

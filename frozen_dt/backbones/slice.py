@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from frozen_dt.backbones import BACKBONES, HF_PREFIX, BackboneSpec, check_backbone_name, parse_layers
+from frozen_dt.backbones.catalog import BACKBONES, HF_PREFIX, BackboneSpec, check_backbone_name, parse_layers
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path
 
@@ -129,12 +129,6 @@ class FrozenSlice(nn.Module):
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, return_dict=True)
         return out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state
 
-    def frozen_param_count(self) -> int:
-        return sum(p.numel() for p in self.parameters() if not p.requires_grad)
-
-    def trainable_param_count(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
     def extra_repr(self) -> str:
         a, b = self.layer_range
         return f"{self.spec.name} layers {a}:{b} of {self.n_layers_total}, width={self.width}, init={self.init}, freeze={self.freeze}"
@@ -145,7 +139,7 @@ def load_backbone(name: str, layers: str = ":", init: str = "pretrained", freeze
                   dtype: torch.dtype = torch.float32) -> FrozenSlice:
     """Layers ``layers`` (a Python slice ``"a:b"``) of backbone ``name`` as a :class:`FrozenSlice`.
 
-    ``name``: one of :data:`frozen_dt.backbones.BACKBONES` or ``hf:<model id or local path>`` (a directory
+    ``name``: one of :data:`frozen_dt.backbones.catalog.BACKBONES` or ``hf:<model id or local path>`` (a directory
     transformers loads, or a ``.gguf`` file; loaded offline). ``init="random"``: the same architecture freshly
     initialised by transformers' own init under ``torch.manual_seed(seed)`` (the global RNG is left untouched).
     ``cache_dir``: where sliced named backbones are cached (default :func:`default_cache_dir`).

@@ -1,8 +1,7 @@
-"""Backbone names, layer slices and loading.
+"""The known backbones (their weight packages, architectures, depths and widths) and the ``--layers`` syntax.
 
-This module owns the names, their depths and the ``--layers`` syntax (so that the CLI validates them without
-importing torch); ``load_backbone`` and ``FrozenSlice`` live in :mod:`frozen_dt.backbone_slice` and are re-exported
-here lazily."""
+Nothing here imports torch, so the CLI validates names and layer ranges before any model code loads; the slices
+themselves are built by :mod:`frozen_dt.backbones.slice`, which imports this module (never the other way)."""
 
 from __future__ import annotations
 
@@ -64,19 +63,3 @@ def parse_layers(spec: str, depth: int | None = None) -> tuple[int, int]:
     if a >= b:
         raise FrozenDTError(f"bad --layers {spec!r}: selects no layer of the {depth}-layer model")
     return a, b
-
-
-def load_backbone(name: str, layers: str = ":", init: str = "pretrained", freeze: str = "all", cache_dir=None,
-                  **kwargs):
-    """Layers ``layers`` of backbone ``name`` as a ``FrozenSlice``; see :func:`frozen_dt.backbone_slice.load_backbone`."""
-    from frozen_dt.backbone_slice import load_backbone as _load_backbone
-
-    return _load_backbone(name, layers, init, freeze, cache_dir, **kwargs)
-
-
-def __getattr__(attr: str):  # FrozenSlice & co. without importing torch when only the names are needed
-    if attr in ("FrozenSlice", "default_cache_dir"):
-        from frozen_dt import backbone_slice
-
-        return getattr(backbone_slice, attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frozen_dt.config import EvalArgs, TrainArgs
-from frozen_dt.dataset import ObsStats
+from frozen_dt.algorithms import Problem
+from frozen_dt.config import EvalArgs
+from frozen_dt.data.dataset import ObsStats
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.run_files import read_json, write_json
-from frozen_dt.trainer import checkpoint_path, load_checkpoint
+from frozen_dt.run_dir import RunSettings, checkpoint_path, latest_run, read_json, read_run_config, write_json
+from frozen_dt.training.trainer import load_checkpoint
 
-RUNS_ROOT = Path("runs")
 # Settings that do not change what a run learns: runs differing only in these (and the seed) are seeds of one config.
 NOT_CONFIG = ("seed", "run_dir", "resume", "wandb", "download", "log_every", "save_every", "eval_every",
               "eval_episodes", "eval_max_steps", "config")
@@ -35,26 +35,23 @@ NOT_CONFIG = ("seed", "run_dir", "resume", "wandb", "download", "log_every", "sa
 class LoadedRun:
     run_dir: Path
     config: dict
-    args: TrainArgs
+    settings: RunSettings
     task: Task
+    problem: Problem
     model: torch.nn.Module
-    obs_stats: ObsStats
+    obs_stats: ObsStats | None
     step: int
     checkpoint: str
 
-
-def latest_run(root: Path = RUNS_ROOT) -> Path:
-    """The run whose ``checkpoints/last.pt`` was written most recently (``frozen-dt eval`` with no run named)."""
-    found = [p.parent.parent for p in Path(root).glob("**/checkpoints/last.pt") if (p.parent.parent / "config.json").is_file()]
-    if not found:
-        raise FrozenDTError(f"no trained run under {root}/ (looked for */checkpoints/last.pt); train one with "
-                            "`frozen-dt train TASK`, or name run directories")
-    return max(found, key=lambda p: checkpoint_path(p).stat().st_mtime)
+    def agent(self, target, precision: str):
+        """The run's rollout agent for one return target."""
+        return self.settings.spec.make_agent(self.settings.algo, self.model, self.obs_stats, self.problem, target,
+                                             precision)
 
 
 def load_run(run_dir: Path, which: str = "last", device: str = "cpu") -> LoadedRun:
-    from frozen_dt.models import load_trainable_state_dict
-    from frozen_dt.train import RAW_OBSERVATION_ALGORITHMS, build_model, check_frozen_fingerprint
+    """A trained run's model with its checkpoint's weights, checked against the run's records."""
+    from frozen_dt.parameters import check_frozen_fingerprint, load_trainable_state_dict
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -63,42 +60,35 @@ def load_run(run_dir: Path, which: str = "last", device: str = "cpu") -> LoadedR
     if not path.is_file():
         hint = " (best.pt exists only once a periodic evaluation ran)" if which == "best" else ""
         raise FrozenDTError(f"{run_dir} has no checkpoint {path.relative_to(run_dir)}{hint}")
-    config = read_json(run_dir / "config.json")
-    try:
-        args = TrainArgs(**config["args"])
-    except (KeyError, TypeError) as error:
-        raise FrozenDTError(f"{run_dir}/config.json is not a frozen-dt run configuration ({error})") from None
-    task = get_task(args.task)
+    config, settings = read_run_config(run_dir)
+    spec, run = settings.spec, settings.run
+    task = get_task(run.task)
     state = load_checkpoint(path)
-    backbone = None
-    if args.algo == "frozen-dt":
-        from frozen_dt.backbones import load_backbone
-
-        backbone = load_backbone(args.backbone, args.layers, args.init, args.freeze, seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = build_model(args, config["obs_dim"], config["act_dim"], task, backbone)
-    check_frozen_fingerprint(run_dir, model)
+    problem = Problem.of_run(config, task)
+    backbone = spec.load_backbone(settings.algo, run.seed) if spec.load_backbone else None
+    torch.manual_seed(run.seed)
+    model = spec.build_model(settings.algo, problem, backbone)
+    check_frozen_fingerprint(read_json(run_dir / "params.json"), model, run_dir)
     try:
         load_trainable_state_dict(model, state["algorithm"]["model"])
     except (KeyError, RuntimeError, ValueError) as error:
         raise FrozenDTError(f"{path} does not fit the model its config.json describes ({error})") from None
-    if state.get("obs_stats") is None and args.algo not in RAW_OBSERVATION_ALGORITHMS:
+    if state.get("obs_stats") is None and not spec.raw_observations:
         raise FrozenDTError(f"{path} carries no observation statistics")
     obs_stats = None if state.get("obs_stats") is None else ObsStats.from_dict(state["obs_stats"])
-    return LoadedRun(run_dir, config, args, task, model.to(device).eval(), obs_stats, int(state["step"]), which)
+    return LoadedRun(run_dir, config, settings, task, problem, model.to(device).eval(), obs_stats,
+                     int(state["step"]), which)
 
 
 def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = None) -> Task:
     """The task to evaluate on (default: the training task); its env must have the model's dims."""
-    from frozen_dt.train import check_conditioning
-
     task = get_task(name) if name else run.task
     version = env_version or run.config.get("env_version")
     dims = (task.obs_dim(version), task.act_dim)
     if dims != (run.config["obs_dim"], run.config["act_dim"]):
-        raise FrozenDTError(f"{run.run_dir} was trained on {run.args.task} (obs {run.config['obs_dim']}, action "
+        raise FrozenDTError(f"{run.run_dir} was trained on {run.task.name} (obs {run.config['obs_dim']}, action "
                             f"{run.config['act_dim']}); {task.env_id(version)} has obs {dims[0]}, action {dims[1]}")
-    check_conditioning(run.args.algo, task)
+    run.settings.spec.condition_on(task)
     if task.goal_conditioned != run.task.goal_conditioned:
         kind = {True: "goal-conditioned", False: "not goal-conditioned"}
         raise FrozenDTError(f"{run.run_dir} was trained on {run.task.name}, which is "
@@ -109,20 +99,19 @@ def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = No
 def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
     """Evaluate one loaded run; writes ``eval-<checkpoint>.json`` into its run dir and returns its content."""
     from frozen_dt.eval.rollout import default_workers, evaluate_agent, target_label
-    from frozen_dt.train import make_agent
 
     task = eval_task_for(run, args.task, args.env_version)
     targets = tuple(run.config["eval_targets"])
-    if args.target_return is not None and run.args.algo in ("dt", "frozen-dt"):
+    if args.target_return is not None and run.settings.spec.return_conditioned:
         targets = (args.target_return,)
     env_version = args.env_version or run.config.get("env_version")
-    precision = args.precision or run.args.precision
+    precision = args.precision or run.settings.run.precision
     workers = args.workers or default_workers(args.num_envs, args.episodes, args.device)
 
     started = time.time()
-    results = evaluate_agent(task, lambda t: make_agent(run.args, run.config, run.model, run.obs_stats, t, precision),
-                             targets=targets, episodes=args.episodes, num_envs=args.num_envs, workers=workers,
-                             env_version=env_version, seed=args.eval_seed, progress=progress, keep_episodes=True)
+    results = evaluate_agent(task, lambda t: run.agent(t, precision), targets=targets, episodes=args.episodes,
+                             num_envs=args.num_envs, workers=workers, env_version=env_version, seed=args.eval_seed,
+                             progress=progress, keep_episodes=True)
     labels = [k[len("score@"):] for k in results if k.startswith("score@")]  # targets, or OGBench goals
     returns = dict.fromkeys(labels) if task.goal_conditioned else {target_label(t): t for t in targets}
     per_target = {label: {"target_return": returns[label], "score": results[f"score@{label}"],
@@ -136,7 +125,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
                       **per_target}
     record = {
         "run_dir": str(run.run_dir), "checkpoint": run.checkpoint, "checkpoint_step": run.step,
-        "train_task": run.args.task, "task": task.name, "score_type": task.score_type,
+        "train_task": run.settings.run.task, "task": task.name, "score_type": task.score_type,
         "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
         "num_envs": args.num_envs, "workers": workers, "eval_seed": args.eval_seed, "precision": precision,
         "primary_target": next(iter(per_target)), "score": results["score"], "targets": per_target,
@@ -150,7 +139,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
 def eval_file(run: LoadedRun, task: str, env_version: str | None) -> Path:
     """``eval-<checkpoint>.json``; evaluations on another task or env version than the run's own get their own
     file (``eval-last-hopper-expert-v2.json``, ``eval-last-v5.json``), so they never replace the main one."""
-    suffix = "" if task == run.args.task else f"-{task}"
+    suffix = "" if task == run.settings.run.task else f"-{task}"
     if env_version and env_version != run.config.get("env_version"):
         suffix += f"-{env_version}"
     return run.run_dir / f"eval-{run.checkpoint}{suffix}.json"
@@ -162,15 +151,10 @@ def device_name(device: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def config_key(config: dict, eval_task: str) -> tuple:
-    """What makes runs seeds of one configuration (settings a version added later count at their defaults)."""
-    import dataclasses
-
-    full = dataclasses.asdict(TrainArgs(**config["args"]))
-    args = {k: v for k, v in full.items() if k not in NOT_CONFIG}
-    if args.get("algo") != "frozen-dt":
-        for k in ("backbone", "layers", "init", "freeze", "timestep_features"):
-            args.pop(k, None)
+def config_key(settings: RunSettings, eval_task: str) -> tuple:
+    """What makes runs seeds of one configuration: every setting that changes what a run learns (settings a version
+    added later count at their defaults)."""
+    args = {k: v for k, v in settings.record().items() if k not in NOT_CONFIG}
     return (eval_task, tuple(sorted((k, str(v)) for k, v in args.items())))
 
 
@@ -182,10 +166,21 @@ def aggregate(records: list[dict], target: str | None = None) -> dict:
                          for r in records])
 
 
-def describe(args: TrainArgs) -> str:
-    if args.algo == "frozen-dt":
-        return f"frozen-dt ({args.backbone} layers {args.layers}, init {args.init}, freeze {args.freeze})"
-    return args.algo
+BACKBONE_FIELDS = ("backbone", "layers", "init", "freeze")  # what a backbone-based algorithm's config names
+
+
+def backbone_columns(settings: RunSettings) -> dict:
+    """The run's backbone settings, "-" each for algorithms without a backbone."""
+    has = settings.spec.load_backbone is not None
+    return {k: getattr(settings.algo, k) if has else "-" for k in BACKBONE_FIELDS}
+
+
+def describe(settings: RunSettings) -> str:
+    """The algorithm, and its backbone settings when it has any."""
+    if settings.spec.load_backbone is None:
+        return settings.run.algo
+    b = backbone_columns(settings)
+    return f"{settings.run.algo} ({b['backbone']} layers {b['layers']}, init {b['init']}, freeze {b['freeze']})"
 
 
 def run_eval(args: EvalArgs) -> list[dict]:
@@ -206,11 +201,11 @@ def run_eval(args: EvalArgs) -> list[dict]:
               f"({record['episodes']} episodes, {record['seconds']:.0f} s)", flush=True)
     groups: dict[tuple, list] = {}
     for run, record in records:
-        groups.setdefault(config_key(run.config, record["task"]), []).append((run, record))
+        groups.setdefault(config_key(run.settings, record["task"]), []).append((run, record))
     for key, group in groups.items():
         for label in group[0][1]["targets"]:
             s = aggregate([record for _, record in group], label)
-            print(f"{key[0]} {describe(group[0][0].args)} target {label}: "
+            print(f"{key[0]} {describe(group[0][0].settings)} target {label}: "
                   f"{s['mean']:.1f} [95% CI {s['ci_low']:.1f}, {s['ci_high']:.1f}] over {s['ci_over']}, "
                   f"IQM {s['iqm']:.1f}, {s['n_seeds']} seed(s), {s['n_episodes']} episodes", flush=True)
     return [r for _, r in records]

@@ -70,7 +70,7 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, check=None
 
     Returns the source record written beside ``dest``.
     """
-    from tqdm import tqdm
+    from frozen_dt.progress import progress_bar
 
     url = resolve_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, check=None
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
             total = getattr(response, "length", None)  # file:// responses have no length
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=dest.name, enabled=progress) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
@@ -109,9 +109,9 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, check=None
 
 def download_task_files(task, *, sha256: str | None = None, progress: bool = True) -> Path:
     """Download the upstream file(s) of ``task`` into the data dir; return the path of the main file."""
-    from frozen_dt.dataset import check_task_dims
+    from frozen_dt.data.dataset import check_task_dims
     from frozen_dt.paths import data_file
-    from frozen_dt.readers import detect_format, read_file
+    from frozen_dt.data.readers import detect_format, read_file
 
     dest = data_file(task.dataset_files[0] if task.family == "ogbench" else task.download_url.rsplit("/", 1)[-1])
 

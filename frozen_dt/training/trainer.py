@@ -4,7 +4,8 @@ An algorithm (:class:`Algorithm`) owns its networks and optimizers and knows how
 update; :class:`Trainer` owns everything around it:
 
 * the data RNG (a ``numpy.random.Generator`` seeded with ``seed``; the caller seeds torch before building models);
-* metric rows (means over each ``log_every`` interval) in ``metrics.jsonl``/``metrics.csv`` and optionally wandb;
+* metric rows (means over each ``log_every`` interval) through sinks (:mod:`frozen_dt.training.sinks`): always
+  ``metrics.jsonl``/``metrics.csv``, and whatever else is given (wandb);
 * evaluation through a hook ``evaluate(algorithm, step) -> dict`` every ``eval_every`` steps and at the end; its
   ``"score"`` decides the ``best`` checkpoint;
 * checkpoints ``checkpoints/last.pt`` (every ``save_every`` steps and at the end) and ``checkpoints/best.pt``,
@@ -29,10 +30,12 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from frozen_dt.dataset import ObsStats
+from frozen_dt.data.dataset import ObsStats
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path
-from frozen_dt.run_files import MetricsLog
+from frozen_dt.progress import progress_bar
+from frozen_dt.run_dir import checkpoint_path
+from frozen_dt.training.sinks import MetricsLog
 
 CHECKPOINT_FORMAT = "frozen-dt-checkpoint/1"
 
@@ -42,11 +45,8 @@ class Algorithm(Protocol):
     def update(self, batch: dict) -> dict: ...  # float metrics of this update
     def state_dict(self) -> dict: ...  # everything that trains (no frozen weights), optimizers, schedulers
     def load_state_dict(self, state: dict) -> None: ...
-    model: "torch.nn.Module"  # what frozen_dt.train.make_agent rolls out
-
-
-def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
-    return Path(run_dir) / "checkpoints" / f"{which}.pt"
+    model: "torch.nn.Module"  # what the algorithm's rollout agent acts with
+    obs_stats: ObsStats | None  # the observation normalization its agent uses (None: raw observations)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -104,17 +104,16 @@ def preserved_rng_state():
 class Trainer:
     """Run ``algorithm`` for ``steps`` updates in ``run_dir`` (see the module doc)."""
 
-    def __init__(self, algorithm: Algorithm, run_dir: Path, *, steps: int, seed: int, obs_stats: ObsStats | None = None,
-                 log_every: int = 1000, eval_every: int = 0, save_every: int = 5000,
-                 evaluate: Callable[[Algorithm, int], dict] | None = None, sinks: tuple = (), progress: bool | None = None):
+    def __init__(self, algorithm: Algorithm, run_dir: Path, *, steps: int, seed: int,
+                 log_every: int, eval_every: int, save_every: int, evaluate: Callable[[Algorithm, int], dict] | None = None, sinks: tuple = (), progress: bool | None = None):
         self.algorithm = algorithm
         self.run_dir = Path(run_dir)
         self.steps, self.seed = steps, seed
-        self.obs_stats = obs_stats
+        self.obs_stats = algorithm.obs_stats  # saved with each checkpoint, checked on resume
         self.log_every, self.eval_every, self.save_every = log_every, eval_every, save_every
         self.evaluate = evaluate
-        self.sinks = sinks
-        self.progress = progress  # None: a progress bar on a terminal only
+        self.sinks = (MetricsLog(self.run_dir), *sinks)
+        self.progress = progress  # False: no bar; otherwise one on a terminal only
         self.rng = np.random.default_rng(seed)
         self.step = 0
         self.best_score: float | None = None
@@ -161,11 +160,10 @@ class Trainer:
         """Train to ``steps``; returns the last evaluation's results (None without an evaluation hook)."""
         if resume:
             self.restore()
-        log = MetricsLog(self.run_dir, keep_until=self.step if resume else None)
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=None if self.progress is None else not self.progress)
+        for sink in self.sinks:
+            sink.start(self.step)
+        bar = progress_bar(total=self.steps, initial=self.step, desc="train", unit="step",
+                           enabled=self.progress is not False)
         started, start_step = time.time(), self.step
         try:
             while self.step < self.steps:
@@ -176,7 +174,6 @@ class Trainer:
                     self.pending[key] = [total + float(value), count + 1]
                 row = self.after_update(started, start_step)
                 if row:
-                    log.write(row)
                     for sink in self.sinks:
                         sink.write(row)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "score")})

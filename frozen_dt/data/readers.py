@@ -1,4 +1,4 @@
-"""Readers for the four real dataset formats, each producing an :class:`~frozen_dt.dataset.OfflineDataset`.
+"""Readers for the four real dataset formats, each producing an :class:`~frozen_dt.data.dataset.OfflineDataset`.
 
 * D4RL hdf5 (``observations, actions, rewards, terminals, timeouts``, optional ``next_observations``) - read
   with h5py, never through the ``d4rl`` package. Files written by ``frozen-dt data generate`` carry a
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frozen_dt.dataset import OfflineDataset, check_arrays, from_flat_arrays
+from frozen_dt.data.dataset import OfflineDataset, check_arrays, from_flat_arrays
 from frozen_dt.errors import FrozenDTError
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")

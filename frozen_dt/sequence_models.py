@@ -1,0 +1,295 @@
+"""What the DT baseline and the frozen-LM DT share: the DT-style model around a causal body, its training by action
+regression, its rollout agent and its hyperparameters.
+
+Model (:class:`ReturnConditionedTransformer`). A K-step window is read as the Decision Transformer reads it: three
+tokens per step, interleaved as ``(R_1, s_1, a_1, R_2, s_2, a_2, ...)`` (3K tokens), each the sum of a linear
+embedding of its modality and an embedding of the step's timestep; then an input LayerNorm, dropout, a causal
+transformer body, an output LayerNorm, and a ``tanh`` action head read from the *state* tokens (the action of step
+t is predicted from ``R_1..s_t``). The models differ in their body and timestep embedding only:
+:class:`frozen_dt.baselines.dt.DecisionTransformer` (a small GPT trained from scratch, DT's learned timestep
+table) and :class:`frozen_dt.frozen_lm_dt.FrozenLMDecisionTransformer` (a frozen LM slice, sinusoidal timestep
+features). With a goal dimension the first token of each step embeds the goal instead of the return-to-go.
+
+Batches are dicts of tensors as :class:`~frozen_dt.data.views.SequenceView` samples them: ``observations``
+(B, K, obs), ``actions`` (B, K, act), ``returns_to_go`` (B, K, 1), ``timesteps`` (B, K) int, ``mask`` (B, K) bool
+(left padding = False). Observations are expected normalized and returns-to-go scaled.
+
+Training (:class:`SequenceModelAlgorithm`), as kzl/decision-transformer's ``SequenceTrainer``: MSE between
+predicted and dataset actions over the real (unpadded) steps, AdamW over the parameters that require grad, a linear
+warm-up ``lr * min((step + 1) / warmup_steps, 1)``, gradient-norm clipping. On CUDA the forward pass runs under bf16
+autocast (the loss in float32); on CPU too with ``precision="bf16"``.
+
+Acting (:class:`ReturnConditionedAgent`): one context window per env, as DT's ``evaluate_episode_rtg`` for one env.
+
+:class:`SequenceConfig` holds the hyperparameters both models read, with the DT paper's values as defaults
+(kzl/decision-transformer gym/experiment.py, transcribed in shared/ANCHORS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from frozen_dt.config import arg
+from frozen_dt.data.dataset import ObsStats
+from frozen_dt.data.views import SequenceView
+from frozen_dt.parameters import load_trainable_state_dict, trainable_state_dict
+
+
+@dataclass
+class SequenceConfig:
+    """Hyperparameters of DT-style training (the DT paper's defaults)."""
+
+    context: int = arg(20, "context length K (steps per window)", check="positive")
+    batch_size: int = arg(64, "batch size (windows)", check="positive")
+    lr: float = arg(1e-4, "AdamW learning rate", check="positive")
+    weight_decay: float = arg(1e-4, "AdamW weight decay", check="non_negative")
+    warmup_steps: int = arg(10_000, "linear learning-rate warm-up steps (0: none)", check="non_negative")
+    grad_clip: float = arg(0.25, "gradient-norm clipping threshold", check="positive")
+    dropout: float = arg(0.1, "dropout (DT: embeddings, attention, residuals; frozen-dt: its input embeddings)",
+                         check="fraction")
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast on CUDA always, on CPU with ``precision="bf16"``; otherwise a no-op context."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=device.type == "cuda" or precision == "bf16")
+
+
+def linear_warmup(warmup_steps: int):
+    return lambda step: min((step + 1) / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
+
+
+def interleave(returns: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(B, K, d) x 3 -> (B, 3K, d) ordered R_1, s_1, a_1, R_2, ... (works for (B, K) masks too)."""
+    stacked = torch.stack((returns, states, actions), dim=2)  # (B, K, 3, ...)
+    return stacked.reshape(stacked.shape[0], -1, *stacked.shape[3:])
+
+
+class ReturnConditionedTransformer(nn.Module):
+    """DT-style embeddings, a causal ``body(x (B, T, d), attention_mask (B, T) bool, last_only=False) -> (B, T, d)``
+    (with ``last_only``, the last token's (B, 1, d)), tanh head.
+
+    With ``goal_dim`` the model is goal-conditioned: each step's first token embeds the goal (``batch["goals"]``,
+    (B, K, goal_dim)) instead of the return-to-go.
+    """
+
+    frozen_modules: tuple[str, ...] = ()  # submodules whose tensors checkpoints leave out (trainable params excepted)
+
+    def __init__(self, obs_dim: int, act_dim: int, width: int, *, body: nn.Module, timestep_embedding: nn.Module,
+                 context: int, dropout: float, input_ln: bool = True, output_ln: bool = True,
+                 goal_dim: int | None = None):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.width, self.context = int(obs_dim), int(act_dim), int(width), int(context)
+        self.goal_dim = goal_dim
+        self.embed_timestep = timestep_embedding
+        if goal_dim is None:
+            self.embed_return = nn.Linear(1, width)
+        else:  # goal-conditioned (OGBench): the goal token takes the return token's place
+            self.embed_goal = nn.Linear(goal_dim, width)
+        self.embed_state = nn.Linear(obs_dim, width)
+        self.embed_action = nn.Linear(act_dim, width)
+        self.input_ln = nn.LayerNorm(width) if input_ln else nn.Identity()
+        self.drop = nn.Dropout(dropout)
+        self.body = body
+        self.output_ln = nn.LayerNorm(width) if output_ln else nn.Identity()
+        self.predict_action = nn.Sequential(nn.Linear(width, act_dim), nn.Tanh())
+
+    def forward(self, batch: dict, last_step: bool = False) -> torch.Tensor:
+        """Predicted actions (B, K, act_dim), one per step, each from that step's state token.
+
+        With ``last_step`` only the last step's action (B, 1, act_dim), which is all acting needs: the window's
+        final action token (after the last state token, so unseen by it) is left out, and the body returns the
+        last token alone (``last_only``; DT's GPT runs its last layer for that one query, a frozen slice runs in
+        full and is sliced). The result equals ``forward(batch)[:, -1:]`` up to float rounding.
+        """
+        time = self.embed_timestep(batch["timesteps"])
+        condition = self.embed_return(batch["returns_to_go"]) if self.goal_dim is None else \
+            self.embed_goal(batch["goals"])
+        tokens = interleave(condition + time,
+                            self.embed_state(batch["observations"]) + time,
+                            self.embed_action(batch["actions"]) + time)
+        mask = batch["mask"].to(torch.bool)
+        mask = interleave(mask, mask, mask)
+        x = self.drop(self.input_ln(tokens))
+        if last_step:
+            x, mask = x[:, :-1], mask[:, :-1]  # ends on the last state token
+            return self.predict_action(self.output_ln(self.body(x, mask, last_only=True)))
+        x = self.output_ln(self.body(x, mask))
+        steps = x.shape[1] // 3
+        state_tokens = x.reshape(x.shape[0], steps, 3, self.width)[:, :, 1]
+        return self.predict_action(state_tokens)
+
+    @torch.no_grad()
+    def act(self, observations: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+            timesteps: torch.Tensor) -> torch.Tensor:
+        """The next action (act_dim,) from an episode's history, as DT's ``get_action``.
+
+        ``observations`` (T, obs) normalized, ``returns_to_go`` (T,) or (T, 1) scaled, ``timesteps`` (T,): the
+        current step last. ``actions``: the T - 1 actions taken so far (a T-th row, a placeholder for the current
+        action, is accepted and ignored: the state token precedes it). Only the last ``context`` steps are read;
+        shorter histories are left-padded like the training windows.
+        """
+        t = observations.shape[0]
+        if actions.shape[0] == t - 1:
+            actions = torch.cat([actions, actions.new_zeros(1, self.act_dim)])
+        k = min(t, self.context)
+        pad = self.context - k
+        device = self.embed_state.weight.device
+
+        def window(x: torch.Tensor, dtype) -> torch.Tensor:
+            x = x[-k:].to(device=device, dtype=dtype)
+            return torch.cat([x.new_zeros((pad, *x.shape[1:])), x])[None]
+
+        batch = {
+            "observations": window(observations, torch.float32),
+            "actions": window(actions, torch.float32),
+            "returns_to_go": window(returns_to_go.reshape(-1, 1), torch.float32),
+            "timesteps": window(timesteps.reshape(-1), torch.long),
+            "mask": window(torch.ones(t, dtype=torch.bool), torch.bool),
+        }
+        return self(batch)[0, -1]
+
+
+class SequenceModelAlgorithm:
+    """A :class:`ReturnConditionedTransformer` trained on :class:`SequenceView` windows by action regression."""
+
+    def __init__(self, model: ReturnConditionedTransformer, view: SequenceView, config: SequenceConfig, *,
+                 device: str | torch.device = "cpu", precision: str = "fp32"):
+        self.device = torch.device(device)
+        self.precision = precision
+        self.model = model.to(self.device)
+        self.view = view
+        self.obs_stats = view.obs_stats
+        self.batch_size = config.batch_size
+        self.grad_clip = config.grad_clip
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_warmup(config.warmup_steps))
+
+    def sample_batch(self, rng: np.random.Generator) -> dict:
+        return self.view.sample(self.batch_size, rng)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        tensors = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+        with autocast(self.device, self.precision):
+            predicted = self.model(tensors)
+        mask = tensors["mask"].to(torch.bool)
+        return ((predicted.float() - tensors["actions"]) ** 2)[mask].mean()
+
+    def update(self, batch: dict) -> dict:
+        self.model.train()
+        loss = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": float(lr)}
+
+    def state_dict(self) -> dict:
+        return {"model": trainable_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_trainable_state_dict(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def build_sequence_algorithm(config: SequenceConfig, model, dataset, problem, run) -> SequenceModelAlgorithm:
+    """The spec's ``build_algorithm`` of both sequence models: windows of ``dataset`` (hindsight goals on
+    goal-conditioned tasks) and the DT update."""
+    view = SequenceView(dataset, config.context, rtg_scale=problem.rtg_scale, max_timestep=problem.max_timestep,
+                        goal_conditioned=problem.goal_dim is not None)
+    return SequenceModelAlgorithm(model, view, config, device=run.device, precision=run.precision)
+
+
+def make_sequence_agent(config, model, obs_stats, problem, target, precision: str = "fp32"):
+    """The spec's ``make_agent`` of both sequence models."""
+    return ReturnConditionedAgent(model, obs_stats, problem.rtg_scale, target, max_timestep=problem.max_timestep,
+                                  precision=precision)
+
+
+class ReturnConditionedAgent:
+    """A return-conditioned sequence model as a batched rollout agent (:class:`frozen_dt.eval.rollout.Agent`).
+
+    Each env slot keeps its own window of the last ``context`` steps (observations normalized with the training
+    statistics, actions, scaled returns-to-go starting at ``target_return / rtg_scale`` and decreasing by each
+    reward / ``rtg_scale``, timesteps capped as in training), left-padded with zeros and masked like the training
+    windows, as DT's ``evaluate_episode_rtg``. All running slots are predicted in one forward pass, in fixed-shape
+    blocks (a slot's action does not depend on how many slots ran with it).
+
+    Goal-conditioned models (OGBench) get each episode's goal (normalized like the observations) in every step's
+    goal token instead of a return-to-go.
+
+    No key/value cache: a cached token's keys and values at layer >= 2 were computed while it attended to steps that
+    have since left the window, so once the window slides a cache would no longer give the trained model's
+    prediction. Every step therefore recomputes its window (60 tokens for K=20), batched over the envs.
+    """
+
+    def __init__(self, model: ReturnConditionedTransformer, obs_stats: ObsStats, rtg_scale: float,
+                 target_return: float | None, *, max_timestep: int = 1000, precision: str = "fp32"):
+        from frozen_dt.eval.rollout import BLOCK
+
+        self.model, self.obs_stats, self.rtg_scale = model, obs_stats, rtg_scale
+        self.goal_conditioned = model.goal_dim is not None  # goal tokens (from each reset's goal), no returns
+        self.target = 0.0 if self.goal_conditioned else float(target_return) / rtg_scale
+        self.max_timestep = max_timestep
+        self.device = next(model.parameters()).device
+        self.autocast = autocast(self.device, precision)
+        self.block = BLOCK
+        self.k, self.obs_dim, self.act_dim = model.context, model.obs_dim, model.act_dim
+        self.windows: dict[int, dict] = {}
+
+    def start(self, slot: int, episode: int, goal=None) -> None:
+        self.model.eval()
+        k = self.k
+        self.windows[slot] = {"observations": np.zeros((k, self.obs_dim), np.float32),
+                              "actions": np.zeros((k, self.act_dim), np.float32),
+                              "returns_to_go": np.zeros((k, 1), np.float32), "timesteps": np.zeros(k, np.int64),
+                              "mask": np.zeros(k, bool), "rtg": self.target, "t": 0}
+        if self.goal_conditioned:
+            if goal is None:
+                raise ValueError("a goal-conditioned model needs each episode's goal")
+            self.windows[slot].update(goals=np.zeros((k, self.obs_dim), np.float32),
+                                      goal=self.obs_stats.normalize(np.asarray(goal, dtype=np.float32)))
+
+    def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        from frozen_dt.eval.rollout import in_blocks
+
+        keys = ("observations", "actions", "returns_to_go", "timesteps", "mask") + (("goals",) if self.goal_conditioned
+                                                                                      else ())
+        normalized = self.obs_stats.normalize(np.asarray(observations, dtype=np.float32))
+        for row, slot in enumerate(slots):
+            w = self.windows[slot]
+            for key in keys:  # slide by one step; the new step goes last
+                w[key][:-1] = w[key][1:]
+            w["observations"][-1] = normalized[row]
+            w["actions"][-1] = 0.0  # the current action's placeholder (its token follows the state token)
+            w["returns_to_go"][-1] = w["rtg"]
+            w["timesteps"][-1] = min(w["t"], self.max_timestep - 1)
+            w["mask"][-1] = True
+            if self.goal_conditioned:
+                w["goals"][-1] = w["goal"]
+        batch = [torch.as_tensor(np.stack([self.windows[s][key] for s in slots])).to(self.device) for key in keys]
+
+        def predict(*tensors):
+            with self.autocast:
+                return self.model(dict(zip(keys, tensors)), last_step=True)[:, -1].float()
+
+        with torch.no_grad():
+            actions = in_blocks(predict, *batch, block=self.block).cpu().numpy()
+        for row, slot in enumerate(slots):
+            self.windows[slot]["actions"][-1] = actions[row]
+        return actions
+
+    def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        for slot, reward in zip(slots, rewards):
+            w = self.windows[slot]
+            w["rtg"] -= float(reward) / self.rtg_scale
+            w["t"] += 1

@@ -1,0 +1,1 @@
+"""The shared training loop (trainer, checkpoints, sinks), recipes, and the ``frozen-dt train`` command."""

@@ -1,0 +1,139 @@
+"""``frozen-dt train``: resolve the settings, load data and model, run the shared trainer, report the score.
+
+Everything algorithm-specific comes from the algorithm's spec (:mod:`frozen_dt.algorithms`). Order of work:
+settings and recipes, then the backbone if the algorithm has one (so a model problem surfaces before a long dataset
+generation), then the dataset, the model, the run directory's records, training with periodic evaluation, and a
+final line with the evaluated score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import random
+from pathlib import Path
+
+import torch
+
+from frozen_dt.algorithms import Problem
+from frozen_dt.envs.registry import Task, get_task
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.run_dir import (RunSettings, checkpoint_path, default_run_dir, read_json, read_run_config,
+                               write_json, write_run_metadata)
+from frozen_dt.training.recipes import apply_recipes
+from frozen_dt.training.sinks import WandbSink, import_wandb
+from frozen_dt.training.trainer import Trainer
+
+RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
+
+
+def resumed_settings(given: dict, explicit: frozenset) -> tuple[RunSettings, dict]:
+    """The saved settings of ``given["resume"]``, with the few a continuation may change."""
+    run_dir = Path(given["resume"]).expanduser()
+    if not checkpoint_path(run_dir).is_file():
+        raise FrozenDTError(f"--resume {run_dir}: no checkpoint there (checkpoints/last.pt)")
+    config, saved = read_run_config(run_dir)
+    if given["task"] != saved.run.task:
+        raise FrozenDTError(f"--resume {run_dir}: that run trains {saved.run.task}, not {given['task']}")
+    changed = [k for k in sorted(explicit) if k not in RESUME_MAY_CHANGE and given[k] != saved.get(k)]
+    if changed:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in changed)
+        raise FrozenDTError(f"--resume continues a run exactly; {flags} cannot change (only --steps, --wandb, "
+                            "--download can)")
+    run = dataclasses.replace(saved.run, resume=str(run_dir), run_dir=str(run_dir), download=given["download"],
+                              wandb=given["wandb"], steps=given["steps"] if "steps" in explicit else saved.run.steps)
+    run.validate()
+    return RunSettings(run, saved.spec, saved.algo), config
+
+
+def load_dataset(run, task: Task):
+    """``--dataset FILE`` if given (any supported format, checked against the task's dims), else the task's own
+    dataset from the first source that has it (generated when nothing else does)."""
+    from frozen_dt.data.sources import load_any, load_task_dataset
+
+    if run.dataset:
+        if not Path(run.dataset).expanduser().is_file():
+            raise FrozenDTError(f"--dataset {run.dataset}: no such file")
+        return load_any(str(Path(run.dataset).expanduser()), task_name=task.name)[0]
+    return load_task_dataset(task, download=run.download, generate=True)
+
+
+def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
+    """Train as ``given`` says (flat run and algorithm settings; those in ``explicit`` were given on the command
+    line); returns the final evaluation."""
+    resuming = bool(given.get("resume"))
+    if resuming:
+        settings, config = resumed_settings(given, explicit)
+    else:
+        settings, recipe_record = apply_recipes(given, explicit)
+    spec, run = settings.spec, settings.run
+    task = get_task(run.task)
+    spec.condition_on(task)
+    if run.device == "cuda" and not torch.cuda.is_available():
+        raise FrozenDTError("--device cuda: no CUDA device is available")
+    if run.wandb:
+        import_wandb(run.wandb)  # fail before any loading
+
+    backbone = spec.load_backbone(settings.algo, run.seed) if spec.load_backbone else None
+    dataset = load_dataset(run, task)
+    env_version = run.env_version or dataset.source.get("env_version")
+    targets = spec.eval_targets(task, dataset)
+    problem = Problem.of(task, dataset.obs_dim, dataset.act_dim)
+
+    from frozen_dt.parameters import check_frozen_fingerprint, frozen_fingerprint, param_counts
+
+    random.seed(run.seed)
+    torch.manual_seed(run.seed)
+    model = spec.build_model(settings.algo, problem, backbone)
+    algorithm = spec.build_algorithm(settings.algo, model, dataset, problem, run)
+    params = {**param_counts(model), "frozen_fingerprint": frozen_fingerprint(model)}
+    print(f"frozen-dt: {task.name} {spec.name}: {params['trainable_params']:,} trainable parameters, "
+          f"{params['frozen_params']:,} frozen", flush=True)
+
+    if resuming:
+        run_dir = Path(run.run_dir)
+        check_frozen_fingerprint(read_json(run_dir / "params.json"), model, run_dir)
+        config["args"]["steps"] = run.steps
+        config.setdefault("resumes", []).append({"at": datetime.datetime.now().isoformat(timespec="seconds"),
+                                                 "steps": run.steps})
+        write_json(run_dir / "config.json", config)
+    else:
+        run_dir = Path(run.run_dir).expanduser() if run.run_dir else default_run_dir(task.name, spec.name)
+        if checkpoint_path(run_dir).exists():
+            raise FrozenDTError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or choose "
+                                "another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = RunSettings(dataclasses.replace(run, run_dir=str(run_dir)), spec, settings.algo).record()
+        config = {"args": record, **recipe_record, "env_version": env_version, "eval_targets": list(targets),
+                  "rtg_scale": problem.rtg_scale, "max_timestep": problem.max_timestep, "obs_dim": problem.obs_dim,
+                  "act_dim": problem.act_dim, "created_at": datetime.datetime.now().isoformat(timespec="seconds")}
+        write_run_metadata(run_dir, config=config, dataset=dataset, params=params)
+
+    def evaluate(algo, step: int) -> dict:
+        from frozen_dt.eval.rollout import EVAL_NUM_ENVS, default_workers, evaluate_agent
+
+        return evaluate_agent(task, lambda target: spec.make_agent(settings.algo, algo.model, algo.obs_stats, problem,
+                                                                   target, run.precision),
+                              targets=targets, episodes=run.eval_episodes, num_envs=EVAL_NUM_ENVS,
+                              workers=default_workers(EVAL_NUM_ENVS, run.eval_episodes, run.device),
+                              env_version=env_version, max_steps=run.eval_max_steps, progress=False)
+
+    sinks = (WandbSink(run.wandb, run_dir, config),) if run.wandb else ()
+    trainer = Trainer(algorithm, run_dir, steps=run.steps, seed=run.seed, log_every=run.log_every,
+                      eval_every=run.eval_every, save_every=run.save_every,
+                      evaluate=evaluate if run.eval_episodes > 0 else None, sinks=sinks)
+    result = trainer.run(resume=resuming)
+    print(final_line(task, run, run_dir, result), flush=True)
+    return result
+
+
+def final_line(task: Task, run, run_dir: Path, result: dict | None) -> str:
+    head = f"frozen-dt: {task.name} {run.algo}, {run.steps} steps, run dir {run_dir}"
+    if result is None:
+        return f"{head}: not evaluated (--eval-episodes 0)"
+    kind = "success rate" if task.score_type == "success" else "normalized score"
+    per_target = "; ".join(f"target {k[len('score@'):]}: {kind} {v:.1f}, return {result['return@' + k[6:]]:.1f}"
+                           for k, v in result.items() if k.startswith("score@"))
+    cut = f", episodes cut at {run.eval_max_steps} steps" if run.eval_max_steps else ""
+    return (f"{head}: {kind} {result['score']:.1f} at step {result['step']} "
+            f"({run.eval_episodes} episodes per target{cut}; {per_target})")
