@@ -17,7 +17,7 @@ from torch import nn
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (SavesParts, batch_size_field, hidden_dim_field, hidden_layers_field, lr_field,
                                         make_observation_agent, mlp, optimizer_step)
-from frozen_dt.config import arg
+from frozen_dt.settings import arg
 from frozen_dt.data.dataset import ObsStats, OfflineDataset
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from frozen_dt.config import arg
+from frozen_dt.settings import arg
 from frozen_dt.data.dataset import ObsStats
 
 

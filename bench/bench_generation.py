@@ -11,7 +11,8 @@ import os
 import time
 
 from frozen_dt.envs.behavior import POLICY_DIR, read_manifest
-from frozen_dt.envs.generate import ActorPolicy, level_checkpoints, rollout
+from frozen_dt.envs.actors import ActorPolicy
+from frozen_dt.envs.generate import level_checkpoints, rollout
 from frozen_dt.envs.registry import get_task
 
 from bench_sequence_sampling import cpu_name  # noqa: E402  (bench/ is run as a script directory)

@@ -87,7 +87,7 @@ def evaluate_checkpoint(env: str, file: str, *, episodes: int, seed: int, policy
     """A shipped actor's stochastic returns (the policy that generates data) over ``episodes`` episodes, seeded
     ``seed + i``, through the evaluation harness; the manifest fields ``return_mean``/``return_std``/
     ``normalized_return``/``eval_episodes``/``eval_seed``."""
-    from frozen_dt.envs.generate import ActorAgent, ActorPolicy
+    from frozen_dt.envs.actors import ActorAgent, ActorPolicy
     from frozen_dt.eval.rollout import rollout
     from frozen_dt.eval.scores import normalized_score
 

@@ -2,7 +2,7 @@
 
 An algorithm is one module that exports ``SPEC``, an :class:`AlgorithmSpec`:
 
-* ``config``: a dataclass of every hyperparameter (``frozen_dt.config.arg`` fields: help text, range check,
+* ``config``: a dataclass of every hyperparameter (``frozen_dt.settings.arg`` fields: help text, range check,
   the default written there and nowhere else; an optional ``validate()`` checks what ranges cannot);
 * ``build_model(config, problem, backbone) -> nn.Module``: its networks for a problem's dimensions;
 * ``build_algorithm(config, model, dataset, problem, run) -> Algorithm``: its update rule on its data view (an
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.settings import validate_fields
 
 REGISTRY = {  # name -> the module whose SPEC defines it (imported on first use: listing names needs no torch)
     "frozen-dt": "frozen_dt.frozen_lm_dt",
@@ -120,8 +121,6 @@ class AlgorithmSpec:
         kept = {k: v for k, v in values.items() if k in fields
                 and not (v is None and not strict and fields[k].default is not None)}
         config = self.config(**kept)
-        from frozen_dt.config import validate_fields
-
         validate_fields(config)
         validate = getattr(config, "validate", None)
         if validate is not None:

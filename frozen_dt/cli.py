@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from frozen_dt.algorithms import ALGORITHMS
-from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig,
-                              add_arguments, explicit_options, from_namespace)
+from frozen_dt.config import AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig
+from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 from frozen_dt.errors import FrozenDTError
 
 DESCRIPTION = "frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, and baselines"

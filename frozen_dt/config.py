@@ -1,58 +1,20 @@
-"""Settings as dataclasses: each field's ``help`` metadata is its ``--flag`` help text, its ``check`` its range.
+"""The commands' settings as dataclasses (fields made with :func:`frozen_dt.settings.arg`: help text, range check).
 
 One dataclass per command (and one per algorithm, in the algorithm's own module) keeps the settings, their
-defaults and their validation in one place; the CLI builds its parsers from them with :func:`add_arguments`.
+defaults and their validation in one place; the CLI builds its parsers from them.
 :class:`RunConfig` holds what every training run has whatever its algorithm (task, seed, steps, device, logging,
 evaluation, where the run lives); each algorithm's config holds its hyperparameters.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from frozen_dt.algorithms import ALGORITHMS, get_spec
-from frozen_dt.backbones.catalog import BACKBONES, check_backbone_name, parse_layers
+from frozen_dt.backbones.catalog import check_backbone_and_layers
 from frozen_dt.envs.registry import ENV_VERSIONS, get_task
 from frozen_dt.errors import FrozenDTError
-
-# check= ranges a field's value must lie in (None always passes); checked by validate_fields
-CHECKS = {
-    "positive": (lambda v: v > 0, "must be positive"),
-    "non_negative": (lambda v: v >= 0, "must not be negative"),
-    "open_unit": (lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-}
-
-
-def check_backbone_and_layers(backbone: str, layers: str) -> None:
-    """A known backbone name (or hf:...) and a layer range that fits it."""
-    check_backbone_name(backbone)
-    spec = BACKBONES.get(backbone)
-    parse_layers(layers, spec.n_layers if spec else None)
-
-
-def arg(default, help: str, *, check: str | None = None, **kwargs):
-    """A dataclass field that becomes a command-line option; ``check`` names its range in :data:`CHECKS`."""
-    if check is not None and check not in CHECKS:
-        raise ValueError(f"unknown check {check!r}")
-    return field(default=default, metadata={"help": help, "check": check, **kwargs})
-
-
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def validate_fields(settings) -> None:
-    """Every field with a ``check`` holds a value in its range (or None)."""
-    for f in dataclasses.fields(settings):
-        check = f.metadata.get("check")
-        value = getattr(settings, f.name)
-        if check and value is not None:
-            ok, says = CHECKS[check]
-            if not ok(value):
-                raise FrozenDTError(f"{flag_name(f.name)} {says}, got {value}")
+from frozen_dt.settings import arg, validate_fields
 
 
 @dataclass
@@ -129,52 +91,6 @@ class LeaderboardArgs:
         pass
 
 
-EXPLICIT = "explicit_options"  # namespace attribute: the dests of the options given on the command line
-
-
-class _StoreExplicit(argparse.Action):
-    """``store`` (or ``store_true`` with ``nargs=0``) that also records in ``namespace.explicit_options`` that the
-    option was given, so that recipes fill only what the command line left out."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
-        setattr(namespace, EXPLICIT, getattr(namespace, EXPLICIT, frozenset()) | {self.dest})
-
-
-def explicit_options(namespace: argparse.Namespace) -> frozenset:
-    return getattr(namespace, EXPLICIT, frozenset())
-
-
-def add_arguments(parser, cls) -> None:
-    """Add one option (or positional) per field of dataclass ``cls`` to ``parser`` (or an argument group); options
-    given are recorded (:func:`explicit_options`)."""
-    for f in dataclasses.fields(cls):
-        meta = dict(f.metadata)
-        help_text = meta.pop("help")
-        meta.pop("check", None)
-        positional = meta.pop("positional", False)
-        kwargs = {"help": help_text, **meta}
-        is_flag = f.type in ("bool", bool)
-        if is_flag:
-            kwargs.update(nargs=0, const=True)
-        elif "nargs" not in kwargs:
-            kwargs["type"] = {"int": int, "float": float}.get(str(f.type), str)
-        if positional:
-            parser.add_argument(f.name, **kwargs)
-        else:
-            if f.default is not None and not is_flag:
-                kwargs["help"] += f" (default: {f.default})"
-            parser.add_argument(flag_name(f.name), dest=f.name, default=f.default, action=_StoreExplicit,
-                                **kwargs)
-
-
-def from_namespace(cls, namespace: argparse.Namespace):
-    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)}
-    args = cls(**values)
-    args.validate()
-    return args
-
-
 PROBE_TASKS = ("recall", "bit-memory", "bit-xor")
 PROBE_ARMS = ("pretrained", "random-init", "random-transformer", "scratch")
 
@@ -235,7 +151,7 @@ class ProbeArgs:
             raise FrozenDTError(f"--max-len {self.max_len} needs more than the 2^{self.bits} distinct keys")
         if self.bit_length % self.patch:
             raise FrozenDTError(f"--bit-length {self.bit_length} must be a multiple of --patch {self.patch}")
-        from frozen_dt.probes.train import parse_lengths
+        from frozen_dt.probes.tasks import parse_lengths
 
         if self.task == "recall" and max(parse_lengths(self.lengths)) > 2 ** self.bits:
             raise FrozenDTError(f"--lengths up to {self.lengths} need more than the 2^{self.bits} distinct keys")

@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from frozen_dt.algorithms import get_spec
+from frozen_dt.config import RunConfig
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_write_text
 from frozen_dt.provenance import RUN_PACKAGES, git_commit, package_versions, python_version
@@ -127,9 +129,6 @@ class RunSettings:
 def settings_from_args(args: dict, *, strict: bool = True) -> RunSettings:
     """:class:`RunSettings` from flat ``args`` (``config.json``'s, or a recipe's merged values). ``strict=False``
     reads saved runs: the settings of other algorithms that older versions recorded are ignored."""
-    from frozen_dt.algorithms import get_spec
-    from frozen_dt.config import RunConfig
-
     run_fields = {f.name for f in dataclasses.fields(RunConfig)}
     try:
         run = RunConfig(**{k: v for k, v in args.items() if k in run_fields})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels, write_manifest
-from frozen_dt.envs.generate import ActorPolicy, generate_locomotion, level_checkpoints, rollout
+from frozen_dt.envs.actors import ActorPolicy
+from frozen_dt.envs.generate import generate_locomotion, level_checkpoints, rollout
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.data.readers import read_file
@@ -176,7 +177,7 @@ def test_harness_reproduces_a_shipped_policys_manifest_return():
     """A shipped checkpoint evaluated through the harness on fresh episode seeds: the manifest's recorded return
     lies inside the 95 % bootstrap CI of the new episodes."""
     from frozen_dt.envs.behavior import evaluate_checkpoint
-    from frozen_dt.envs.generate import ActorAgent
+    from frozen_dt.envs.actors import ActorAgent
     from frozen_dt.eval.rollout import rollout as vector_rollout
     from frozen_dt.eval.stats import stratified_bootstrap_ci
 

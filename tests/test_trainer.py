@@ -388,8 +388,8 @@ def test_iql_update_fits_the_value_expectile_and_leaves_targets_lagging():
     from frozen_dt.data.dataset import from_flat_arrays
     from frozen_dt.data.views import TransitionView
 
-    diff = torch.tensor([1.0, -1.0])
-    assert expectile_loss(diff, 0.7) == pytest.approx((0.7 + 0.3) / 2)
+    diff = torch.tensor([2.0, -1.0])  # asymmetric: reversed weights would give (0.3 * 4 + 0.7) / 2
+    assert expectile_loss(diff, 0.7) == pytest.approx((0.7 * 4 + 0.3) / 2)
     rng = np.random.default_rng(0)
     terminals = np.zeros(40, bool)
     terminals[[14, 39]] = True

@@ -63,3 +63,10 @@ def parse_layers(spec: str, depth: int | None = None) -> tuple[int, int]:
     if a >= b:
         raise FrozenDTError(f"bad --layers {spec!r}: selects no layer of the {depth}-layer model")
     return a, b
+
+
+def check_backbone_and_layers(backbone: str, layers: str) -> None:
+    """A known backbone name (or hf:...) and a layer range that fits it."""
+    check_backbone_name(backbone)
+    spec = BACKBONES.get(backbone)
+    parse_layers(layers, spec.n_layers if spec else None)

@@ -213,7 +213,8 @@ def run_copy_probe(args) -> list[dict]:
 
 
 def run_ablation(args) -> list[dict]:
-    from frozen_dt.probes.train import evaluate, load_run, parse_lengths, test_sets
+    from frozen_dt.probes.tasks import parse_lengths
+    from frozen_dt.probes.train import evaluate, load_run, test_sets
 
     model, spec, config = load_run(args.run_dir)
     if config["arm"] not in ("pretrained", "random-init"):

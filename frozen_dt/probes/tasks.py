@@ -189,3 +189,13 @@ class TaskSpec:
         if self.name == "bit-memory":
             return bit_memory_batch(rng, batch, self.bit_length, self.patch, self.n_strings)
         return bit_xor_batch(rng, batch, self.bit_length, self.patch)
+
+
+def parse_lengths(text: str) -> list[int]:
+    try:
+        lengths = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise FrozenDTError(f"bad --lengths {text!r}: expected comma-separated integers such as 5,10,20,30") from None
+    if not lengths or min(lengths) < 1:
+        raise FrozenDTError(f"bad --lengths {text!r}: expected positive integers")
+    return lengths

@@ -20,7 +20,7 @@ import torch
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.parameters import param_counts
 from frozen_dt.probes.models import ProbeModel, build_probe_model
-from frozen_dt.probes.tasks import Batch, TaskSpec, test_rng, train_rng
+from frozen_dt.probes.tasks import Batch, TaskSpec, parse_lengths, test_rng, train_rng
 from frozen_dt.run_dir import read_json, write_json
 from frozen_dt.training.sinks import MetricsLog
 from frozen_dt.training.trainer import load_checkpoint, save_checkpoint
@@ -74,16 +74,6 @@ def evaluate(model: ProbeModel, sets: dict[str, Batch], precision: str = "fp32",
     finally:
         model.train(was_training)
     return out
-
-
-def parse_lengths(text: str) -> list[int]:
-    try:
-        lengths = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise FrozenDTError(f"bad --lengths {text!r}: expected comma-separated integers such as 5,10,20,30") from None
-    if not lengths or min(lengths) < 1:
-        raise FrozenDTError(f"bad --lengths {text!r}: expected positive integers")
-    return lengths
 
 
 def summary_name(config: dict) -> str:

@@ -1,0 +1,125 @@
+"""Mutation check: each defining rule's one-line mutation must make its test in tests/test_semantics.py fail.
+
+    python tests/mutations.py [--out results/mutations.json]
+
+For each mutation below the source line is replaced in place (the file must be unmodified in git, and is restored
+afterwards, also on Ctrl-C), the named tests run in a subprocess, and each must fail.
+A mutation counts as caught when every test named for it fails on its own. The unmutated tests run first and must
+pass. Exit status 1 if any mutation survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+T = "tests/test_semantics.py::"
+MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that must fail)
+    ("IQL: reversed expectile weights", "baselines/common.py",
+     "weight = torch.where(diff > 0, expectile, 1.0 - expectile)",
+     "weight = torch.where(diff > 0, 1.0 - expectile, expectile)",
+     [T + "test_expectile_loss_weights_positive_errors_by_the_expectile",
+      T + "test_iql_value_regresses_to_the_expectile_of_the_action_values"]),
+    ("IQL: AWR weights not clipped at 100", "baselines/iql.py",
+     "weights = torch.exp(self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
+     "weights = torch.exp(self.beta * advantage.detach())",
+     [T + "test_iql_actor_loss_is_the_awr_weighted_log_likelihood"]),
+    ("IQL: AWR weights exp(-beta * advantage)", "baselines/iql.py",
+     "weights = torch.exp(self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
+     "weights = torch.exp(-self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
+     [T + "test_iql_actor_loss_is_the_awr_weighted_log_likelihood"]),
+    ("IQL: resume drops the run's cosine horizon", "baselines/iql.py",
+     "self.actor_schedule.T_max = horizon",
+     "pass",
+     [T + "test_iql_keeps_its_runs_cosine_horizon_on_resume"]),
+    ("CQL: conservative penalty with flipped sign", "baselines/cql.py",
+     "q_loss = td_loss + self.cql_alpha * penalty",
+     "q_loss = td_loss - self.cql_alpha * penalty",
+     [T + "test_cql_penalty_lowers_q_on_out_of_distribution_actions"]),
+    ("GCIQL: actor's Q not normalized", "baselines/gciql.py",
+     "q_loss = -q.mean() / (q.abs().mean().detach() + 1e-6)",
+     "q_loss = -q.mean()",
+     [T + "test_gciql_actor_loss_is_scale_free_in_q"]),
+    ("DT: loss over padded steps", "frozen_dt/sequence_models.py",
+     'return ((predicted.float() - tensors["actions"]) ** 2)[mask].mean()',
+     'return ((predicted.float() - tensors["actions"]) ** 2).mean()',
+     [T + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only"]),
+    ("DT: attention not causal", "baselines/dt.py",
+     "causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()",
+     "causal = torch.ones(t, t, dtype=torch.bool, device=x.device)",
+     [T + "test_dt_action_at_step_t_depends_only_on_tokens_up_to_its_state"]),
+    ("Sequence view: window starts not uniform over all steps", "frozen_dt/data/views.py",
+     "starts = rng.integers(0, len(self), size=batch_size)",
+     "starts = rng.integers(0, len(self) // 2, size=batch_size)",
+     [T + "test_sequence_windows_are_drawn_in_proportion_to_episode_length"]),
+    ("Frozen weights: fingerprint check a no-op", "frozen_dt/parameters.py",
+     "if len(saved) != len(now) or any(abs(a - b) > 1e-9 * max(abs(a), abs(b)) for a, b in zip(saved, now)):",
+     "if False:",
+     [T + "test_frozen_weights_other_than_the_runs_are_refused_on_resume_and_eval"]),
+]
+
+
+def run_tests(tests: list[str]) -> tuple[bool, str]:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return proc.returncode == 0, lines[-1] if lines else proc.stderr.strip()[-200:]
+
+
+def mutate(path: Path, original: str, mutated: str) -> str:
+    """The source of ``path`` with its one line ``original`` (stripped) replaced by ``mutated``, indentation kept."""
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if line.strip() == original]
+    if len(hits) != 1:
+        raise SystemExit(f"{path}: expected one line {original!r}, found {len(hits)}")
+    line = lines[hits[0]]
+    lines[hits[0]] = line[: len(line) - len(line.lstrip())] + mutated + "\n"
+    return "".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="write the report as JSON here")
+    args = parser.parse_args()
+    files = sorted({m[1] for m in MUTATIONS})
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *files], cwd=REPO, capture_output=True,
+                           text=True).stdout.strip()
+    if dirty:
+        raise SystemExit(f"refusing to mutate files with uncommitted changes:\n{dirty}")
+    tests = sorted({t for m in MUTATIONS for t in m[4]})
+    ok, summary = run_tests(tests)
+    if not ok:
+        raise SystemExit(f"the unmutated tests must pass first: {summary}")
+    print(f"unmutated: {summary}")
+    report = []
+    for name, file, original, mutated, mutation_tests in MUTATIONS:
+        path = REPO / file
+        source = path.read_text()
+        started = time.time()
+        try:
+            path.write_text(mutate(path, original, mutated))
+            outcomes = {test: run_tests([test]) for test in mutation_tests}  # each test on its own must fail
+        finally:
+            path.write_text(source)
+        caught = not any(passed for passed, _ in outcomes.values())
+        report.append({"mutation": name, "file": file, "original": original, "mutated": mutated, "caught": caught,
+                       "tests": {test.split("::")[-1]: summary for test, (_, summary) in outcomes.items()},
+                       "seconds": round(time.time() - started, 1)})
+        print(f"{'caught  ' if caught else 'SURVIVED'} {name}: " +
+              "; ".join(f"{test.split('::')[-1]}: {summary}" for test, (_, summary) in outcomes.items()), flush=True)
+    survived = [r["mutation"] for r in report if not r["caught"]]
+    print(f"{len(report) - len(survived)} of {len(report)} mutations caught" +
+          (f"; survived: {', '.join(survived)}" if survived else ""))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"python": sys.version.split()[0], "mutations": report}, indent=2) + "\n")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
