@@ -9,8 +9,6 @@ Reads ``<results>/<task>-*.json`` (written by ``frozen-dt probe``), copies each 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from frozen_dt.paths import atomic_path, atomic_write_text
+from frozen_dt.run_dir import read_csv, read_json
 
 ARM_ORDER = ("pretrained", "random-init", "random-transformer", "scratch")
 
@@ -25,7 +24,7 @@ ARM_ORDER = ("pretrained", "random-init", "random-transformer", "scratch")
 def collect(results: Path, task: str) -> list[dict]:
     summaries = []
     for path in sorted(results.glob(f"{task}-*.json")):
-        summary = json.loads(path.read_text())
+        summary = read_json(path)
         summary["stem"] = path.stem
         metrics = Path(summary["run_dir"]) / "metrics.csv"
         curve = results / "curves" / f"{path.stem}.csv"
@@ -43,7 +42,7 @@ def majority_baseline(summary: dict) -> dict[str, float]:
     of the sequence (ties: 0). On the runs' own fixed recall test sets (interleaved format, the summary's sizes)."""
     from frozen_dt.probes.tasks import recall_batch, test_rng
 
-    config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    config = read_json(Path(summary["run_dir"]) / "config.json")
     out = {}
     for metric in summary["final"]:
         length = int(metric[len("err_L"):])
@@ -98,7 +97,7 @@ def figure(summaries: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
     colors = {arm: f"C{i}" for i, arm in enumerate(ARM_ORDER)}
     for s in curves:
-        rows = list(csv.DictReader(open(s["curve"])))
+        rows = read_csv(s["curve"])
         for ax, metric in zip(axes[0], panels):
             points = [(int(r["step"]), float(r[metric])) for r in rows if r.get(metric)]
             if points:
