@@ -37,6 +37,7 @@ REGISTRY = {  # name -> the module whose SPEC defines it (imported on first use:
     "iql": "frozen_dt.baselines.iql",
     "cql": "frozen_dt.baselines.cql",
     "gciql": "frozen_dt.baselines.gciql",
+    "td3bc": "frozen_dt.baselines.td3bc",
 }
 ALGORITHMS = tuple(REGISTRY)
 CONDITIONS = ("returns", "goals", "none")

@@ -39,6 +39,7 @@ CASES = [
     ("iql", "hopper-medium-v2", "q_loss"),
     ("cql", "hopper-medium-v2", "td_loss"),
     ("gciql", "scene-play-v0", "critic_loss"),
+    ("td3bc", "hopper-medium-v2", "critic_loss"),
 ]
 
 
