@@ -174,6 +174,33 @@ def test_gciql_actor_loss_is_scale_free_in_q():
     assert scaled.update(batch)["q_loss"] == pytest.approx(plain, rel=1e-4)
 
 
+# --- TD3+BC -----------------------------------------------------------------------------------------------------
+
+
+def test_td3bc_actor_step_is_scale_free_in_q_and_delayed():
+    """lambda = alpha / mean|Q| makes the actor's Q term -alpha whatever the critics' scale (critics scaled by 10
+    give the same actor step), and the actor moves only every policy_freq-th update."""
+    dataset = action_reward_dataset(n=400)
+    algo = value_algorithm("td3bc", dataset, hidden_dim=32, hidden_layers=2, batch_size=32, policy_freq=2)
+    algo.q_opt.param_groups[0]["lr"] = 0.0  # critics held fixed: only the actor's rule is under test
+    scaled = copy.deepcopy(algo)
+    with torch.no_grad():
+        for q in (scaled.model.q1, scaled.model.q2):
+            q[-1].weight.mul_(10.0)
+            q[-1].bias.mul_(10.0)
+    rng = np.random.default_rng(0)
+    first, second = algo.sample_batch(rng), algo.sample_batch(rng)
+    actor = lambda a: torch.nn.utils.parameters_to_vector(a.model.actor.parameters()).detach().clone()  # noqa: E731
+    before = actor(algo)
+    for a in (algo, scaled):
+        assert "actor_q_term" not in a.update(first)  # update 1: critics only
+    assert torch.equal(actor(algo), before)
+    plain, big = algo.update(second), scaled.update(second)
+    assert big["actor_q_term"] == pytest.approx(plain["actor_q_term"], rel=1e-4)
+    torch.testing.assert_close(actor(scaled), actor(algo), rtol=1e-4, atol=1e-6)
+    assert not torch.equal(actor(algo), before)
+
+
 # --- DT and the frozen-LM DT ------------------------------------------------------------------------------------
 
 
