@@ -125,7 +125,10 @@ def main() -> int:
     print(f"{len(report) - len(survived)} of {len(report)} mutations caught" +
           (f"; survived: {', '.join(survived)}" if survived else ""))
     if args.out:
-        Path(args.out).write_text(json.dumps({"python": sys.version.split()[0], "mutations": report}, indent=2) + "\n")
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        record = {"commit": commit, "python": sys.version.split()[0], "command": "python tests/mutations.py",
+                  "caught": len(report) - len(survived), "total": len(report), "mutations": report}
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     return 1 if survived else 0
 
 
