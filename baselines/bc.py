@@ -17,8 +17,8 @@ from torch import nn
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (SavesParts, batch_size_field, hidden_dim_field, hidden_layers_field, lr_field,
                                         make_observation_agent, mlp, optimizer_step)
-from frozen_dt.settings import arg
 from frozen_dt.data.dataset import ObsStats, OfflineDataset
+from frozen_dt.settings import arg
 
 
 @dataclass

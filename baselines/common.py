@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from frozen_dt.settings import arg
 from frozen_dt.data.dataset import ObsStats
+from frozen_dt.settings import arg
 
 
 # --- config fields several baselines have (each algorithm passes its own default) ----------------------------------

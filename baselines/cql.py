@@ -30,8 +30,8 @@ from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, a
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
                                         no_param_grads, normalize_reward_field, optimizer_step, reward_scale,
                                         scale_last_layer)
-from frozen_dt.settings import arg
 from frozen_dt.data.views import TransitionView
+from frozen_dt.settings import arg
 
 
 @dataclass

@@ -28,8 +28,8 @@ from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
                                         expectile_loss, hidden_dim_field, hidden_layers_field, lr_field,
                                         make_observation_agent, mlp, no_param_grads, scale_last_layer)
-from frozen_dt.settings import arg
 from frozen_dt.data.views import GoalView
+from frozen_dt.settings import arg
 
 
 @dataclass

@@ -29,8 +29,8 @@ from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, a
                                         expectile_loss, hidden_dim_field, hidden_layers_field, lr_field,
                                         make_observation_agent, mlp, normalize_reward_field, optimizer_step,
                                         reward_scale)
-from frozen_dt.settings import arg
 from frozen_dt.data.views import TransitionView
+from frozen_dt.settings import arg
 
 
 @dataclass

@@ -10,8 +10,8 @@ import argparse
 import os
 import time
 
-from frozen_dt.envs.behavior import POLICY_DIR, read_manifest
 from frozen_dt.envs.actors import ActorPolicy
+from frozen_dt.envs.behavior import POLICY_DIR, read_manifest
 from frozen_dt.envs.generate import level_checkpoints, rollout
 from frozen_dt.envs.registry import get_task
 

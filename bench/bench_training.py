@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
+from frozen_dt.algorithms import Problem, get_spec
 from frozen_dt.backbones.catalog import BACKBONES
 from frozen_dt.backbones.slice import load_backbone
-from frozen_dt.algorithms import Problem, get_spec
 from frozen_dt.data.dataset import from_flat_arrays
 from frozen_dt.data.views import SequenceView
 from frozen_dt.parameters import param_counts

@@ -16,15 +16,15 @@ from pathlib import Path
 
 from frozen_dt.algorithms import ALGORITHMS
 from frozen_dt.config import AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig
-from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 
 DESCRIPTION = "frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, and baselines"
 
 
 def cmd_data_list(ns) -> None:
-    from frozen_dt.envs.registry import TASKS
     from frozen_dt.data.sources import locate
+    from frozen_dt.envs.registry import TASKS
 
     rows = []
     for task in TASKS.values():
@@ -63,8 +63,8 @@ def cmd_data_info(ns) -> None:
 
 
 def cmd_data_download(ns) -> None:
-    from frozen_dt.envs.registry import get_task
     from frozen_dt.data.sources import fetch, read_candidate
+    from frozen_dt.envs.registry import get_task
 
     task = get_task(ns.task)
     found = fetch(task, ns.source, sha256=ns.sha256)
@@ -103,8 +103,8 @@ def cmd_data_evaluate_behavior(ns) -> None:
 
 
 def cmd_data_generate(ns) -> None:
-    from frozen_dt.envs.registry import get_task
     from frozen_dt.data.sources import generate_dataset
+    from frozen_dt.envs.registry import get_task
 
     if ns.episodes is not None and ns.transitions is not None:
         raise FrozenDTError("give --episodes or --transitions, not both")

@@ -29,10 +29,10 @@ from torch import nn
 
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.backbones.catalog import check_backbone_and_layers
-from frozen_dt.settings import arg
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.sequence_models import (ReturnConditionedTransformer, SequenceConfig, build_sequence_algorithm,
                                        make_sequence_agent)
+from frozen_dt.settings import arg
 
 
 @dataclass

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from frozen_dt.settings import arg
 from frozen_dt.data.dataset import ObsStats
 from frozen_dt.data.views import SequenceView
 from frozen_dt.parameters import load_trainable_state_dict, trainable_state_dict
+from frozen_dt.settings import arg
 
 
 @dataclass

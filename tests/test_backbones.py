@@ -26,12 +26,11 @@ import time
 import pytest
 import torch
 
-from frozen_dt.parameters import param_counts
 from frozen_dt.backbones import slice as backbone_slice
-from frozen_dt.backbones.slice import FrozenSlice
 from frozen_dt.backbones.catalog import BACKBONES
-from frozen_dt.backbones.slice import load_backbone
+from frozen_dt.backbones.slice import FrozenSlice, load_backbone
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.parameters import param_counts
 
 transformers = backbone_slice._transformers()
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from frozen_dt.data.dataset import OfflineDataset, check_arrays, check_task_dims, from_flat_arrays
+from frozen_dt.data.readers import read_d4rl_hdf5, read_dt_pickle, read_file
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.data.readers import read_d4rl_hdf5, read_dt_pickle, read_file
 
 OBS_DIM, ACT_DIM = 11, 3  # hopper's sizes, so that the files also fit hopper-* tasks
 

@@ -26,9 +26,9 @@ import pytest
 
 from frozen_dt import cli
 from frozen_dt.data import download
+from frozen_dt.data.sources import fetch, load_task_dataset, locate
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.data.sources import fetch, load_task_dataset, locate
 
 HOPPER_D4RL_FILE = "hopper_medium-v2.hdf5"  # the name D4RL serves
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")

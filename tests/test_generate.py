@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels, write_manifest
+from frozen_dt.data.readers import read_file
 from frozen_dt.envs.actors import ActorPolicy
+from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels, write_manifest
 from frozen_dt.envs.generate import generate_locomotion, level_checkpoints, rollout
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.data.readers import read_file
 
 
 def tiny_actor_state(obs_dim=11, act_dim=3, hidden=8, seed=0):
@@ -176,8 +176,8 @@ def test_cli_train_behavior_then_generate(tmp_path, monkeypatch, capsys):
 def test_harness_reproduces_a_shipped_policys_manifest_return():
     """A shipped checkpoint evaluated through the harness on fresh episode seeds: the manifest's recorded return
     lies inside the 95 % bootstrap CI of the new episodes."""
-    from frozen_dt.envs.behavior import evaluate_checkpoint
     from frozen_dt.envs.actors import ActorAgent
+    from frozen_dt.envs.behavior import evaluate_checkpoint
     from frozen_dt.eval.rollout import rollout as vector_rollout
     from frozen_dt.eval.stats import stratified_bootstrap_ci
 

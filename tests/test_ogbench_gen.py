@@ -3,9 +3,9 @@ deterministic for a seed, and the oracle really completes subtasks."""
 
 import numpy as np
 
+from frozen_dt.data.readers import read_file
 from frozen_dt.envs.ogbench_gen import generate_ogbench
 from frozen_dt.envs.registry import get_task, import_ogbench
-from frozen_dt.data.readers import read_file
 
 
 def test_scene_play_generation_loads_in_ogbench_and_is_deterministic(tmp_path):

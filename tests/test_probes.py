@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from frozen_dt.parameters import param_counts
 from frozen_dt import cli
+from frozen_dt.parameters import param_counts
 from frozen_dt.probes import heads, tasks
 from frozen_dt.probes.models import ProbeModel, StandardTransformer, build_probe_model
 

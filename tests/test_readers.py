@@ -23,9 +23,6 @@ import numpy as np
 import pytest
 
 from frozen_dt.data.dataset import check_task_dims
-from frozen_dt.envs.registry import TASKS, get_task
-from frozen_dt.errors import FrozenDTError
-from frozen_dt.paths import data_file
 from frozen_dt.data.readers import (
     D4RL_KEYS,
     METADATA_ATTR,
@@ -38,6 +35,9 @@ from frozen_dt.data.readers import (
 )
 from frozen_dt.data.sources import candidates, guess_task, load_any, load_task_dataset, locate, missing_message
 from frozen_dt.data.views import SequenceView, TransitionView
+from frozen_dt.envs.registry import TASKS, get_task
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.paths import data_file
 
 _ROOT = Path(__file__).resolve().parents[1]
 # shared/realdata sits beside the checkout (/work/shared next to /work/main) or inside it

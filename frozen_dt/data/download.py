@@ -110,8 +110,8 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, check=None
 def download_task_files(task, *, sha256: str | None = None, progress: bool = True) -> Path:
     """Download the upstream file(s) of ``task`` into the data dir; return the path of the main file."""
     from frozen_dt.data.dataset import check_task_dims
-    from frozen_dt.paths import data_file
     from frozen_dt.data.readers import detect_format, read_file
+    from frozen_dt.paths import data_file
 
     dest = data_file(task.dataset_files[0] if task.family == "ogbench" else task.download_url.rsplit("/", 1)[-1])
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from frozen_dt.data.dataset import OfflineDataset, check_task_dims
 from frozen_dt.data.download import download_minari, download_task_files, read_source_record
+from frozen_dt.data.readers import read_file, read_minari
 from frozen_dt.envs.registry import TASKS, Task, get_task
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import data_dir, data_file
-from frozen_dt.data.readers import read_file, read_minari
 
 DOWNLOAD_SOURCES = ("d4rl", "ogbench", "minari")
 
