@@ -122,8 +122,8 @@ class RunSettings:
         return {**dataclasses.asdict(self.run), **dataclasses.asdict(self.algo)}
 
     def get(self, name: str):
-        """A setting by name, from the run config or the algorithm's."""
-        return getattr(self.run if hasattr(self.run, name) else self.algo, name)
+        """A setting by name, from the run config or the algorithm's (None if neither has it)."""
+        return getattr(self.run if hasattr(self.run, name) else self.algo, name, None)
 
 
 def settings_from_args(args: dict, *, strict: bool = True) -> RunSettings:

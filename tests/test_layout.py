@@ -125,6 +125,19 @@ def test_run_dirs_written_before_algorithms_were_units_still_evaluate_and_resume
     assert f"{algo}" in out and "normalized score" in out
 
 
+def test_resume_refuses_another_algorithm_and_its_settings(data, capsys, tmp_path):
+    from test_cli import assert_user_error
+
+    for f in (LEGACY / "data").iterdir():
+        shutil.copy(f, data)
+    split = tmp_path / "split"
+    shutil.copytree(LEGACY / "iql" / "split", split)
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(split), "--algo", "dt", "--context", "4")
+    assert_user_error(code, err, "--algo, --context cannot change")
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(split), "--expectile", "0.9")
+    assert_user_error(code, err, "--expectile cannot change")
+
+
 def test_wandb_run_is_named_task_algo_run_dir(tmp_path, monkeypatch):
     from frozen_dt.training.sinks import WandbSink
 
