@@ -19,7 +19,8 @@ from frozen_dt.config import AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, L
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 
-DESCRIPTION = "frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, and baselines"
+DESCRIPTION = ("frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, "
+               "and baselines")
 
 
 def cmd_data_list(ns) -> None:
@@ -124,8 +125,8 @@ def cmd_train(ns) -> None:
     from frozen_dt.algorithms import get_spec
     from frozen_dt.training.train import train
 
-    names = [f.name for f in dataclasses.fields(RunConfig)] + [f.name for f in dataclasses.fields(get_spec(ns.algo).config)]
-    train({name: getattr(ns, name) for name in names}, explicit_options(ns))
+    fields = dataclasses.fields(RunConfig) + dataclasses.fields(get_spec(ns.algo).config)
+    train({f.name: getattr(ns, f.name) for f in fields}, explicit_options(ns))
 
 
 def cmd_eval(ns) -> None:
@@ -195,9 +196,11 @@ def train_algorithm(argv: list[str]) -> str:
     algo = option_value(argv, "--algo")
     resume = option_value(argv, "--resume")
     if algo is None and resume is not None:
+        from frozen_dt.run_dir import read_json
+
         try:
-            algo = json.loads((Path(resume).expanduser() / "config.json").read_text())["args"]["algo"]
-        except (OSError, ValueError, KeyError, TypeError):
+            algo = read_json(Path(resume).expanduser() / "config.json")["args"]["algo"]
+        except (FrozenDTError, KeyError, TypeError):
             pass  # the train command itself reports the unreadable run
     return algo if algo in ALGORITHMS else RunConfig.algo
 
@@ -206,9 +209,9 @@ def add_train_command(sub, argv: list[str]) -> None:
     """``train``: run flags, then the flags of the algorithm the command line names (only when it is a train
     command line: building them imports the algorithm's module)."""
     parser = sub.add_parser("train", help="train a policy on a task's offline dataset",
-                            description="Train a policy on a task's offline dataset. The algorithm settings listed are "
-                                        "those of --algo (default frozen-dt); 'frozen-dt train --algo NAME --help' lists "
-                                        f"another's. Algorithms: {', '.join(ALGORITHMS)}.")
+                            description="Train a policy on a task's offline dataset. The algorithm settings listed "
+                                        "are those of --algo (default frozen-dt); 'frozen-dt train --algo NAME --help' "
+                                        f"lists another's. Algorithms: {', '.join(ALGORITHMS)}.")
     add_arguments(parser.add_argument_group("run settings"), RunConfig)
     if argv[:1] == ["train"]:
         from frozen_dt.algorithms import get_spec

@@ -38,7 +38,8 @@ def expectile(x: np.ndarray, tau: float) -> float:
     return (lo + hi) / 2
 
 
-def action_reward_dataset(n: int = 2000, obs_dim: int = 3, act_dim: int = 2, seed: int = 0, center: float | None = None):
+def action_reward_dataset(n: int = 2000, obs_dim: int = 3, act_dim: int = 2, seed: int = 0,
+                          center: float | None = None):
     """Episodes of 100 steps; reward = the first action coordinate (so Q(s, a) = a_0 with discount 0). Actions are
     uniform in [-1, 1], or concentrated near ``center``."""
     rng = np.random.default_rng(seed)

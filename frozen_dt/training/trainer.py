@@ -105,7 +105,8 @@ class Trainer:
     """Run ``algorithm`` for ``steps`` updates in ``run_dir`` (see the module doc)."""
 
     def __init__(self, algorithm: Algorithm, run_dir: Path, *, steps: int, seed: int,
-                 log_every: int, eval_every: int, save_every: int, evaluate: Callable[[Algorithm, int], dict] | None = None, sinks: tuple = (), progress: bool | None = None):
+                 log_every: int, eval_every: int, save_every: int,
+                 evaluate: Callable[[Algorithm, int], dict] | None = None, sinks: tuple = (), progress: bool | None = None):
         self.algorithm = algorithm
         self.run_dir = Path(run_dir)
         self.steps, self.seed = steps, seed
