@@ -159,7 +159,8 @@ def plot_curves(rows: list[dict], out: Path) -> None:
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("training step")
         ax.set_ylabel("eval score (training-time episodes)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # runs without periodic evaluations draw no curve
+            ax.legend(fontsize=7)
     fig.tight_layout()
     _save_figure(fig, out)
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from frozen_dt.algorithms import ALGORITHMS
-from frozen_dt.config import AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig
+from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig,
+                              SweepArgs)
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 
@@ -146,6 +147,12 @@ def cmd_leaderboard(ns) -> None:
     print(f"wrote {args.out}, its Markdown copy and figures beside it")
 
 
+def cmd_sweep(ns) -> int:
+    from frozen_dt.sweeps.command import run_sweep
+
+    return run_sweep(from_namespace(SweepArgs, ns))
+
+
 def cmd_probe(ns) -> None:
     from frozen_dt.probes.train import run_probe
 
@@ -241,12 +248,15 @@ def foreign_settings_error(argv: list[str], extras: list[str]) -> str:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv or [])
     parser = argparse.ArgumentParser(prog="frozen-dt", description=DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data,leaderboard,probe,heads}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,eval,data,leaderboard,sweep,probe,heads}")
 
     add_train_command(sub, argv)
     command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
     command(sub, "leaderboard", "aggregate evaluated runs into a leaderboard CSV and figures", LeaderboardArgs,
             cmd_leaderboard)
+    command(sub, "sweep", "run a grid of train (+ eval) jobs from a SPEC file, resumably, then its leaderboard",
+            SweepArgs, cmd_sweep)
     command(sub, "probe", "train a probe (associative recall, bit memory, bit XOR) on one arm", ProbeArgs, cmd_probe)
 
     heads = sub.add_parser("heads", help="per-head measurements: text copy score, task ablation, their comparison")
@@ -328,14 +338,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"frozen-dt: error: {foreign_settings_error(argv, extras)}", file=sys.stderr)
         return 2
     try:
-        ns.func(ns)
+        code = ns.func(ns)
     except FrozenDTError as e:
         print(f"frozen-dt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frozen-dt: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

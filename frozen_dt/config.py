@@ -91,6 +91,22 @@ class LeaderboardArgs:
         pass
 
 
+@dataclass
+class SweepArgs:
+    spec: str = arg(None, "sweep file (YAML or JSON): base, grid, seeds, overrides, eval, resources, out",
+                    positional=True)
+    backend: str = arg("local", "where jobs run: a pool of processes here, or Ray tasks", choices=("local", "ray"))
+    jobs: int = arg(None, "local backend: jobs at a time (default: CPU cores / the SPEC's cpus per job)",
+                    check="positive")
+    ray_address: str = arg(None, "ray backend: the cluster to join (auto, or HOST:PORT; default: a new local Ray)")
+    retries: int = arg(1, "attempts after a job's first failure (each resumes from its checkpoint)",
+                       check="non_negative")
+    dry_run: bool = arg(False, "print the expanded runs, their state, commands and resources; run nothing")
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
 PROBE_TASKS = ("recall", "bit-memory", "bit-xor")
 PROBE_ARMS = ("pretrained", "random-init", "random-transformer", "scratch")
 

@@ -1,0 +1,233 @@
+"""A sweep's jobs: what state each run is in, running one (train, then evaluate) as subprocesses with a fixed number
+of torch threads, retries, and the backends that run many: a local pool of processes, or Ray tasks.
+
+A job is idempotent. Its run directory says how far it got: ``done`` (the final checkpoint and the evaluation
+file are there: nothing to do), ``evaluate`` (trained, not evaluated), ``resume`` (a checkpoint before the final
+step: ``frozen-dt train --resume``, the trainer's exact resume) or ``new``. A failed attempt is retried from
+whatever state it left; the last line of its output is reported. Every attempt's output is appended to
+``<run dir>/job.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.run_dir import checkpoint_path, read_json
+from frozen_dt.sweeps.spec import SweepRun, train_argv
+
+STATES = ("done", "evaluate", "resume", "new")
+
+
+def eval_file(run_dir: Path, evaluation: dict) -> Path:
+    return Path(run_dir) / f"eval-{evaluation['checkpoint']}.json"
+
+
+def run_state(run: SweepRun, evaluation: dict) -> str:
+    """How far ``run`` got (:data:`STATES`)."""
+    from frozen_dt.training.trainer import load_checkpoint
+
+    last = checkpoint_path(run.run_dir)
+    if not last.is_file():
+        return "new"
+    try:
+        step = int(load_checkpoint(last)["step"])
+    except FrozenDTError:
+        return "new"  # a checkpoint that cannot be read: train again from the start
+    if step < run.steps:
+        return "resume"
+    if evaluation["episodes"] <= 0:
+        return "done"
+    path = eval_file(run.run_dir, evaluation)
+    if path.is_file():
+        try:
+            record = read_json(path)
+            if record.get("episodes") == evaluation["episodes"] and record.get("checkpoint_step") == step:
+                return "done"
+        except FrozenDTError:
+            pass
+    return "evaluate"
+
+
+def job_argvs(run: SweepRun, evaluation: dict, threads: int) -> list[list[str]]:
+    """The ``frozen-dt`` command lines that take ``run`` from its state to done."""
+    state = run_state(run, evaluation)
+    argvs = []
+    if state == "new":
+        argvs.append(train_argv(run))
+    elif state == "resume":
+        argvs.append(["train", run.task, "--resume", str(run.run_dir)])
+    if state != "done" and evaluation["episodes"] > 0:
+        argvs.append(["eval", str(run.run_dir), "--episodes", str(evaluation["episodes"]),
+                      "--num-envs", str(evaluation["num_envs"]), "--eval-seed", str(evaluation["eval_seed"]),
+                      "--checkpoint", evaluation["checkpoint"], "--workers", str(threads)])
+    return argvs
+
+
+class Children:
+    """The subprocesses running now, so that Ctrl-C reaches all of them."""
+
+    def __init__(self):
+        self.lock, self.procs, self.stopping = threading.Lock(), set(), False
+
+    def start(self, argv: list[str], log, env: dict) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping:
+                raise KeyboardInterrupt
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.procs.add(proc)
+        return proc
+
+    def done(self, proc) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def interrupt(self) -> None:
+        """SIGINT to every child (training writes nothing partial: it stops at its last checkpoint)."""
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs)
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def last_line(log_path: Path) -> str:
+    lines = [line for line in log_path.read_text(errors="replace").replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1].strip()[:300] if lines else "(no output)"
+
+
+def execute(run: SweepRun, evaluation: dict, *, threads: int, retries: int, children: Children | None = None,
+            node: str | None = None) -> dict:
+    """Take ``run`` to done, retrying failed attempts; returns its outcome (``status``: done, skipped or failed)."""
+    children = children or Children()
+    started = time.time()
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run.run_dir / "job.log"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    outcome = {"run_dir": str(run.run_dir), "config": run.config_name, "seed": run.seed, "algo": run.algo,
+               "task": run.task, "node": node or socket.gethostname(), "attempts": 0}
+    if not job_argvs(run, evaluation, threads):
+        return {**outcome, "status": "skipped", "state": "done", "seconds": 0.0}
+    error = None
+    for attempt in range(1 + retries):
+        outcome["attempts"] = attempt + 1
+        error = None
+        for argv in job_argvs(run, evaluation, threads):
+            with open(log_path, "a") as log:
+                log.write(f"\n$ frozen-dt {' '.join(argv)}\n")
+                log.flush()
+                proc = children.start([sys.executable, "-m", "frozen_dt.cli", *argv], log, env)
+                try:
+                    code = proc.wait()
+                except KeyboardInterrupt:  # this job was cancelled (Ray): stop its process too, cleanly
+                    os.killpg(proc.pid, signal.SIGINT)
+                    proc.wait()
+                    raise
+                finally:
+                    children.done(proc)
+            if code != 0:
+                if children.stopping:
+                    raise KeyboardInterrupt
+                error = f"frozen-dt {argv[0]} exited with {code}: {last_line(log_path)}"
+                break
+        if error is None:
+            return {**outcome, "status": "done", "state": run_state(run, evaluation),
+                    "seconds": round(time.time() - started, 1)}
+    return {**outcome, "status": "failed", "state": run_state(run, evaluation), "error": error,
+            "seconds": round(time.time() - started, 1)}
+
+
+def run_local(runs: list[SweepRun], evaluation: dict, *, jobs: int, threads: int, retries: int, on_result) -> list:
+    """Run ``runs`` on ``jobs`` processes at a time here; ``on_result(outcome)`` as each ends. Ctrl-C stops every
+    job (they resume on the next invocation)."""
+    children = Children()
+    results = []
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(execute, run, evaluation, threads=threads, retries=retries, children=children)
+               for run in runs]
+    try:
+        for future in futures:
+            results.append(future.result())
+            on_result(results[-1])
+    except KeyboardInterrupt:
+        children.interrupt()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise FrozenDTError("--backend ray needs Ray: pip install 'frozen-dt[ray]'") from None
+    return ray
+
+
+def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
+    """A ``HOST:PORT`` address must accept a connection now (Ray itself would keep retrying for minutes)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as error:
+        raise FrozenDTError(f"cannot reach Ray at {address} ({getattr(error, 'strerror', None) or error}); start "
+                            "the cluster (ray start --head) or give its address") from None
+
+
+def _ray_execute(run: SweepRun, evaluation: dict, threads: int, retries: int) -> dict:
+    import ray
+
+    return execute(run, evaluation, threads=threads, retries=retries,
+                   node=f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:12]}")
+
+
+def run_ray(runs: list[SweepRun], evaluation: dict, *, address: str | None, cpus: int, gpus: float, retries: int,
+            on_result) -> list:
+    """Each run as a Ray task asking for ``cpus`` CPUs and ``gpus`` GPUs; Ray places them on the cluster's nodes.
+    Run dirs must be on a path every node can write (a shared filesystem). ``address`` None: a local Ray."""
+    ray = import_ray()
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise FrozenDTError(f"cannot reach Ray at {address or 'a new local instance'}: "
+                            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    try:
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_ray_execute)
+        pending = {task.remote(run, evaluation, cpus, retries): run for run in runs}
+        results = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                pending.pop(ref)
+                results.append(ray.get(ref))
+                on_result(results[-1])
+        return results
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
+    finally:
+        ray.shutdown()

@@ -1,0 +1,188 @@
+"""``frozen-dt sweep``: SPEC expansion and its errors, the local backend, idempotent reruns, resume after SIGKILL,
+retries and failure reports, the leaderboard at the end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from frozen_dt.sweeps.spec import load_sweep
+from test_cli import REPO, assert_user_error, run, write_d4rl_hdf5
+
+TINY = {"base": {"task": "hopper-medium-v2", "steps": 6, "batch_size": 8, "hidden_dim": 32, "hidden_layers": 1,
+                 "log_every": 2, "save_every": 3, "eval_episodes": 0},
+        "grid": {"algo": ["bc", "iql"]}, "seeds": [0, 1], "eval": {"episodes": 1, "num_envs": 1}}
+
+
+def write_spec(path: Path, spec: dict, out: Path) -> Path:
+    path.write_text(json.dumps({"out": str(out), **spec}))
+    return path
+
+
+def test_grid_expansion_drops_settings_an_algorithm_lacks_and_names_runs_stably(tmp_path):
+    spec = {"base": {"task": "hopper-medium-v2", "steps": 10, "context": 4},
+            "grid": {"algo": ["dt", "frozen-dt"], "layers": ["0:1", "0:2"]}, "seeds": [0, 1],
+            "overrides": {"frozen-dt": {"backbone": "minilm-l6", "precision": "bf16"}}}
+    sweep = load_sweep(write_spec(tmp_path / "s.json", spec, tmp_path / "out"))
+    names = sorted({r.config_name for r in sweep.runs})
+    assert len(sweep.runs) == 6 and len(names) == 3  # dt once (layers is frozen-dt's), frozen-dt per layer range
+    dt = [r for r in sweep.runs if r.algo == "dt"]
+    assert {r.seed for r in dt} == {0, 1} and all("layers" not in r.settings for r in dt)
+    frozen = [r for r in sweep.runs if r.algo == "frozen-dt"]
+    assert all(r.settings["backbone"] == "minilm-l6" and r.settings["precision"] == "bf16" for r in frozen)
+    assert any(n.startswith("frozen-dt_layers-0-2_") for n in names) and any(n.startswith("dt_") for n in names)
+    assert frozen[0].run_dir == tmp_path / "out" / "hopper-medium-v2" / frozen[0].config_name / "seed0"
+    again = load_sweep(write_spec(tmp_path / "s.json", spec, tmp_path / "out"))
+    assert [r.run_dir for r in again.runs] == [r.run_dir for r in sweep.runs]  # stable across invocations
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "results" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_committed_sweep_files_expand(path):
+    sweep = load_sweep(path)
+    assert sweep.runs and len({r.run_dir for r in sweep.runs}) == len(sweep.runs)
+    assert ("reduced" in path.name) == str(sweep.out).endswith("-reduced")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"base": {"task": "hopper-medium-v2", "batchsize": 8}}, "unknown setting 'batchsize'"),
+    ({"grid": {"algo": ["dt", "sac"]}}, "unknown algorithm 'sac'"),
+    ({"base": {"task": "hoper-medium-v2"}}, "unknown task"),
+    ({"grid": {"algo": []}}, "grid 'algo' must be a non-empty list"),
+    ({"overrides": {"bc": {"expectile": 0.9}}}, "override 'expectile' is not a setting of bc"),
+    ({"base": {"task": "hopper-medium-v2", "steps": -1}}, "--steps must be positive"),
+    ({"colour": "blue"}, "unknown key 'colour'"),
+    ({"base": {"task": "hopper-medium-v2", "run_dir": "x"}}, "'run_dir' is the sweep's to set"),
+])
+def test_bad_specs_are_one_clear_error_and_start_nothing(data, capsys, tmp_path, change, message):
+    spec = {**TINY, **change}
+    path = write_spec(tmp_path / "bad.json", spec, tmp_path / "out")
+    code, _, err = run(capsys, "sweep", str(path))
+    assert_user_error(code, err, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_root_that_is_not_writable_is_refused(data, capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    path = write_spec(tmp_path / "s.json", TINY, blocker / "out")
+    code, _, err = run(capsys, "sweep", str(path))
+    assert_user_error(code, err, "is not writable")
+
+
+def checkpoints(out: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sorted(out.glob("**/checkpoints/last.pt"))}
+
+
+def test_local_sweep_runs_every_job_then_a_rerun_does_no_work(data, capsys, tmp_path):
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    out = tmp_path / "out"
+    path = write_spec(tmp_path / "tiny.json", TINY, out)
+    code, stdout, err = run(capsys, "sweep", str(path), "--jobs", "2")
+    assert code == 0, (stdout, err)
+    assert "4 run, 0 already done, 0 failed" in stdout
+    with open(out / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["algo"] for r in rows) == ["bc", "iql"] and {r["n_seeds"] for r in rows} == {"2"}
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["backend"] == "local" and [r["status"] for r in record["runs"]] == ["done"] * 4
+    before = checkpoints(out)
+    assert len(before) == 4
+    code, stdout, err = run(capsys, "sweep", str(path), "--jobs", "2")
+    assert code == 0 and "0 run, 4 already done" in stdout, (stdout, err)
+    assert checkpoints(out) == before
+
+
+def test_a_job_killed_mid_run_is_resumed_and_ends_as_an_uninterrupted_run(data, capsys, tmp_path):
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    spec = {"base": {"task": "hopper-medium-v2", "algo": "iql", "steps": 3000, "batch_size": 8, "hidden_dim": 16,
+                     "hidden_layers": 1, "log_every": 100, "save_every": 100, "eval_episodes": 0},
+            "eval": {"episodes": 0}}
+    path = write_spec(tmp_path / "long.json", spec, tmp_path / "out")
+    [job] = load_sweep(path).runs
+    proc = subprocess.Popen([sys.executable, "-m", "frozen_dt.cli", "sweep", str(path)], cwd=REPO,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = job.run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its train process, mid-run
+    proc.wait()
+    killed_at = torch.load(last, weights_only=True)["step"]
+    assert 0 < killed_at < 3000
+    code, stdout, err = run(capsys, "sweep", str(path))
+    assert code == 0, (stdout, err)
+    whole = tmp_path / "whole"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "iql", "--steps", "3000", "--batch-size", "8",
+                       "--hidden-dim", "16", "--hidden-layers", "1", "--log-every", "100", "--save-every", "100",
+                       "--eval-episodes", "0", "--run-dir", str(whole))
+    assert code == 0, err
+    a = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)["algorithm"]["model"]
+    b = torch.load(last, weights_only=True)["algorithm"]["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "--resume" in (job.run_dir / "job.log").read_text()
+
+
+def test_a_failing_job_is_retried_then_reported(data, capsys, tmp_path):
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    spec = {**TINY, "grid": {"algo": ["bc"]}, "seeds": [0],
+            "overrides": {"bc": {"dataset": str(tmp_path / "missing.hdf5")}}}
+    path = write_spec(tmp_path / "fails.json", spec, tmp_path / "out")
+    code, stdout, _ = run(capsys, "sweep", str(path), "--retries", "2")
+    assert code == 1
+    assert "1 failed" in stdout and "missing.hdf5: no such file" in stdout
+    [outcome] = json.loads((tmp_path / "out" / "sweep.json").read_text())["runs"]
+    assert outcome["status"] == "failed" and outcome["attempts"] == 3
+
+
+def loopback_only(command: str, env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``command`` (bash) in a network namespace that holds only loopback: Ray then binds 127.0.0.1 and no test
+    traffic leaves the machine. Needs root and unshare; the test is skipped without them."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("Ray tests run in a loopback-only network namespace: needs root, unshare and ip")
+    return subprocess.run(["unshare", "-n", "bash", "-c", f"ip link set lo up && {command}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env_extra or {})})
+
+
+def test_the_ray_backend_gives_the_local_backends_results(data, capsys, tmp_path):
+    pytest.importorskip("ray")
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    code, stdout, err = run(capsys, "sweep", str(write_spec(tmp_path / "local.json", TINY, local)), "--jobs", "2")
+    assert code == 0, err
+    spec = write_spec(tmp_path / "ray.json", TINY, remote)
+    proc = loopback_only(f"{sys.executable} -m frozen_dt.cli sweep {spec} --backend ray")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "4 run, 0 already done, 0 failed" in proc.stdout
+    runs = json.loads((remote / "sweep.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["done"] * 4 and all(":" in r["node"] for r in runs)  # Ray's node ids
+    for a in sorted(local.glob("**/checkpoints/last.pt")):
+        b = remote / a.relative_to(local)
+        x, y = (torch.load(p, weights_only=True)["algorithm"]["model"] for p in (a, b))
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), a
+        ex, ey = (json.loads((p.parent.parent / "eval-last.json").read_text()) for p in (a, b))
+        assert ex["score"] == ey["score"]
+    lb = lambda root: [{k: r[k] for k in ("algo", "n_seeds", "score_mean")}  # noqa: E731
+                       for r in csv.DictReader(open(root / "leaderboard.csv"))]
+    assert lb(local) == lb(remote)
+
+
+def test_ray_backend_without_ray_or_cluster_is_a_clear_error(data, capsys, tmp_path, monkeypatch):
+    path = write_spec(tmp_path / "s.json", TINY, tmp_path / "out")
+    pytest.importorskip("ray")
+    code, _, err = run(capsys, "sweep", str(path), "--backend", "ray", "--ray-address", "127.0.0.1:9")
+    assert_user_error(code, err, "cannot reach Ray at 127.0.0.1:9")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = run(capsys, "sweep", str(path), "--backend", "ray")
+    assert_user_error(code, err, "pip install 'frozen-dt[ray]'")
+    assert not (tmp_path / "out").exists()
