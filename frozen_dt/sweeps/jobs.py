@@ -22,7 +22,7 @@ from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.run_dir import checkpoint_path, read_json
-from frozen_dt.sweeps.spec import SweepRun, train_argv
+from frozen_dt.sweeps.spec import SweepRun, probe_argv, train_argv
 
 STATES = ("done", "evaluate", "resume", "new")
 
@@ -35,6 +35,12 @@ def run_state(run: SweepRun, evaluation: dict) -> str:
     """How far ``run`` got (:data:`STATES`)."""
     from frozen_dt.training.trainer import load_checkpoint
 
+    if run.command == "probe":  # no resume: a probe run is done (its summary written) or starts again
+        summary = Path(run.run_dir) / "summary.json"
+        try:
+            return "done" if summary.is_file() and int(read_json(summary).get("steps", -1)) == run.steps else "new"
+        except (FrozenDTError, TypeError, ValueError):
+            return "new"
     last = checkpoint_path(run.run_dir)
     if not last.is_file():
         return "new"
@@ -61,6 +67,8 @@ def job_argvs(run: SweepRun, evaluation: dict, threads: int) -> list[list[str]]:
     """The ``frozen-dt`` command lines that take ``run`` from its state to done."""
     state = run_state(run, evaluation)
     argvs = []
+    if run.command == "probe":
+        return [] if state == "done" else [probe_argv(run, run.run_dir.parents[3])]
     if state == "new":
         argvs.append(train_argv(run))
     elif state == "resume":

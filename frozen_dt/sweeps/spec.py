@@ -19,6 +19,11 @@ it (recipes under the SPEC's settings), so a bad value fails before anything sta
 A run's directory is ``<out>/<task>/<config name>/seed<seed>``: the config name is the algorithm, then the grid
 settings that apply to it (``frozen-dt_init-random_layers-0-2``), then a short hash of all its settings, so it is
 readable, stable across invocations and unique.
+
+``command: probe`` makes every job a ``frozen-dt probe`` run instead: base and grid set probe settings (``task``,
+``arm``, ``backbone``, ``layers``, ``steps``, ...), run dirs are ``<out>/probes/<task>/<arm>...``, summaries go to
+``<out>/summaries`` (what ``python -m frozen_dt.probes.report`` reads). Probe runs have no resume: an unfinished
+one starts again.
 """
 
 from __future__ import annotations
@@ -34,9 +39,12 @@ from pathlib import Path
 from frozen_dt.algorithms import ALGORITHMS, get_spec
 from frozen_dt.config import RunConfig
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.settings import validate_fields
 from frozen_dt.training.recipes import NOT_IN_RECIPES, apply_recipes
 
-TOP_KEYS = ("out", "base", "grid", "seeds", "overrides", "eval", "resources", "name")
+TOP_KEYS = ("out", "command", "base", "grid", "seeds", "overrides", "eval", "resources", "name")
+COMMANDS = ("train", "probe")
+NOT_IN_PROBE_SWEEPS = ("run_dir", "summary_dir")
 EVAL_KEYS = {"episodes": 10, "num_envs": 10, "eval_seed": 10_000, "checkpoint": "last"}
 RESOURCE_KEYS = {"cpus": 1, "gpus": 0}
 NOT_IN_SWEEPS = ("run_dir", "resume", "config", "wandb")  # where a run lives and what it continues: the sweep's own
@@ -51,10 +59,11 @@ class SweepRun:
     run_dir: Path
     seed: int
     steps: int = 0  # the training length once resolved (recipes included)
+    command: str = "train"
 
     @property
     def algo(self) -> str:
-        return self.settings["algo"]
+        return self.settings.get("algo", f"probe-{self.settings.get('arm')}")
 
     @property
     def task(self) -> str:
@@ -132,6 +141,15 @@ def load_sweep(path: Path) -> Sweep:
         resources.setdefault(key, default)
     if not (isinstance(resources["cpus"], int) and resources["cpus"] >= 1):
         raise FrozenDTError(f"{path}: resources 'cpus' must be a positive integer, got {resources['cpus']!r}")
+    command = raw.get("command", "train")
+    if command not in COMMANDS:
+        raise FrozenDTError(f"{path}: unknown command {command!r} (a sweep runs {' or '.join(COMMANDS)} jobs)")
+    if command == "probe":
+        if overrides:
+            raise FrozenDTError(f"{path}: probe sweeps take no per-algorithm overrides")
+        evaluation["episodes"] = 0  # probes evaluate themselves
+        return Sweep(path, raw, Path(raw["out"]).expanduser(), probe_runs(path, base, grid, Path(raw["out"])),
+                     evaluation, resources)
 
     algos = grid.get("algo", [base.get("algo", RunConfig.algo)])
     for algo in algos:
@@ -184,6 +202,55 @@ def load_sweep(path: Path) -> Sweep:
     return Sweep(path, raw, out, runs, evaluation, resources)
 
 
+def probe_runs(path: Path, base: dict, grid: dict, out: Path) -> list[SweepRun]:
+    """The probe runs of a ``command: probe`` sweep, each checked as ``frozen-dt probe`` checks its flags."""
+    from frozen_dt.config import ProbeArgs
+
+    fields = _fields(ProbeArgs) - set(NOT_IN_PROBE_SWEEPS)
+    for key in list(base) + list(grid):
+        if key in NOT_IN_PROBE_SWEEPS:
+            raise FrozenDTError(f"{path}: '{key}' is the sweep's to set, not the SPEC's")
+        if key not in fields:
+            raise FrozenDTError(f"{path}: unknown setting {key!r} (not a probe setting)")
+    runs, keys = [], list(grid)
+    for point in itertools.product(*(grid[k] for k in keys)):
+        settings = {**base, **dict(zip(keys, point))}
+        settings.setdefault("seed", ProbeArgs.seed)
+        settings.setdefault("arm", ProbeArgs.arm)
+        if "task" not in settings:
+            raise FrozenDTError(f"{path}: no probe task (set base 'task' or grid 'task')")
+        try:
+            args = ProbeArgs(**{**settings, "summary_dir": ""})
+            validate_fields(args)
+            args.validate()
+        except FrozenDTError as error:
+            raise FrozenDTError(f"{path}: probe {settings}: {error}") from None
+        named = {**settings, "algo": settings["arm"]}
+        name = run_config_name(named, [k for k in keys if k not in ("arm", "seed", "task")])
+        run_dir = out.expanduser() / "probes" / settings["task"] / name / f"seed{settings['seed']}"
+        runs.append(SweepRun(settings, name, run_dir, int(settings["seed"]), int(args.steps), "probe"))
+    if not runs:
+        raise FrozenDTError(f"{path}: the grid expands to no run")
+    return runs
+
+
+def probe_argv(run: SweepRun, out: Path) -> list[str]:
+    """The ``frozen-dt probe`` arguments of ``run``; its summary goes to ``<out>/summaries``."""
+    argv = ["probe", run.settings["task"], "--run-dir", str(run.run_dir), "--summary-dir", str(out / "summaries")]
+    return argv + flags({k: v for k, v in run.settings.items() if k != "task"})
+
+
+def flags(settings: dict) -> list[str]:
+    """Settings as ``--flag=value`` options (``--flag`` for true switches, nothing for false ones or None)."""
+    argv = []
+    for key, value in sorted(settings.items()):
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        argv.append(flag if value is True else f"{flag}={value}")
+    return argv
+
+
 def _unknown_algorithm(path: Path, algo) -> None:
     raise FrozenDTError(f"{path}: unknown algorithm {algo!r} (known: {', '.join(ALGORITHMS)})")
 
@@ -213,14 +280,5 @@ def resolve(run: SweepRun, where: Path) -> None:
 
 def train_argv(run: SweepRun) -> list[str]:
     """The ``frozen-dt train`` arguments of ``run``: its task, ``--run-dir`` and the SPEC's settings as flags."""
-    argv = ["train", run.task, "--run-dir", str(run.run_dir)]
-    for key, value in sorted(run.settings.items()):
-        if key == "task" or value is None:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            if value:
-                argv.append(flag)
-            continue
-        argv.append(f"{flag}={value}")
-    return argv
+    return ["train", run.task, "--run-dir", str(run.run_dir)] + flags({k: v for k, v in run.settings.items()
+                                                                       if k != "task"})
