@@ -131,6 +131,26 @@ def test_a_job_killed_mid_run_is_resumed_and_ends_as_an_uninterrupted_run(data, 
     assert "--resume" in (job.run_dir / "job.log").read_text()
 
 
+def test_ctrl_c_stops_every_job_at_its_last_checkpoint(data, tmp_path):
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    spec = {"base": {"task": "hopper-medium-v2", "algo": "iql", "steps": 1_000_000, "batch_size": 8,
+                     "hidden_dim": 16, "hidden_layers": 1, "log_every": 100, "save_every": 100, "eval_episodes": 0},
+            "seeds": [0, 1], "eval": {"episodes": 0}}
+    path = write_spec(tmp_path / "long.json", spec, tmp_path / "out")
+    runs = load_sweep(path).runs
+    proc = subprocess.Popen([sys.executable, "-m", "frozen_dt.cli", "sweep", str(path), "--jobs", "2"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not all((r.run_dir / "checkpoints" / "last.pt").exists() for r in runs) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    for r in runs:  # each job's trainer stopped on Ctrl-C, its checkpoint whole
+        assert "training interrupted" in (r.run_dir / "job.log").read_text()
+        assert 0 < torch.load(r.run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] < 1_000_000
+
+
 def test_a_failing_job_is_retried_then_reported(data, capsys, tmp_path):
     write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
     spec = {**TINY, "grid": {"algo": ["bc"]}, "seeds": [0],

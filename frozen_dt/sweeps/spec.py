@@ -131,7 +131,7 @@ def load_sweep(path: Path) -> Sweep:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise FrozenDTError(f"{path}: grid '{key}' must be a non-empty list, got {values!r}")
-    for key, default in ((k, v) for k, v in EVAL_KEYS.items()):
+    for key, default in EVAL_KEYS.items():
         evaluation.setdefault(key, default)
     for name, given, allowed in (("eval", evaluation, EVAL_KEYS), ("resources", resources, RESOURCE_KEYS)):
         bad = sorted(set(given) - set(allowed))
@@ -153,7 +153,8 @@ def load_sweep(path: Path) -> Sweep:
 
     algos = grid.get("algo", [base.get("algo", RunConfig.algo)])
     for algo in algos:
-        get_spec(algo) if algo in ALGORITHMS else _unknown_algorithm(path, algo)
+        if algo not in ALGORITHMS:
+            raise FrozenDTError(f"{path}: unknown algorithm {algo!r} (known: {', '.join(ALGORITHMS)})")
     for algo in overrides:
         if algo not in algos:
             raise FrozenDTError(f"{path}: overrides for {algo!r}, which the sweep does not run (algorithms: "
@@ -249,10 +250,6 @@ def flags(settings: dict) -> list[str]:
         flag = "--" + key.replace("_", "-")
         argv.append(flag if value is True else f"{flag}={value}")
     return argv
-
-
-def _unknown_algorithm(path: Path, algo) -> None:
-    raise FrozenDTError(f"{path}: unknown algorithm {algo!r} (known: {', '.join(ALGORITHMS)})")
 
 
 def run_config_name(settings: dict, grid_keys: list[str]) -> str:
