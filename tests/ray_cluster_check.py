@@ -42,16 +42,16 @@ def main() -> int:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        up = time.time() - started
+        up, address = time.time() - started, cluster.address
         try:
             proc = subprocess.run([sys.executable, "-m", "frozen_dt.cli", "sweep", str(spec), "--backend", "ray",
-                                   "--ray-address", cluster.address], capture_output=True, text=True, timeout=600)
+                                   "--ray-address", address], capture_output=True, text=True, timeout=600)
         finally:
             cluster.shutdown()
         print(proc.stdout[-2000:], proc.stderr[-2000:] if proc.returncode else "", sep="\n")
         record = json.loads((tmp / "out" / "sweep.json").read_text()) if proc.returncode == 0 else {"runs": []}
     nodes = Counter(r["node"] for r in record["runs"])
-    report = {"command": "python tests/ray_cluster_check.py (in unshare -n)", "cluster_address": cluster.address,
+    report = {"command": "python tests/ray_cluster_check.py (in unshare -n)", "cluster_address": address,
               "cluster_up_seconds": round(up, 1), "sweep_exit": proc.returncode,
               "runs": [{k: r[k] for k in ("config", "seed", "status", "node", "seconds")} for r in record["runs"]],
               "jobs_per_node": dict(nodes)}
