@@ -61,18 +61,20 @@ def run_sweep(args) -> int:
         if outcome["status"] == "failed":
             bar.write(f"failed: {outcome['run_dir']}: {outcome['error']}")
 
+    jobs = args.jobs or default_jobs(threads)
     started = datetime.datetime.now()
     try:
         if args.backend == "ray":
             results = run_ray(sweep.runs, sweep.eval, address=args.ray_address, cpus=threads,
                               gpus=sweep.resources["gpus"], retries=args.retries, on_result=on_result)
         else:
-            results = run_local(sweep.runs, sweep.eval, jobs=args.jobs or default_jobs(threads), threads=threads,
+            results = run_local(sweep.runs, sweep.eval, jobs=jobs, threads=threads,
                                 retries=args.retries, on_result=on_result)
     finally:
         bar.close()
     record = {"spec_file": str(sweep.spec_file), "spec": sweep.raw, "backend": args.backend,
-              "ray_address": args.ray_address, "jobs": args.jobs, "retries": args.retries,
+              "ray_address": args.ray_address, "jobs": jobs if args.backend == "local" else None,
+              "retries": args.retries,
               "started_at": started.isoformat(timespec="seconds"),
               "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
               "versions": package_versions(DATA_PACKAGES), "git": git_commit(),
