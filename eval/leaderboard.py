@@ -20,7 +20,7 @@ import numpy as np
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.eval.runs import backbone_columns
 from frozen_dt.paths import atomic_path, atomic_write_text
-from frozen_dt.run_dir import read_json, read_jsonl, read_run_config, write_csv
+from frozen_dt.run_dir import eval_path, read_json, read_jsonl, read_run_config, write_csv
 from frozen_dt.training.recipes import recipe_steps
 
 COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "scale", "n_seeds",
@@ -36,7 +36,7 @@ def find_runs(patterns: list[str] | None, checkpoint: str = "last") -> list[Path
     for pattern in patterns:
         for match in glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).exists() else []):
             path = Path(match)
-            if (path / f"eval-{checkpoint}.json").is_file():
+            if eval_path(path, checkpoint).is_file():
                 found.add(path)
     return sorted(found)
 
@@ -53,7 +53,7 @@ def run_entries(run_dir: Path, checkpoint: str = "last") -> list[dict]:
     """One entry per evaluation condition of a run (each return target; OGBench: all goals, then each goal), the
     run's primary one first (``primary``: the one the figures show)."""
     _, settings = read_run_config(run_dir)
-    record = read_json(run_dir / f"eval-{checkpoint}.json")
+    record = read_json(eval_path(run_dir, checkpoint))
     versions = read_json(run_dir / "versions.json") if (run_dir / "versions.json").is_file() else {}
     common = {
         "run_dir": str(run_dir), "record": record, "full_steps": recipe_steps(settings.run.algo, settings.run.task),

@@ -23,7 +23,8 @@ from frozen_dt.config import EvalArgs
 from frozen_dt.data.dataset import ObsStats
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.run_dir import RunSettings, checkpoint_path, latest_run, read_json, read_run_config, write_json
+from frozen_dt.run_dir import (RunSettings, checkpoint_path, eval_path, latest_run, read_json, read_run_config,
+                               write_json)
 from frozen_dt.training.trainer import load_checkpoint
 
 # Settings that do not change what a run learns: runs differing only in these (and the seed) are seeds of one config.
@@ -65,7 +66,7 @@ def load_run(run_dir: Path, which: str = "last", device: str = "cpu") -> LoadedR
     task = get_task(run.task)
     state = load_checkpoint(path)
     problem = Problem.of_run(config, task)
-    backbone = spec.load_backbone(settings.algo, run.seed) if spec.load_backbone else None
+    backbone = spec.backbone(settings.algo, run.seed)
     torch.manual_seed(run.seed)
     model = spec.build_model(settings.algo, problem, backbone)
     check_frozen_fingerprint(read_json(run_dir / "params.json"), model, run_dir)
@@ -142,7 +143,7 @@ def eval_file(run: LoadedRun, task: str, env_version: str | None) -> Path:
     suffix = "" if task == run.settings.run.task else f"-{task}"
     if env_version and env_version != run.config.get("env_version"):
         suffix += f"-{env_version}"
-    return run.run_dir / f"eval-{run.checkpoint}{suffix}.json"
+    return eval_path(run.run_dir, run.checkpoint, suffix)
 
 
 def device_name(device: str) -> str:

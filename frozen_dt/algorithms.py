@@ -86,6 +86,10 @@ class AlgorithmSpec:
         if not dataclasses.is_dataclass(self.config):
             raise ValueError(f"{self.name}: config must be a dataclass")
 
+    def backbone(self, config, seed: int):
+        """The frozen backbone its model is built around (None for algorithms without one)."""
+        return self.load_backbone(config, seed) if self.load_backbone else None
+
     @property
     def return_conditioned(self) -> bool:
         return "returns" in self.conditioning

@@ -229,11 +229,10 @@ def add_train_command(sub, argv: list[str]) -> None:
     parser.set_defaults(func=cmd_train)
 
 
-def foreign_settings_error(argv: list[str], extras: list[str]) -> str:
-    """The message for flags ``train`` does not take: which algorithms they belong to, if any."""
+def foreign_settings_error(algo: str, extras: list[str]) -> str:
+    """The message for flags ``train`` of ``algo`` does not take: which algorithms they belong to, if any."""
     from frozen_dt.algorithms import owners_of
 
-    algo = train_algorithm(argv)
     flags = [e.split("=")[0] for e in extras if e.startswith("--")]
     parts = []
     for flag in flags:
@@ -335,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if extras:
         if ns.command != "train":
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
-        print(f"frozen-dt: error: {foreign_settings_error(argv, extras)}", file=sys.stderr)
+        print(f"frozen-dt: error: {foreign_settings_error(ns.algo, extras)}", file=sys.stderr)
         return 2
     try:
         code = ns.func(ns)

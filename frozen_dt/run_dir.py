@@ -78,6 +78,12 @@ def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
     return Path(run_dir) / "checkpoints" / f"{which}.pt"
 
 
+def eval_path(run_dir: Path, checkpoint: str = "last", suffix: str = "") -> Path:
+    """``eval-<checkpoint><suffix>.json``: the evaluation record of a checkpoint (suffix: another task or env
+    version than the run's own)."""
+    return Path(run_dir) / f"eval-{checkpoint}{suffix}.json"
+
+
 def default_run_dir(task: str, algo: str) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = RUNS_ROOT / task / algo / stamp

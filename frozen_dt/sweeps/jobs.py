@@ -21,14 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.run_dir import checkpoint_path, read_json
+from frozen_dt.run_dir import checkpoint_path, eval_path, read_json
 from frozen_dt.sweeps.spec import SweepRun, probe_argv, train_argv
 
 STATES = ("done", "evaluate", "resume", "new")
-
-
-def eval_file(run_dir: Path, evaluation: dict) -> Path:
-    return Path(run_dir) / f"eval-{evaluation['checkpoint']}.json"
 
 
 def run_state(run: SweepRun, evaluation: dict) -> str:
@@ -52,7 +48,7 @@ def run_state(run: SweepRun, evaluation: dict) -> str:
         return "resume"
     if evaluation["episodes"] <= 0:
         return "done"
-    path = eval_file(run.run_dir, evaluation)
+    path = eval_path(run.run_dir, evaluation["checkpoint"])
     if path.is_file():
         try:
             record = read_json(path)
@@ -68,7 +64,7 @@ def job_argvs(run: SweepRun, evaluation: dict, threads: int) -> list[list[str]]:
     state = run_state(run, evaluation)
     argvs = []
     if run.command == "probe":
-        return [] if state == "done" else [probe_argv(run, run.run_dir.parents[3])]
+        return [] if state == "done" else [probe_argv(run)]
     if state == "new":
         argvs.append(train_argv(run))
     elif state == "resume":
@@ -130,13 +126,16 @@ def execute(run: SweepRun, evaluation: dict, *, threads: int, retries: int, chil
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     outcome = {"run_dir": str(run.run_dir), "config": run.config_name, "seed": run.seed, "algo": run.algo,
                "task": run.task, "node": node or socket.gethostname(), "attempts": 0}
-    if not job_argvs(run, evaluation, threads):
+    argvs = job_argvs(run, evaluation, threads)
+    if not argvs:
         return {**outcome, "status": "skipped", "state": "done", "seconds": 0.0}
     error = None
     for attempt in range(1 + retries):
         outcome["attempts"] = attempt + 1
+        if attempt:  # a retry starts from wherever the failed attempt left the run
+            argvs = job_argvs(run, evaluation, threads)
         error = None
-        for argv in job_argvs(run, evaluation, threads):
+        for argv in argvs:
             with open(log_path, "a") as log:
                 log.write(f"\n$ frozen-dt {' '.join(argv)}\n")
                 log.flush()

@@ -60,6 +60,7 @@ class SweepRun:
     seed: int
     steps: int = 0  # the training length once resolved (recipes included)
     command: str = "train"
+    summary_dir: Path | None = None  # probe runs: where their summaries go
 
     @property
     def algo(self) -> str:
@@ -122,6 +123,7 @@ def load_sweep(path: Path) -> Sweep:
         raise FrozenDTError(f"{path}: unknown key {unknown[0]!r} (a sweep file has {', '.join(TOP_KEYS)})")
     if not raw.get("out"):
         raise FrozenDTError(f"{path}: 'out' (the output root) is required")
+    out = Path(raw["out"]).expanduser()
     base, grid = _mapping(raw, "base", path), _mapping(raw, "grid", path)
     overrides, evaluation, resources = (_mapping(raw, k, path) for k in ("overrides", "eval", "resources"))
     if "seeds" in raw:
@@ -148,8 +150,7 @@ def load_sweep(path: Path) -> Sweep:
         if overrides:
             raise FrozenDTError(f"{path}: probe sweeps take no per-algorithm overrides")
         evaluation["episodes"] = 0  # probes evaluate themselves
-        return Sweep(path, raw, Path(raw["out"]).expanduser(), probe_runs(path, base, grid, Path(raw["out"])),
-                     evaluation, resources)
+        return Sweep(path, raw, out, probe_runs(path, base, grid, out), evaluation, resources)
 
     algos = grid.get("algo", [base.get("algo", RunConfig.algo)])
     for algo in algos:
@@ -175,7 +176,6 @@ def load_sweep(path: Path) -> Sweep:
         if bad:
             raise FrozenDTError(f"{path}: override {bad[0]!r} is not a setting of {algo}")
 
-    out = Path(raw["out"]).expanduser()
     runs, seen = [], set()
     keys = list(grid)
     for point in itertools.product(*(grid[k] for k in keys)):
@@ -228,16 +228,17 @@ def probe_runs(path: Path, base: dict, grid: dict, out: Path) -> list[SweepRun]:
             raise FrozenDTError(f"{path}: probe {settings}: {error}") from None
         named = {**settings, "algo": settings["arm"]}
         name = run_config_name(named, [k for k in keys if k not in ("arm", "seed", "task")])
-        run_dir = out.expanduser() / "probes" / settings["task"] / name / f"seed{settings['seed']}"
-        runs.append(SweepRun(settings, name, run_dir, int(settings["seed"]), int(args.steps), "probe"))
+        run_dir = out / "probes" / settings["task"] / name / f"seed{settings['seed']}"
+        runs.append(SweepRun(settings, name, run_dir, int(settings["seed"]), int(args.steps), "probe",
+                             out / "summaries"))
     if not runs:
         raise FrozenDTError(f"{path}: the grid expands to no run")
     return runs
 
 
-def probe_argv(run: SweepRun, out: Path) -> list[str]:
-    """The ``frozen-dt probe`` arguments of ``run``; its summary goes to ``<out>/summaries``."""
-    argv = ["probe", run.settings["task"], "--run-dir", str(run.run_dir), "--summary-dir", str(out / "summaries")]
+def probe_argv(run: SweepRun) -> list[str]:
+    """The ``frozen-dt probe`` arguments of ``run``; its summary goes to ``run.summary_dir``."""
+    argv = ["probe", run.settings["task"], "--run-dir", str(run.run_dir), "--summary-dir", str(run.summary_dir)]
     return argv + flags({k: v for k, v in run.settings.items() if k != "task"})
 
 

@@ -74,7 +74,7 @@ def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
     if run.wandb:
         import_wandb(run.wandb)  # fail before any loading
 
-    backbone = spec.load_backbone(settings.algo, run.seed) if spec.load_backbone else None
+    backbone = spec.backbone(settings.algo, run.seed)
     dataset = load_dataset(run, task)
     env_version = run.env_version or dataset.source.get("env_version")
     targets = spec.eval_targets(task, dataset)
