@@ -226,3 +226,60 @@ def test_ray_backend_without_ray_or_cluster_is_a_clear_error(data, capsys, tmp_p
     code, _, err = run(capsys, "sweep", str(path), "--backend", "ray")
     assert_user_error(code, err, "pip install 'frozen-dt[ray]'")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_list_of_grids_pools_configs_each_with_its_own_settings_seeds_and_eval(tmp_path):
+    spec = {"base": {"log_every": 2},
+            "grid": [{"task": "hopper-medium-v2", "algo": ["bc", "iql"], "steps": 7},
+                     {"task": "hopper-expert-v2", "algo": "bc", "seed": 5, "steps": 9, "eval": {"episodes": 3}}],
+            "seeds": [0, 1], "eval": {"episodes": 4, "num_envs": 2}}
+    runs = load_sweep(write_spec(tmp_path / "s.json", spec, tmp_path / "out")).runs
+    medium = [r for r in runs if r.task == "hopper-medium-v2"]
+    [expert] = [r for r in runs if r.task == "hopper-expert-v2"]
+    assert len(runs) == 5 and sorted((r.algo, r.seed) for r in medium) == [("bc", 0), ("bc", 1), ("iql", 0),
+                                                                            ("iql", 1)]
+    assert {r.steps for r in medium} == {7} and all(r.settings["log_every"] == 2 for r in runs)
+    assert all(r.evaluation["episodes"] == 4 and r.evaluation["num_envs"] == 2 for r in medium)
+    assert (expert.seed, expert.steps, expert.evaluation["episodes"], expert.evaluation["num_envs"]) == (5, 9, 3, 2)
+    assert "steps" not in expert.config_name  # one value is a setting of the grid, not a dimension of it
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": [{"algo": "bc", "eval": {"checkpoint": "best"}}]}, "'checkpoint' is the sweep's eval setting"),
+    ({"grid": [{"algo": "bc", "eval": {"episode": 3}}]}, "unknown eval key 'episode'"),
+    ({"grid": []}, "'grid' is an empty list"),
+    ({"data": [{"task": "hopper-medium-v2"}]}, "each 'data' entry is a mapping with 'task' and 'out'"),
+    ({"data": [{"task": "hopper-medium-v2", "out": "x.hdf5", "size": 3}]}, "unknown data key 'size'"),
+    ({"data": [{"task": "hopper-medium-v2", "out": "x.hdf5", "episodes": 0}]}, "data 'episodes' must be a positive"),
+    ({"data": [{"task": "hoper-medium-v2", "out": "x.hdf5"}]}, "unknown task"),
+])
+def test_bad_grid_lists_and_data_entries_are_one_clear_error(data, capsys, tmp_path, change, message):
+    path = write_spec(tmp_path / "bad.json", {**TINY, **change}, tmp_path / "out")
+    code, _, err = run(capsys, "sweep", str(path))
+    assert_user_error(code, err, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_datasets_are_generated_once_before_the_jobs_start(data, capsys, tmp_path):
+    from frozen_dt.sweeps.jobs import datasets_to_prepare
+
+    made = tmp_path / "made" / "hopper-small.hdf5"
+    spec = {**TINY, "grid": [{"algo": "bc", "dataset": str(made)}, {"algo": "iql"}], "seeds": [0],
+            "data": [{"task": "hopper-medium-v2", "transitions": 300, "seed": 3, "out": str(made)}]}
+    path = write_spec(tmp_path / "s.json", spec, tmp_path / "out")
+    sweep = load_sweep(path)
+    assert datasets_to_prepare(sweep) == [
+        (str(made), ["data", "generate", "hopper-medium-v2", "--out", str(made), "--transitions=300", "--seed=3"]),
+        ("hopper-medium-v2", ["data", "generate", "hopper-medium-v2"])]  # iql names no dataset and there is none
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    assert [what for what, _ in datasets_to_prepare(sweep)] == [str(made)]
+    code, stdout, err = run(capsys, "sweep", str(path))
+    assert code == 0 and "2 run, 0 already done, 0 failed" in stdout, (stdout, err)
+    assert made.is_file() and f"generating {made}" in stdout
+    [bc] = [r for r in sweep.runs if r.algo == "bc"]
+    source = json.loads((bc.run_dir / "dataset.json").read_text())["source"]
+    assert source["kind"] == "generated" and source["path"] == str(made) and source["generated"]["seed"] == 3
+    assert source["generated"]["n_transitions"] == 300
+    assert datasets_to_prepare(sweep) == []
+    code, stdout, _ = run(capsys, "sweep", str(path))
+    assert code == 0 and "generating" not in stdout and "0 run, 2 already done" in stdout

@@ -15,7 +15,7 @@ from frozen_dt.errors import FrozenDTError
 from frozen_dt.progress import progress_bar
 from frozen_dt.provenance import DATA_PACKAGES, git_commit, package_versions
 from frozen_dt.run_dir import write_json
-from frozen_dt.sweeps.jobs import job_argvs, run_local, run_ray, run_state
+from frozen_dt.sweeps.jobs import datasets_to_prepare, job_argvs, prepare_data, run_local, run_ray, run_state
 from frozen_dt.sweeps.spec import load_sweep
 
 
@@ -43,14 +43,17 @@ def run_sweep(args) -> int:
         import_ray()  # fail before anything starts
         check_ray_address(args.ray_address)
     if args.dry_run:
+        for what, argv in datasets_to_prepare(sweep):
+            print(f"data     {what}\n           frozen-dt {' '.join(argv)}")
         for run in sweep.runs:
-            state = run_state(run, sweep.eval)
+            state = run_state(run)
             print(f"{state:8s} {run.run_dir}  [cpus {threads}, gpus {sweep.resources['gpus']}]")
-            for argv in job_argvs(run, sweep.eval, threads):
+            for argv in job_argvs(run, threads):
                 print(f"           frozen-dt {' '.join(argv)}")
         print(f"{len(sweep.runs)} runs; backend {args.backend}")
         return 0
     check_writable(sweep.out)
+    prepare_data(sweep, threads)
     bar = progress_bar(total=len(sweep.runs), desc="sweep", unit="run")
     counts = {"done": 0, "skipped": 0, "failed": 0}
 
@@ -65,10 +68,10 @@ def run_sweep(args) -> int:
     started = datetime.datetime.now()
     try:
         if args.backend == "ray":
-            results = run_ray(sweep.runs, sweep.eval, address=args.ray_address, cpus=threads,
+            results = run_ray(sweep.runs, address=args.ray_address, cpus=threads,
                               gpus=sweep.resources["gpus"], retries=args.retries, on_result=on_result)
         else:
-            results = run_local(sweep.runs, sweep.eval, jobs=jobs, threads=threads,
+            results = run_local(sweep.runs, jobs=jobs, threads=threads,
                                 retries=args.retries, on_result=on_result)
     finally:
         bar.close()
@@ -85,8 +88,9 @@ def run_sweep(args) -> int:
           f"({len(sweep.runs)} runs)", flush=True)
     for r in failed:
         print(f"failed: {r['run_dir']}: {r['error']}", flush=True)
-    evaluated = [r["run_dir"] for r in results if r["status"] != "failed"]
-    if sweep.eval["episodes"] > 0 and evaluated:
+    evaluated = [r["run_dir"] for r, run in zip(sorted_like(results, sweep.runs), sweep.runs)
+                 if r["status"] != "failed" and run.evaluation.get("episodes", 0) > 0]
+    if evaluated:
         from frozen_dt.eval.leaderboard import write_leaderboard
 
         rows = write_leaderboard(evaluated, sweep.out / "leaderboard.csv", sweep.eval["checkpoint"])

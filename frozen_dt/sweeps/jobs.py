@@ -27,7 +27,7 @@ from frozen_dt.sweeps.spec import SweepRun, probe_argv, train_argv
 STATES = ("done", "evaluate", "resume", "new")
 
 
-def run_state(run: SweepRun, evaluation: dict) -> str:
+def run_state(run: SweepRun) -> str:
     """How far ``run`` got (:data:`STATES`)."""
     from frozen_dt.training.trainer import load_checkpoint
 
@@ -37,6 +37,7 @@ def run_state(run: SweepRun, evaluation: dict) -> str:
             return "done" if summary.is_file() and int(read_json(summary).get("steps", -1)) == run.steps else "new"
         except (FrozenDTError, TypeError, ValueError):
             return "new"
+    evaluation = run.evaluation
     last = checkpoint_path(run.run_dir)
     if not last.is_file():
         return "new"
@@ -59,9 +60,9 @@ def run_state(run: SweepRun, evaluation: dict) -> str:
     return "evaluate"
 
 
-def job_argvs(run: SweepRun, evaluation: dict, threads: int) -> list[list[str]]:
+def job_argvs(run: SweepRun, threads: int) -> list[list[str]]:
     """The ``frozen-dt`` command lines that take ``run`` from its state to done."""
-    state = run_state(run, evaluation)
+    state, evaluation = run_state(run), run.evaluation
     argvs = []
     if run.command == "probe":
         return [] if state == "done" else [probe_argv(run)]
@@ -116,7 +117,7 @@ def last_line(log_path: Path) -> str:
     return lines[-1].strip()[:300] if lines else "(no output)"
 
 
-def execute(run: SweepRun, evaluation: dict, *, threads: int, retries: int, children: Children | None = None,
+def execute(run: SweepRun, *, threads: int, retries: int, children: Children | None = None,
             node: str | None = None) -> dict:
     """Take ``run`` to done, retrying failed attempts; returns its outcome (``status``: done, skipped or failed)."""
     children = children or Children()
@@ -126,14 +127,14 @@ def execute(run: SweepRun, evaluation: dict, *, threads: int, retries: int, chil
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     outcome = {"run_dir": str(run.run_dir), "config": run.config_name, "seed": run.seed, "algo": run.algo,
                "task": run.task, "node": node or socket.gethostname(), "attempts": 0}
-    argvs = job_argvs(run, evaluation, threads)
+    argvs = job_argvs(run, threads)
     if not argvs:
         return {**outcome, "status": "skipped", "state": "done", "seconds": 0.0}
     error = None
     for attempt in range(1 + retries):
         outcome["attempts"] = attempt + 1
         if attempt:  # a retry starts from wherever the failed attempt left the run
-            argvs = job_argvs(run, evaluation, threads)
+            argvs = job_argvs(run, threads)
         error = None
         for argv in argvs:
             with open(log_path, "a") as log:
@@ -154,19 +155,58 @@ def execute(run: SweepRun, evaluation: dict, *, threads: int, retries: int, chil
                 error = f"frozen-dt {argv[0]} exited with {code}: {last_line(log_path)}"
                 break
         if error is None:
-            return {**outcome, "status": "done", "state": run_state(run, evaluation),
+            return {**outcome, "status": "done", "state": run_state(run),
                     "seconds": round(time.time() - started, 1)}
-    return {**outcome, "status": "failed", "state": run_state(run, evaluation), "error": error,
+    return {**outcome, "status": "failed", "state": run_state(run), "error": error,
             "seconds": round(time.time() - started, 1)}
 
 
-def run_local(runs: list[SweepRun], evaluation: dict, *, jobs: int, threads: int, retries: int, on_result) -> list:
+def datasets_to_prepare(sweep) -> list[tuple[str, list[str]]]:
+    """``(what, frozen-dt argv)`` for every dataset the sweep's runs need that is not here yet: its ``data``
+    entries whose file is missing, and the tasks whose runs name no ``dataset`` and that have no local one."""
+    from frozen_dt.data.sources import locate
+    from frozen_dt.envs.registry import get_task
+
+    todo = []
+    for entry in sweep.data:
+        if not Path(entry["out"]).expanduser().is_file():
+            size = [f"--{k}={entry[k]}" for k in ("episodes", "transitions", "seed") if k in entry]
+            todo.append((entry["out"], ["data", "generate", entry["task"], "--out", str(entry["out"]), *size]))
+    if any(run.command == "probe" for run in sweep.runs):
+        return todo  # probes make their own data
+    for task in dict.fromkeys(run.task for run in sweep.runs
+                               if not run.settings.get("dataset") and not run.settings.get("download")):
+        if locate(get_task(task)) is None:
+            todo.append((task, ["data", "generate", task]))
+    return todo
+
+
+def prepare_data(sweep, threads: int) -> None:
+    """Generate the datasets of :func:`datasets_to_prepare`, one at a time, before any job starts (so that jobs
+    do not generate the same dataset side by side). Output goes to ``<out>/data.log``."""
+    todo = datasets_to_prepare(sweep)
+    if not todo:
+        return
+    log_path = sweep.out / "data.log"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    for what, argv in todo:
+        print(f"sweep: generating {what} (frozen-dt {' '.join(argv)}; log {log_path})", flush=True)
+        with open(log_path, "a") as log:
+            log.write(f"\n$ frozen-dt {' '.join(argv)}\n")
+            log.flush()
+            code = subprocess.call([sys.executable, "-m", "frozen_dt.cli", *argv], stdout=log,
+                                   stderr=subprocess.STDOUT, env=env)
+        if code != 0:
+            raise FrozenDTError(f"generating {what} failed ({last_line(log_path)}); see {log_path}")
+
+
+def run_local(runs: list[SweepRun], *, jobs: int, threads: int, retries: int, on_result) -> list:
     """Run ``runs`` on ``jobs`` processes at a time here; ``on_result(outcome)`` as each ends. Ctrl-C stops every
     job (they resume on the next invocation)."""
     children = Children()
     results = []
     pool = ThreadPoolExecutor(max_workers=jobs)
-    futures = [pool.submit(execute, run, evaluation, threads=threads, retries=retries, children=children)
+    futures = [pool.submit(execute, run, threads=threads, retries=retries, children=children)
                for run in runs]
     try:
         for future in futures:
@@ -201,14 +241,14 @@ def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
                             "the cluster (ray start --head) or give its address") from None
 
 
-def _ray_execute(run: SweepRun, evaluation: dict, threads: int, retries: int) -> dict:
+def _ray_execute(run: SweepRun, threads: int, retries: int) -> dict:
     import ray
 
-    return execute(run, evaluation, threads=threads, retries=retries,
+    return execute(run, threads=threads, retries=retries,
                    node=f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:12]}")
 
 
-def run_ray(runs: list[SweepRun], evaluation: dict, *, address: str | None, cpus: int, gpus: float, retries: int,
+def run_ray(runs: list[SweepRun], *, address: str | None, cpus: int, gpus: float, retries: int,
             on_result) -> list:
     """Each run as a Ray task asking for ``cpus`` CPUs and ``gpus`` GPUs; Ray places them on the cluster's nodes.
     Run dirs must be on a path every node can write (a shared filesystem). ``address`` None: a local Ray."""
@@ -223,7 +263,7 @@ def run_ray(runs: list[SweepRun], evaluation: dict, *, address: str | None, cpus
                             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     try:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_ray_execute)
-        pending = {task.remote(run, evaluation, cpus, retries): run for run in runs}
+        pending = {task.remote(run, cpus, retries): run for run in runs}
         results = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

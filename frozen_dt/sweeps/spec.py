@@ -10,6 +10,16 @@ A SPEC (YAML or JSON)::
     overrides: {frozen-dt: {precision: bf16}}                        # per algorithm, its own settings only
     eval: {episodes: 10, num_envs: 10}     # frozen-dt eval after training (episodes 0: none)
     resources: {cpus: 1, gpus: 0}          # per job: torch threads and Ray's num_cpus / num_gpus
+    data:                                  # datasets the sweep generates first when absent (runs name them
+      - {task: scene-play-v0, episodes: 100, out: runs/data/scene-play-100.npz}   #  with `dataset`)
+
+``grid`` may also be a list of grids, whose configs are pooled: one SPEC for runs that share nothing but the
+output root (``[{task: [hopper-medium-v2], algo: [iql, cql]}, {task: [scene-play-v0], algo: [gciql]}]``). An entry
+may carry its own ``eval`` mapping, which replaces the sweep's for its runs.
+
+Before any job starts, the sweep makes sure every run's dataset is here: a ``data`` entry whose ``out`` is
+missing is generated, and a task whose runs name no ``dataset`` and which has no local dataset is generated
+once at its default size (rather than by several jobs at once).
 
 Every grid point is a config; a base or grid setting that the config's algorithm does not have (``layers`` for dt)
 is left out of that config, and configs that become the same are kept once. A setting no algorithm of the sweep has
@@ -42,7 +52,8 @@ from frozen_dt.errors import FrozenDTError
 from frozen_dt.settings import validate_fields
 from frozen_dt.training.recipes import NOT_IN_RECIPES, apply_recipes
 
-TOP_KEYS = ("out", "command", "base", "grid", "seeds", "overrides", "eval", "resources", "name")
+TOP_KEYS = ("out", "command", "base", "grid", "seeds", "overrides", "eval", "resources", "data", "name")
+DATA_KEYS = ("task", "out", "episodes", "transitions", "seed")
 COMMANDS = ("train", "probe")
 NOT_IN_PROBE_SWEEPS = ("run_dir", "summary_dir")
 EVAL_KEYS = {"episodes": 10, "num_envs": 10, "eval_seed": 10_000, "checkpoint": "last"}
@@ -61,6 +72,7 @@ class SweepRun:
     steps: int = 0  # the training length once resolved (recipes included)
     command: str = "train"
     summary_dir: Path | None = None  # probe runs: where their summaries go
+    evaluation: dict = field(default_factory=dict)  # what `frozen-dt eval` runs after training (the sweep's eval)
 
     @property
     def algo(self) -> str:
@@ -79,6 +91,7 @@ class Sweep:
     runs: list[SweepRun]
     eval: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
+    data: list[dict] = field(default_factory=list)  # datasets to generate before the jobs (``data`` entries)
 
 
 def read_spec_file(path: Path) -> dict:
@@ -124,21 +137,16 @@ def load_sweep(path: Path) -> Sweep:
     if not raw.get("out"):
         raise FrozenDTError(f"{path}: 'out' (the output root) is required")
     out = Path(raw["out"]).expanduser()
-    base, grid = _mapping(raw, "base", path), _mapping(raw, "grid", path)
+    base = _mapping(raw, "base", path)
     overrides, evaluation, resources = (_mapping(raw, k, path) for k in ("overrides", "eval", "resources"))
-    if "seeds" in raw:
-        if "seed" in grid:
-            raise FrozenDTError(f"{path}: give the seeds once, as 'seeds' or as grid 'seed'")
-        grid["seed"] = raw["seeds"]
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise FrozenDTError(f"{path}: grid '{key}' must be a non-empty list, got {values!r}")
     for key, default in EVAL_KEYS.items():
         evaluation.setdefault(key, default)
+    grids = read_grids(raw, path, evaluation)
     for name, given, allowed in (("eval", evaluation, EVAL_KEYS), ("resources", resources, RESOURCE_KEYS)):
         bad = sorted(set(given) - set(allowed))
         if bad:
             raise FrozenDTError(f"{path}: unknown {name} key {bad[0]!r} (known: {', '.join(allowed)})")
+    data = read_data_entries(raw, path)
     for key, default in RESOURCE_KEYS.items():
         resources.setdefault(key, default)
     if not (isinstance(resources["cpus"], int) and resources["cpus"] >= 1):
@@ -150,9 +158,13 @@ def load_sweep(path: Path) -> Sweep:
         if overrides:
             raise FrozenDTError(f"{path}: probe sweeps take no per-algorithm overrides")
         evaluation["episodes"] = 0  # probes evaluate themselves
-        return Sweep(path, raw, out, probe_runs(path, base, grid, out), evaluation, resources)
+        if len(grids) != 1:
+            raise FrozenDTError(f"{path}: a probe sweep has one grid")
+        axes, fixed, _ = grids[0]
+        return Sweep(path, raw, out, probe_runs(path, {**base, **fixed}, axes, out), evaluation, resources, data)
 
-    algos = grid.get("algo", [base.get("algo", RunConfig.algo)])
+    algos = list(dict.fromkeys(a for axes, fixed, _ in grids
+                               for a in axes.get("algo", [fixed.get("algo", base.get("algo", RunConfig.algo))])))
     for algo in algos:
         if algo not in ALGORITHMS:
             raise FrozenDTError(f"{path}: unknown algorithm {algo!r} (known: {', '.join(ALGORITHMS)})")
@@ -163,7 +175,7 @@ def load_sweep(path: Path) -> Sweep:
     run_fields = _fields(RunConfig) - set(NOT_IN_SWEEPS)
     algo_fields = {a: _fields(get_spec(a).config) for a in algos}
     known = run_fields | set().union(*algo_fields.values())
-    for key in list(base) + list(grid):
+    for key in list(base) + [k for axes, fixed, _ in grids for k in [*axes, *fixed]]:
         if key in NOT_IN_SWEEPS:
             raise FrozenDTError(f"{path}: '{key}' is the sweep's to set, not the SPEC's")
         if key not in known:
@@ -177,7 +189,74 @@ def load_sweep(path: Path) -> Sweep:
             raise FrozenDTError(f"{path}: override {bad[0]!r} is not a setting of {algo}")
 
     runs, seen = [], set()
-    keys = list(grid)
+    for axes, fixed, run_eval in grids:
+        runs += grid_runs(path, out, {**base, **fixed}, axes, overrides, run_eval, run_fields, algo_fields, seen)
+    if not runs:
+        raise FrozenDTError(f"{path}: the grid expands to no run")
+    return Sweep(path, raw, out, runs, evaluation, resources, data)
+
+
+def read_grids(raw: dict, path: Path, evaluation: dict) -> list[tuple[dict, dict, dict]]:
+    """The SPEC's grids (one mapping, or a list of them) as ``(axes, fixed, eval)``: the settings a grid varies
+    (lists), the ones it sets to one value (scalars: not part of the run's name) and its runs' evaluation."""
+    given = raw.get("grid")
+    given = {} if given is None else given
+    entries = given if isinstance(given, list) else [given]
+    if not entries:
+        raise FrozenDTError(f"{path}: 'grid' is an empty list")
+    grids = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise FrozenDTError(f"{path}: 'grid' must be a mapping or a list of mappings, got {entry!r}")
+        grid = dict(entry)
+        own_eval = grid.pop("eval", None)
+        if own_eval is not None and not isinstance(own_eval, dict):
+            raise FrozenDTError(f"{path}: a grid's 'eval' must be a mapping, got {own_eval!r}")
+        if "checkpoint" in (own_eval or {}):
+            raise FrozenDTError(f"{path}: 'checkpoint' is the sweep's eval setting (one leaderboard), not a grid's")
+        bad = sorted(set(own_eval or {}) - set(EVAL_KEYS))
+        if bad:
+            raise FrozenDTError(f"{path}: unknown eval key {bad[0]!r} (known: {', '.join(EVAL_KEYS)})")
+        if "seeds" in raw:
+            if "seed" in grid and not isinstance(given, list):
+                raise FrozenDTError(f"{path}: give the seeds once, as 'seeds' or as grid 'seed'")
+            grid.setdefault("seed", raw["seeds"])  # a grid of a list may have seeds of its own
+        for key, values in grid.items():
+            if isinstance(values, list) and not values or values is None or isinstance(values, dict):
+                raise FrozenDTError(f"{path}: grid '{key}' must be a non-empty list (or one value), got {values!r}")
+        axes = {k: v for k, v in grid.items() if isinstance(v, list)}
+        fixed = {k: v for k, v in grid.items() if not isinstance(v, list)}
+        grids.append((axes, fixed, {**evaluation, **(own_eval or {})}))
+    return grids
+
+
+def read_data_entries(raw: dict, path: Path) -> list[dict]:
+    """The SPEC's ``data`` entries: datasets to generate (``frozen-dt data generate``) before the jobs."""
+    from frozen_dt.envs.registry import get_task
+
+    entries = raw.get("data") or []
+    if not isinstance(entries, list):
+        raise FrozenDTError(f"{path}: 'data' must be a list of mappings ({', '.join(DATA_KEYS)})")
+    for entry in entries:
+        if not isinstance(entry, dict) or not {"task", "out"} <= set(entry):
+            raise FrozenDTError(f"{path}: each 'data' entry is a mapping with 'task' and 'out', got {entry!r}")
+        bad = sorted(set(entry) - set(DATA_KEYS))
+        if bad:
+            raise FrozenDTError(f"{path}: unknown data key {bad[0]!r} (known: {', '.join(DATA_KEYS)})")
+        if "episodes" in entry and "transitions" in entry:
+            raise FrozenDTError(f"{path}: a data entry gives 'episodes' or 'transitions', not both")
+        for key in ("episodes", "transitions", "seed"):
+            if key in entry and not (isinstance(entry[key], int) and entry[key] >= (0 if key == "seed" else 1)):
+                raise FrozenDTError(f"{path}: data '{key}' must be a {'non-negative' if key == 'seed' else 'positive'}"
+                                    f" integer, got {entry[key]!r}")
+        get_task(entry["task"])
+    return [dict(entry) for entry in entries]
+
+
+def grid_runs(path: Path, out: Path, base: dict, grid: dict, overrides: dict, evaluation: dict, run_fields: set,
+              algo_fields: dict, seen: set) -> list[SweepRun]:
+    """The runs of one grid (configs already in ``seen`` are kept once)."""
+    runs, keys = [], list(grid)
     for point in itertools.product(*(grid[k] for k in keys)):
         chosen = dict(zip(keys, point))
         algo = chosen.get("algo", base.get("algo", RunConfig.algo))
@@ -195,12 +274,10 @@ def load_sweep(path: Path) -> Sweep:
         grid_keys = [k for k in keys if k in own and k not in ("algo", "seed", "task")]
         config_name = run_config_name(settings, grid_keys)
         run = SweepRun(settings, config_name, out / settings["task"] / config_name / f"seed{settings['seed']}",
-                       int(settings["seed"]))
+                       int(settings["seed"]), evaluation=evaluation)
         resolve(run, path)
         runs.append(run)
-    if not runs:
-        raise FrozenDTError(f"{path}: the grid expands to no run")
-    return Sweep(path, raw, out, runs, evaluation, resources)
+    return runs
 
 
 def probe_runs(path: Path, base: dict, grid: dict, out: Path) -> list[SweepRun]:
