@@ -16,7 +16,7 @@ from torch import nn
 
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (SavesParts, batch_size_field, hidden_dim_field, hidden_layers_field, lr_field,
-                                        make_observation_agent, mlp, optimizer_step)
+                                        make_observation_agent, mlp, obs_eps_field, optimizer_step)
 from frozen_dt.data.dataset import ObsStats, OfflineDataset
 from frozen_dt.settings import arg
 
@@ -28,6 +28,7 @@ class BCConfig:
     weight_decay: float = arg(0.0, "AdamW weight decay", check="non_negative")
     hidden_dim: int = hidden_dim_field(256)
     hidden_layers: int = hidden_layers_field(2)
+    obs_eps: float = obs_eps_field()
 
 
 class MLPPolicy(nn.Module):
@@ -48,7 +49,7 @@ class BehaviorCloning(SavesParts):
                  device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.obs_stats = ObsStats.from_observations(dataset.observations)
+        self.obs_stats = ObsStats.from_observations(dataset.observations, config.obs_eps)
         self.observations = self.obs_stats.normalize(dataset.observations)
         self.actions = np.asarray(dataset.actions, dtype=np.float32)
         self.batch_size = config.batch_size

@@ -46,6 +46,11 @@ def hidden_layers_field(default: int):
     return arg(default, "MLP hidden layers", check="positive")
 
 
+def obs_eps_field():
+    return arg(1e-3, "added to the observation std when normalizing observations (CORL's compute_mean_std eps)",
+               check="positive", legacy=1e-6)
+
+
 def normalize_reward_field():
     return arg(False, "scale rewards by 1000 / (max - min episode return), as CORL")
 

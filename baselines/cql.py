@@ -28,8 +28,8 @@ from torch import nn
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
-                                        no_param_grads, normalize_reward_field, optimizer_step, reward_scale,
-                                        scale_last_layer)
+                                        no_param_grads, normalize_reward_field, obs_eps_field, optimizer_step,
+                                        reward_scale, scale_last_layer)
 from frozen_dt.data.views import TransitionView
 from frozen_dt.settings import arg
 
@@ -45,6 +45,7 @@ class CQLConfig(TwinCriticConfig):
     normalize_reward: bool = normalize_reward_field()
     hidden_dim: int = hidden_dim_field(256)
     hidden_layers: int = hidden_layers_field(3)
+    obs_eps: float = obs_eps_field()
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -175,6 +176,6 @@ SPEC = AlgorithmSpec(
     build_model=lambda config, problem, backbone=None: CQLNetworks(problem.obs_dim, problem.act_dim, config.hidden_dim,
                                                                    config.hidden_layers),
     build_algorithm=lambda config, model, dataset, problem, run: CQL(
-        model, TransitionView(dataset), config, device=run.device,
+        model, TransitionView(dataset, obs_eps=config.obs_eps), config, device=run.device,
         reward_scale=reward_scale(dataset) if config.normalize_reward else 1.0),
     make_agent=make_observation_agent, conditioning=("none",))

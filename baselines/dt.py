@@ -11,8 +11,10 @@
 * ``predict_action = Linear + Tanh`` on the state tokens; loss MSE on the real steps' actions
   (:class:`frozen_dt.sequence_models.SequenceModelAlgorithm`, shared with the frozen-LM DT).
 
-GPT-2's initialisation is kept for the blocks (normal(0, 0.02) weights, zero biases, output projections scaled by
-1/sqrt(2 * n_layer)); the DT's own embeddings and head keep PyTorch's defaults, as in the reference.
+Initialisation as the reference's: ``trajectory_gpt2.py``'s ``GPT2PreTrainedModel._init_weights`` for the blocks
+(every weight matrix normal(0, 0.02) - the residual output projections too: that copy of GPT-2 predates the
+1/sqrt(2 * n_layer) scaling of later transformers versions - zero biases, LayerNorms 1 and 0); the DT's own
+embeddings and head keep PyTorch's defaults, because the reference's ``init_weights()`` runs inside ``GPT2Model`` only.
 
 Left out because they never train: DT's unused ``predict_state``/``predict_return`` heads (the gym experiments put
 no loss on them) and GPT-2's unused word/position tables. The parameter count therefore covers exactly the
@@ -25,7 +27,6 @@ Hyperparameters (:class:`DTConfig`): the DT paper's (kzl/decision-transformer gy
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -103,9 +104,8 @@ class GPT(nn.Module):
         for name, param in self.named_parameters():
             if name.endswith("bias"):
                 nn.init.zeros_(param)
-            elif param.dim() > 1:  # GPT-2: normal(0, 0.02), residual output projections scaled down
-                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("c_proj.weight", "mlp.2.weight")) else 0.02
-                nn.init.normal_(param, 0.0, std)
+            elif param.dim() > 1:  # trajectory_gpt2.py's _init_weights: normal(0, 0.02), no residual scaling
+                nn.init.normal_(param, 0.0, 0.02)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(B, T, d) hidden states; with ``last_only`` the last token's alone (B, 1, d), its last layer run for

@@ -27,8 +27,8 @@ from torch import nn
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
                                         expectile_loss, hidden_dim_field, hidden_layers_field, lr_field,
-                                        make_observation_agent, mlp, normalize_reward_field, optimizer_step,
-                                        reward_scale)
+                                        make_observation_agent, mlp, normalize_reward_field, obs_eps_field,
+                                        optimizer_step, reward_scale)
 from frozen_dt.data.views import TransitionView
 from frozen_dt.settings import arg
 
@@ -44,6 +44,8 @@ class IQLConfig(TwinCriticConfig):
     normalize_reward: bool = normalize_reward_field()
     hidden_dim: int = hidden_dim_field(256)
     hidden_layers: int = hidden_layers_field(2)
+    obs_eps: float = obs_eps_field()
+
 
 EXP_ADV_MAX = 100.0
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -140,7 +142,7 @@ class IQL(TwinCriticAlgorithm):
 
 
 def build_algorithm(config: IQLConfig, model, dataset, problem, run) -> IQL:
-    return IQL(model, TransitionView(dataset), config, steps=run.steps, device=run.device,
+    return IQL(model, TransitionView(dataset, obs_eps=config.obs_eps), config, steps=run.steps, device=run.device,
                reward_scale=reward_scale(dataset) if config.normalize_reward else 1.0)
 
 

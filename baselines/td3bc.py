@@ -24,7 +24,7 @@ from torch import nn
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
-                                        no_param_grads, optimizer_step, soft_update)
+                                        no_param_grads, obs_eps_field, optimizer_step, soft_update)
 from frozen_dt.data.views import TransitionView
 from frozen_dt.settings import arg
 
@@ -40,6 +40,7 @@ class TD3BCConfig(TwinCriticConfig):
     policy_freq: int = arg(2, "critic updates per actor (and target) update", check="positive")
     hidden_dim: int = hidden_dim_field(256)
     hidden_layers: int = hidden_layers_field(2)
+    obs_eps: float = obs_eps_field()
 
 
 class TD3BCNetworks(nn.Module):
@@ -114,6 +115,6 @@ SPEC = AlgorithmSpec(
     config=TD3BCConfig,
     build_model=lambda config, problem, backbone=None: TD3BCNetworks(problem.obs_dim, problem.act_dim,
                                                                      config.hidden_dim, config.hidden_layers),
-    build_algorithm=lambda config, model, dataset, problem, run: TD3BC(model, TransitionView(dataset), config,
-                                                                       device=run.device),
+    build_algorithm=lambda config, model, dataset, problem, run: TD3BC(
+        model, TransitionView(dataset, obs_eps=config.obs_eps), config, device=run.device),
     make_agent=make_observation_agent, conditioning=("none",))

@@ -110,8 +110,6 @@ def main() -> None:
     print(f"# {where}; batch {args.batch_size}, K={args.context}; plain 2048^3 matmul: "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
     precisions = [False] + ([True] if args.bf16 else [])
-    if device.type == "cuda":
-        precisions = [True]  # training on CUDA always runs under bf16 autocast
     problem = Problem(OBS, ACT)
     dt, frozen = get_spec("dt"), get_spec("frozen-dt")
     configs = [("dt (128 wide, 3 layers)",

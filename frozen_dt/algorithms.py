@@ -79,12 +79,19 @@ class AlgorithmSpec:
     conditioning: tuple[str, ...]  # what its policy can be conditioned on (CONDITIONS)
     raw_observations: bool = False  # trained and acting on unnormalized observations (checkpoints carry no stats)
     load_backbone: Callable | None = None  # (config, seed) -> FrozenSlice, for algorithms built around one
+    cuda_precision: str = "fp32"  # what --precision auto means on cuda (on cpu it is fp32)
 
     def __post_init__(self):
         if not self.conditioning or set(self.conditioning) - set(CONDITIONS):
             raise ValueError(f"{self.name}: conditioning must be a non-empty subset of {CONDITIONS}")
         if not dataclasses.is_dataclass(self.config):
             raise ValueError(f"{self.name}: config must be a dataclass")
+
+    def precision(self, requested: str, device: str) -> str:
+        """``requested`` (a ``--precision`` value) resolved: ``auto`` is this algorithm's choice on ``device``."""
+        if requested != "auto":
+            return requested
+        return self.cuda_precision if device == "cuda" else "fp32"
 
     def backbone(self, config, seed: int):
         """The frozen backbone its model is built around (None for algorithms without one)."""
@@ -116,8 +123,9 @@ class AlgorithmSpec:
 
     def make_config(self, values: dict | None = None, *, strict: bool = True):
         """Its config from ``values`` (field name -> value), validated. ``strict=False`` reads saved runs: keys of
-        other algorithms (runs of older versions recorded every algorithm's settings) are ignored, and a saved
-        None where the field now has a default (older versions left such defaults to the algorithm) takes it."""
+        other algorithms (runs of older versions recorded every algorithm's settings) are ignored, a saved None where
+        the field now has a default (older versions left such defaults to the algorithm) takes it, and a setting the
+        run predates takes its field's ``legacy`` value (what that run used)."""
         fields = {f.name: f for f in dataclasses.fields(self.config)}
         values = dict(values or {})
         unknown = sorted(set(values) - set(fields))
@@ -125,6 +133,9 @@ class AlgorithmSpec:
             raise FrozenDTError(f"{', '.join(unknown)}: not a setting of {self.name}")
         kept = {k: v for k, v in values.items() if k in fields
                 and not (v is None and not strict and fields[k].default is not None)}
+        if not strict:  # a setting added since the run was saved: the value the run was trained with
+            kept.update({k: f.metadata["legacy"] for k, f in fields.items()
+                         if k not in values and "legacy" in f.metadata})
         config = self.config(**kept)
         validate_fields(config)
         validate = getattr(config, "validate", None)

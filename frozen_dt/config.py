@@ -32,10 +32,11 @@ class RunConfig:
     eval_max_steps: int = arg(None, "cut evaluation episodes after this many steps (smoke tests; scores then "
                                     "differ from full-episode ones)", check="positive")
     save_every: int = arg(5000, "steps between checkpoints (checkpoints/last.pt)", check="positive")
-    device: str = arg("cpu", "device (cuda uses bf16 autocast for the sequence models)", choices=("cpu", "cuda"))
-    precision: str = arg("fp32", "CPU matmul precision of the sequence models: fp32, or bf16 autocast (faster on CPUs "
-                                 "with bf16 matrix instructions); cuda always uses bf16 autocast",
-                         choices=("fp32", "bf16"))
+    device: str = arg("cpu", "device", choices=("cpu", "cuda"))
+    precision: str = arg("auto", "matmul precision of the sequence models: fp32, bf16 autocast (faster on GPUs and on "
+                                 "CPUs with bf16 matrix instructions), or auto: the algorithm's choice on the device "
+                                 "(frozen-dt: bf16 on cuda; dt: fp32, as the references; fp32 on cpu)",
+                         choices=("auto", "fp32", "bf16"))
     env_version: str = arg(None, "MuJoCo env version for locomotion tasks (default: the dataset's)",
                            choices=ENV_VERSIONS)
     config: str = arg(None, "recipe file (JSON) applied over the shipped recipes of the algorithm and task; flags "
@@ -67,8 +68,8 @@ class EvalArgs:
     task: str = arg(None, "evaluate on this task's env instead of the training task's (same dims required)")
     env_version: str = arg(None, "MuJoCo env version (default: the run's)", choices=ENV_VERSIONS)
     device: str = arg("cpu", "device for policy inference", choices=("cpu", "cuda"))
-    precision: str = arg(None, "inference precision: fp32 or bf16 autocast (default: the run's training precision; "
-                               "cuda always uses bf16)", choices=("fp32", "bf16"))
+    precision: str = arg(None, "inference precision: fp32 or bf16 autocast (default: the run's training precision)",
+                         choices=("fp32", "bf16"))
 
     def validate(self) -> None:
         if self.task is not None:

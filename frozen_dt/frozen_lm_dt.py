@@ -105,4 +105,5 @@ def build_model(config: FrozenDTConfig, problem, backbone) -> FrozenLMDecisionTr
 SPEC = AlgorithmSpec(
     name="frozen-dt", summary="Decision Transformer on a frozen slice of a text-pretrained LM (this package's method)",
     config=FrozenDTConfig, build_model=build_model, build_algorithm=build_sequence_algorithm,
-    make_agent=make_sequence_agent, conditioning=("returns", "goals"), load_backbone=load_backbone)
+    make_agent=make_sequence_agent, conditioning=("returns", "goals"), load_backbone=load_backbone,
+    cuda_precision="bf16")

@@ -16,8 +16,8 @@ Batches are dicts of tensors as :class:`~frozen_dt.data.views.SequenceView` samp
 
 Training (:class:`SequenceModelAlgorithm`), as kzl/decision-transformer's ``SequenceTrainer``: MSE between
 predicted and dataset actions over the real (unpadded) steps, AdamW over the parameters that require grad, a linear
-warm-up ``lr * min((step + 1) / warmup_steps, 1)``, gradient-norm clipping. On CUDA the forward pass runs under bf16
-autocast (the loss in float32); on CPU too with ``precision="bf16"``.
+warm-up ``lr * min((step + 1) / warmup_steps, 1)``, gradient-norm clipping. With ``precision="bf16"`` the forward pass
+runs under bf16 autocast (the loss in float32), on CPU and CUDA alike; fp32 is honoured on both.
 
 Acting (:class:`ReturnConditionedAgent`): one context window per env, as DT's ``evaluate_episode_rtg`` for one env.
 
@@ -54,9 +54,10 @@ class SequenceConfig:
 
 
 def autocast(device: torch.device, precision: str = "fp32"):
-    """bf16 autocast on CUDA always, on CPU with ``precision="bf16"``; otherwise a no-op context."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=device.type == "cuda" or precision == "bf16")
+    """bf16 autocast on ``device`` with ``precision="bf16"``; otherwise (fp32) a no-op context."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r} (resolve 'auto' with AlgorithmSpec.precision first)")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def linear_warmup(warmup_steps: int):

@@ -24,7 +24,8 @@ CHECKS = {
 
 
 def arg(default, help: str, *, check: str | None = None, **kwargs):
-    """A dataclass field that becomes a command-line option; ``check`` names its range in :data:`CHECKS`."""
+    """A dataclass field that becomes a command-line option; ``check`` names its range in :data:`CHECKS`.
+    ``legacy=VALUE``: what runs saved before the setting existed used (their config.json lacks it)."""
     if check is not None and check not in CHECKS:
         raise ValueError(f"unknown check {check!r}")
     return field(default=default, metadata={"help": help, "check": check, **kwargs})
@@ -72,6 +73,7 @@ def add_arguments(parser, cls) -> None:
         meta = dict(f.metadata)
         help_text = meta.pop("help")
         meta.pop("check", None)
+        meta.pop("legacy", None)
         positional = meta.pop("positional", False)
         kwargs = {"help": help_text, **meta}
         is_flag = f.type in ("bool", bool)

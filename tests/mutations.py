@@ -20,6 +20,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 T = "tests/test_semantics.py::"
 MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that must fail)
+    ("Baselines: observation std eps 1e-6 instead of CORL's 1e-3", "baselines/common.py",
+     "return arg(1e-3, \"added to the observation std when normalizing observations (CORL's compute_mean_std eps)\",",
+     "return arg(1e-6, \"added to the observation std when normalizing observations (CORL's compute_mean_std eps)\",",
+     [T + "test_observations_are_normalized_with_the_references_eps"]),
+    ("DT: GPT-2 residual projections scaled at init (not kzl's copy of GPT-2)", "baselines/dt.py",
+     "nn.init.normal_(param, 0.0, 0.02)",
+     "nn.init.normal_(param, 0.0, 0.02 / (2 * n_layer) ** 0.5 if name.endswith(('c_proj.weight', 'mlp.2.weight')) else 0.02)",
+     [T + "test_dt_is_initialised_as_the_reference_gpt2"]),
     ("IQL: reversed expectile weights", "baselines/common.py",
      "weight = torch.where(diff > 0, expectile, 1.0 - expectile)",
      "weight = torch.where(diff > 0, 1.0 - expectile, expectile)",

@@ -238,6 +238,22 @@ def test_dt_loss_is_the_mean_squared_error_over_real_steps_only():
         assert algo.loss(noisy).item() == pytest.approx(loss, rel=1e-6)
 
 
+def test_dt_is_initialised_as_the_reference_gpt2():
+    """kzl's trajectory_gpt2.py: every block weight matrix normal(0, 0.02) (residual projections unscaled), zero
+    biases, LayerNorms 1; the DT's own layers keep PyTorch's defaults (the timestep table N(0, 1))."""
+    torch.manual_seed(0)
+    model = make_dt(11, 3, context=20, width=128, n_layer=3, n_head=1, dropout=0.1)
+    blocks = model.body
+    for name, param in blocks.named_parameters():
+        if name.endswith("bias"):
+            assert torch.count_nonzero(param) == 0, name
+        elif param.dim() > 1:
+            assert abs(param.std().item() - 0.02) < 0.0015, (name, param.std().item())
+        else:  # LayerNorm weights
+            assert torch.all(param == 1.0), name
+    assert abs(model.embed_timestep.weight.std().item() - 1.0) < 0.02
+
+
 def test_dt_action_at_step_t_depends_only_on_tokens_up_to_its_state():
     torch.manual_seed(0)
     model = make_dt(3, 2, context=5, width=16, n_layer=2, n_head=2, dropout=0.0).eval()
@@ -300,3 +316,21 @@ def test_frozen_weights_other_than_the_runs_are_refused_on_resume_and_eval(data,
     assert_user_error(code, err, "frozen backbone weights differ")
     code, _, err = run(capsys, "eval", str(run_dir), "--episodes", "1", "--num-envs", "1")
     assert_user_error(code, err, "frozen backbone weights differ")
+
+
+@pytest.mark.parametrize("name, eps", [("iql", 1e-3), ("cql", 1e-3), ("td3bc", 1e-3), ("bc", 1e-3), ("dt", 1e-6)])
+def test_observations_are_normalized_with_the_references_eps(name, eps):
+    """std + eps: CORL's compute_mean_std(eps=1e-3) for the baselines it configures, kzl's state_std + 1e-6 for DT.
+    A constant observation coordinate has std 0, so its normalizer is exactly the eps."""
+    dataset = action_reward_dataset()
+    dataset.observations[:, 1] = 0.5
+    algo = value_algorithm(name, dataset)
+    assert algo.obs_stats.std[1] == pytest.approx(eps, rel=1e-3)
+    assert algo.obs_stats.std[0] == pytest.approx(dataset.observations[:, 0].std() + eps, rel=1e-4)
+
+
+def test_runs_saved_before_obs_eps_existed_keep_the_eps_they_trained_with():
+    spec = get_spec("iql")
+    assert spec.make_config({}).obs_eps == 1e-3
+    assert spec.make_config({}, strict=False).obs_eps == 1e-6  # a config.json without the setting
+    assert spec.make_config({"obs_eps": 1e-3}, strict=False).obs_eps == 1e-3

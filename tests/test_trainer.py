@@ -214,7 +214,7 @@ def test_recipe_fills_what_the_command_line_left_out_and_config_file_overrides_i
     ({"device": "cuda"}, "'device' is not a setting of dt runs"),
     ({"expectile": 0.9}, "'expectile' is not a setting of dt runs (a setting of iql, gciql)"),
     ({"dropout": 1.5}, "--dropout must be in [0, 1)"),
-    ({"precision": "fp16"}, "--precision must be one of fp32, bf16, got 'fp16'"),
+    ({"precision": "fp16"}, "--precision must be one of auto, fp32, bf16, got 'fp16'"),
     ([1, 2], "must hold a JSON object"),
 ])
 def test_bad_recipe_files_are_clear_errors(tmp_path, content, message):
@@ -404,3 +404,27 @@ def test_iql_update_fits_the_value_expectile_and_leaves_targets_lagging():
     online = torch.nn.utils.parameters_to_vector(algo.model.q1.parameters())
     target = torch.nn.utils.parameters_to_vector(algo.target_q[0].parameters())
     assert not torch.equal(online, target)
+
+
+@pytest.mark.parametrize("algo, device, requested, expected", [
+    ("dt", "cuda", "auto", "fp32"), ("frozen-dt", "cuda", "auto", "bf16"), ("frozen-dt", "cpu", "auto", "fp32"),
+    ("dt", "cpu", "auto", "fp32"), ("frozen-dt", "cuda", "fp32", "fp32"), ("dt", "cuda", "bf16", "bf16"),
+    ("iql", "cuda", "auto", "fp32")])
+def test_precision_auto_is_the_algorithms_choice_and_an_explicit_one_is_kept(algo, device, requested, expected):
+    from frozen_dt.training.recipes import apply_recipes
+
+    settings, _ = apply_recipes({"task": "hopper-medium-v2", "algo": algo, "device": device, "precision": requested},
+                                frozenset({"device", "precision"}))
+    assert settings.run.precision == expected
+
+
+def test_fp32_is_honoured_on_cuda(monkeypatch):
+    """The autocast context is enabled by the precision alone (CUDA used to force bf16)."""
+    import frozen_dt.sequence_models as sequence_models
+
+    monkeypatch.setattr(sequence_models.torch, "autocast", lambda **kwargs: kwargs)
+    assert sequence_models.autocast(torch.device("cuda"), "fp32")["enabled"] is False
+    assert sequence_models.autocast(torch.device("cuda"), "bf16")["enabled"] is True
+    assert sequence_models.autocast(torch.device("cpu"), "bf16")["enabled"] is True
+    with pytest.raises(ValueError, match="resolve 'auto'"):
+        sequence_models.autocast(torch.device("cpu"), "auto")

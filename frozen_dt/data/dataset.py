@@ -21,6 +21,9 @@ import numpy as np
 from frozen_dt.errors import FrozenDTError
 
 
+DEFAULT_OBS_EPS = 1e-6  # kzl/decision-transformer's state_std + 1e-6; CORL's baselines use 1e-3 (their obs_eps)
+
+
 @dataclass(frozen=True)
 class ObsStats:
     """Observation mean/std, computed once from a dataset and carried with every model trained on it."""
@@ -29,7 +32,7 @@ class ObsStats:
     std: np.ndarray
 
     @classmethod
-    def from_observations(cls, observations: np.ndarray, eps: float = 1e-6) -> "ObsStats":
+    def from_observations(cls, observations: np.ndarray, eps: float = DEFAULT_OBS_EPS) -> "ObsStats":
         obs = np.asarray(observations, dtype=np.float64)
         return cls(obs.mean(0).astype(np.float32), (obs.std(0) + eps).astype(np.float32))
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from frozen_dt.data.dataset import ObsStats, OfflineDataset
+from frozen_dt.data.dataset import DEFAULT_OBS_EPS, ObsStats, OfflineDataset
 
 
-def _obs(dataset: OfflineDataset, normalize: bool, obs_stats: ObsStats | None):
-    stats = obs_stats or dataset.obs_stats
+def _obs(dataset: OfflineDataset, normalize: bool, obs_stats: ObsStats | None, eps: float = DEFAULT_OBS_EPS):
+    stats = obs_stats or (dataset.obs_stats if eps == DEFAULT_OBS_EPS
+                          else ObsStats.from_observations(dataset.observations, eps))
     if not normalize:
         return dataset.observations, dataset.next_observations, stats
     next_obs = None if dataset.next_observations is None else stats.normalize(dataset.next_observations)
@@ -32,9 +33,10 @@ class TransitionView:
     step of a terminated episode keeps s' = s (it is never bootstrapped: done = 1).
     """
 
-    def __init__(self, dataset: OfflineDataset, *, normalize: bool = True, obs_stats: ObsStats | None = None):
+    def __init__(self, dataset: OfflineDataset, *, normalize: bool = True, obs_stats: ObsStats | None = None,
+                 obs_eps: float = DEFAULT_OBS_EPS):
         dataset.require("rewards", purpose="the transition view (value-based training)")
-        obs, next_obs, self.obs_stats = _obs(dataset, normalize, obs_stats)
+        obs, next_obs, self.obs_stats = _obs(dataset, normalize, obs_stats, obs_eps)
         n = dataset.n_transitions
         keep = np.ones(n, bool)
         if next_obs is None:

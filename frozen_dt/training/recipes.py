@@ -91,5 +91,6 @@ def apply_recipes(given: dict, explicit: frozenset) -> tuple[RunSettings, dict]:
         settings.update({k: v for k, v in recipe.items() if k not in DESCRIPTIVE_KEYS})
     merged = {**given, **{k: v for k, v in settings.items() if k not in explicit}}
     resolved = settings_from_args(merged)
+    resolved.run.precision = resolved.spec.precision(resolved.run.precision, resolved.run.device)
     resolved.run.validate()
     return resolved, {"recipes": record, "explicit": sorted(explicit)}
