@@ -1,10 +1,12 @@
 """Behaviour policies the way D4RL made them: SAC (stable-baselines3) on the gymnasium MuJoCo env, with actor
 checkpoints saved along the run together with their evaluated returns.
 
-D4RL's levels map onto one run: ``random`` = the untrained actor (step 0), ``medium`` = a checkpoint at roughly a
-third of expert performance, ``expert`` = the fully trained actor, ``medium-replay`` = what the agent saw up to
-``medium`` (approximated by rolling out the checkpoints saved up to it), ``medium-expert`` = medium and expert
-data 50/50.
+D4RL's levels map onto one run, chosen by the statistic the generated dataset will have - the mean normalized return
+of the checkpoint's own (stochastic) episodes - against the published D4RL dataset's (``D4RL_DATASET_STATS``):
+``random`` = the untrained actor (step 0), ``medium`` = the checkpoint whose episodes come closest to D4RL's medium
+mean among those reaching half of it, ``expert`` = the checkpoint closest to D4RL's expert mean if it is within :data:`EXPERT_BAND` points of it (else
+the run has no expert yet: train further), ``medium-replay`` = what the agent saw up to ``medium`` (approximated by
+rolling out the checkpoints saved before it), ``medium-expert`` = medium and expert data 50/50.
 
 Only the actor is kept for shipping (``latent_pi``, ``mu``, ``log_std`` linear layers as safetensors, a few hundred
 KB): no critic, no optimizer. The full SB3 model and replay buffer go to a work directory so a run can resume.
@@ -23,10 +25,12 @@ from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path, atomic_write_text
 
 POLICY_DIR = Path(__file__).parent / "policies"
-# D4RL stopped its "medium" SAC runs at roughly a third of expert performance; expert = the D4RL expert reference
-# (normalized 100). "expert" needs a checkpoint that comes within 10 % of that reference.
+# Targets where D4RL publishes no dataset statistics (ant here): D4RL stopped its "medium" SAC runs at roughly a third
+# of expert performance, and expert is the D4RL expert reference (normalized 100).
 MEDIUM_NORMALIZED = 100.0 / 3.0
-EXPERT_NORMALIZED = 90.0
+EXPERT_NORMALIZED = 100.0
+EXPERT_BAND = 5.0  # normalized points around D4RL's expert mean (frozen-dt data verify's tolerance)
+MEDIUM_FLOOR = 0.5  # a medium checkpoint reaches at least half the medium target (a barely trained run has none)
 EVAL_SEED = 10_000  # checkpoint at step S is evaluated on episodes seeded EVAL_SEED + S + i
 ACTOR_PREFIXES = ("latent_pi.", "mu.", "log_std.")
 
@@ -46,27 +50,48 @@ def write_manifest(env: str, manifest: dict, root: Path = POLICY_DIR) -> None:
     atomic_write_text(manifest_path(env, root), json.dumps(manifest, indent=2) + "\n")
 
 
-def select_levels(checkpoints: list[dict]) -> dict:
-    """D4RL levels from a run's checkpoints (sorted by steps).
+def level_targets(env: str) -> dict:
+    """The mean normalized episode return each level's data should have: D4RL's datasets' where published."""
+    from frozen_dt.eval.scores import normalized_score
 
-    random: the untrained actor (step 0); medium: the first checkpoint whose evaluated normalized return reaches a
-    third of expert; medium-replay: the checkpoints before it; expert: the best checkpoint if it reaches
-    EXPERT_NORMALIZED. Levels the run has not reached are absent.
-    """
+    targets = {"medium": MEDIUM_NORMALIZED, "expert": EXPERT_NORMALIZED}
+    for level in targets:
+        task = get_task(f"{env}-{level}-v2")
+        if task.d4rl is not None:
+            targets[level] = float(normalized_score(task, task.d4rl.return_mean))
+    return targets
+
+
+def select_levels(checkpoints: list[dict], env: str) -> dict:
+    """D4RL levels from a run's checkpoints by their evaluated mean normalized return (see the module doc): medium
+    the closest to :func:`level_targets`' medium, expert the closest to its expert if within EXPERT_BAND. Levels
+    the run has not reached are absent."""
     checkpoints = sorted(checkpoints, key=lambda c: c["steps"])
+    targets = level_targets(env)
     levels = {}
     if checkpoints and checkpoints[0]["steps"] == 0:
         levels["random"] = checkpoints[0]["file"]
-    medium = next((i for i, c in enumerate(checkpoints) if c["normalized_return"] >= MEDIUM_NORMALIZED), None)
-    if medium is not None and medium > 0:
+    trained = [i for i, c in enumerate(checkpoints) if c["steps"] > 0]
+    candidates = [i for i in trained if checkpoints[i]["normalized_return"] >= MEDIUM_FLOOR * targets["medium"]]
+    if candidates:
+        medium = min(candidates, key=lambda i: abs(checkpoints[i]["normalized_return"] - targets["medium"]))
         levels["medium"] = checkpoints[medium]["file"]
         levels["medium-replay"] = [c["file"] for c in checkpoints[:medium]]
-    best = max(checkpoints, key=lambda c: c["normalized_return"], default=None)
-    if best is not None and best["normalized_return"] >= EXPERT_NORMALIZED:
-        levels["expert"] = best["file"]
+    expert = min(trained, key=lambda i: abs(checkpoints[i]["normalized_return"] - targets["expert"]), default=None)
+    if expert is not None and abs(checkpoints[expert]["normalized_return"] - targets["expert"]) <= EXPERT_BAND:
+        levels["expert"] = checkpoints[expert]["file"]
         if "medium" in levels:
-            levels["medium-expert"] = [levels["medium"], best["file"]]
+            levels["medium-expert"] = [levels["medium"], levels["expert"]]
     return levels
+
+
+def selection_record(env: str) -> dict:
+    """How the manifest's levels were chosen (written beside them)."""
+    return {"rule": "medium: the checkpoint whose mean normalized episode return is closest to the target among "
+                    f"those reaching {MEDIUM_FLOOR:g} of it; expert: "
+                    f"the closest to its target if within {EXPERT_BAND:g} points; random: step 0; medium-replay: the "
+                    "checkpoints before medium", "targets": level_targets(env),
+            "targets_from": "D4RL's published datasets (frozen_dt.envs.registry.D4RL_DATASET_STATS) where known"}
 
 
 def actor_state(model) -> dict:
@@ -116,7 +141,8 @@ def reevaluate_checkpoints(env: str, *, episodes: int = 20, policy_root: Path = 
     for record in progress_bar(manifest["checkpoints"], desc=f"{env} checkpoints", unit="ckpt", enabled=progress):
         record.update(evaluate_checkpoint(env, record["file"], episodes=episodes, seed=EVAL_SEED + record["steps"],
                                           policy_root=policy_root, num_envs=num_envs))
-    manifest["levels"] = select_levels(manifest["checkpoints"])
+    manifest["levels"] = select_levels(manifest["checkpoints"], env)
+    manifest["level_selection"] = selection_record(env)
     write_manifest(env, manifest, policy_root)
     return manifest
 
@@ -164,7 +190,8 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
                   **evaluate_checkpoint(env, name, episodes=eval_episodes, seed=EVAL_SEED + step,
                                         policy_root=policy_root)}
         manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["steps"] != step] + [record]
-        manifest["levels"] = select_levels(manifest["checkpoints"])
+        manifest["levels"] = select_levels(manifest["checkpoints"], env)
+        manifest["level_selection"] = selection_record(env)
         write_manifest(env, manifest, policy_root)
         model.save(model_path)
         print(f"[{env}] step {step}: return {record['return_mean']:.1f} +- {record['return_std']:.1f} "

@@ -40,7 +40,7 @@ def rollout(task: Task, policy: ActorPolicy, episodes: list[int], *, seed: int, 
 def level_checkpoints(env: str, level: str, root: Path = POLICY_DIR) -> list[dict]:
     """The manifest checkpoints a level is generated from (medium-replay: every checkpoint up to medium)."""
     manifest = read_manifest(env, root)
-    levels = select_levels(manifest.get("checkpoints", []))
+    levels = select_levels(manifest.get("checkpoints", []), env)
     by_file = {c["file"]: c for c in manifest.get("checkpoints", [])}
     files = levels.get(level)
     if not files:
@@ -82,6 +82,8 @@ def generate_locomotion(task: Task, *, episodes: int | None = None, transitions:
     level = level[: -len("-v2")]
     out = Path(out) if out else data_file(task.dataset_files[0])
     started = time.time()
+    if episodes is None and transitions is None:  # the published dataset's size
+        transitions = task.d4rl.file_transitions if task.d4rl else D4RL_SIZE
     if level == "medium-expert":  # D4RL: medium and expert data mixed 50/50
         sizes = _split(episodes, transitions, 2)
         parts = [_generate_level(get_task(f"{env}-{lvl}-v2"), lvl, sizes[i], seed + i * 1_000_000, num_envs,
@@ -112,8 +114,7 @@ def generate_locomotion(task: Task, *, episodes: int | None = None, transitions:
 def _split(episodes, transitions, parts: int) -> list[tuple]:
     if episodes is not None:
         return [(episodes // parts + (i < episodes % parts), None) for i in range(parts)]
-    total = transitions or parts * D4RL_SIZE  # D4RL's medium-expert holds 1M medium + 1M expert transitions
-    return [(None, total // parts)] * parts
+    return [(None, transitions // parts + (i < transitions % parts)) for i in range(parts)]
 
 
 def _generate_level(task, level, size, seed, num_envs, env_version, policy_root, progress):
@@ -121,17 +122,14 @@ def _generate_level(task, level, size, seed, num_envs, env_version, policy_root,
     episodes, transitions = size
     checkpoints = level_checkpoints(env, level, policy_root)
     if level != "medium-replay":
-        if transitions is None and episodes is None:
-            transitions = D4RL_SIZE
         return _rollout_size(task, checkpoints[0], policy_root, env, episodes, transitions, seed, num_envs,
                              env_version, progress), checkpoints
     # The replay buffer of the run up to medium held, from each checkpoint's policy, the steps until the next
-    # checkpoint: roll each one out for its share (an approximation of D4RL's replay data; default size = the
-    # number of steps the run took to reach medium).
+    # checkpoint: roll each one out for its share (an approximation of D4RL's replay data).
     medium_steps = level_checkpoints(env, "medium", policy_root)[0]["steps"]
     spans = np.diff([c["steps"] for c in checkpoints] + [medium_steps]).tolist()
     by_transitions = episodes is None
-    shares = _proportional(transitions or int(sum(spans)) if by_transitions else episodes, spans)
+    shares = _proportional(transitions if by_transitions else episodes, spans)
     parts = [
         _rollout_size(task, ckpt, policy_root, env, None if by_transitions else share,
                       share if by_transitions else None, seed + i * 1_000_000, num_envs, env_version, progress)

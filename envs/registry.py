@@ -28,6 +28,65 @@ D4RL_REF_SCORES = {
     "walker2d": (1.629008, 4592.3),
     "ant": (-325.6, 3879.7),
 }
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """Size and episode-return statistics of a published dataset (returns undiscounted, std over episodes)."""
+
+    transitions: int  # steps inside completed episodes (a file's unterminated tail is not counted)
+    episodes: int
+    return_mean: float
+    return_std: float
+    return_min: float
+    return_max: float
+
+    @property
+    def file_transitions(self) -> int:
+        """The rows of the published file: D4RL's hold whole thousands (1M, 402k, 2M); the count above leaves out
+        the unfinished tail of the last episode."""
+        return -(-self.transitions // 1000) * 1000
+
+
+# The D4RL v2 datasets' statistics, for comparing generated stand-ins with them (frozen-dt data verify).
+# transitions and returns: parse logs of the official hdf5 files, YuweiYin/UBC_CPSC_533V@9f2592a660f980272228f4b79a6
+# 29caa7e6b6ec4 Project/log/get_offline_data/<env>-<level>.log ("The number of collected samples", "Trajectory
+# rewards: mean, std, max, min"; episodes split at terminals or timeouts, as kzl/decision-transformer's loader), the
+# medium / medium-replay / expert rows confirmed digit for digit by SiliHuang-ai/IDT@96e81ac5 gym/data/download_d4rl_
+# datasets.py (its console log); episodes: the TFDS catalog (tensorflow/datasets@57fd9380 docs/catalog/d4rl_mujoco_
+# <env>.md, "v2-<level>" splits; TFDS counts a trailing unfinished episode too).
+D4RL_STATS_SOURCE = ("D4RL v2 hdf5 files as parsed in YuweiYin/UBC_CPSC_533V@9f2592a (transitions, returns; "
+                     "medium/medium-replay/expert confirmed by SiliHuang-ai/IDT@96e81ac5) and the TFDS catalog "
+                     "(episodes, tensorflow/datasets@57fd9380)")
+D4RL_DATASET_STATS = {  # name: (transitions, episodes, return mean, std, min, max)
+    "hopper-random-v2": (999_996, 45_240, 18.39890480041504, 17.451160430908203, 2.9301533699035645,
+                         292.55419921875),
+    "hopper-medium-v2": (999_906, 2_187, 1422.05615234375, 378.9537048339844, 315.8680114746094, 3222.360595703125),
+    "hopper-medium-replay-v2": (402_000, 2_041, 467.3020324707031, 511.0256042480469, -1.4400691986083984,
+                                3192.925048828125),
+    "hopper-expert-v2": (999_494, 1_028, 3511.357666015625, 328.5859680175781, 1645.2764892578125,
+                         3759.083740234375),
+    "hopper-medium-expert-v2": (1_999_400, 3_214, 2089.87841796875, 1039.9569091796875, 315.8680114746094,
+                                3759.083740234375),
+    "walker2d-random-v2": (999_997, 48_908, 1.8713510036468506, 5.81272554397583, -17.00582504272461,
+                           75.0345687866211),
+    "walker2d-medium-v2": (999_995, 1_191, 2852.08837890625, 1095.443359375, -6.6056718826293945, 4226.93994140625),
+    "walker2d-medium-replay-v2": (302_000, 1_093, 682.7012939453125, 895.95556640625, -50.196834564208984,
+                                  4132.00048828125),
+    "walker2d-expert-v2": (999_214, 1_001, 4920.5068359375, 136.3949432373047, 763.4161376953125, 5011.693359375),
+    "walker2d-medium-expert-v2": (1_999_209, 2_191, 3796.57177734375, 1312.2825927734375, -6.6056718826293945,
+                                  5011.693359375),
+    "halfcheetah-random-v2": (1_000_000, 1_000, -288.797119140625, 80.43067932128906, -525.959716796875,
+                              -85.35821533203125),
+    "halfcheetah-medium-v2": (1_000_000, 1_000, 4770.3349609375, 355.7503967285156, -310.23419189453125,
+                              5309.37939453125),
+    "halfcheetah-medium-replay-v2": (202_000, 202, 3093.28564453125, 1680.6939697265625, -638.4852905273438,
+                                     4985.1416015625),
+    "halfcheetah-expert-v2": (1_000_000, 1_000, 10656.42578125, 441.6827087402344, 2045.8277587890625,
+                              11252.03515625),
+    "halfcheetah-medium-expert-v2": (2_000_000, 2_000, 7713.38037109375, 2970.242431640625, -310.23419189453125,
+                                     11252.03515625),
+}
+
 # Decision Transformer evaluation targets (kzl/decision-transformer gym/experiment.py). Ant is not in the DT
 # paper; its targets here are our choice (about 1.4x and 0.85x the D4RL expert reference), not a published recipe.
 DT_TARGETS = {
@@ -81,6 +140,7 @@ class Task:
     goal_conditioned: bool = False
     eval_task_ids: tuple = ()  # OGBench evaluation goals (reset option task_id)
     ogbench_dataset: str | None = None  # OGBench file stem shared by a dataset's goal-conditioned/single-task tasks
+    d4rl: DatasetStats | None = None  # the published D4RL dataset's statistics (D4RL_DATASET_STATS)
 
     def env_id(self, version: str | None = None) -> str:
         """The gymnasium id that evaluates this task (``Walker2d-v5``, ``scene-singletask-task1-v0``)."""
@@ -139,6 +199,7 @@ def _locomotion_task(env: str, level: str) -> Task:
         minari_id=f"mujoco/{env}/{minari_level}" if minari_level else None,
         dataset_files=(f"{name}.hdf5", d4rl_file, f"{name}.pkl"),
         download_url=D4RL_URL.format(file=d4rl_file),
+        d4rl=DatasetStats(*D4RL_DATASET_STATS[name]) if name in D4RL_DATASET_STATS else None,
     )
 
 

@@ -64,6 +64,19 @@ def cmd_data_info(ns) -> None:
             print(f"{key}: {value}")
 
 
+def cmd_data_verify(ns) -> int:
+    from frozen_dt.data.sources import load_any
+    from frozen_dt.data.verify import compare, reference, report_lines
+    from frozen_dt.envs.registry import get_task
+
+    task = get_task(ns.task)
+    reference(task)
+    dataset, _ = load_any(ns.dataset or task.name, task_name=task.name)
+    result = compare(dataset, task)
+    print(json.dumps(result, indent=2) if ns.json else "\n".join(report_lines(result)))
+    return 0 if result["within_tolerance"] else 1
+
+
 def cmd_data_download(ns) -> None:
     from frozen_dt.data.sources import fetch, read_candidate
     from frozen_dt.envs.registry import get_task
@@ -279,6 +292,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     info.add_argument("--download", action="store_true", help="download the dataset if it is not local")
     info.add_argument("--source", choices=("d4rl", "ogbench", "minari"), help="where to download from")
     info.set_defaults(func=cmd_data_info)
+    verify = data_sub.add_parser("verify", help="a dataset's size and returns beside the published D4RL dataset's; "
+                                                "exit 1 when outside tolerance")
+    verify.add_argument("task", help="task name (a D4RL v2 locomotion dataset)")
+    verify.add_argument("--dataset", help="dataset file (default: the task's local dataset)")
+    verify.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    verify.set_defaults(func=cmd_data_verify)
     download = data_sub.add_parser("download", help="download a task's dataset into the data dir")
     download.add_argument("task", help="task name")
     download.add_argument("--source", choices=("d4rl", "ogbench", "minari"),

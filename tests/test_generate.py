@@ -37,7 +37,7 @@ def make_policy_root(tmp_path, env="hopper", returns=(1.0, 20.0, 40.0, 60.0)):
         save_file(tiny_actor_state(seed=i), str(root / env / name))
         checkpoints.append({"file": name, "env_id": "Hopper-v5", "steps": i * 10000, "return_mean": 0.0,
                             "return_std": 0.0, "normalized_return": normalized, "eval_episodes": 1, "seed": 0})
-    write_manifest(env, {"env": env, "checkpoints": checkpoints, "levels": select_levels(checkpoints)}, root)
+    write_manifest(env, {"env": env, "checkpoints": checkpoints, "levels": select_levels(checkpoints, env)}, root)
     return root
 
 
@@ -72,13 +72,17 @@ def test_batched_actions_equal_single_row_actions():
     np.testing.assert_allclose(batched, x @ w.T, rtol=1e-4, atol=1e-3)
 
 
-def test_select_levels():
-    ck = [{"file": f"f{i}", "steps": i * 10, "normalized_return": r} for i, r in enumerate([1, 10, 35, 20, 95])]
-    levels = select_levels(ck)
-    assert levels["random"] == "f0" and levels["medium"] == "f2"
-    assert levels["medium-replay"] == ["f0", "f1"] and levels["expert"] == "f4"
-    assert levels["medium-expert"] == ["f2", "f4"]
-    assert "expert" not in select_levels(ck[:4])
+def test_levels_are_the_checkpoints_closest_to_d4rls_dataset_means():
+    """hopper: D4RL's medium data averages 44.3 normalized, its expert data 108.5."""
+    ck = [{"file": f"f{i}", "steps": i * 10, "normalized_return": r} for i, r in enumerate([1, 10, 50, 43, 30, 106])]
+    levels = select_levels(ck, "hopper")
+    assert levels["random"] == "f0" and levels["medium"] == "f3"  # the closest to 44.3, not the first past it
+    assert levels["medium-replay"] == ["f0", "f1", "f2"] and levels["expert"] == "f5"
+    assert levels["medium-expert"] == ["f3", "f5"]
+    ck[5]["normalized_return"] = 102.0  # 6.5 points short of D4RL's expert data: no expert level yet
+    assert "expert" not in select_levels(ck, "hopper") and "medium-expert" not in select_levels(ck, "hopper")
+    walker = select_levels(ck, "walker2d")  # D4RL walker2d-medium averages 62.1
+    assert walker["medium"] == "f2"
 
 
 @pytest.mark.parametrize("widths", [(1, 3), (2, 5)])
