@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from frozen_dt.data.sources import data_label
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.eval.runs import backbone_columns
 from frozen_dt.paths import atomic_path, atomic_write_text
@@ -41,14 +42,6 @@ def find_runs(patterns: list[str] | None, checkpoint: str = "last") -> list[Path
     return sorted(found)
 
 
-def dataset_source(dataset: dict) -> str:
-    source = dataset.get("source", {})
-    kind = source.get("kind", "unknown")
-    if kind == "downloaded":
-        return f"downloaded {source.get('download', {}).get('source', '')}".strip()
-    return kind
-
-
 def run_entries(run_dir: Path, checkpoint: str = "last") -> list[dict]:
     """One entry per evaluation condition of a run (each return target; OGBench: all goals, then each goal), the
     run's primary one first (``primary``: the one the figures show)."""
@@ -63,7 +56,7 @@ def run_entries(run_dir: Path, checkpoint: str = "last") -> list[dict]:
     }
     key = {
         "algo": settings.run.algo, **backbone_columns(settings), "task": record["task"],
-        "dataset_source": dataset_source(read_json(run_dir / "dataset.json")), "steps": record["checkpoint_step"],
+        "dataset_source": data_label(read_json(run_dir / "dataset.json").get("source", {})), "steps": record["checkpoint_step"],
     }
     labels = [record["primary_target"]] + [k for k in record["targets"] if k != record["primary_target"]]
     return [{**common, "primary": label == record["primary_target"], "key": {**key, "target": label},
@@ -127,10 +120,14 @@ def plot_scores(rows: list[dict], out: Path) -> None:
         ax.bar(range(len(task_rows)), means, yerr=np.clip(err, 0, None), capsize=4, color="tab:blue")
         ax.set_xticks(range(len(task_rows)), [row_label(r) for r in task_rows], rotation=30, ha="right", fontsize=8)
         scale = "reduced-scale" if any(r["scale"] == "reduced" for r in task_rows) else "full-scale"
-        ax.set_title(f"{task} ({scale})", fontsize=9)
+        ax.set_title(f"{task} ({data_labels(task_rows)} data, {scale})", fontsize=9)
         ax.set_ylabel("normalized score (95% CI)")
     fig.tight_layout()
     _save_figure(fig, out)
+
+
+def data_labels(rows: list[dict]) -> str:
+    return " + ".join(sorted({r["dataset_source"] for r in rows}))
 
 
 def learning_curve(metrics: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +153,7 @@ def plot_curves(rows: list[dict], out: Path) -> None:
             steps, values = curves[0][0][:n], np.stack([c[1][:n] for c in curves])
             line, = ax.plot(steps, values.mean(0), marker="o", ms=3, label=f"{row_label(r)} ({len(curves)} seeds)")
             ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2, color=line.get_color())
-        ax.set_title(task, fontsize=9)
+        ax.set_title(f"{task} ({data_labels([r for r in rows if r['task'] == task])} data)", fontsize=9)
         ax.set_xlabel("training step")
         ax.set_ylabel("eval score (training-time episodes)")
         if ax.get_legend_handles_labels()[0]:  # runs without periodic evaluations draw no curve

@@ -126,7 +126,8 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
                       **per_target}
     record = {
         "run_dir": str(run.run_dir), "checkpoint": run.checkpoint, "checkpoint_step": run.step,
-        "train_task": run.settings.run.task, "task": task.name, "score_type": task.score_type,
+        "train_task": run.settings.run.task, "task": task.name, "data": run_data_label(run.run_dir),
+        "score_type": task.score_type,
         "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
         "num_envs": args.num_envs, "workers": workers, "eval_seed": args.eval_seed, "precision": precision,
         "primary_target": next(iter(per_target)), "score": results["score"], "targets": per_target,
@@ -135,6 +136,14 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
     }
     write_json(eval_file(run, task.name, env_version), record)
     return record
+
+
+def run_data_label(run_dir: Path) -> str:
+    """The training data's origin (:func:`frozen_dt.data.sources.data_label`): generated, d4rl, ogbench, ..."""
+    from frozen_dt.data.sources import data_label
+
+    path = Path(run_dir) / "dataset.json"
+    return data_label(read_json(path).get("source", {})) if path.is_file() else "unknown"
 
 
 def eval_file(run: LoadedRun, task: str, env_version: str | None) -> Path:
@@ -198,7 +207,7 @@ def run_eval(args: EvalArgs) -> list[dict]:
         kind = "success rate" if record["score_type"] == "success" else "normalized score"
         targets = "; ".join(f"target {k}: {kind} {v['score']:.1f} (return {v['return']:.1f})"
                             for k, v in record["targets"].items())
-        print(f"{run.run_dir} [{run.checkpoint}, step {run.step}] {record['task']}: {targets} "
+        print(f"{run.run_dir} [{run.checkpoint}, step {run.step}] {record['task']} ({record['data']} data): {targets} "
               f"({record['episodes']} episodes, {record['seconds']:.0f} s)", flush=True)
     groups: dict[tuple, list] = {}
     for run, record in records:
@@ -206,7 +215,7 @@ def run_eval(args: EvalArgs) -> list[dict]:
     for key, group in groups.items():
         for label in group[0][1]["targets"]:
             s = aggregate([record for _, record in group], label)
-            print(f"{key[0]} {describe(group[0][0].settings)} target {label}: "
+            print(f"{key[0]} ({group[0][1]['data']} data) {describe(group[0][0].settings)} target {label}: "
                   f"{s['mean']:.1f} [95% CI {s['ci_low']:.1f}, {s['ci_high']:.1f}] over {s['ci_over']}, "
                   f"IQM {s['iqm']:.1f}, {s['n_seeds']} seed(s), {s['n_episodes']} episodes", flush=True)
     return [r for _, r in records]

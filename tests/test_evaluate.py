@@ -145,3 +145,31 @@ def test_leaderboard_rows_csv_markdown_and_figures(trained_runs, capsys, tmp_pat
     assert "| hopper-medium-v2 | 1800 | dt |" in (tmp_path / "results" / "lb.md").read_text()
     for figure in ("scores.png", "curves.png"):
         assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_score_says_whether_its_data_was_generated_or_d4rls(trained_runs, capsys, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from frozen_dt.data.sources import data_label
+
+    assert data_label({"kind": "generated"}) == "generated"
+    assert data_label({"kind": "downloaded", "download": {"url": "http://rail.eecs.berkeley.edu/datasets/offline_rl/"
+                                                                 "gym_mujoco_v2/hopper_medium-v2.hdf5"}}) == "d4rl"
+    assert data_label({"kind": "file"}) == "file"
+    for run_dir in trained_runs:  # as if the dataset had been made by frozen-dt data generate
+        record = json.loads((run_dir / "dataset.json").read_text())
+        record["source"]["kind"] = "generated"
+        (run_dir / "dataset.json").write_text(json.dumps(record))
+    code, out, err = run(capsys, "eval", *map(str, trained_runs), *EVAL)
+    assert code == 0, err
+    assert all(json.loads((d / "eval-last.json").read_text())["data"] == "generated" for d in trained_runs)
+    score_lines = [line for line in out.splitlines() if "normalized score" in line or "95% CI" in line]
+    assert len(score_lines) == 3 and all("(generated data)" in line for line in score_lines)
+    titles = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, text, **kw: titles.append(text))
+    code, _, err = run(capsys, "leaderboard", "runs/*", "--out", str(tmp_path / "lb.csv"))
+    assert code == 0, err
+    with open(tmp_path / "lb.csv") as handle:
+        assert [row["dataset_source"] for row in csv.DictReader(handle)] == ["generated"]
+    assert "| generated |" in (tmp_path / "lb.md").read_text()
+    assert titles and all("generated data" in t for t in titles)  # scores.png and curves.png

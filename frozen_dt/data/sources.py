@@ -120,6 +120,17 @@ def generate_dataset(task: Task, *, episodes: int | None = None, transitions: in
                                num_envs=num_envs, **policy_root)
 
 
+def data_label(source: dict) -> str:
+    """Where a dataset came from, as every score states it: ``generated`` (made here by ``frozen-dt data generate``:
+    a stand-in, not D4RL's data), ``d4rl`` or ``ogbench`` (their published files, downloaded), ``minari``, or
+    ``file`` (a file someone put there: its origin is theirs to say)."""
+    kind = source.get("kind", "unknown")
+    if kind != "downloaded":
+        return kind
+    url = (source.get("download") or {}).get("url", "")
+    return "ogbench" if "ogbench" in url else "d4rl" if "offline_rl" in url else "downloaded"
+
+
 def missing_message(task: Task) -> str:
     looked = "\n".join(f"  - {c.path}" + (" (Minari)" if c.kind == "minari" else "") for c in candidates(task))
     how = [f"  frozen-dt data download {task.name}        # from {task.download_url.split('/')[2]} (needs network)"]
