@@ -1,0 +1,197 @@
+"""Parity bench: our BC, IQL, CQL and DT beside d3rlpy 2.8.1's on the same dataset file, the same update counts,
+batch sizes and network sizes, evaluated on the same episodes (seeds 10000 + i) in the same env version.
+
+    python bench/parity/run_parity.py --dataset FILE --task hopper-medium-v2 --algos bc iql --steps 10000 \\
+        --seeds 0 1 2 --episodes 50 --out results/parity
+
+Run from the repository root, in frozen-dt's environment. The d3rlpy side runs in its own venv (d3rlpy pins
+gymnasium==1.0.0): ``bench/parity/.venv``, created from ``requirements.txt`` on first use (or pass
+``--d3rlpy-python``). Every job gets ``--threads`` torch threads (1 by default) and jobs run one after another, so
+updates/s compare like with like. Writes ``<out>/<task>-<algo>.json`` per algorithm: both sides' per-seed
+scores, means with 95 % bootstrap CIs over episodes and over seeds, the difference with its CI, updates/s and
+their ratio, the settings each side used, versions and hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+EVAL_SEED = 10_000
+# What both sides share per algorithm: batch size and network (the rest is each side's published setting; see
+# d3rlpy_side.py and our recipes).
+SHARED = {"bc": {"batch_size": 256, "hidden": 256, "layers": 2, "lr": 3e-4},
+          "iql": {"batch_size": 256, "hidden": 256, "layers": 2},
+          "cql": {"batch_size": 256, "hidden": 256, "layers": 3},
+          "dt": {"batch_size": 64, "lr": 1e-4}}
+
+
+def parity_python(given: str | None) -> str:
+    """The d3rlpy venv's python, creating ``bench/parity/.venv`` from requirements.txt when absent."""
+    if given:
+        return given
+    python = HERE / ".venv" / "bin" / "python"
+    if not python.is_file():
+        print(f"creating {HERE / '.venv'} (d3rlpy 2.8.1 and its pins; see requirements.txt)", flush=True)
+        venv.create(HERE / ".venv", with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")], check=True)
+    return str(python)
+
+
+def run(argv: list[str], env: dict) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])}... failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def ours(args, algo: str, seed: int, env: dict) -> dict:
+    run_dir = Path(args.work) / args.task / algo / f"seed{seed}"
+    shared = SHARED[algo]
+    flags = ["--batch-size", str(shared["batch_size"])]
+    if algo in ("bc", "iql", "cql"):
+        flags += ["--hidden-dim", str(shared["hidden"]), "--hidden-layers", str(shared["layers"])]
+    if "lr" in shared:
+        flags += ["--lr", str(shared["lr"])]
+    if algo == "dt":
+        flags += ["--warmup-steps", str(args.warmup_steps)]
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        run([sys.executable, "-m", "frozen_dt.cli", "train", args.task, "--algo", algo, "--dataset", args.dataset,
+             "--steps", str(args.steps[algo]), "--seed", str(seed), "--eval-episodes", "0",
+             "--log-every", str(max(args.steps[algo] // 20, 1)), "--save-every", str(args.steps[algo]),
+             "--run-dir", str(run_dir), *flags], env)
+    target = ["--target-return", "3600"] if algo == "dt" else []
+    run([sys.executable, "-m", "frozen_dt.cli", "eval", str(run_dir), "--episodes", str(args.episodes),
+         "--num-envs", str(min(args.episodes, 10)), "--eval-seed", str(EVAL_SEED), "--workers", "1", *target], env)
+    record = json.loads((run_dir / "eval-last.json").read_text())
+    [label] = [k for k in record["targets"]][:1]
+    returns = [e["return"] for e in record["targets"][label]["episodes"]]
+    rates = [row["steps_per_s"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if "steps_per_s" in row]
+    return {"side": "frozen-dt", "algo": algo, "seed": seed, "steps": args.steps[algo], "returns": returns,
+            "updates_per_s": float(np.median(rates[1:] or rates)), "run_dir": str(run_dir),
+            "env_id": record["env_id"], "flags": flags}
+
+
+def theirs(args, algo: str, seed: int, python: str, env: dict) -> dict:
+    shared = SHARED[algo]
+    argv = [python, str(HERE / "d3rlpy_side.py"), "--algo", algo, "--dataset", args.dataset, "--env-id", args.env_id,
+            "--steps", str(args.steps[algo]), "--batch-size", str(shared["batch_size"]), "--seed", str(seed),
+            "--episodes", str(args.episodes), "--eval-seed", str(EVAL_SEED), "--threads", str(args.threads)]
+    for key in ("hidden", "layers", "lr"):
+        if key in shared:
+            argv += [f"--{key}", str(shared[key])]
+    if algo == "dt":
+        argv += ["--warmup-steps", str(args.warmup_steps), "--target-return", "3600"]
+    return json.loads(run(argv, env).strip().splitlines()[-1])
+
+
+def bootstrap_ci(values: np.ndarray, reps: int = 10_000, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(reps, len(values)))].mean(1)
+    return [float(q) for q in np.quantile(means, [0.025, 0.975])]
+
+
+def side_summary(records: list[dict], normalize) -> dict:
+    per_seed = [np.asarray(normalize(r["returns"])) for r in records]
+    episodes = np.concatenate(per_seed)
+    seed_means = np.array([s.mean() for s in per_seed])
+    return {"score": float(episodes.mean()), "ci_episodes": bootstrap_ci(episodes),
+            "ci_seeds": bootstrap_ci(seed_means) if len(seed_means) >= 2 else None,
+            "per_seed": seed_means.round(2).tolist(), "updates_per_s": float(np.mean([r["updates_per_s"]
+                                                                                        for r in records]))}
+
+
+def difference(a: list[dict], b: list[dict], normalize, reps: int = 10_000) -> dict:
+    """ours - d3rlpy, with a bootstrap CI over seeds (several seeds) or episodes (one)."""
+    rng = np.random.default_rng(1)
+    if len(a) >= 2 and len(b) >= 2:
+        xa = np.array([np.mean(normalize(r["returns"])) for r in a])
+        xb = np.array([np.mean(normalize(r["returns"])) for r in b])
+        over = "seeds"
+    else:
+        xa = np.concatenate([normalize(r["returns"]) for r in a])
+        xb = np.concatenate([normalize(r["returns"]) for r in b])
+        over = "episodes"
+    diffs = (xa[rng.integers(0, len(xa), size=(reps, len(xa)))].mean(1)
+             - xb[rng.integers(0, len(xb), size=(reps, len(xb)))].mean(1))
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return {"difference": float(xa.mean() - xb.mean()), "ci": [float(low), float(high)], "ci_over": over,
+            "within_ci": bool(low <= 0.0 <= high)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="D4RL-layout hdf5 file both sides train on")
+    parser.add_argument("--task", default="hopper-medium-v2", help="the task the file belongs to (scores, env)")
+    parser.add_argument("--algos", nargs="+", default=["bc", "iql", "cql", "dt"], choices=tuple(SHARED))
+    parser.add_argument("--steps", nargs="+", default=["10000"],
+                        help="updates per algorithm: one number, or algo=N pairs (bc=50000 dt=5000)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--warmup-steps", type=int, default=500, help="DT warm-up (both sides)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--d3rlpy-python", help="python of a venv with bench/parity/requirements.txt installed")
+    parser.add_argument("--work", default="runs/parity", help="our run dirs")
+    parser.add_argument("--out", default="results/parity")
+    args = parser.parse_args()
+    steps = {}
+    for item in args.steps:
+        algo, _, n = item.rpartition("=")
+        for a in ([algo] if algo else args.algos):
+            steps[a] = int(n)
+    args.steps = {a: steps.get(a, 10_000) for a in args.algos}
+
+    sys.path.insert(0, str(REPO))
+    from frozen_dt.envs.registry import get_task
+    from frozen_dt.eval.scores import normalized_score
+    from frozen_dt.provenance import git_commit, package_versions
+
+    task = get_task(args.task)
+    args.env_id = task.env_id("v5")
+
+    def normalize(returns):
+        return normalized_score(task, np.asarray(returns))
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    python = parity_python(args.d3rlpy_python)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    for algo in args.algos:
+        a, b = [], []
+        for seed in args.seeds:
+            a.append(ours(args, algo, seed, env))
+            b.append(theirs(args, algo, seed, python, env))
+            print(f"{algo} seed {seed}: ours {np.mean(normalize(a[-1]['returns'])):.1f} "
+                  f"({a[-1]['updates_per_s']:.0f} updates/s), d3rlpy {np.mean(normalize(b[-1]['returns'])):.1f} "
+                  f"({b[-1]['updates_per_s']:.0f} updates/s)", flush=True)
+        record = {"task": args.task, "algo": algo, "dataset": str(args.dataset), "steps": args.steps[algo],
+                  "seeds": args.seeds, "episodes": args.episodes, "eval_seed": EVAL_SEED, "env_id": args.env_id,
+                  "shared_settings": SHARED[algo], "ours": side_summary(a, normalize), "d3rlpy": side_summary(b, normalize),
+                  "difference": difference(a, b, normalize),
+                  "updates_per_s_ratio": float(np.mean([r["updates_per_s"] for r in a])
+                                               / np.mean([r["updates_per_s"] for r in b])),
+                  "threads": args.threads, "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                  "cpu_count": os.cpu_count(), "versions": {"ours": package_versions(), "d3rlpy": b[0]["versions"]},
+                  "git": git_commit(), "runs": {"ours": a, "d3rlpy": b}}
+        path = Path(args.out) / f"{args.task}-{algo}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, path)
+        d = record["difference"]
+        print(f"{args.task} {algo}: ours {record['ours']['score']:.1f}, d3rlpy {record['d3rlpy']['score']:.1f}, "
+              f"difference {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over {d['ci_over']}; "
+              f"updates/s ratio {record['updates_per_s_ratio']:.2f} -> {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
