@@ -4,9 +4,11 @@ checkpoints saved along the run together with their evaluated returns.
 D4RL's levels map onto one run, chosen by the statistic the generated dataset will have - the mean normalized return
 of the checkpoint's own (stochastic) episodes - against the published D4RL dataset's (``D4RL_DATASET_STATS``):
 ``random`` = the untrained actor (step 0), ``medium`` = the checkpoint whose episodes come closest to D4RL's medium
-mean among those reaching half of it, ``expert`` = the checkpoint closest to D4RL's expert mean if it is within :data:`EXPERT_BAND` points of it (else
-the run has no expert yet: train further), ``medium-replay`` = what the agent saw up to ``medium`` (approximated by
-rolling out the checkpoints saved before it), ``medium-expert`` = medium and expert data 50/50.
+mean among those reaching half of it, ``expert`` = the checkpoint closest to D4RL's expert mean if it is within
+:data:`EXPERT_BAND` points of it (else the run has no expert yet: train further), ``medium-replay`` = what the agent
+saw before ``medium`` (approximated by rolling out the checkpoints saved before it, each for the steps until the
+next, from the first checkpoint that brings the data's predicted mean closest to D4RL's medium-replay mean),
+``medium-expert`` = medium and expert data 50/50.
 
 Only the actor is kept for shipping (``latent_pi``, ``mu``, ``log_std`` linear layers as safetensors, a few hundred
 KB): no critic, no optimizer. The full SB3 model and replay buffer go to a work directory so a run can resume.
@@ -54,7 +56,7 @@ def level_targets(env: str) -> dict:
     """The mean normalized episode return each level's data should have: D4RL's datasets' where published."""
     from frozen_dt.eval.scores import normalized_score
 
-    targets = {"medium": MEDIUM_NORMALIZED, "expert": EXPERT_NORMALIZED}
+    targets = {"medium": MEDIUM_NORMALIZED, "expert": EXPERT_NORMALIZED, "medium-replay": None}
     for level in targets:
         task = get_task(f"{env}-{level}-v2")
         if task.d4rl is not None:
@@ -76,7 +78,12 @@ def select_levels(checkpoints: list[dict], env: str) -> dict:
     if candidates:
         medium = min(candidates, key=lambda i: abs(checkpoints[i]["normalized_return"] - targets["medium"]))
         levels["medium"] = checkpoints[medium]["file"]
-        levels["medium-replay"] = [c["file"] for c in checkpoints[:medium]]
+        before = checkpoints[:medium]
+        if targets.get("medium-replay") is not None:  # the run's tail whose data will average closest to D4RL's
+            start = min(range(len(before)), key=lambda s: abs(replay_mean(before[s:], checkpoints[medium]["steps"])
+                                                             - targets["medium-replay"]))
+            before = before[start:]
+        levels["medium-replay"] = [c["file"] for c in before]
     expert = min(trained, key=lambda i: abs(checkpoints[i]["normalized_return"] - targets["expert"]), default=None)
     if expert is not None and abs(checkpoints[expert]["normalized_return"] - targets["expert"]) <= EXPERT_BAND:
         levels["expert"] = checkpoints[expert]["file"]
@@ -85,12 +92,23 @@ def select_levels(checkpoints: list[dict], env: str) -> dict:
     return levels
 
 
+def replay_mean(checkpoints: list[dict], until: int) -> float:
+    """The mean normalized episode return a medium-replay dataset rolled out from ``checkpoints`` will have: each
+    checkpoint holds the steps until the next (the last until ``until``), so it contributes steps / its mean episode
+    length episodes (its evaluation's ``length_mean``; a full 1000 where unrecorded)."""
+    steps = [c["steps"] for c in checkpoints] + [until]
+    episodes = np.array([(b - a) / c.get("length_mean", 1000.0) for a, b, c in zip(steps, steps[1:], checkpoints)])
+    returns = np.array([c["normalized_return"] for c in checkpoints])
+    return float((episodes * returns).sum() / episodes.sum())
+
+
 def selection_record(env: str) -> dict:
     """How the manifest's levels were chosen (written beside them)."""
     return {"rule": "medium: the checkpoint whose mean normalized episode return is closest to the target among "
-                    f"those reaching {MEDIUM_FLOOR:g} of it; expert: "
-                    f"the closest to its target if within {EXPERT_BAND:g} points; random: step 0; medium-replay: the "
-                    "checkpoints before medium", "targets": level_targets(env),
+                    f"those reaching {MEDIUM_FLOOR:g} of it; medium-replay: the checkpoints before medium from the "
+                    "start whose predicted data mean (replay_mean) is closest to the target; expert: "
+                    f"the closest to its target if within {EXPERT_BAND:g} points; random: step 0",
+            "targets": level_targets(env),
             "targets_from": "D4RL's published datasets (frozen_dt.envs.registry.D4RL_DATASET_STATS) where known"}
 
 
@@ -122,7 +140,8 @@ def evaluate_checkpoint(env: str, file: str, *, episodes: int, seed: int, policy
                    desc=f"{file}")
     returns = np.array([r["return"] for r in runs])
     return {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-            "normalized_return": float(normalized_score(task, returns.mean())), "eval_episodes": int(episodes),
+            "normalized_return": float(normalized_score(task, returns.mean())),
+            "length_mean": float(np.mean([r["length"] for r in runs])), "eval_episodes": int(episodes),
             "eval_seed": int(seed)}
 
 

@@ -85,6 +85,20 @@ def test_levels_are_the_checkpoints_closest_to_d4rls_dataset_means():
     assert walker["medium"] == "f2"
 
 
+def test_medium_replay_starts_where_its_data_will_average_closest_to_d4rls():
+    """D4RL hopper-medium-replay averages 15.0 normalized over its episodes. Each checkpoint before medium holds the
+    steps until the next one, i.e. steps / its episode length episodes: short failing episodes count many times."""
+    from frozen_dt.envs.behavior import replay_mean
+
+    ck = [{"file": f"f{i}", "steps": i * 10, "normalized_return": r, "length_mean": n}
+          for i, (r, n) in enumerate([(1, 10), (5, 10), (20, 100), (30, 100), (45, 500)])]
+    assert replay_mean(ck[:4], 40) == pytest.approx((1 + 5 + 0.1 * 20 + 0.1 * 30) / 2.2)  # 5.0: from f0
+    assert replay_mean(ck[1:4], 40) == pytest.approx((5 + 2 + 3) / 1.2)  # 8.3
+    assert replay_mean(ck[2:4], 40) == pytest.approx(25.0)
+    levels = select_levels(ck, "hopper")
+    assert levels["medium"] == "f4" and levels["medium-replay"] == ["f1", "f2", "f3"]  # 8.3: closer to 15.0 than 5 or 25
+
+
 @pytest.mark.parametrize("widths", [(1, 3), (2, 5)])
 def test_vectorized_rollouts_equal_single_env_rollouts(tmp_path, widths):
     root = make_policy_root(tmp_path)
