@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from frozen_dt.algorithms import run_precision
 from frozen_dt.eval.rollout import BLOCK, EVAL_NUM_ENVS, EVAL_SEED, default_workers, rollout
 from frozen_dt.eval.runs import load_run
 from frozen_dt.paths import atomic_write_text
@@ -98,12 +99,12 @@ def main() -> None:
     target = args.target if args.target is not None else run.config["eval_targets"][0]
     threads = torch.get_num_threads()
     print(f"# {cpu_name()}, {threads} threads; {run.settings.run.algo} from {args.run_dir} on {task.env_id(version)}, "
-          f"target {target:g}, inference in {run.settings.run.precision}")
+          f"target {target:g}, inference in {run_precision(run.settings.run)}")
 
     workers = args.workers or default_workers(args.num_envs, args.episodes)
     start = time.perf_counter()
     agent = ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
-                                   max_timestep=run.config["max_timestep"], precision=run.settings.run.precision)
+                                   max_timestep=run.config["max_timestep"], precision=run_precision(run.settings.run))
     vec = rollout(task, agent, args.episodes, seed=EVAL_SEED, num_envs=args.num_envs, workers=workers,
                   env_version=version, progress=False)
     t_vec = time.perf_counter() - start
@@ -124,7 +125,7 @@ def main() -> None:
     # Where the time goes: inference per env step in the harness (a worker's 16-row block, one thread, last step
     # only) against the reference's one forward of a full window at batch 1 (fp32, all threads), and what a K/V
     # cache would leave (a 1-step window).
-    k, precision = run.model.context, run.settings.run.precision
+    k, precision = run.model.context, run_precision(run.settings.run)
     block = forward_ms(run, BLOCK, k, last_step=True, precision=precision, threads=1)
     block_full = forward_ms(run, BLOCK, k, last_step=False, precision=precision, threads=1)
     one_step = forward_ms(run, BLOCK, 1, last_step=False, precision=precision, threads=1)

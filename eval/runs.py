@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frozen_dt.algorithms import Problem
+from frozen_dt.algorithms import Problem, run_precision
 from frozen_dt.config import EvalArgs
 from frozen_dt.data.dataset import ObsStats
 from frozen_dt.envs.registry import Task, get_task
@@ -106,7 +106,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
     if args.target_return is not None and run.settings.spec.return_conditioned:
         targets = (args.target_return,)
     env_version = args.env_version or run.config.get("env_version")
-    precision = args.precision or run.settings.run.precision
+    precision = args.precision or run_precision(run.settings.run)
     workers = args.workers or default_workers(args.num_envs, args.episodes, args.device)
 
     started = time.time()

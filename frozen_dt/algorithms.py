@@ -144,6 +144,11 @@ class AlgorithmSpec:
         return config
 
 
+def run_precision(run) -> str:
+    """A run config's ``--precision`` resolved for its algorithm and device (``auto`` -> fp32 or bf16)."""
+    return get_spec(run.algo).precision(run.precision, run.device)
+
+
 def get_spec(name: str) -> AlgorithmSpec:
     """The spec of algorithm ``name``; an unknown name raises with the closest ones."""
     if name not in REGISTRY:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from frozen_dt.algorithms import run_precision
 from frozen_dt.data.dataset import ObsStats
 from frozen_dt.data.views import SequenceView
 from frozen_dt.parameters import load_trainable_state_dict, trainable_state_dict
@@ -207,7 +208,7 @@ def build_sequence_algorithm(config: SequenceConfig, model, dataset, problem, ru
     goal-conditioned tasks) and the DT update."""
     view = SequenceView(dataset, config.context, rtg_scale=problem.rtg_scale, max_timestep=problem.max_timestep,
                         goal_conditioned=problem.goal_dim is not None)
-    return SequenceModelAlgorithm(model, view, config, device=run.device, precision=run.precision)
+    return SequenceModelAlgorithm(model, view, config, device=run.device, precision=run_precision(run))
 
 
 def make_sequence_agent(config, model, obs_stats, problem, target, precision: str = "fp32"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from frozen_dt.algorithms import Problem
+from frozen_dt.algorithms import Problem, run_precision
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.run_dir import (RunSettings, checkpoint_path, default_run_dir, read_json, read_run_config,
@@ -113,7 +113,7 @@ def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
         from frozen_dt.eval.rollout import EVAL_NUM_ENVS, default_workers, evaluate_agent
 
         return evaluate_agent(task, lambda target: spec.make_agent(settings.algo, algo.model, algo.obs_stats, problem,
-                                                                   target, run.precision),
+                                                                   target, run_precision(run)),
                               targets=targets, episodes=run.eval_episodes, num_envs=EVAL_NUM_ENVS,
                               workers=default_workers(EVAL_NUM_ENVS, run.eval_episodes, run.device),
                               env_version=env_version, max_steps=run.eval_max_steps, progress=False)
