@@ -138,8 +138,11 @@ def test_ctrl_c_stops_every_job_at_its_last_checkpoint(data, tmp_path):
             "seeds": [0, 1], "eval": {"episodes": 0}}
     path = write_spec(tmp_path / "long.json", spec, tmp_path / "out")
     runs = load_sweep(path).runs
+    # SIGINT back to its default in the sweep: a shell that ran pytest in the background (nohup ... &) leaves it
+    # ignored, and an ignored SIGINT is inherited by the sweep and its jobs, which then never see Ctrl-C.
     proc = subprocess.Popen([sys.executable, "-m", "frozen_dt.cli", "sweep", str(path), "--jobs", "2"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not all((r.run_dir / "checkpoints" / "last.pt").exists() for r in runs) and time.time() < deadline:
         time.sleep(0.05)
