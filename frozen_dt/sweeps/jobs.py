@@ -27,6 +27,11 @@ from frozen_dt.sweeps.spec import SweepRun, probe_argv, train_argv
 STATES = ("done", "evaluate", "resume", "new")
 
 
+def job_env(threads: int) -> dict:
+    """The environment of a sweep's subprocesses: ``threads`` torch/BLAS threads, unbuffered output."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+
+
 def run_state(run: SweepRun) -> str:
     """How far ``run`` got (:data:`STATES`)."""
     from frozen_dt.training.trainer import load_checkpoint
@@ -124,7 +129,7 @@ def execute(run: SweepRun, *, threads: int, retries: int, children: Children | N
     started = time.time()
     run.run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run.run_dir / "job.log"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env = job_env(threads)
     outcome = {"run_dir": str(run.run_dir), "config": run.config_name, "seed": run.seed, "algo": run.algo,
                "task": run.task, "node": node or socket.gethostname(), "attempts": 0}
     argvs = job_argvs(run, threads)
@@ -188,7 +193,7 @@ def prepare_data(sweep, threads: int) -> None:
     if not todo:
         return
     log_path = sweep.out / "data.log"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env = job_env(threads)
     for what, argv in todo:
         print(f"sweep: generating {what} (frozen-dt {' '.join(argv)}; log {log_path})", flush=True)
         with open(log_path, "a") as log:
