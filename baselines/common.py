@@ -116,9 +116,42 @@ def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """Asymmetric squared loss: weight ``expectile`` where ``diff > 0``, ``1 - expectile`` elsewhere."""
+    """Asymmetric squared loss: weight ``expectile`` where ``diff > 0``, ``1 - expectile`` elsewhere; the mean over
+    the last dimension (a batch (B,) -> a scalar; seeds' batches (N, B) -> one loss per seed)."""
     weight = torch.where(diff > 0, expectile, 1.0 - expectile)
-    return (weight * diff**2).mean()
+    return (weight * diff**2).mean(-1)
+
+
+def stacked_call(modules: list[nn.Module], x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+    """``modules[i](x[i], *(r[i] for r in rest))`` for each seed i, stacked (N, ...): one seed's module is called as
+    it is; several (same architecture) run as one batched call (``torch.func.vmap`` over their parameters stacked
+    with ``torch.stack``, so each module's own parameters receive their gradients)."""
+    if len(modules) == 1:
+        return modules[0](x[0], *(r[0] for r in rest))[None]
+    names = [name for name, _ in modules[0].named_parameters()]
+    params = {name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}
+    template = modules[0]
+
+    def call(p, *inputs):
+        return torch.func.functional_call(template, p, inputs)
+
+    return torch.func.vmap(call)(params, x, *rest)
+
+
+def stack_batches(batches: list[dict], device: torch.device) -> dict:
+    """Several seeds' numpy batches as float32 tensors with a leading seed dimension (N, B, ...)."""
+    return {k: torch.stack([torch.as_tensor(b[k], device=device, dtype=torch.float32) for b in batches])
+            for k in batches[0]}
+
+
+def optimizers_step(optimizers: list[torch.optim.Optimizer], losses: torch.Tensor) -> None:
+    """One step of each seed's optimizer on its own loss (``losses`` (N,); their sum back-propagates once: each
+    seed's parameters get exactly their own loss's gradient)."""
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    for optimizer in optimizers:
+        optimizer.step()
 
 
 def reward_scale(dataset) -> float:

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from frozen_dt.algorithms import AlgorithmSpec
-from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
-                                        expectile_loss, hidden_dim_field, hidden_layers_field, lr_field,
-                                        make_observation_agent, mlp, normalize_reward_field, obs_eps_field,
-                                        optimizer_step, reward_scale)
+from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, batch_size_field, expectile_loss,
+                                        hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
+                                        normalize_reward_field, obs_eps_field, optimizers_step, reward_scale,
+                                        stack_batches, stacked_call)
 from frozen_dt.data.views import TransitionView
 from frozen_dt.settings import arg
 
@@ -65,8 +65,13 @@ class GaussianPolicy(nn.Module):
         return self.mean(observations)
 
     def log_prob(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
-        return torch.distributions.Normal(self(observations), std).log_prob(actions).sum(-1)
+        return gaussian_log_prob(self(observations), self.log_std, actions)
+
+
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log N(actions; mean, exp(log_std clamped to [LOG_STD_MIN, LOG_STD_MAX])), summed over the action dims."""
+    std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+    return torch.distributions.Normal(mean, std).log_prob(actions).sum(-1)
 
 
 class IQLNetworks(nn.Module):
@@ -100,34 +105,51 @@ class IQL(TwinCriticAlgorithm):
         self.actor_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, max(steps, 1))
 
     def update(self, batch: dict) -> dict:
-        self.model.train()
-        t = as_tensors(batch, self.device)
+        return self.update_stack([self], [batch])[0]
+
+    @staticmethod
+    def update_stack(algorithms: list["IQL"], batches: list[dict], rngs=None) -> list[dict]:
+        """One IQL update of each seed's instance (one seed: :meth:`update`). Tensors carry a leading seed dimension
+        (N, B, ...); several seeds' networks run as batched calls (:func:`stacked_call`) and every loss is per seed
+        (N,), each optimizer stepping its own seed's parameters on its own loss."""
+        first = algorithms[0]
+        models = [a.model for a in algorithms]
+        for model in models:
+            model.train()
+        t = stack_batches(batches, first.device)
         obs, actions, next_obs = t["observations"], t["actions"], t["next_observations"]
-        rewards, dones = t["rewards"] * self.reward_scale, t["dones"]
+        scales = torch.tensor([a.reward_scale for a in algorithms], device=first.device)[:, None]
+        rewards, dones = t["rewards"] * scales, t["dones"]
         sa = torch.cat([obs, actions], -1)
         with torch.no_grad():
-            target_q = torch.min(self.target_q[0](sa), self.target_q[1](sa)).squeeze(-1)
-            next_v = self.model.value(next_obs).squeeze(-1)
+            target_q = torch.min(stacked_call([a.target_q[0] for a in algorithms], sa),
+                                 stacked_call([a.target_q[1] for a in algorithms], sa)).squeeze(-1)
+            next_v = stacked_call([m.value for m in models], next_obs).squeeze(-1)
         # value: expectile of the target critics' estimate
-        advantage = target_q - self.model.value(obs).squeeze(-1)
-        value_loss = expectile_loss(advantage, self.expectile)
-        optimizer_step(self.value_opt, value_loss)
+        advantage = target_q - stacked_call([m.value for m in models], obs).squeeze(-1)
+        value_loss = expectile_loss(advantage, first.expectile)
+        optimizers_step([a.value_opt for a in algorithms], value_loss)
         # critics: one-step backup through V(s')
-        backup = rewards + self.discount * (1.0 - dones) * next_v
-        q_loss = sum(((q(sa).squeeze(-1) - backup) ** 2).mean() for q in (self.model.q1, self.model.q2)) / 2
-        optimizer_step(self.q_opt, q_loss)
-        self.update_targets()
+        backup = rewards + first.discount * (1.0 - dones) * next_v
+        q_loss = sum(((stacked_call(qs, sa).squeeze(-1) - backup) ** 2).mean(-1)
+                     for qs in ([m.q1 for m in models], [m.q2 for m in models])) / 2
+        optimizers_step([a.q_opt for a in algorithms], q_loss)
+        for a in algorithms:
+            a.update_targets()
         # actor: advantage-weighted regression
-        weights = torch.exp(self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)
-        if self.deterministic:  # CORL's iql_deterministic: squared error of the (tanh) mean
-            bc_losses = ((self.model.actor(obs) - actions) ** 2).sum(-1)
+        weights = torch.exp(first.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)
+        mean = stacked_call([m.actor.mean for m in models], obs)
+        if first.deterministic:  # CORL's iql_deterministic: squared error of the (tanh) mean
+            bc_losses = ((mean - actions) ** 2).sum(-1)
         else:
-            bc_losses = -self.model.actor.log_prob(obs, actions)
-        actor_loss = (weights * bc_losses).mean()
-        optimizer_step(self.actor_opt, actor_loss)
-        self.actor_schedule.step()
-        return {"value_loss": value_loss.item(), "q_loss": q_loss.item(), "actor_loss": actor_loss.item(),
-                "advantage": advantage.mean().item()}
+            log_std = torch.stack([m.actor.log_std for m in models])[:, None]
+            bc_losses = -gaussian_log_prob(mean, log_std, actions)
+        actor_loss = (weights * bc_losses).mean(-1)
+        optimizers_step([a.actor_opt for a in algorithms], actor_loss)
+        for a in algorithms:
+            a.actor_schedule.step()
+        rows = torch.stack([value_loss, q_loss, actor_loss, advantage.mean(-1)], 1).detach().cpu().tolist()
+        return [dict(zip(("value_loss", "q_loss", "actor_loss", "advantage"), row)) for row in rows]
 
     def load_state_dict(self, state: dict) -> None:
         """Restore everything; the cosine horizon stays this run's ``steps`` (a run extended with ``--resume

@@ -26,6 +26,9 @@ class RunConfig:
                     choices=ALGORITHMS)
     steps: int = arg(100_000, "gradient steps", check="positive")
     seed: int = arg(0, "training seed")
+    seeds: str = arg(None, "train several seeds together in one process, e.g. 0,1,2: one run dir per seed "
+                           "(<run dir>/seed<k>), a pretrained frozen slice held once and the seeds' batches sent "
+                           "through it together")
     log_every: int = arg(1000, "steps per metrics row (metrics.csv / metrics.jsonl)", check="positive")
     eval_every: int = arg(10_000, "steps between evaluations (0: only at the end)", check="non_negative")
     eval_episodes: int = arg(10, "evaluation episodes per return target (0: no evaluation)", check="non_negative")
@@ -52,6 +55,10 @@ class RunConfig:
         get_task(self.task)
         get_spec(self.algo)
         validate_fields(self)
+        if self.seeds is not None:
+            from frozen_dt.training.stack import parse_seeds
+
+            parse_seeds(self.seeds)
 
 
 @dataclass

@@ -22,6 +22,7 @@ shared/ANCHORS.md (which 5 layers is not stated there; 0:5 is our choice).
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -87,9 +88,21 @@ class FrozenLMDecisionTransformer(ReturnConditionedTransformer):
                          context=context, dropout=dropout, input_ln=input_ln, output_ln=output_ln, goal_dim=goal_dim)
 
 
+_SHARED_SLICES = weakref.WeakValueDictionary()  # pretrained, fully frozen slices in use, by what they are
+
+
 def load_backbone(config: FrozenDTConfig, seed: int):
+    """The run's slice. A pretrained slice that stays wholly frozen is the same for every seed: while one is in use
+    (seeds stacked in one process) the same object is returned, so its weights are held once; a random-init slice
+    (seeded) or one that trains is each seed's own."""
     from frozen_dt.backbones.slice import load_backbone as load
 
+    key = (config.backbone, config.layers)
+    if config.init == "pretrained" and config.freeze == "all":
+        shared = _SHARED_SLICES.get(key)
+        if shared is None:
+            shared = _SHARED_SLICES[key] = load(config.backbone, config.layers, config.init, config.freeze, seed=seed)
+        return shared
     return load(config.backbone, config.layers, config.init, config.freeze, seed=seed)
 
 

@@ -108,6 +108,15 @@ class ReturnConditionedTransformer(nn.Module):
         last token alone (``last_only``; DT's GPT runs its last layer for that one query, a frozen slice runs in
         full and is sliced). The result equals ``forward(batch)[:, -1:]`` up to float rounding.
         """
+        x, mask = self.tokens(batch)
+        if last_step:
+            x, mask = x[:, :-1], mask[:, :-1]  # ends on the last state token
+            return self.predict_action(self.output_ln(self.body(x, mask, last_only=True)))
+        return self.readout(self.body(x, mask))
+
+    def tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The body's input: embedded, interleaved tokens after the input LayerNorm and dropout (B, 3K, d), and
+        their mask (B, 3K)."""
         time = self.embed_timestep(batch["timesteps"])
         condition = self.embed_return(batch["returns_to_go"]) if self.goal_dim is None else \
             self.embed_goal(batch["goals"])
@@ -115,14 +124,12 @@ class ReturnConditionedTransformer(nn.Module):
                             self.embed_state(batch["observations"]) + time,
                             self.embed_action(batch["actions"]) + time)
         mask = batch["mask"].to(torch.bool)
-        mask = interleave(mask, mask, mask)
-        x = self.drop(self.input_ln(tokens))
-        if last_step:
-            x, mask = x[:, :-1], mask[:, :-1]  # ends on the last state token
-            return self.predict_action(self.output_ln(self.body(x, mask, last_only=True)))
-        x = self.output_ln(self.body(x, mask))
-        steps = x.shape[1] // 3
-        state_tokens = x.reshape(x.shape[0], steps, 3, self.width)[:, :, 1]
+        return self.drop(self.input_ln(tokens)), interleave(mask, mask, mask)
+
+    def readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Predicted actions (B, K, act_dim) from the body's output (B, 3K, d): the head on the state tokens."""
+        x = self.output_ln(hidden)
+        state_tokens = x.reshape(x.shape[0], x.shape[1] // 3, 3, self.width)[:, :, 1]
         return self.predict_action(state_tokens)
 
     @torch.no_grad()
@@ -175,23 +182,69 @@ class SequenceModelAlgorithm:
     def sample_batch(self, rng: np.random.Generator) -> dict:
         return self.view.sample(self.batch_size, rng)
 
-    def loss(self, batch: dict) -> torch.Tensor:
-        tensors = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
-        with autocast(self.device, self.precision):
-            predicted = self.model(tensors)
+    def tensors(self, batch: dict) -> dict:
+        return {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+
+    def action_loss(self, predicted: torch.Tensor, tensors: dict) -> torch.Tensor:
+        """MSE of the predicted actions over the real (unpadded) steps."""
         mask = tensors["mask"].to(torch.bool)
         return ((predicted.float() - tensors["actions"]) ** 2)[mask].mean()
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        tensors = self.tensors(batch)
+        with autocast(self.device, self.precision):
+            predicted = self.model(tensors)
+        return self.action_loss(predicted, tensors)
 
     def update(self, batch: dict) -> dict:
         self.model.train()
         loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        return self.apply_gradients(loss)
+
+    def apply_gradients(self, loss: torch.Tensor) -> dict:
+        """Clip the gradients ``loss.backward()`` left, step the optimizer and the schedule; the update's metrics."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": float(lr)}
+
+    @staticmethod
+    def update_stack(algorithms: list, batches: list, rngs: list) -> list[dict]:
+        """One update of each seed's instance (``--seeds``). Instances around one shared, fully frozen body (a
+        pretrained frozen-dt slice) send their tokens through it as one batch - the seeds' windows concatenated
+        along the batch - and back-propagate once; each seed's interface, dropout (its own RNG), loss, clipping,
+        optimizer and schedule stay its own. Otherwise (DT, whose transformer trains; per-seed random slices) each
+        instance updates in turn."""
+        body = algorithms[0].model.body
+        shared = all(a.model.body is body for a in algorithms) and not any(p.requires_grad for p in body.parameters())
+        if not shared:
+            metrics = []
+            for algorithm, batch, rng in zip(algorithms, batches, rngs):
+                with rng():
+                    metrics.append(algorithm.update(batch))
+            return metrics
+        first = algorithms[0]
+        inputs, masks, tensors = [], [], []
+        for algorithm, batch, rng in zip(algorithms, batches, rngs):
+            algorithm.model.train()
+            algorithm.optimizer.zero_grad(set_to_none=True)
+            tensors.append(algorithm.tensors(batch))
+            with rng(), autocast(algorithm.device, algorithm.precision):
+                x, mask = algorithm.model.tokens(tensors[-1])
+            inputs.append(x)
+            masks.append(mask)
+        with autocast(first.device, first.precision):
+            hidden = body(torch.cat(inputs), torch.cat(masks)).split([x.shape[0] for x in inputs])
+        losses = []
+        for algorithm, h, t in zip(algorithms, hidden, tensors):
+            with autocast(algorithm.device, algorithm.precision):
+                predicted = algorithm.model.readout(h)
+            losses.append(algorithm.action_loss(predicted, t))
+        torch.stack(losses).sum().backward()  # each seed's interface gets exactly its own loss's gradient
+        return [algorithm.apply_gradients(loss) for algorithm, loss in zip(algorithms, losses)]
 
     def state_dict(self) -> dict:
         return {"model": trainable_state_dict(self.model), "optimizer": self.optimizer.state_dict(),

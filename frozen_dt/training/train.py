@@ -60,12 +60,24 @@ def load_dataset(run, task: Task):
 
 def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
     """Train as ``given`` says (flat run and algorithm settings; those in ``explicit`` were given on the command
-    line); returns the final evaluation."""
+    line); returns the final evaluation (with ``--seeds``: the first seed's; every seed's is in its run dir)."""
+    from frozen_dt.training.stack import is_stack, parse_seeds, read_stack
+
     resuming = bool(given.get("resume"))
-    if resuming:
+    stack_dir, members = None, None
+    if resuming and is_stack(given["resume"]):
+        stack_dir = Path(given["resume"]).expanduser()
+        seeds, member_dirs = read_stack(stack_dir)
+        members = [resumed_settings({**given, "resume": str(d)}, explicit) for d in member_dirs]
+        settings = members[0][0]
+    elif resuming:
         settings, config = resumed_settings(given, explicit)
+        seeds, members = [settings.run.seed], [(settings, config)]
     else:
         settings, recipe_record = apply_recipes(given, explicit)
+        if settings.run.seeds is not None and "seed" in explicit:
+            raise FrozenDTError("give either --seed or --seeds, not both")
+        seeds = parse_seeds(settings.run.seeds) if settings.run.seeds is not None else [settings.run.seed]
     spec, run = settings.spec, settings.run
     task = get_task(run.task)
     spec.condition_on(task)
@@ -73,24 +85,66 @@ def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
         raise FrozenDTError("--device cuda: no CUDA device is available")
     if run.wandb:
         import_wandb(run.wandb)  # fail before any loading
+    stacked = stack_dir is not None or (not resuming and run.seeds is not None)
+    if stacked and stack_dir is None:
+        stack_dir = Path(run.run_dir).expanduser() if run.run_dir else default_run_dir(task.name, spec.name)
+        if is_stack(stack_dir):
+            raise FrozenDTError(f"{stack_dir} already holds a stack of seeds: continue it with --resume {stack_dir}, "
+                                "or choose another --run-dir")
 
-    backbone = spec.backbone(settings.algo, run.seed)
+    backbones = [spec.backbone(settings.algo, seed) for seed in seeds]  # a shared frozen slice is loaded once
     dataset = load_dataset(run, task)
     env_version = run.env_version or dataset.source.get("env_version")
     targets = spec.eval_targets(task, dataset)
     problem = Problem.of(task, dataset.obs_dim, dataset.act_dim)
 
+    trainers, runs = [], []
+    for i, (seed, backbone) in enumerate(zip(seeds, backbones)):
+        if resuming:
+            member_settings, config = members[i]
+            member = dataclasses.replace(member_settings.run)
+        else:
+            member_dir = None if stack_dir is None else stack_dir / f"seed{seed}"
+            member = dataclasses.replace(run, seed=seed, seeds=None,
+                                         run_dir=str(member_dir) if member_dir else run.run_dir)
+            config = None
+        runs.append(member)
+        trainers.append(build_member(spec, settings.algo, member, task, dataset, problem, backbone, targets,
+                                     env_version, config=config, recipe_record=None if resuming else recipe_record,
+                                     stack=None if stack_dir is None else {"dir": str(stack_dir), "seeds": seeds},
+                                     quiet=i > 0))
+    if stack_dir is None:
+        result = trainers[0].run(resume=resuming)
+        print(final_line(task, runs[0], trainers[0].run_dir, result), flush=True)
+        return result
+
+    from frozen_dt.training.stack import StackTrainer, write_stack
+
+    if not resuming:
+        write_stack(stack_dir, task=task.name, algo=spec.name, seeds=seeds)
+    results = StackTrainer(trainers, seeds, stack_dir).run(resume=resuming)
+    for member, trainer, result in zip(runs, trainers, results):
+        print(final_line(task, member, trainer.run_dir, result), flush=True)
+    return results[0]
+
+
+def build_member(spec, algo_config, run, task: Task, dataset, problem: Problem, backbone, targets, env_version, *,
+                 config: dict | None, recipe_record: dict | None, stack: dict | None, quiet: bool = False) -> Trainer:
+    """One seed's model, algorithm, run directory records and trainer (``config``: the saved ``config.json`` of a
+    run being resumed, else None for a new run)."""
     from frozen_dt.parameters import check_frozen_fingerprint, frozen_fingerprint, param_counts
 
     random.seed(run.seed)
     torch.manual_seed(run.seed)
-    model = spec.build_model(settings.algo, problem, backbone)
-    algorithm = spec.build_algorithm(settings.algo, model, dataset, problem, run)
+    model = spec.build_model(algo_config, problem, backbone)
+    algorithm = spec.build_algorithm(algo_config, model, dataset, problem, run)
+    torch_rng = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [])
     params = {**param_counts(model), "frozen_fingerprint": frozen_fingerprint(model)}
-    print(f"frozen-dt: {task.name} {spec.name}: {params['trainable_params']:,} trainable parameters, "
-          f"{params['frozen_params']:,} frozen", flush=True)
+    if not quiet:
+        print(f"frozen-dt: {task.name} {spec.name}: {params['trainable_params']:,} trainable parameters, "
+              f"{params['frozen_params']:,} frozen", flush=True)
 
-    if resuming:
+    if config is not None:
         run_dir = Path(run.run_dir)
         check_frozen_fingerprint(read_json(run_dir / "params.json"), model, run_dir)
         config["args"]["steps"] = run.steps
@@ -103,16 +157,18 @@ def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
             raise FrozenDTError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or choose "
                                 "another --run-dir")
         run_dir.mkdir(parents=True, exist_ok=True)
-        record = RunSettings(dataclasses.replace(run, run_dir=str(run_dir)), spec, settings.algo).record()
+        record = RunSettings(dataclasses.replace(run, run_dir=str(run_dir)), spec, algo_config).record()
         config = {"args": record, **recipe_record, "env_version": env_version, "eval_targets": list(targets),
                   "rtg_scale": problem.rtg_scale, "max_timestep": problem.max_timestep, "obs_dim": problem.obs_dim,
                   "act_dim": problem.act_dim, "created_at": datetime.datetime.now().isoformat(timespec="seconds")}
+        if stack is not None:
+            config["stack"] = stack  # trained beside these seeds, in one process (frozen_dt.training.stack)
         write_run_metadata(run_dir, config=config, dataset=dataset, params=params)
 
     def evaluate(algo, step: int) -> dict:
         from frozen_dt.eval.rollout import EVAL_NUM_ENVS, default_workers, evaluate_agent
 
-        return evaluate_agent(task, lambda target: spec.make_agent(settings.algo, algo.model, algo.obs_stats, problem,
+        return evaluate_agent(task, lambda target: spec.make_agent(algo_config, algo.model, algo.obs_stats, problem,
                                                                    target, run_precision(run)),
                               targets=targets, episodes=run.eval_episodes, num_envs=EVAL_NUM_ENVS,
                               workers=default_workers(EVAL_NUM_ENVS, run.eval_episodes, run.device),
@@ -122,9 +178,9 @@ def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
     trainer = Trainer(algorithm, run_dir, steps=run.steps, seed=run.seed, log_every=run.log_every,
                       eval_every=run.eval_every, save_every=run.save_every,
                       evaluate=evaluate if run.eval_episodes > 0 else None, sinks=sinks)
-    result = trainer.run(resume=resuming)
-    print(final_line(task, run, run_dir, result), flush=True)
-    return result
+    if stack is not None:
+        trainer.own_torch_rng = torch_rng
+    return trainer
 
 
 def final_line(task: Task, run, run_dir: Path, result: dict | None) -> str:

@@ -21,6 +21,7 @@ only ever replaced by a complete file; the run continues from it with ``--resume
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from contextlib import contextmanager
@@ -41,6 +42,10 @@ CHECKPOINT_FORMAT = "frozen-dt-checkpoint/1"
 
 
 class Algorithm(Protocol):
+    """What the trainer runs. An algorithm may also define ``update_stack(algorithms, batches, rngs) -> [metrics]``
+    (a staticmethod: one update of each of several seeds' instances, together; ``rngs[i]()`` is a context in which
+    instance i's torch RNG is the global one) - :mod:`frozen_dt.training.stack` uses it for ``--seeds``."""
+
     def sample_batch(self, rng: np.random.Generator) -> dict: ...
     def update(self, batch: dict) -> dict: ...  # float metrics of this update
     def state_dict(self) -> dict: ...  # everything that trains (no frozen weights), optimizers, schedulers
@@ -101,8 +106,22 @@ def preserved_rng_state():
     random.setstate(python_state)
 
 
+def non_finite(metrics: dict) -> list[str]:
+    """The names of the metrics that are NaN or infinite."""
+    return sorted(k for k, v in metrics.items() if not math.isfinite(float(v)))
+
+
+class Diverged(FrozenDTError):
+    """An update returned a non-finite metric (NaN or infinite loss): training stops; the last checkpoint stands."""
+
+
 class Trainer:
-    """Run ``algorithm`` for ``steps`` updates in ``run_dir`` (see the module doc)."""
+    """Run ``algorithm`` for ``steps`` updates in ``run_dir`` (see the module doc).
+
+    A trainer in a stack of seeds (:mod:`frozen_dt.training.stack`) keeps its own torch RNG state
+    (``own_torch_rng``), swapped in by :meth:`own_rng` around everything that draws from it (dropout, checkpoints),
+    so that its randomness is what the same seed's single run draws.
+    """
 
     def __init__(self, algorithm: Algorithm, run_dir: Path, *, steps: int, seed: int,
                  log_every: int, eval_every: int, save_every: int,
@@ -121,6 +140,26 @@ class Trainer:
         self.pending: dict[str, list[float]] = {}  # metric sums and count since the last log row
         self.last_eval: dict | None = None
         self.saved_step: int | None = None  # step of checkpoints/last.pt
+        self.own_torch_rng: tuple | None = None  # (cpu state, cuda states) in a stack; None: the process's RNG
+
+    @contextmanager
+    def own_rng(self):
+        """Within the block torch's global RNG is this trainer's own (a no-op outside a stack)."""
+        if self.own_torch_rng is None:
+            yield
+            return
+        cuda = torch.cuda.is_initialized()
+        outer = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else [])
+        torch.set_rng_state(self.own_torch_rng[0])
+        if cuda and self.own_torch_rng[1]:
+            torch.cuda.set_rng_state_all(self.own_torch_rng[1])
+        try:
+            yield
+        finally:
+            self.own_torch_rng = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else [])
+            torch.set_rng_state(outer[0])
+            if outer[1]:
+                torch.cuda.set_rng_state_all(outer[1])
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
 
@@ -161,37 +200,57 @@ class Trainer:
         """Train to ``steps``; returns the last evaluation's results (None without an evaluation hook)."""
         if resume:
             self.restore()
-        for sink in self.sinks:
-            sink.start(self.step)
+        self.start()
         bar = progress_bar(total=self.steps, initial=self.step, desc="train", unit="step",
                            enabled=self.progress is not False)
         started, start_step = time.time(), self.step
         try:
             while self.step < self.steps:
-                metrics = self.algorithm.update(self.algorithm.sample_batch(self.rng))
-                self.step += 1
-                for key, value in metrics.items():
-                    total, count = self.pending.get(key, (0.0, 0))
-                    self.pending[key] = [total + float(value), count + 1]
-                row = self.after_update(started, start_step)
+                row = self.record(self.algorithm.update(self.algorithm.sample_batch(self.rng)), started, start_step)
                 if row:
-                    for sink in self.sinks:
-                        sink.write(row)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "score")})
-                if self.step % self.save_every == 0 or self.step == self.steps:
-                    self.save("last")
                 bar.update(1)
         except KeyboardInterrupt:
             bar.close()
-            where = "no checkpoint was written yet" if self.saved_step is None else \
-                f"continue from step {self.saved_step} with --resume {self.run_dir}"
-            print(f"frozen-dt: training interrupted at step {self.step}; {where}", flush=True)
+            print(f"frozen-dt: training interrupted at step {self.step}; {self.where_to_continue()}", flush=True)
             raise
         finally:
             bar.close()
-            for sink in self.sinks:
-                sink.close()
+            self.close()
         return self.last_eval
+
+    def start(self) -> None:
+        for sink in self.sinks:
+            sink.start(self.step)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+    def where_to_continue(self) -> str:
+        return "no checkpoint was written yet" if self.saved_step is None else \
+            f"continue from step {self.saved_step} with --resume {self.run_dir}"
+
+    def record(self, metrics: dict, started: float, start_step: int) -> dict:
+        """Book one update's ``metrics``: the step count, the metric means, the log row (returned), evaluation and
+        checkpoints when due. A non-finite metric raises :class:`Diverged` before anything is written."""
+        bad = non_finite(metrics)
+        if bad:
+            kept = "no checkpoint was written yet" if self.saved_step is None else \
+                f"{checkpoint_path(self.run_dir)} is intact at step {self.saved_step}"
+            raise Diverged(f"training diverged at step {self.step + 1} "
+                           f"({', '.join(f'{k} = {metrics[k]}' for k in bad)}); {kept}")
+        self.step += 1
+        for key, value in metrics.items():
+            total, count = self.pending.get(key, (0.0, 0))
+            self.pending[key] = [total + float(value), count + 1]
+        row = self.after_update(started, start_step)
+        if row:
+            for sink in self.sinks:
+                sink.write(row)
+        if self.step % self.save_every == 0 or self.step == self.steps:
+            self.save("last")
+        return row
 
     def after_update(self, started: float, start_step: int) -> dict:
         """The metrics row of this step (empty if nothing is due); runs the evaluation and writes ``best``."""

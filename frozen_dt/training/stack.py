@@ -1,0 +1,151 @@
+"""Several seeds of one run trained together in one process: ``frozen-dt train TASK --seeds 0,1,2``.
+
+A stack is one :class:`~frozen_dt.training.trainer.Trainer` per seed, stepped in lockstep by :class:`StackTrainer`.
+Each seed keeps everything a single run of that seed has: its own model (the trainable part), optimizer, schedule,
+data RNG (its batches), torch RNG (its dropout; swapped in by ``Trainer.own_rng``), metrics, evaluations,
+checkpoints and run directory with the same files. So seed k of a stack computes what ``--seed k`` alone computes,
+up to the float rounding of batched kernels, and each member can also be resumed alone as a plain run.
+
+What the seeds share is what does not train. A pretrained, fully frozen LM slice is loaded once and held once
+(:func:`frozen_dt.frozen_lm_dt.load_backbone`), and the seeds' windows go through it as one batch. An algorithm
+says how its seeds update together with an ``update_stack`` staticmethod (the sequence models' and IQL's batch
+their work). Without one, each seed updates in turn, in the same process.
+
+Layout: ``<stack dir>/stack.json`` (task, algorithm, seeds, member dirs) and ``<stack dir>/seed<k>/``, an ordinary
+run directory whose ``config.json`` records the stack under ``"stack"``. ``--resume <stack dir>`` continues every
+member from its ``checkpoints/last.pt``. A member whose update returns a non-finite loss stops the whole stack with
+a message naming its seed; no member's checkpoint is touched by the stop.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from frozen_dt.errors import FrozenDTError
+from frozen_dt.progress import progress_bar
+from frozen_dt.run_dir import read_json, write_json
+from frozen_dt.training.trainer import Diverged, Trainer, non_finite
+
+STACK_FILE = "stack.json"
+STACK_FORMAT = "frozen-dt-stack/1"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; one clear error for anything else (empty, not integers, repeated)."""
+    try:
+        seeds = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise FrozenDTError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise FrozenDTError(f"--seeds {text!r}: no seed given")
+    if len(set(seeds)) != len(seeds):
+        raise FrozenDTError(f"--seeds {text!r}: a seed is repeated")
+    return seeds
+
+
+def member_dir(stack_dir: Path, seed: int) -> Path:
+    return Path(stack_dir) / f"seed{seed}"
+
+
+def is_stack(path) -> bool:
+    return (Path(path).expanduser() / STACK_FILE).is_file()
+
+
+def write_stack(stack_dir: Path, *, task: str, algo: str, seeds: list[int]) -> None:
+    write_json(Path(stack_dir) / STACK_FILE, {"format": STACK_FORMAT, "task": task, "algo": algo, "seeds": seeds,
+                                              "members": [member_dir(Path(), s).name for s in seeds]})
+
+
+def read_stack(stack_dir: Path) -> tuple[list[int], list[Path]]:
+    """The seeds of a stack directory and their run directories."""
+    record = read_json(Path(stack_dir) / STACK_FILE)
+    if not isinstance(record, dict) or record.get("format") != STACK_FORMAT:
+        raise FrozenDTError(f"{Path(stack_dir) / STACK_FILE} is not a frozen-dt stack record")
+    return [int(s) for s in record["seeds"]], [Path(stack_dir) / name for name in record["members"]]
+
+
+def runs_in(path: Path) -> list[Path]:
+    """``path`` itself, or the member runs when it is a stack directory."""
+    return read_stack(path)[1] if is_stack(path) else [Path(path)]
+
+
+class StackTrainer:
+    """Train the ``trainers`` (one per seed in ``seeds``, same algorithm and steps) together; see the module doc."""
+
+    def __init__(self, trainers: list[Trainer], seeds: list[int], stack_dir: Path, *, progress: bool | None = None):
+        if len({t.steps for t in trainers}) != 1:
+            raise ValueError("the members of a stack train for the same number of steps")
+        self.trainers, self.seeds, self.stack_dir = trainers, list(seeds), Path(stack_dir)
+        self.steps = trainers[0].steps
+        self.progress = progress
+        kinds = {type(t.algorithm) for t in trainers}
+        self.update_stack = getattr(kinds.pop(), "update_stack", None) if len(kinds) == 1 else None
+
+    def update(self, batches: list[dict]) -> list[dict]:
+        algorithms = [t.algorithm for t in self.trainers]
+        rngs = [t.own_rng for t in self.trainers]
+        if self.update_stack is not None:
+            return self.update_stack(algorithms, batches, rngs)
+        metrics = []
+        for algorithm, batch, rng in zip(algorithms, batches, rngs):
+            with rng():
+                metrics.append(algorithm.update(batch))
+        return metrics
+
+    def run(self, resume: bool = False) -> list[dict | None]:
+        """Train every member to ``steps``; each member's last evaluation (None without an evaluation hook)."""
+        if resume:
+            for trainer in self.trainers:
+                with trainer.own_rng():
+                    trainer.restore()
+            steps = {t.step for t in self.trainers}
+            if len(steps) != 1:
+                raise FrozenDTError(f"{self.stack_dir}: its seeds' checkpoints are at different steps "
+                                    f"({', '.join(f'seed {s}: {t.step}' for s, t in zip(self.seeds, self.trainers))}); "
+                                    "resume each member's directory on its own")
+        for trainer in self.trainers:
+            trainer.start()
+        step = self.trainers[0].step
+        bar = progress_bar(total=self.steps, initial=step, desc=f"train {len(self.seeds)} seeds", unit="step",
+                           enabled=self.progress is not False)
+        started, start_step = time.time(), step
+        try:
+            while step < self.steps:
+                batches = [t.algorithm.sample_batch(t.rng) for t in self.trainers]
+                metrics = self.update(batches)
+                self.check(metrics, step + 1)
+                rows = []
+                for trainer, m in zip(self.trainers, metrics):
+                    with trainer.own_rng():
+                        rows.append(trainer.record(m, started, start_step))
+                step += 1
+                if rows[0]:
+                    bar.set_postfix({f"loss{s}": f"{r['loss']:.4g}" for s, r in zip(self.seeds, rows) if "loss" in r})
+                bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            saved = {t.saved_step for t in self.trainers}
+            where = "no checkpoint was written yet" if saved == {None} else \
+                f"continue from step {max(s or 0 for s in saved)} with --resume {self.stack_dir}"
+            print(f"frozen-dt: training of seeds {','.join(map(str, self.seeds))} interrupted at step {step}; {where}",
+                  flush=True)
+            raise
+        finally:
+            bar.close()
+            for trainer in self.trainers:
+                trainer.close()
+        return [t.last_eval for t in self.trainers]
+
+    def check(self, metrics: list[dict], step: int) -> None:
+        """Stop the stack, before anything of this step is written, when a seed's update is not finite."""
+        bad = [(seed, non_finite(m)) for seed, m in zip(self.seeds, metrics) if non_finite(m)]
+        if not bad:
+            return
+        which = "; ".join(f"seed {seed} ({', '.join(f'{k} = {metrics[self.seeds.index(seed)][k]}' for k in keys)})"
+                          for seed, keys in bad)
+        kept = ", ".join(f"seed {s}: step {t.saved_step}" if t.saved_step is not None else f"seed {s}: none yet"
+                         for s, t in zip(self.seeds, self.trainers))
+        raise Diverged(f"training diverged at step {step}: {which}. The stack stopped; every seed's "
+                       f"checkpoints/last.pt is intact ({kept}); a healthy seed continues alone with --resume "
+                       f"{member_dir(self.stack_dir, '<k>')}")

