@@ -16,7 +16,8 @@ from torch import nn
 
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (SavesParts, batch_size_field, hidden_dim_field, hidden_layers_field, lr_field,
-                                        make_observation_agent, mlp, obs_eps_field, optimizer_step)
+                                        make_observation_agent, mlp, obs_eps_field, optimizers_step, stack_batches,
+                                        stacked_call)
 from frozen_dt.data.dataset import ObsStats, OfflineDataset
 from frozen_dt.settings import arg
 
@@ -60,12 +61,18 @@ class BehaviorCloning(SavesParts):
         return {"observations": self.observations[idx], "actions": self.actions[idx]}
 
     def update(self, batch: dict) -> dict:
-        self.model.train()
-        obs = torch.as_tensor(batch["observations"], device=self.device)
-        actions = torch.as_tensor(batch["actions"], device=self.device)
-        loss = ((self.model(obs) - actions) ** 2).mean()
-        optimizer_step(self.optimizer, loss)
-        return {"loss": float(loss.detach())}
+        return self.update_stack([self], [batch])[0]
+
+    @staticmethod
+    def update_stack(algorithms: list["BehaviorCloning"], batches: list[dict], rngs=None) -> list[dict]:
+        """One update of each seed's policy (one seed: :meth:`update`); several seeds' policies as one vmapped
+        call, each optimizer stepping its own seed on its own loss."""
+        t = stack_batches(batches, algorithms[0].device)
+        for a in algorithms:
+            a.model.train()
+        loss = ((stacked_call([a.model for a in algorithms], t["observations"]) - t["actions"]) ** 2).mean((-2, -1))
+        optimizers_step([a.optimizer for a in algorithms], loss)
+        return [{"loss": value} for value in loss.detach().cpu().tolist()]
 
     def parts(self) -> dict:
         return {"model": self.model, "optimizer": self.optimizer}

@@ -192,6 +192,21 @@ def cmd_heads_compare(ns) -> None:
     run_compare(from_namespace(CompareArgs, ns))
 
 
+def cmd_backbone_export(ns) -> None:
+    from frozen_dt.backbones.portable import export_slice
+
+    out = export_slice(ns.name, ns.layers, Path(ns.out))
+    print(f"frozen-dt: {ns.name} layers {ns.layers} (quantized, no token table): {out} "
+          f"({out.stat().st_size / 2**20:.1f} MiB); on the other machine: frozen-dt backbone import {out.name}")
+
+
+def cmd_backbone_import(ns) -> None:
+    from frozen_dt.backbones.portable import import_slice
+
+    target = import_slice(Path(ns.file), ns.cache_dir)
+    print(f"frozen-dt: imported into the backbone cache: {target}")
+
+
 def command(sub, name: str, help_text: str, args_class, func) -> argparse.ArgumentParser:
     """A subcommand whose options are the fields of ``args_class``, run by ``func``."""
     parser = sub.add_parser(name, help=help_text, description=help_text)
@@ -279,6 +294,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             cmd_heads_ablate)
     command(heads_sub, "compare", "rank heads on both measurements: table, rank correlation, figure", CompareArgs,
             cmd_heads_compare)
+
+    backbone = sub.add_parser("backbone", help="move a GGUF backbone's slice to a machine without its package")
+    backbone_sub = backbone.add_subparsers(dest="backbone_command", required=True)
+    export = backbone_sub.add_parser("export", help="write a slice's layers, still quantized, to a small GGUF file")
+    export.add_argument("name", help="GGUF backbone (gemma3-270m, smollm2-135m)")
+    export.add_argument("--layers", required=True, help="the slice, a:b")
+    export.add_argument("--out", required=True, help="the file to write (.gguf)")
+    export.set_defaults(func=cmd_backbone_export)
+    importer = backbone_sub.add_parser("import", help="dequantize an exported slice into the backbone cache")
+    importer.add_argument("file", help="a file written by 'frozen-dt backbone export'")
+    importer.add_argument("--cache-dir", help="backbone cache (default: $FROZEN_DT_CACHE or ~/.cache/frozen-dt/backbones)")
+    importer.set_defaults(func=cmd_backbone_import)
 
     data = sub.add_parser("data", help="list, inspect and download datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -591,3 +591,45 @@ def test_gemma_random_init_differs(gguf_cache, gemma_full):
     for (name, p), (_, q) in zip(pretrained.named_parameters(), random.named_parameters()):
         if p.dim() == 2:
             assert not torch.allclose(p, q), name
+
+
+@needs_gemma
+def test_an_exported_slice_imports_to_the_packages_own_tensors_without_the_package(tmp_path, monkeypatch, capsys):
+    """``frozen-dt backbone export`` keeps a slice's quantized layers only; ``import`` on a machine without the
+    package dequantizes them to exactly the tensors the package's own load gives, and random inits of the same
+    architecture are built from it as from the package."""
+    from frozen_dt.backbones.portable import import_slice
+    from frozen_dt.cli import main
+
+    assert main(["backbone", "export", "gemma3-270m", "--layers", "1:2", "--out", str(tmp_path / "s.gguf")]) in (0, None)
+    assert (tmp_path / "s.gguf").stat().st_size < 6 * 2**20  # one layer of 18, no token table (the package: 253 MB)
+    own = load_backbone("gemma3-270m", "1:2", cache_dir=tmp_path / "package")
+    own_random = load_backbone("gemma3-270m", "1:2", "random", cache_dir=tmp_path / "package", seed=3)
+
+    import_slice(tmp_path / "s.gguf", tmp_path / "imported")
+
+    def no_package(spec):
+        raise FrozenDTError(f"backbone {spec.name!r} needs the Python package {spec.package!r}")
+
+    monkeypatch.setattr(backbone_slice, "_package_version", no_package)
+    forbid_full_load(monkeypatch)
+    carried = load_backbone("gemma3-270m", "1:2", cache_dir=tmp_path / "imported")
+    a, b = backbone_slice._named_tensors(own.model), backbone_slice._named_tensors(carried.model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    carried_random = load_backbone("gemma3-270m", "1:2", "random", cache_dir=tmp_path / "imported", seed=3)
+    a, b = backbone_slice._named_tensors(own_random.model), backbone_slice._named_tensors(carried_random.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(FrozenDTError, match="needs the Python package"):  # a slice that was not imported
+        load_backbone("gemma3-270m", "0:1", cache_dir=tmp_path / "imported")
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file")
+    with pytest.raises(FrozenDTError, match="not a readable GGUF file"):
+        import_slice(tmp_path / "junk.gguf", tmp_path / "imported")
+
+
+def test_exporting_a_backbone_that_is_not_gguf_is_a_clear_error(tmp_path):
+    from frozen_dt.backbones.portable import export_slice
+
+    with pytest.raises(FrozenDTError, match="not a GGUF backbone"):
+        export_slice("minilm-l6", "0:1", tmp_path / "x.gguf")
+    with pytest.raises(FrozenDTError, match="unknown backbone"):
+        export_slice("gpt9", "0:1", tmp_path / "x.gguf")

@@ -210,13 +210,27 @@ def _cache_file(directory: Path, spec: BackboneSpec, version: str, a: int, b: in
 def _load_named(name: str, layers: str, init: str, seed: int, cache_dir) -> tuple[nn.Module, BackboneSpec, tuple]:
     spec = BACKBONES[name]
     a, b = parse_layers(layers, spec.n_layers)
-    version = _package_version(spec)
-    path = _cache_file(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
-                       spec, version, a, b, init, seed)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        version, imported = _package_version(spec), None
+    except FrozenDTError:  # no package: a slice imported with 'frozen-dt backbone import' serves, if there is one
+        imported = _imported_slice(root, spec, a, b)
+        if imported is None:
+            raise
+        version = imported[0]
+    path = _cache_file(root, spec, version, a, b, init, seed)
     if path.exists():
         model = _read_cache(path, (a, b))
         if model is not None:
             return model, spec, (a, b)
+    if imported is not None:  # a random init of the same architecture, from the imported slice's config
+        base = _read_cache(imported[1], (a, b))
+        if base is None or init != "random":
+            raise FrozenDTError(f"backbone {name!r}: the imported slice {imported[1]} is unusable; import it again")
+        model = _random_slice(base.config, 0, b - a, seed)
+        _write_cache(path, model, {"backbone": name, "package": spec.package, "version": version, "init": init,
+                                   "seed": str(seed), "n_layers_total": str(spec.n_layers)}, (a, b))
+        return model, spec, (a, b)
     directory, gguf_file = _weights_location(spec)
     if init == "random":
         config = _load_config(directory, gguf_file, spec.name)
@@ -229,6 +243,16 @@ def _load_named(name: str, layers: str, init: str, seed: int, cache_dir) -> tupl
     _write_cache(path, model, {"backbone": name, "package": spec.package, "version": version, "init": init,
                                "seed": str(seed), "n_layers_total": str(spec.n_layers)}, (a, b))
     return model, spec, (a, b)
+
+
+def _imported_slice(root: Path, spec: BackboneSpec, a: int, b: int) -> tuple[str, Path] | None:
+    """(package version, file) of the pretrained ``a:b`` slice in the cache, when exactly one version is there."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", spec.package) + "-"
+    tail = f"-layers{a}-{b}-pretrained-v1.safetensors"
+    found = [p for p in Path(root).glob(f"{stem}*{tail}") if p.name.startswith(stem) and p.name.endswith(tail)]
+    if len(found) != 1:
+        return None
+    return found[0].name[len(stem):-len(tail)], found[0]
 
 
 def _write_cache(path: Path, model: nn.Module, meta: dict, layer_range: tuple[int, int]) -> None:
