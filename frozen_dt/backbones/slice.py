@@ -223,11 +223,13 @@ def _load_named(name: str, layers: str, init: str, seed: int, cache_dir) -> tupl
         model = _read_cache(path, (a, b))
         if model is not None:
             return model, spec, (a, b)
-    if imported is not None:  # a random init of the same architecture, from the imported slice's config
-        base = _read_cache(imported[1], (a, b))
-        if base is None or init != "random":
-            raise FrozenDTError(f"backbone {name!r}: the imported slice {imported[1]} is unusable; import it again")
-        model = _random_slice(base.config, 0, b - a, seed)
+    if imported is not None:  # layers a:b of the imported slice c:d, or a random init of their architecture
+        version, source, (c, d) = imported
+        base = _read_cache(source, (c, d))
+        if base is None:
+            raise FrozenDTError(f"backbone {name!r}: the imported slice {source} is unusable; import it again")
+        model = _random_slice(base.config, a - c, b - c, seed) if init == "random" else \
+            _pretrained_slice(base, a - c, b - c)
         _write_cache(path, model, {"backbone": name, "package": spec.package, "version": version, "init": init,
                                    "seed": str(seed), "n_layers_total": str(spec.n_layers)}, (a, b))
         return model, spec, (a, b)
@@ -245,14 +247,21 @@ def _load_named(name: str, layers: str, init: str, seed: int, cache_dir) -> tupl
     return model, spec, (a, b)
 
 
-def _imported_slice(root: Path, spec: BackboneSpec, a: int, b: int) -> tuple[str, Path] | None:
-    """(package version, file) of the pretrained ``a:b`` slice in the cache, when exactly one version is there."""
+def _imported_slice(root: Path, spec: BackboneSpec, a: int, b: int) -> tuple[str, Path, tuple[int, int]] | None:
+    """(package version, file, its layers c:d) of a pretrained slice in the cache that holds layers ``a:b``
+    (c <= a, b <= d; the smallest such), when the cache holds one package version."""
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", spec.package) + "-"
-    tail = f"-layers{a}-{b}-pretrained-v1.safetensors"
-    found = [p for p in Path(root).glob(f"{stem}*{tail}") if p.name.startswith(stem) and p.name.endswith(tail)]
-    if len(found) != 1:
+    pattern = re.compile(rf"^{re.escape(stem)}(.+)-layers(\d+)-(\d+)-pretrained-v1\.safetensors$")
+    found = []
+    for path in Path(root).glob(f"{stem}*-pretrained-v1.safetensors"):
+        match = pattern.match(path.name)
+        if match and int(match.group(2)) <= a and b <= int(match.group(3)):
+            found.append((int(match.group(3)) - int(match.group(2)), match.group(1), path,
+                          (int(match.group(2)), int(match.group(3)))))
+    if not found or len({f[1] for f in found}) != 1:
         return None
-    return found[0].name[len(stem):-len(tail)], found[0]
+    _, version, path, layers = min(found, key=lambda f: f[0])
+    return version, path, layers
 
 
 def _write_cache(path: Path, model: nn.Module, meta: dict, layer_range: tuple[int, int]) -> None:

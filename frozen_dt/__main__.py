@@ -1,0 +1,3 @@
+from frozen_dt.cli import main
+
+raise SystemExit(main())
