@@ -167,11 +167,18 @@ class SavesParts:
     def parts(self) -> dict:
         raise NotImplementedError
 
+    def all_parts(self) -> dict:
+        """``parts()``, and a device sampler's generator (``--device-sampling``) when the algorithm has one."""
+        parts = dict(self.parts())
+        if hasattr(getattr(self, "view", None), "state_dict"):
+            parts["sampler"] = self.view
+        return parts
+
     def state_dict(self) -> dict:
-        return {name: part.state_dict() for name, part in self.parts().items()}
+        return {name: part.state_dict() for name, part in self.all_parts().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        for name, part in self.parts().items():
+        for name, part in self.all_parts().items():
             part.load_state_dict(state[name])
 
 

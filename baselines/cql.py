@@ -30,7 +30,7 @@ from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, a
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
                                         no_param_grads, normalize_reward_field, obs_eps_field, optimizer_step,
                                         reward_scale, scale_last_layer)
-from frozen_dt.data.views import TransitionView
+from frozen_dt.data.views import TransitionView, sampled_on
 from frozen_dt.settings import arg
 
 
@@ -176,6 +176,6 @@ SPEC = AlgorithmSpec(
     build_model=lambda config, problem, backbone=None: CQLNetworks(problem.obs_dim, problem.act_dim, config.hidden_dim,
                                                                    config.hidden_layers),
     build_algorithm=lambda config, model, dataset, problem, run: CQL(
-        model, TransitionView(dataset, obs_eps=config.obs_eps), config, device=run.device,
+        model, sampled_on(TransitionView(dataset, obs_eps=config.obs_eps), run), config, device=run.device,
         reward_scale=reward_scale(dataset) if config.normalize_reward else 1.0),
     make_agent=make_observation_agent, conditioning=("none",))

@@ -29,7 +29,7 @@ from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, b
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
                                         normalize_reward_field, obs_eps_field, optimizers_step, reward_scale,
                                         stack_batches, stacked_call)
-from frozen_dt.data.views import TransitionView
+from frozen_dt.data.views import TransitionView, sampled_on
 from frozen_dt.settings import arg
 
 
@@ -148,7 +148,9 @@ class IQL(TwinCriticAlgorithm):
         optimizers_step([a.actor_opt for a in algorithms], actor_loss)
         for a in algorithms:
             a.actor_schedule.step()
-        rows = torch.stack([value_loss, q_loss, actor_loss, advantage.mean(-1)], 1).detach().cpu().tolist()
+        rows = torch.stack([value_loss, q_loss, actor_loss, advantage.mean(-1)], 1).detach()
+        if rows.device.type == "cpu":
+            rows = rows.tolist()  # floats; on an accelerator the tensors stay there until the trainer logs them
         return [dict(zip(("value_loss", "q_loss", "actor_loss", "advantage"), row)) for row in rows]
 
     def load_state_dict(self, state: dict) -> None:
@@ -164,7 +166,7 @@ class IQL(TwinCriticAlgorithm):
 
 
 def build_algorithm(config: IQLConfig, model, dataset, problem, run) -> IQL:
-    return IQL(model, TransitionView(dataset, obs_eps=config.obs_eps), config, steps=run.steps, device=run.device,
+    return IQL(model, sampled_on(TransitionView(dataset, obs_eps=config.obs_eps), run), config, steps=run.steps, device=run.device,
                reward_scale=reward_scale(dataset) if config.normalize_reward else 1.0)
 
 

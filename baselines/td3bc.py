@@ -15,6 +15,7 @@ policy_noise 0.2, noise_clip 0.5, policy_freq 2, alpha 2.5, normalized states, n
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -22,11 +23,12 @@ import torch
 from torch import nn
 
 from frozen_dt.algorithms import AlgorithmSpec
-from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
-                                        hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
-                                        no_param_grads, obs_eps_field, optimizer_step, soft_update)
-from frozen_dt.data.views import TransitionView
+from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, batch_size_field, hidden_dim_field,
+                                        hidden_layers_field, lr_field, make_observation_agent, mlp, no_param_grads,
+                                        obs_eps_field, optimizers_step, soft_update, stack_batches, stacked_call)
+from frozen_dt.data.views import TransitionView, sampled_on
 from frozen_dt.settings import arg
+from frozen_dt.training.trainer import metric
 
 
 @dataclass
@@ -70,32 +72,51 @@ class TD3BC(TwinCriticAlgorithm):
         self.updates = 0
 
     def update(self, batch: dict) -> dict:
-        self.model.train()
-        m, c = self.model, self.config
-        t = as_tensors(batch, self.device)
+        return self.update_stack([self], [batch])[0]
+
+    @staticmethod
+    def update_stack(algorithms: list["TD3BC"], batches: list[dict], rngs=None) -> list[dict]:
+        """One TD3+BC update of each seed's instance (one seed: :meth:`update`): tensors with a leading seed
+        dimension, networks as batched calls (:func:`stacked_call`), each seed's smoothing noise drawn from its own
+        torch RNG (``rngs``) and its actor's Q normalized by its own batch's mean |Q|."""
+        first, n = algorithms[0], len(algorithms)
+        rngs = rngs or [contextlib.nullcontext] * n
+        c, models = first.config, [a.model for a in algorithms]
+        for model in models:
+            model.train()
+        t = stack_batches(batches, first.device)
         obs, actions, next_obs = t["observations"], t["actions"], t["next_observations"]
         with torch.no_grad():
-            noise = (torch.randn_like(actions) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
-            next_actions = (self.target_actor(next_obs) + noise).clamp(-1.0, 1.0)
+            draws = []
+            for i, rng in enumerate(rngs):
+                with rng():
+                    draws.append(torch.randn_like(actions[i]))
+            noise = (torch.stack(draws) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+            next_actions = (stacked_call([a.target_actor for a in algorithms], next_obs) + noise).clamp(-1.0, 1.0)
             next_sa = torch.cat([next_obs, next_actions], -1)
-            next_q = torch.min(self.target_q[0](next_sa), self.target_q[1](next_sa)).squeeze(-1)
+            next_q = torch.min(stacked_call([a.target_q[0] for a in algorithms], next_sa),
+                               stacked_call([a.target_q[1] for a in algorithms], next_sa)).squeeze(-1)
             backup = t["rewards"] + c.discount * (1.0 - t["dones"]) * next_q
         sa = torch.cat([obs, actions], -1)
-        critic_loss = sum(((q(sa).squeeze(-1) - backup) ** 2).mean() for q in (m.q1, m.q2))
-        optimizer_step(self.q_opt, critic_loss)
-        self.updates += 1
-        metrics = {"critic_loss": critic_loss.item()}
-        if self.updates % c.policy_freq == 0:
-            pi = m.actor(obs)
-            with no_param_grads(m.q1):  # the actor's loss moves the actor only
-                q = m.q1(torch.cat([obs, pi], -1)).squeeze(-1)
-            lam = c.alpha / (q.abs().mean().detach() + 1e-6)
-            q_term = -lam * q.mean()
-            bc_term = ((pi - actions) ** 2).mean()
-            optimizer_step(self.actor_opt, q_term + bc_term)
-            soft_update(self.target_actor, m.actor, self.tau)
-            self.update_targets()
-            metrics.update(actor_q_term=q_term.item(), bc_loss=bc_term.item())
+        critic_loss = sum(((stacked_call(qs, sa).squeeze(-1) - backup) ** 2).mean(-1)
+                          for qs in ([m.q1 for m in models], [m.q2 for m in models]))
+        optimizers_step([a.q_opt for a in algorithms], critic_loss)
+        for a in algorithms:
+            a.updates += 1
+        metrics = [{"critic_loss": metric(v)} for v in critic_loss]
+        if first.updates % c.policy_freq == 0:
+            pi = stacked_call([m.actor for m in models], obs)
+            with no_param_grads(*(m.q1 for m in models)):  # the actor's loss moves the actor only
+                q = stacked_call([m.q1 for m in models], torch.cat([obs, pi], -1)).squeeze(-1)
+            lam = c.alpha / (q.abs().mean(-1).detach() + 1e-6)  # per seed
+            q_term = -lam * q.mean(-1)
+            bc_term = ((pi - actions) ** 2).mean((-2, -1))
+            optimizers_step([a.actor_opt for a in algorithms], q_term + bc_term)
+            for a in algorithms:
+                soft_update(a.target_actor, a.model.actor, a.tau)
+                a.update_targets()
+            for row, qt, bc in zip(metrics, q_term, bc_term):
+                row.update(actor_q_term=metric(qt), bc_loss=metric(bc))
         return metrics
 
     def parts(self) -> dict:
@@ -116,5 +137,5 @@ SPEC = AlgorithmSpec(
     build_model=lambda config, problem, backbone=None: TD3BCNetworks(problem.obs_dim, problem.act_dim,
                                                                      config.hidden_dim, config.hidden_layers),
     build_algorithm=lambda config, model, dataset, problem, run: TD3BC(
-        model, TransitionView(dataset, obs_eps=config.obs_eps), config, device=run.device),
+        model, sampled_on(TransitionView(dataset, obs_eps=config.obs_eps), run), config, device=run.device),
     make_agent=make_observation_agent, conditioning=("none",))

@@ -41,7 +41,7 @@ def sequential_episode(task, run, env, target: float, seed: int, env_version) ->
             action = model.act(torch.as_tensor(np.stack(observations[start:])),
                                torch.as_tensor(np.asarray(actions[start:], np.float32).reshape(-1, model.act_dim)),
                                torch.as_tensor(np.asarray(rtg[start:], np.float32)),
-                               torch.arange(start, t + 1).clamp(max=run.config["max_timestep"] - 1)).numpy()
+                               torch.arange(start, t + 1).clamp(max=run.config["max_timestep"] - 1)).cpu().numpy()
         actions.append(action)
         obs, reward, terminated, truncated, _ = env.step(np.clip(action, -1, 1))
         total += reward
@@ -54,19 +54,28 @@ def sequential_episode(task, run, env, target: float, seed: int, env_version) ->
 def forward_ms(run, rows: int, steps: int, *, last_step: bool, precision: str, threads: int, reps: int = 100) -> float:
     """Milliseconds per forward of ``rows`` windows of ``steps`` steps at ``threads`` torch threads."""
     model, previous = run.model, torch.get_num_threads()
+    device = next(model.parameters()).device
     tensors = {"observations": torch.zeros(rows, steps, model.obs_dim), "actions": torch.zeros(rows, steps, model.act_dim),
                "returns_to_go": torch.zeros(rows, steps, 1), "timesteps": torch.zeros(rows, steps, dtype=torch.long),
                "mask": torch.ones(rows, steps, dtype=torch.bool)}
+    tensors = {k: v.to(device) for k, v in tensors.items()}
     torch.set_num_threads(threads)
     try:
-        with torch.no_grad(), autocast(torch.device("cpu"), precision):
+        with torch.no_grad(), autocast(device, precision):
             model(tensors, last_step=last_step)
+            sync(device)
             start = time.perf_counter()
             for _ in range(reps):
                 model(tensors, last_step=last_step)
+            sync(device)
     finally:
         torch.set_num_threads(previous)
     return (time.perf_counter() - start) / reps * 1e3
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def env_step_ms(task, version, steps: int = 2000) -> float:
@@ -92,21 +101,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="rollout worker threads (default: as frozen-dt eval chooses)")
     parser.add_argument("--target", type=float, help="return target (default: the run's first)")
     parser.add_argument("--sequential-episodes", type=int, help="episodes for the sequential reference (default: all)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="policy inference device (both sides)")
+    parser.add_argument("--env-processes", choices=("auto", "on", "off"), default="auto",
+                        help="harness envs in worker processes (auto: on cuda)")
     parser.add_argument("--out", help="also write the measurements to this JSON file")
     args = parser.parse_args()
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
+    processes = args.env_processes == "on" or (args.env_processes == "auto" and args.device == "cuda")
     task, version = run.task, run.config.get("env_version")
     target = args.target if args.target is not None else run.config["eval_targets"][0]
     threads = torch.get_num_threads()
     print(f"# {cpu_name()}, {threads} threads; {run.settings.run.algo} from {args.run_dir} on {task.env_id(version)}, "
           f"target {target:g}, inference in {run_precision(run.settings.run)}")
 
-    workers = args.workers or default_workers(args.num_envs, args.episodes)
+    workers = args.workers or default_workers(args.num_envs, args.episodes, args.device)
     start = time.perf_counter()
     agent = ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
                                    max_timestep=run.config["max_timestep"], precision=run_precision(run.settings.run))
     vec = rollout(task, agent, args.episodes, seed=EVAL_SEED, num_envs=args.num_envs, workers=workers,
-                  env_version=version, progress=False)
+                  env_version=version, progress=False, env_processes=processes)
     t_vec = time.perf_counter() - start
     steps_vec = sum(r["length"] for r in vec)
 
@@ -118,7 +131,8 @@ def main() -> None:
     steps_seq = sum(length for _, length in seq)
     # per-step cost is what compares: the sequential reference may run fewer episodes than the harness
     rate_vec, rate_seq = steps_vec / t_vec, steps_seq / t_seq
-    print(f"vectorized ({args.num_envs} envs, {workers} worker threads): {args.episodes} episodes, {steps_vec} steps "
+    where = f"{args.num_envs} envs{' in worker processes' if processes else ''}, {workers} worker threads, {args.device}"
+    print(f"vectorized ({where}): {args.episodes} episodes, {steps_vec} steps "
           f"in {t_vec:.1f} s ({rate_vec:.0f} steps/s); mean return {np.mean([r['return'] for r in vec]):.1f}")
     print(f"sequential batch-1 (fp32, {threads} threads): {n_seq} episodes, {steps_seq} steps in {t_seq:.1f} s "
           f"({rate_seq:.0f} steps/s); mean return {np.mean([r for r, _ in seq]):.1f}")
@@ -141,7 +155,7 @@ def main() -> None:
           f"{t_seq * steps_vec / max(steps_seq, 1):.1f} s (sequential, extrapolated when fewer episodes ran); "
           f"largest per-episode return difference {same:.3g} (bf16 vs fp32 inference diverge in MuJoCo)")
     if args.out:
-        record = {"cpu": cpu_name(), "threads": threads, "torch": torch.__version__, "run_dir": args.run_dir,
+        record = {"cpu": cpu_name(), "threads": threads, "device": args.device, "env_processes": processes, "torch": torch.__version__, "run_dir": args.run_dir,
                   "algo": run.settings.run.algo, "env_id": task.env_id(version), "precision": precision, "target": target,
                   "vectorized": {"episodes": args.episodes, "num_envs": args.num_envs, "workers": workers,
                                  "steps": steps_vec, "seconds": round(t_vec, 2), "steps_per_s": round(rate_vec, 1)},

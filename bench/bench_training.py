@@ -6,7 +6,8 @@ square matmul measured in the same run, in fp32 and, with ``--bf16``, under bf16
     python bench/bench_training.py [--backbones gemma3-270m smollm2-135m minilm-l6] [--layers 1 2 5] [--steps 5]
                                    [--bf16] [--device cpu|cuda]
 
-On CUDA it reports MFU against ``--peak-tflops`` (the card's dense bf16 peak; H100 SXM 989).
+On CUDA it reports MFU: achieved FLOP/s against the bf16 matmul peak measured in the same run (an 8192^3 bf16
+matmul). ``--stack N`` also measures each frozen-dt slice with N seeds stacked (``frozen-dt train --seeds``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,45 @@ def measure(name: str, model: torch.nn.Module, view: SequenceView, args, device:
             "trainable_params": counts["trainable_params"], "frozen_params": counts["frozen_params"]}
 
 
+def measure_stack(name: str, build, view: SequenceView, args, device: torch.device, bf16: bool, seeds: int,
+                  flops_one: float) -> dict:
+    """``seeds`` instances stepped together as ``--seeds`` steps them (one shared frozen body per batch)."""
+    from contextlib import nullcontext
+
+    algos = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        algos.append(SequenceModelAlgorithm(build(), view, SequenceConfig(batch_size=args.batch_size, warmup_steps=0),
+                                            device=device, precision="bf16" if bf16 else "fp32"))
+    rngs = [np.random.default_rng(seed) for seed in range(seeds)]
+    contexts = [nullcontext] * seeds
+
+    def step():
+        SequenceModelAlgorithm.update_stack(algos, [a.sample_batch(r) for a, r in zip(algos, rngs)], contexts)
+
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync(device)
+    seconds = (time.perf_counter() - start) / args.steps
+    return {"model": f"{name}, {seeds} seeds stacked", "precision": "bf16" if bf16 else "fp32",
+            "steps_per_s": 1 / seconds, "s_per_step": seconds, "gflop_per_step": seeds * flops_one / 1e9,
+            "gflops": seeds * flops_one / seconds / 1e9, "trainable_params": None, "frozen_params": None}
+
+
+_SLICES: dict = {}
+
+
+def shared_slice(backbone: str, n: int):
+    """One slice object per (backbone, depth): the stacked measurement's models share it, as ``--seeds`` does."""
+    if (backbone, n) not in _SLICES:
+        _SLICES[(backbone, n)] = load_backbone(backbone, f"0:{n}")
+    return _SLICES[(backbone, n)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="*", default=["gemma3-270m", "smollm2-135m", "minilm-l6"])
@@ -97,15 +137,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--bf16", action="store_true", help="also measure under bf16 autocast")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="CUDA: the card's dense bf16 peak")
+    parser.add_argument("--stack", type=int, default=3, help="also measure frozen-dt slices with this many seeds "
+                                                             "stacked (0: not)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     device = torch.device(args.device)
     view = synthetic_view(args.context)
 
-    peak = {"fp32": matmul_gflops(device, torch.float32)}
+    size = 8192 if device.type == "cuda" else 2048
+    peak = {"fp32": matmul_gflops(device, torch.float32, n=size)}
     if args.bf16 or device.type == "cuda":
-        peak["bf16"] = matmul_gflops(device, torch.bfloat16)
+        peak["bf16"] = matmul_gflops(device, torch.bfloat16, n=size)
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     print(f"# {where}; batch {args.batch_size}, K={args.context}; plain 2048^3 matmul: "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
@@ -121,21 +163,28 @@ def main() -> None:
             configs.append((f"frozen-dt {backbone} layers 0:{n}",
                             lambda b=backbone, n=n: frozen.build_model(
                                 frozen.make_config({"context": args.context, "backbone": b, "layers": f"0:{n}"}),
-                                problem, load_backbone(b, f"0:{n}"))))
+                                problem, shared_slice(b, n))))
     results = []
     for name, build in configs:
         torch.manual_seed(0)
         model = build()
         for bf16 in precisions:
             r = measure(name, model, view, args, device, bf16)
-            r["fraction_of_matmul"] = r["gflops"] / peak[r["precision"]]
-            if device.type == "cuda":
-                r["mfu"] = r["gflops"] / (args.peak_tflops * 1000)
-            results.append(r)
-            mfu = f", MFU {r['mfu']:.1%}" if "mfu" in r else ""
-            print(f"{name:38s} {r['precision']}: {r['steps_per_s']:7.2f} steps/s ({r['s_per_step'] * 1000:8.1f} ms), "
-                  f"{r['gflop_per_step']:7.1f} GFLOP/step, {r['gflops']:6.1f} GFLOP/s = "
-                  f"{r['fraction_of_matmul']:.2f}x plain matmul{mfu}; trainable {r['trainable_params']:,}", flush=True)
+            rows = [r]
+            if args.stack > 1 and name.startswith("frozen-dt"):
+                rows.append(measure_stack(name, build, view, args, device, bf16, args.stack,
+                                          r["gflop_per_step"] * 1e9))
+            for r in rows:
+                r["fraction_of_matmul"] = r["gflops"] / peak[r["precision"]]
+                if device.type == "cuda":
+                    r["mfu"] = r["gflops"] / peak["bf16"]  # against the measured bf16 matmul peak
+                results.append(r)
+                mfu = f", MFU {r['mfu']:.1%}" if "mfu" in r else ""
+                trainable = f"; trainable {r['trainable_params']:,}" if r["trainable_params"] else ""
+                print(f"{r['model']:50s} {r['precision']}: {r['steps_per_s']:7.2f} steps/s "
+                      f"({r['s_per_step'] * 1000:8.1f} ms), {r['gflop_per_step']:7.1f} GFLOP/step, "
+                      f"{r['gflops']:6.1f} GFLOP/s = {r['fraction_of_matmul']:.2f}x plain matmul{mfu}{trainable}",
+                      flush=True)
         del model
     if args.json:
         with open(args.json, "w") as handle:

@@ -5,7 +5,8 @@
 #      import the carried gemma3-270m slice (.carry/*.gguf, quantized) into the backbone cache;
 #      generate walker2d-medium-v2 there from the shipped behaviour policy;
 #   2. a CUDA smoke of every algorithm: train, checkpoint, resume, evaluate 10 episodes;
-#   3. bench/bench_training.py and bench/bench_stacking.py on cuda (steps/s, TFLOP/s, MFU; stacked vs sequential);
+#   3. bench/bench_training.py (steps/s, TFLOP/s, MFU against the measured bf16 matmul peak, 1 and 3 stacked seeds)
+#      and bench/bench_stacking.py on cuda; after the headline, bench/bench_eval.py (harness vs batch-1 rollouts);
 #   4. the headline: walker2d-medium, frozen-dt gemma3-270m 0:5 pretrained and --init random, and dt, 3 seeds each
 #      stacked, HEADLINE_STEPS steps (the measured rate extrapolates to 100k), 100 evaluation episodes, leaderboard;
 #   5. the recall probe's four arms (CPU: the probes have no cuda path yet), PROBE_STEPS steps each, side by side.
@@ -84,6 +85,9 @@ for algo in dt frozen-dt bc iql cql td3bc; do
     && $FDT train walker2d-medium-v2 --resume $RUNS/smoke/$algo --steps $SMOKE_STEPS \
     && $FDT eval $RUNS/smoke/$algo --episodes $EVAL_EPISODES --device $DEVICE" || true
 done
+step smoke-frozen-dt-compile $FDT train walker2d-medium-v2 --algo frozen-dt --backbone gemma3-270m --layers $LAYERS \
+  --compile --device $DEVICE --steps $SMOKE_STEPS --log-every $SMOKE_STEPS --eval-episodes 0 $BATCH \
+  --run-dir $RUNS/smoke/frozen-dt-compile || true
 
 # --- 3. throughput --------------------------------------------------------------------------------------------------
 (cd bench && step bench-training python3 bench_training.py --device $DEVICE --backbones gemma3-270m \
@@ -116,6 +120,11 @@ json.dump({"note": "steps/s of each stack (3 seeds per step); 100k-step times ex
            "arms": summary}, open(sys.argv[2], "w"), indent=2)
 print(json.dumps(summary))
 PY
+
+# the harness against sequential batch-1 rollouts, with a headline DT policy
+(cd bench && step bench-eval python3 bench_eval.py --run-dir "$HEAD/dt/seed0" --device $DEVICE \
+   --episodes $HEADLINE_EPISODES --sequential-episodes $(( HEADLINE_EPISODES < 10 ? HEADLINE_EPISODES : 10 )) \
+   --num-envs 50 --out "$OUT/eval_$DEVICE.json") || true
 
 # --- 5. the recall probe's four arms, side by side on the CPU cores ---------------------------------------------------
 pids=()

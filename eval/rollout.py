@@ -59,24 +59,29 @@ def in_blocks(fn, *arrays, block: int = BLOCK):
     return torch.cat(out)[:n]
 
 
-def make_vector_env(task: Task, num_envs: int, env_version: str | None = None):
-    """A synchronous gymnasium vector env of the task's env, autoreset disabled (the engine resets slots itself)."""
-    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+def make_vector_env(task: Task, num_envs: int, env_version: str | None = None, processes: bool = False):
+    """A gymnasium vector env of the task's env, autoreset disabled (the engine resets slots itself): stepped in this
+    process, or with ``processes`` each env in its own worker process (gymnasium's AsyncVectorEnv: for many-core
+    machines whose inference runs on a GPU; the same episodes, step for step)."""
+    from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
     def factory():
         return task.make_env(env_version)
 
-    return SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
+    kind = AsyncVectorEnv if processes else SyncVectorEnv
+    return kind([factory] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
 
 
 def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_envs: int = 16, workers: int = 1,
             env_version: str | None = None, record: bool = False, max_steps: int | None = None,
-            progress: bool = True, desc: str | None = None, reset_options: dict | None = None) -> list[dict]:
+            progress: bool = True, desc: str | None = None, reset_options: dict | None = None,
+            env_processes: bool = False) -> list[dict]:
     """Run exactly the given episodes (an int N means ids 0..N-1); one result per episode, in id order.
 
     A result holds ``return``, ``length``, ``success`` (``info["success"]`` at the episode's last step) and, with
     ``record``, the episode's D4RL arrays. ``max_steps`` cuts episodes short (recorded as timeouts).
-    ``reset_options`` go to every reset (OGBench's ``task_id``).
+    ``reset_options`` go to every reset (OGBench's ``task_id``). ``env_processes``: each env steps in its own
+    process (:func:`make_vector_env`; results unchanged).
 
     ``workers`` > 1 splits the ``num_envs`` env slots into that many groups, each with its own vector env stepped
     by its own thread, all taking episodes from one queue (:class:`worker_settings`: one torch thread per worker).
@@ -96,7 +101,7 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     results: dict[int, dict] = {}
     bar = progress_bar(total=len(ids), unit="ep", desc=desc or f"{task.name} rollouts", enabled=progress, leave=False)
     group = dict(task=task, agent=agent, queue=queue, results=results, bar=bar, seed=seed, env_version=env_version,
-                 record=record, max_steps=max_steps, reset_options=reset_options)
+                 record=record, max_steps=max_steps, reset_options=reset_options, env_processes=env_processes)
     sizes = [n // workers + (w < n % workers) for w in range(workers)]
     first_slots = np.cumsum([0] + sizes[:-1])
     try:
@@ -176,14 +181,15 @@ class worker_settings:
 
 
 def run_slots(slots: range, *, task: Task, agent: Agent, queue: EpisodeQueue, results: dict, bar, seed: int,
-              env_version: str | None, record: bool, max_steps: int | None, reset_options: dict | None) -> None:
+              env_version: str | None, record: bool, max_steps: int | None, reset_options: dict | None,
+              env_processes: bool = False) -> None:
     """Run episodes from ``queue`` in the env slots ``slots`` (one vector env) until it is empty; results go into
     ``results`` by episode id. Agent calls use the global slot numbers."""
     n, base = len(slots), slots.start
     slot_episode: list[int | None] = [queue.take() for _ in range(n)]
     if all(e is None for e in slot_episode):
         return
-    envs = make_vector_env(task, n, env_version)
+    envs = make_vector_env(task, n, env_version, processes=env_processes)
     low, high = envs.single_action_space.low, envs.single_action_space.high
     returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
     steps: list[dict | None] = [None] * n
@@ -282,7 +288,8 @@ def target_label(target: float | None) -> str:
 
 def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num_envs: int = EVAL_NUM_ENVS,
                    workers: int = 1, env_version: str | None = None, seed: int = EVAL_SEED,
-                   max_steps: int | None = None, progress: bool = True, keep_episodes: bool = False) -> dict:
+                   max_steps: int | None = None, progress: bool = True, keep_episodes: bool = False,
+                   env_processes: bool = False) -> dict:
     """``score`` and ``score@L``/``return@L``/``length@L`` for each evaluation condition L.
 
     Conditions are the return targets (``make_agent(target)`` builds the agent for one; stateless agents ignore
@@ -290,7 +297,7 @@ def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num
     OGBench tasks are evaluated on each of their evaluation goals instead (L = ``task1`` ... ``task5``, the env
     reset with that ``task_id``), and ``score`` is the mean success over them, as OGBench reports it. The same
     episode seeds serve every condition. With ``keep_episodes`` the per-episode results are returned too, under
-    ``episodes@L``. ``num_envs`` and ``workers`` go to :func:`rollout`.
+    ``episodes@L``. ``num_envs``, ``workers`` and ``env_processes`` go to :func:`rollout`.
     """
     if task.goal_conditioned:
         conditions = [(f"task{i}", None, {"task_id": i, "render_goal": False}) for i in task.eval_task_ids]
@@ -300,7 +307,7 @@ def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num
     for label, target, options in conditions:
         runs = rollout(task, make_agent(target), episodes, seed=seed, num_envs=num_envs, workers=workers,
                        env_version=env_version, max_steps=max_steps, progress=progress,
-                       desc=f"eval {task.name} {label}", reset_options=options)
+                       desc=f"eval {task.name} {label}", reset_options=options, env_processes=env_processes)
         for key, value in summarize(task, runs).items():
             if key != "episodes":
                 results[f"{key}@{label}"] = value

@@ -108,11 +108,12 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
     env_version = args.env_version or run.config.get("env_version")
     precision = args.precision or run_precision(run.settings.run)
     workers = args.workers or default_workers(args.num_envs, args.episodes, args.device)
+    processes = args.env_processes == "on" or (args.env_processes == "auto" and args.device == "cuda")
 
     started = time.time()
     results = evaluate_agent(task, lambda t: run.agent(t, precision), targets=targets, episodes=args.episodes,
                              num_envs=args.num_envs, workers=workers, env_version=env_version, seed=args.eval_seed,
-                             progress=progress, keep_episodes=True)
+                             progress=progress, keep_episodes=True, env_processes=processes)
     labels = [k[len("score@"):] for k in results if k.startswith("score@")]  # targets, or OGBench goals
     returns = dict.fromkeys(labels) if task.goal_conditioned else {target_label(t): t for t in targets}
     per_target = {label: {"target_return": returns[label], "score": results[f"score@{label}"],
@@ -129,7 +130,8 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
         "train_task": run.settings.run.task, "task": task.name, "data": run_data_label(run.run_dir),
         "score_type": task.score_type,
         "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
-        "num_envs": args.num_envs, "workers": workers, "eval_seed": args.eval_seed, "precision": precision,
+        "num_envs": args.num_envs, "workers": workers, "env_processes": processes, "eval_seed": args.eval_seed,
+        "precision": precision,
         "primary_target": next(iter(per_target)), "score": results["score"], "targets": per_target,
         "seconds": round(time.time() - started, 1), "device": device_name(args.device),
         "created_at": datetime.datetime.now().isoformat(timespec="seconds"),

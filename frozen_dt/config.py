@@ -40,6 +40,11 @@ class RunConfig:
                                  "CPUs with bf16 matrix instructions), or auto: the algorithm's choice on the device "
                                  "(frozen-dt: bf16 on cuda; dt: fp32, as the references; fp32 on cpu)",
                          choices=("auto", "fp32", "bf16"))
+    compile: bool = arg(False, "torch.compile the sequence models' forward pass (on cuda in mode reduce-overhead: "
+                               "CUDA graphs); the first steps pay the compilation")
+    device_sampling: str = arg("auto", "draw batches on the training device from arrays copied there once (no host "
+                                       "work per step; another random stream than host sampling): auto (on cuda), "
+                                       "on, off. Sequence models, IQL, CQL, TD3+BC", choices=("auto", "on", "off"))
     env_version: str = arg(None, "MuJoCo env version for locomotion tasks (default: the dataset's)",
                            choices=ENV_VERSIONS)
     config: str = arg(None, "recipe file (JSON) applied over the shipped recipes of the algorithm and task; flags "
@@ -75,6 +80,9 @@ class EvalArgs:
     task: str = arg(None, "evaluate on this task's env instead of the training task's (same dims required)")
     env_version: str = arg(None, "MuJoCo env version (default: the run's)", choices=ENV_VERSIONS)
     device: str = arg("cpu", "device for policy inference", choices=("cpu", "cuda"))
+    env_processes: str = arg("auto", "step each env in its own worker process (gymnasium AsyncVectorEnv; for many "
+                                     "cores beside a GPU): auto (on cuda), on, off; results are the same",
+                             choices=("auto", "on", "off"))
     precision: str = arg(None, "inference precision: fp32 or bf16 autocast (default: the run's training precision)",
                          choices=("fp32", "bf16"))
 

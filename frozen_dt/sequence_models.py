@@ -35,9 +35,10 @@ from torch import nn
 
 from frozen_dt.algorithms import run_precision
 from frozen_dt.data.dataset import ObsStats
-from frozen_dt.data.views import SequenceView
+from frozen_dt.data.views import SequenceView, sampled_on
 from frozen_dt.parameters import load_trainable_state_dict, trainable_state_dict
 from frozen_dt.settings import arg
+from frozen_dt.training.trainer import metric
 
 
 @dataclass
@@ -59,6 +60,12 @@ def autocast(device: torch.device, precision: str = "fp32"):
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {precision!r} (resolve 'auto' with AlgorithmSpec.precision first)")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def compiled(module: nn.Module, device: torch.device):
+    """``torch.compile(module)``: on cuda with CUDA graphs (mode reduce-overhead: the fixed-shape training step is
+    launch-bound at these sizes), elsewhere inductor's default. Parameters and state dicts stay the module's own."""
+    return torch.compile(module, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def linear_warmup(warmup_steps: int):
@@ -167,10 +174,12 @@ class SequenceModelAlgorithm:
     """A :class:`ReturnConditionedTransformer` trained on :class:`SequenceView` windows by action regression."""
 
     def __init__(self, model: ReturnConditionedTransformer, view: SequenceView, config: SequenceConfig, *,
-                 device: str | torch.device = "cpu", precision: str = "fp32"):
+                 device: str | torch.device = "cpu", precision: str = "fp32", compile: bool = False):
         self.device = torch.device(device)
         self.precision = precision
         self.model = model.to(self.device)
+        self.compile = compile
+        self.forward = compiled(self.model, self.device) if compile else self.model
         self.view = view
         self.obs_stats = view.obs_stats
         self.batch_size = config.batch_size
@@ -193,7 +202,7 @@ class SequenceModelAlgorithm:
     def loss(self, batch: dict) -> torch.Tensor:
         tensors = self.tensors(batch)
         with autocast(self.device, self.precision):
-            predicted = self.model(tensors)
+            predicted = self.forward(tensors)
         return self.action_loss(predicted, tensors)
 
     def update(self, batch: dict) -> dict:
@@ -209,7 +218,7 @@ class SequenceModelAlgorithm:
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": float(lr)}
+        return {"loss": metric(loss), "grad_norm": metric(grad_norm), "lr": float(lr)}
 
     @staticmethod
     def update_stack(algorithms: list, batches: list, rngs: list) -> list[dict]:
@@ -236,8 +245,11 @@ class SequenceModelAlgorithm:
                 x, mask = algorithm.model.tokens(tensors[-1])
             inputs.append(x)
             masks.append(mask)
+        if first.compile and not hasattr(first, "compiled_body"):
+            first.compiled_body = compiled(body, first.device)
         with autocast(first.device, first.precision):
-            hidden = body(torch.cat(inputs), torch.cat(masks)).split([x.shape[0] for x in inputs])
+            hidden = getattr(first, "compiled_body", body)(torch.cat(inputs), torch.cat(masks))
+        hidden = hidden.split([x.shape[0] for x in inputs])
         losses = []
         for algorithm, h, t in zip(algorithms, hidden, tensors):
             with autocast(algorithm.device, algorithm.precision):
@@ -247,13 +259,18 @@ class SequenceModelAlgorithm:
         return [algorithm.apply_gradients(loss) for algorithm, loss in zip(algorithms, losses)]
 
     def state_dict(self) -> dict:
-        return {"model": trainable_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+        state = {"model": trainable_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict()}
+        if hasattr(self.view, "state_dict"):  # a device sampler's generator
+            state["sampler"] = self.view.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         load_trainable_state_dict(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if hasattr(self.view, "load_state_dict"):
+            self.view.load_state_dict(state["sampler"])
 
 
 def build_sequence_algorithm(config: SequenceConfig, model, dataset, problem, run) -> SequenceModelAlgorithm:
@@ -261,7 +278,8 @@ def build_sequence_algorithm(config: SequenceConfig, model, dataset, problem, ru
     goal-conditioned tasks) and the DT update."""
     view = SequenceView(dataset, config.context, rtg_scale=problem.rtg_scale, max_timestep=problem.max_timestep,
                         goal_conditioned=problem.goal_dim is not None)
-    return SequenceModelAlgorithm(model, view, config, device=run.device, precision=run_precision(run))
+    return SequenceModelAlgorithm(model, sampled_on(view, run), config, device=run.device, precision=run_precision(run),
+                                  compile=getattr(run, "compile", False))
 
 
 def make_sequence_agent(config, model, obs_stats, problem, target, precision: str = "fp32"):

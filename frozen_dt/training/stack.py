@@ -116,9 +116,12 @@ class StackTrainer:
                 metrics = self.update(batches)
                 self.check(metrics, step + 1)
                 rows = []
-                for trainer, m in zip(self.trainers, metrics):
+                for seed, trainer, m in zip(self.seeds, self.trainers, metrics):
                     with trainer.own_rng():
-                        rows.append(trainer.record(m, started, start_step))
+                        try:
+                            rows.append(trainer.record(m, started, start_step))
+                        except Diverged as error:  # device metrics, read at a log row or checkpoint
+                            raise Diverged(f"seed {seed}: {error}; the stack stopped") from None
                 step += 1
                 if rows[0]:
                     bar.set_postfix({f"loss{s}": f"{r['loss']:.4g}" for s, r in zip(self.seeds, rows) if "loss" in r})

@@ -106,9 +106,16 @@ def preserved_rng_state():
     random.setstate(python_state)
 
 
+def metric(value: torch.Tensor):
+    """An update's metric: a python float on CPU; on an accelerator the detached tensor, so that a step never waits
+    for the device (the trainer reads metrics when it writes a log row or a checkpoint)."""
+    return value.detach() if value.device.type != "cpu" else float(value.detach())
+
+
 def non_finite(metrics: dict) -> list[str]:
-    """The names of the metrics that are NaN or infinite."""
-    return sorted(k for k, v in metrics.items() if not math.isfinite(float(v)))
+    """The names of the metrics that are NaN or infinite. Metrics still on an accelerator (tensors) are not read
+    here: that would wait for the device every step; they are checked when a log row or checkpoint reads them."""
+    return sorted(k for k, v in metrics.items() if not isinstance(v, torch.Tensor) and not math.isfinite(float(v)))
 
 
 class Diverged(FrozenDTError):
@@ -243,20 +250,33 @@ class Trainer:
         self.step += 1
         for key, value in metrics.items():
             total, count = self.pending.get(key, (0.0, 0))
-            self.pending[key] = [total + float(value), count + 1]
+            value = value.detach().double() if isinstance(value, torch.Tensor) else float(value)
+            self.pending[key] = [total + value, count + 1]  # device metrics add up on the device
         row = self.after_update(started, start_step)
         if row:
             for sink in self.sinks:
                 sink.write(row)
         if self.step % self.save_every == 0 or self.step == self.steps:
+            self.read_pending()
             self.save("last")
         return row
+
+    def read_pending(self) -> None:
+        """Bring metric sums still on a device to the host (a checkpoint holds floats); a non-finite one raises
+        :class:`Diverged` (device metrics are checked here and at log rows, not every step)."""
+        self.pending = {k: [float(total), count] for k, (total, count) in self.pending.items()}
+        bad = sorted(k for k, (total, _) in self.pending.items() if not math.isfinite(total))
+        if bad:
+            kept = "no checkpoint was written yet" if self.saved_step is None else \
+                f"{checkpoint_path(self.run_dir)} is intact at step {self.saved_step}"
+            raise Diverged(f"training diverged by step {self.step} ({', '.join(bad)} not finite); {kept}")
 
     def after_update(self, started: float, start_step: int) -> dict:
         """The metrics row of this step (empty if nothing is due); runs the evaluation and writes ``best``."""
         row = {}
         final = self.step == self.steps
         if self.step % self.log_every == 0 or final:
+            self.read_pending()
             row.update({key: total / count for key, (total, count) in self.pending.items()})
             self.pending = {}
             row["steps_per_s"] = (self.step - start_step) / max(time.time() - started, 1e-9)
