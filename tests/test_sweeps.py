@@ -61,6 +61,7 @@ def test_committed_sweep_files_expand(path):
     ({"base": {"task": "hopper-medium-v2", "steps": -1}}, "--steps must be positive"),
     ({"colour": "blue"}, "unknown key 'colour'"),
     ({"base": {"task": "hopper-medium-v2", "run_dir": "x"}}, "'run_dir' is the sweep's to set"),
+    ({"base": {"task": "hopper-medium-v2", "seeds": "0,1"}}, "'seeds' is the sweep's to set"),
 ])
 def test_bad_specs_are_one_clear_error_and_start_nothing(data, capsys, tmp_path, change, message):
     spec = {**TINY, **change}

@@ -58,7 +58,8 @@ COMMANDS = ("train", "probe")
 NOT_IN_PROBE_SWEEPS = ("run_dir", "summary_dir")
 EVAL_KEYS = {"episodes": 10, "num_envs": 10, "eval_seed": 10_000, "checkpoint": "last"}
 RESOURCE_KEYS = {"cpus": 1, "gpus": 0}
-NOT_IN_SWEEPS = ("run_dir", "resume", "config", "wandb")  # where a run lives and what it continues: the sweep's own
+# where runs live, what they continue, which seeds run (the SPEC's 'seeds' list): the sweep's own
+NOT_IN_SWEEPS = ("run_dir", "resume", "config", "wandb", "seeds")
 
 
 @dataclass
