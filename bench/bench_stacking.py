@@ -35,6 +35,7 @@ from frozen_dt.config import RunConfig
 from frozen_dt.data.dataset import from_flat_arrays
 
 OBS, ACT = 17, 6  # walker2d
+DEFAULT_STEPS = {"dt": 20, "frozen-dt": 5}
 
 
 def synthetic_dataset():
@@ -132,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="*", default=["dt", "frozen-dt", "iql"])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10, help="timed updates per seed")
+    parser.add_argument("--steps", type=int, help="timed updates per seed (default: dt 20, frozen-dt 5, others 50)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--backbone", default="gemma3-270m")
     parser.add_argument("--layers", default="0:2")
@@ -143,13 +144,14 @@ def main() -> None:
     parser.add_argument("--arm", choices=("stacked", "sequential"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
+        args.steps = args.steps or DEFAULT_STEPS.get(args.algo, 50)
         print(json.dumps(worker(args)))
         return
 
     from bench_sequence_sampling import cpu_name  # noqa: E402  (bench/ is run as a script directory)
 
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
-    print(f"# {where}; {args.seeds} seeds, {args.steps} timed updates per seed; frozen-dt: {args.backbone} "
+    print(f"# {where}; {args.seeds} seeds, timed updates per seed: {args.steps or 'dt 20, frozen-dt 5, others 50'}; frozen-dt: {args.backbone} "
           f"{args.layers}; memory: peak RSS of each arm's process" + (" (cuda: peak allocated)" if args.device == "cuda" else ""))
     results = []
     for algo in args.algos:
@@ -161,7 +163,7 @@ def main() -> None:
                 raise SystemExit(f"{algo} {arm} failed:\n{out.stderr[-2000:]}")
             arms[arm] = json.loads(out.stdout.strip().splitlines()[-1])
         ratio = arms["stacked"]["seed_updates_per_s"] / arms["sequential"]["seed_updates_per_s"]
-        row = {"algo": algo, **{f"{arm}_{k}": v for arm, r in arms.items() for k, v in r.items()
+        row = {"algo": algo, "steps": arms["stacked"]["steps"], **{f"{arm}_{k}": v for arm, r in arms.items() for k, v in r.items()
                                 if k in ("seed_updates_per_s", "peak_mb", "frozen_mb")}, "speed_ratio": ratio}
         results.append(row)
         print(f"{algo:10s} stacked {arms['stacked']['seed_updates_per_s']:8.2f} seed-updates/s vs sequential "
