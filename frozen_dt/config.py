@@ -17,6 +17,19 @@ from frozen_dt.errors import FrozenDTError
 from frozen_dt.settings import arg, validate_fields
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; one clear error for anything else (empty, not integers, repeated)."""
+    try:
+        seeds = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise FrozenDTError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise FrozenDTError(f"--seeds {text!r}: no seed given")
+    if len(set(seeds)) != len(seeds):
+        raise FrozenDTError(f"--seeds {text!r}: a seed is repeated")
+    return seeds
+
+
 @dataclass
 class RunConfig:
     """What every training run has, whatever its algorithm; the algorithm's hyperparameters are its own config's."""
@@ -61,8 +74,6 @@ class RunConfig:
         get_spec(self.algo)
         validate_fields(self)
         if self.seeds is not None:
-            from frozen_dt.training.stack import parse_seeds
-
             parse_seeds(self.seeds)
 
 

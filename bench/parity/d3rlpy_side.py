@@ -95,6 +95,22 @@ def evaluate(algo, args) -> list[float]:
     return returns
 
 
+def save_policy(algo, path: str) -> None:
+    """The BC policy's linear layers in order (encoder hidden layers, then the output layer) and its observation
+    scaler, as plain arrays: ``W<i>``, ``b<i>``, ``mean``, ``std``, ``eps``."""
+    import torch
+
+    imitator = algo.impl.modules.imitator
+    linears = [m for m in imitator.modules() if isinstance(m, torch.nn.Linear)]
+    arrays = {}
+    for i, layer in enumerate(linears):
+        arrays[f"W{i}"] = layer.weight.detach().cpu().numpy()
+        arrays[f"b{i}"] = layer.bias.detach().cpu().numpy()
+    scaler = algo.observation_scaler
+    np.savez(path, mean=np.asarray(scaler.mean, np.float64), std=np.asarray(scaler.std, np.float64),
+             eps=np.float64(scaler.eps), **arrays)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", required=True, choices=("bc", "iql", "cql", "dt"))
@@ -111,6 +127,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--eval-seed", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--save-policy", help="bc: also write the trained policy (weights, scaler) to this npz, for "
+                                              "cross_eval.py to roll out in frozen-dt's harness")
     args = parser.parse_args()
 
     import d3rlpy
@@ -125,6 +143,8 @@ def main() -> None:
     algo.fit(dataset, n_steps=args.steps, n_steps_per_epoch=args.steps, show_progress=False, save_interval=10**9,
              logger_adapter=d3rlpy.logging.NoopAdapterFactory())
     seconds = time.perf_counter() - started
+    if args.save_policy and args.algo == "bc":
+        save_policy(algo, args.save_policy)
     returns = evaluate(algo, args)
     print(json.dumps({"side": "d3rlpy", "algo": args.algo, "seed": args.seed, "steps": args.steps,
                       "train_seconds": seconds, "updates_per_s": args.steps / seconds, "returns": returns,

@@ -31,19 +31,6 @@ STACK_FILE = "stack.json"
 STACK_FORMAT = "frozen-dt-stack/1"
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` -> ``[0, 1, 2]``; one clear error for anything else (empty, not integers, repeated)."""
-    try:
-        seeds = [int(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise FrozenDTError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if not seeds:
-        raise FrozenDTError(f"--seeds {text!r}: no seed given")
-    if len(set(seeds)) != len(seeds):
-        raise FrozenDTError(f"--seeds {text!r}: a seed is repeated")
-    return seeds
-
-
 def member_dir(stack_dir: Path, seed: int) -> Path:
     return Path(stack_dir) / f"seed{seed}"
 

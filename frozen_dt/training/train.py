@@ -61,7 +61,8 @@ def load_dataset(run, task: Task):
 def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
     """Train as ``given`` says (flat run and algorithm settings; those in ``explicit`` were given on the command
     line); returns the final evaluation (with ``--seeds``: the first seed's; every seed's is in its run dir)."""
-    from frozen_dt.training.stack import is_stack, parse_seeds, read_stack
+    from frozen_dt.config import parse_seeds
+    from frozen_dt.training.stack import is_stack, read_stack
 
     resuming = bool(given.get("resume"))
     stack_dir, members = None, None
