@@ -1,4 +1,5 @@
-"""Mutation check: each defining rule's one-line mutation must make its test in tests/test_semantics.py fail.
+"""Mutation check: each defining rule's one-line mutation must make its test fail (tests/test_semantics.py; the
+stacked seeds' rules: tests/test_stack.py).
 
     python tests/mutations.py [--out results/mutations.json]
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 T = "tests/test_semantics.py::"
+S = "tests/test_stack.py::test_seed_k_of_a_stack_of_3_equals_seed_k_alone"
 MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that must fail)
     ("Baselines: observation std eps 1e-6 instead of CORL's 1e-3", "baselines/common.py",
      "return arg(1e-3, \"added to the observation std when normalizing observations (CORL's compute_mean_std eps)\",",
@@ -34,12 +36,12 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      [T + "test_expectile_loss_weights_positive_errors_by_the_expectile",
       T + "test_iql_value_regresses_to_the_expectile_of_the_action_values"]),
     ("IQL: AWR weights not clipped at 100", "baselines/iql.py",
-     "weights = torch.exp(self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
-     "weights = torch.exp(self.beta * advantage.detach())",
+     "weights = torch.exp(first.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
+     "weights = torch.exp(first.beta * advantage.detach())",
      [T + "test_iql_actor_loss_is_the_awr_weighted_log_likelihood"]),
     ("IQL: AWR weights exp(-beta * advantage)", "baselines/iql.py",
-     "weights = torch.exp(self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
-     "weights = torch.exp(-self.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
+     "weights = torch.exp(first.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
+     "weights = torch.exp(-first.beta * advantage.detach()).clamp(max=EXP_ADV_MAX)",
      [T + "test_iql_actor_loss_is_the_awr_weighted_log_likelihood"]),
     ("IQL: resume drops the run's cosine horizon", "baselines/iql.py",
      "self.actor_schedule.T_max = horizon",
@@ -54,11 +56,11 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      "q_loss = -q.mean()",
      [T + "test_gciql_actor_loss_is_scale_free_in_q"]),
     ("TD3+BC: Q term not normalized by mean |Q|", "baselines/td3bc.py",
-     "lam = c.alpha / (q.abs().mean().detach() + 1e-6)",
+     "lam = c.alpha / (q.abs().mean(-1).detach() + 1e-6)  # per seed",
      "lam = c.alpha",
      [T + "test_td3bc_actor_step_is_scale_free_in_q_and_delayed"]),
     ("TD3+BC: actor updated every step", "baselines/td3bc.py",
-     "if self.updates % c.policy_freq == 0:",
+     "if first.updates % c.policy_freq == 0:",
      "if True:",
      [T + "test_td3bc_actor_step_is_scale_free_in_q_and_delayed"]),
     ("DT: loss over padded steps", "frozen_dt/sequence_models.py",
@@ -77,6 +79,26 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      "if len(saved) != len(now) or any(abs(a - b) > 1e-9 * max(abs(a), abs(b)) for a, b in zip(saved, now)):",
      "if False:",
      [T + "test_frozen_weights_other_than_the_runs_are_refused_on_resume_and_eval"]),
+    ("Stack: the seeds' losses averaged, not summed (each seed's gradient divided by N)", "frozen_dt/sequence_models.py",
+     "torch.stack(losses).sum().backward()  # each seed's interface gets exactly its own loss's gradient",
+     "torch.stack(losses).mean().backward()",
+     [S + "[frozen-dt-hopper-medium-v2]"]),
+    ("Stack: a seed's dropout drawn from the process RNG, not its own", "frozen_dt/training/trainer.py",
+     "if self.own_torch_rng is None:",
+     "if True:",
+     [S + "[dt-hopper-medium-v2]"]),
+    ("Stack: every seed's vmapped networks use seed 0's parameters", "baselines/common.py",
+     "params = {name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}",
+     "params = {name: torch.stack([modules[0].get_parameter(name) for m in modules]) for name in names}",
+     [S + "[iql-hopper-medium-v2]", S + "[bc-hopper-medium-v2]"]),
+    ("Stack: TD3+BC's smoothing noise from the process RNG, not the seed's", "baselines/td3bc.py",
+     "with rng():",
+     "with contextlib.nullcontext():",
+     [S + "[td3bc-hopper-medium-v2]"]),
+    ("Device sampling: the generator is not restored on resume", "frozen_dt/data/views.py",
+     'self.set_state(state["generator"])',
+     "pass",
+     ["tests/test_algorithms.py::test_device_sampling_trains_and_resumes_exactly[dt]"]),
 ]
 
 
