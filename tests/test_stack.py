@@ -210,3 +210,16 @@ def test_bad_seed_lists_and_stack_dirs_are_clear_errors(data, capsys, tmp_path):
     assert_user_error(code, err, "already holds a stack", f"--resume {stack}")
     code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(stack), "--lr", "0.1")
     assert_user_error(code, err, "--lr cannot change")
+
+
+def test_eval_of_a_stack_dir_or_of_the_latest_stack_evaluates_every_seed(data, capsys, tmp_path, monkeypatch):
+    write_dataset("hopper-medium-v2", data)
+    monkeypatch.chdir(tmp_path)  # runs/ (the default run dirs) under the test's directory
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--algo", "bc", "--seeds", "4,5", *flags("bc"))
+    assert code == 0, err
+    [stack] = list((tmp_path / "runs" / "hopper-medium-v2" / "bc").iterdir())
+    for argv in ((str(stack),), ()):  # the stack named, and plain 'frozen-dt eval' after it (the latest run)
+        code, out, err = run(capsys, "eval", *argv, "--episodes", "2", "--num-envs", "2")
+        assert code == 0, err
+        assert f"{stack.name}/seed4 [last" in out and f"{stack.name}/seed5 [last" in out, out
+        assert "2 seed(s), 4 episodes" in out
