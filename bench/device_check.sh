@@ -26,7 +26,7 @@ WORK=$(mktemp -d)
 export FROZEN_DT_DATA=$WORK/data FROZEN_DT_CACHE=$WORK/backbones
 mkdir -p "$FROZEN_DT_DATA" "$FROZEN_DT_CACHE"
 if [ $DRY = 1 ]; then
-  DEVICE=cpu LAYERS=0:1 SMOKE_STEPS=4 EVAL_EPISODES=1 EVAL_CUT="--eval-max-steps 20" EPISODES_DATA="--episodes 4"
+  DEVICE=cpu LAYERS=0:1 SMOKE_STEPS=4 EVAL_EPISODES=1 EVAL_CUT="--max-steps 20" EPISODES_DATA="--episodes 4"
   HEADLINE_STEPS=${HEADLINE_STEPS:-6} HEADLINE_EPISODES=1 PROBE_STEPS=${PROBE_STEPS:-4} BATCH="--batch-size 8"
   PROBE_LAYERS=0:1
   BENCH="--steps 1 --warmup 1" STACK_BENCH="--steps 1 --warmup 1 --algos dt iql" BENCH_LAYERS="1"
@@ -83,7 +83,7 @@ for algo in dt frozen-dt bc iql cql td3bc; do
   step "smoke-$algo" bash -c "$FDT train walker2d-medium-v2 --algo $algo $extra --device $DEVICE --steps $half \
       --save-every $half --log-every $half --eval-episodes 0 $BATCH --run-dir $RUNS/smoke/$algo \
     && $FDT train walker2d-medium-v2 --resume $RUNS/smoke/$algo --steps $SMOKE_STEPS \
-    && $FDT eval $RUNS/smoke/$algo --episodes $EVAL_EPISODES --device $DEVICE" || true
+    && $FDT eval $RUNS/smoke/$algo --episodes $EVAL_EPISODES --device $DEVICE $EVAL_CUT" || true
 done
 step smoke-frozen-dt-compile $FDT train walker2d-medium-v2 --algo frozen-dt --backbone gemma3-270m --layers $LAYERS \
   --compile --device $DEVICE --steps $SMOKE_STEPS --log-every $SMOKE_STEPS --eval-episodes 0 $BATCH \
@@ -102,7 +102,8 @@ for arm in pretrained random dt; do
   step "headline-$arm" $FDT train walker2d-medium-v2 $args --seeds 0,1,2 --steps $HEADLINE_STEPS --device $DEVICE \
     --eval-episodes 0 --log-every $(( HEADLINE_STEPS < 500 ? HEADLINE_STEPS : 500 )) --save-every $HEADLINE_STEPS $BATCH \
     --run-dir "$HEAD/$arm" || true
-  step "headline-eval-$arm" $FDT eval "$HEAD/$arm" --episodes $HEADLINE_EPISODES --num-envs 50 --device $DEVICE || true
+  step "headline-eval-$arm" $FDT eval "$HEAD/$arm" --episodes $HEADLINE_EPISODES --num-envs 50 --device $DEVICE \
+    $EVAL_CUT || true
 done
 step leaderboard $FDT leaderboard "$HEAD"/*/seed* --out "$OUT/headline_leaderboard.csv" || true
 python3 - "$HEAD" "$OUT/headline_rates.json" "$HEADLINE_STEPS" <<'PY'

@@ -4,7 +4,8 @@ A row is one (algo, backbone, layers, init, freeze, task, dataset source, steps)
 (``eval-<checkpoint>.json`` in each run dir, written by ``frozen-dt eval``). The score is the mean over seeds of
 each seed's mean over episodes at the run's primary return target; the CI is the stratified bootstrap over seeds
 (:mod:`frozen_dt.eval.stats`), or over episodes when there is only one seed (``ci_over`` says which). ``scale`` is
-``reduced`` when training stopped before the recipe's full step count or evaluation used fewer than 100 episodes.
+``reduced`` when training stopped before the recipe's full step count, or evaluation used fewer than 100 episodes
+or cut them short (``frozen-dt eval --max-steps``).
 
 Figures: ``scores.png`` (score bars with CIs, per task) and ``curves.png`` (periodic evaluation scores from the
 runs' ``metrics.jsonl``, the mean over seeds with a min-max band).
@@ -74,7 +75,8 @@ def build_rows(entries: list[dict]) -> list[dict]:
     for key, group in groups.items():
         key = dict(key)
         s = seed_summary([g["episode_scores"] for g in group])
-        reduced = key["steps"] < group[0]["full_steps"] or min(len(g["episode_scores"]) for g in group) < FULL_EPISODES
+        reduced = key["steps"] < group[0]["full_steps"] or min(len(g["episode_scores"]) for g in group) < FULL_EPISODES \
+            or any(g["record"].get("max_steps") for g in group)  # episodes cut short (eval --max-steps)
         rows.append({**key, "scale": "reduced" if reduced else "full", "n_seeds": s["n_seeds"],
                      "n_episodes": s["n_episodes"], "score_mean": round(s["mean"], 2),
                      "ci_low": round(s["ci_low"], 2), "ci_high": round(s["ci_high"], 2), "ci_over": s["ci_over"],

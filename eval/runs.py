@@ -113,7 +113,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
     started = time.time()
     results = evaluate_agent(task, lambda t: run.agent(t, precision), targets=targets, episodes=args.episodes,
                              num_envs=args.num_envs, workers=workers, env_version=env_version, seed=args.eval_seed,
-                             progress=progress, keep_episodes=True, env_processes=processes)
+                             progress=progress, keep_episodes=True, env_processes=processes, max_steps=args.max_steps)
     labels = [k[len("score@"):] for k in results if k.startswith("score@")]  # targets, or OGBench goals
     returns = dict.fromkeys(labels) if task.goal_conditioned else {target_label(t): t for t in targets}
     per_target = {label: {"target_return": returns[label], "score": results[f"score@{label}"],
@@ -131,6 +131,7 @@ def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
         "score_type": task.score_type,
         "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
         "num_envs": args.num_envs, "workers": workers, "env_processes": processes, "eval_seed": args.eval_seed,
+        "max_steps": args.max_steps,
         "precision": precision,
         "primary_target": next(iter(per_target)), "score": results["score"], "targets": per_target,
         "seconds": round(time.time() - started, 1), "device": device_name(args.device),
@@ -215,8 +216,9 @@ def run_eval(args: EvalArgs) -> list[dict]:
         kind = "success rate" if record["score_type"] == "success" else "normalized score"
         targets = "; ".join(f"target {k}: {kind} {v['score']:.1f} (return {v['return']:.1f})"
                             for k, v in record["targets"].items())
+        cut = f", cut at {args.max_steps} steps" if args.max_steps else ""
         print(f"{run.run_dir} [{run.checkpoint}, step {run.step}] {record['task']} ({record['data']} data): {targets} "
-              f"({record['episodes']} episodes, {record['seconds']:.0f} s)", flush=True)
+              f"({record['episodes']} episodes{cut}, {record['seconds']:.0f} s)", flush=True)
     groups: dict[tuple, list] = {}
     for run, record in records:
         groups.setdefault(config_key(run.settings, record["task"]), []).append((run, record))

@@ -91,6 +91,8 @@ class EvalArgs:
     task: str = arg(None, "evaluate on this task's env instead of the training task's (same dims required)")
     env_version: str = arg(None, "MuJoCo env version (default: the run's)", choices=ENV_VERSIONS)
     device: str = arg("cpu", "device for policy inference", choices=("cpu", "cuda"))
+    max_steps: int = arg(None, "cut episodes after this many steps (smoke tests; the record says so, and scores then "
+                               "differ from full-episode ones)", check="positive")
     env_processes: str = arg("auto", "step each env in its own worker process (gymnasium AsyncVectorEnv; for many "
                                      "cores beside a GPU): auto (on cuda), on, off; results are the same",
                              choices=("auto", "on", "off"))

@@ -223,3 +223,25 @@ def test_eval_of_a_stack_dir_or_of_the_latest_stack_evaluates_every_seed(data, c
         assert code == 0, err
         assert f"{stack.name}/seed4 [last" in out and f"{stack.name}/seed5 [last" in out, out
         assert "2 seed(s), 4 episodes" in out
+
+
+def test_eval_max_steps_cuts_episodes_and_the_leaderboard_calls_the_row_reduced(data, capsys, tmp_path, monkeypatch):
+    import csv
+
+    from frozen_dt.eval import leaderboard
+
+    monkeypatch.setattr(leaderboard, "recipe_steps", lambda algo, task: STEPS)  # the run counts as full-length
+
+    write_dataset("hopper-medium-v2", data)
+    stack = tmp_path / "stack"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "bc", "--seeds", "0,1", "--run-dir", str(stack),
+                       *flags("bc"))
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", str(stack), "--episodes", "100", "--num-envs", "10", "--max-steps", "3")
+    assert code == 0 and "cut at 3 steps" in out, err
+    record = json.loads((stack / "seed0" / "eval-last.json").read_text())
+    assert record["max_steps"] == 3 and all(e["length"] <= 3 for e in record["targets"]["none"]["episodes"])
+    code, _, err = run(capsys, "leaderboard", str(stack / "seed0"), str(stack / "seed1"), "--out", str(tmp_path / "lb.csv"))
+    assert code == 0, err
+    with open(tmp_path / "lb.csv") as handle:
+        assert [row["scale"] for row in csv.DictReader(handle)] == ["reduced"]  # 100 episodes, but cut short
