@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from frozen_dt.algorithms import AlgorithmSpec
-from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
-                                        expectile_loss, hidden_dim_field, hidden_layers_field, lr_field,
-                                        make_observation_agent, mlp, no_param_grads, scale_last_layer)
+from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, batch_size_field, expectile_loss,
+                                        hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
+                                        no_param_grads, optimizers_step, scale_last_layer, stack_batches,
+                                        stacked_call)
 from frozen_dt.data.views import GoalView
 from frozen_dt.settings import arg
 
@@ -76,31 +77,44 @@ class GCIQL(TwinCriticAlgorithm):
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
     def update(self, batch: dict) -> dict:
-        self.model.train()
-        m = self.model
-        t = as_tensors(batch, self.device)
+        return self.update_stack([self], [batch])[0]
+
+    @staticmethod
+    def update_stack(algorithms: list["GCIQL"], batches: list[dict], rngs=None) -> list[dict]:
+        """One GCIQL update of each seed's instance (one seed: :meth:`update`): a leading seed dimension, networks as
+        batched calls (:func:`stacked_call`), each seed's loss and actor normalization its own."""
+        first, models = algorithms[0], [a.model for a in algorithms]
+        for model in models:
+            model.train()
+        t = stack_batches(batches, first.device)
         obs, actions, value_goals, actor_goals = t["observations"], t["actions"], t["value_goals"], t["actor_goals"]
+
+        def min_q(pairs, inputs):
+            return torch.min(stacked_call([p[0] for p in pairs], inputs),
+                             stacked_call([p[1] for p in pairs], inputs)).squeeze(-1)
+
+        values, critics = [m.value for m in models], [(m.q1, m.q2) for m in models]
         with torch.no_grad():
-            target_q = m.min_q(obs, actions, value_goals, self.target_q)
-            next_v = m.value(torch.cat([t["next_observations"], value_goals], -1)).squeeze(-1)
-        v = m.value(torch.cat([obs, value_goals], -1)).squeeze(-1)
-        value_loss = expectile_loss(target_q - v, self.expectile)
-        backup = t["rewards"] + self.discount * t["masks"] * next_v
+            target_q = min_q([a.target_q for a in algorithms], torch.cat([obs, value_goals, actions], -1))
+            next_v = stacked_call(values, torch.cat([t["next_observations"], value_goals], -1)).squeeze(-1)
+        v = stacked_call(values, torch.cat([obs, value_goals], -1)).squeeze(-1)
+        value_loss = expectile_loss(target_q - v, first.expectile)
+        backup = t["rewards"] + first.discount * t["masks"] * next_v
         inputs = torch.cat([obs, value_goals, actions], -1)
-        critic_loss = sum(((q(inputs).squeeze(-1) - backup) ** 2).mean() for q in (m.q1, m.q2))
-        mean = m.actor(torch.cat([obs, actor_goals], -1))
-        with no_param_grads(m.q1, m.q2):  # the actor's loss moves the actor only
-            q = m.min_q(obs, mean.clamp(-1.0, 1.0), actor_goals)
-        q_loss = -q.mean() / (q.abs().mean().detach() + 1e-6)
-        log_prob = -0.5 * ((actions - mean) ** 2).sum(-1) - 0.5 * m.act_dim * math.log(2 * math.pi)
-        bc_loss = -self.alpha * log_prob.mean()
-        loss = value_loss + critic_loss + q_loss + bc_loss
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.update_targets()
-        return {"value_loss": value_loss.item(), "critic_loss": critic_loss.item(), "q_loss": q_loss.item(),
-                "bc_loss": bc_loss.item(), "v_mean": v.mean().item()}
+        critic_loss = sum(((stacked_call([c[i] for c in critics], inputs).squeeze(-1) - backup) ** 2).mean(-1)
+                          for i in (0, 1))
+        mean = stacked_call([m.actor for m in models], torch.cat([obs, actor_goals], -1))
+        with no_param_grads(*(q for pair in critics for q in pair)):  # the actor's loss moves the actor only
+            q = min_q(critics, torch.cat([obs, actor_goals, mean.clamp(-1.0, 1.0)], -1))
+        q_loss = -q.mean(-1) / (q.abs().mean(-1).detach() + 1e-6)
+        log_prob = -0.5 * ((actions - mean) ** 2).sum(-1) - 0.5 * first.model.act_dim * math.log(2 * math.pi)
+        bc_loss = -first.alpha * log_prob.mean(-1)
+        optimizers_step([a.optimizer for a in algorithms], value_loss + critic_loss + q_loss + bc_loss)
+        for a in algorithms:
+            a.update_targets()
+        names = ("value_loss", "critic_loss", "q_loss", "bc_loss", "v_mean")
+        rows = torch.stack([value_loss, critic_loss, q_loss, bc_loss, v.mean(-1)], 1).detach()
+        return [dict(zip(names, row.tolist() if row.device.type == "cpu" else row)) for row in rows]
 
     def parts(self) -> dict:
         return {"model": self.model, "target_q": self.target_q, "optimizer": self.optimizer}
