@@ -127,7 +127,8 @@ def stacked_call(modules: list[nn.Module], x: torch.Tensor, *rest: torch.Tensor)
     it is; several (same architecture) run as one batched call (``torch.func.vmap`` over their parameters stacked
     with ``torch.stack``, so each module's own parameters receive their gradients)."""
     if len(modules) == 1:
-        return modules[0](x[0], *(r[0] for r in rest))[None]
+        out = modules[0](x[0], *(r[0] for r in rest))
+        return tuple(o[None] for o in out) if isinstance(out, tuple) else out[None]
     names = [name for name, _ in modules[0].named_parameters()]
     params = {name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}
     template = modules[0]
@@ -136,6 +137,18 @@ def stacked_call(modules: list[nn.Module], x: torch.Tensor, *rest: torch.Tensor)
         return torch.func.functional_call(template, p, inputs)
 
     return torch.func.vmap(call)(params, x, *rest)
+
+
+class MethodCall(nn.Module):
+    """``module.<name>(...)`` as a module's forward, so that :func:`stacked_call` can batch a method other than
+    ``forward`` (its parameters are the wrapped module's, under ``module.``)."""
+
+    def __init__(self, module: nn.Module, name: str):
+        super().__init__()
+        self.module, self.name = module, name
+
+    def forward(self, *inputs):
+        return getattr(self.module, self.name)(*inputs)
 
 
 def stack_batches(batches: list[dict], device: torch.device) -> dict:

@@ -19,6 +19,7 @@ tuning, normalized states, no reward normalization.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -26,10 +27,10 @@ import torch
 from torch import nn
 
 from frozen_dt.algorithms import AlgorithmSpec
-from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, as_tensors, batch_size_field,
+from frozen_dt.baselines.common import (MethodCall, TwinCriticAlgorithm, TwinCriticConfig, batch_size_field,
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
-                                        no_param_grads, normalize_reward_field, obs_eps_field, optimizer_step,
-                                        reward_scale, scale_last_layer)
+                                        no_param_grads, normalize_reward_field, obs_eps_field, optimizers_step,
+                                        reward_scale, scale_last_layer, stack_batches, stacked_call)
 from frozen_dt.data.views import TransitionView, sampled_on
 from frozen_dt.settings import arg
 
@@ -74,12 +75,18 @@ class TanhGaussianPolicy(nn.Module):
         if n is not None:
             observations = observations.unsqueeze(1).expand(-1, n, -1)
         mean, log_std = self.mean_log_std(observations)
-        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
-        action = torch.tanh(pre_tanh)
-        gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(pre_tanh)
-        # log(1 - tanh(x)^2), written stably as 2 * (log 2 - x - softplus(-2x))
-        jacobian = 2.0 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
-        return action, (gaussian - jacobian).sum(-1)
+        return tanh_gaussian(mean, log_std, torch.randn_like(mean))
+
+
+def tanh_gaussian(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reparameterized action ``tanh(mean + std * noise)`` and its log-probability (tanh change of variables
+    included), summed over the action dims."""
+    pre_tanh = mean + log_std.exp() * noise
+    action = torch.tanh(pre_tanh)
+    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(pre_tanh)
+    # log(1 - tanh(x)^2), written stably as 2 * (log 2 - x - softplus(-2x))
+    jacobian = 2.0 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
+    return action, (gaussian - jacobian).sum(-1)
 
 
 class QNetwork(nn.Module):
@@ -128,42 +135,77 @@ class CQL(TwinCriticAlgorithm):
         self.q_opt = torch.optim.Adam([*model.q1.parameters(), *model.q2.parameters()], lr=config.lr)
 
     def update(self, batch: dict) -> dict:
-        self.model.train()
-        m = self.model
-        t = as_tensors(batch, self.device)
+        return self.update_stack([self], [batch])[0]
+
+    @staticmethod
+    def update_stack(algorithms: list["CQL"], batches: list[dict], rngs=None) -> list[dict]:
+        """One CQL update of each seed's instance (one seed: :meth:`update`): a leading seed dimension, networks as
+        batched calls (:func:`stacked_call`), each seed's random draws (its actions' noise, the uniform proposals)
+        from its own torch RNG in the order one seed's update draws them, each loss and temperature its own."""
+        first, n_seeds = algorithms[0], len(algorithms)
+        rngs = rngs or [contextlib.nullcontext] * n_seeds
+        models = [a.model for a in algorithms]
+        for model in models:
+            model.train()
+        t = stack_batches(batches, first.device)
         obs, actions, next_obs = t["observations"], t["actions"], t["next_observations"]
-        rewards, dones = t["rewards"] * self.reward_scale, t["dones"]
+        scales = torch.tensor([a.reward_scale for a in algorithms], device=first.device)[:, None]
+        rewards, dones = t["rewards"] * scales, t["dones"]
+        b, n, act_dim = obs.shape[1], first.cql_n_actions, actions.shape[-1]
+        draws = []
+        for rng in rngs:
+            with rng():
+                draws.append((torch.randn(b, act_dim, device=first.device), torch.randn(b, act_dim, device=first.device),
+                              torch.empty(b, n, act_dim, device=first.device).uniform_(-1.0, 1.0),
+                              torch.randn(b, n, act_dim, device=first.device),
+                              torch.randn(b, n, act_dim, device=first.device)))
+        noise = [torch.stack(d) for d in zip(*draws)]
+        heads = [MethodCall(m.actor, "mean_log_std") for m in models]
+
+        def sample(x, eps, per_state=None):
+            if per_state is not None:
+                x = x.unsqueeze(2).expand(-1, -1, per_state, -1)
+            return tanh_gaussian(*stacked_call(heads, x), eps)
+
+        q1s, q2s = [m.q1 for m in models], [m.q2 for m in models]
+        targets = ([a.target_q[0] for a in algorithms], [a.target_q[1] for a in algorithms])
+
+        def min_q(critics, o, a):
+            return torch.min(stacked_call(critics[0], o, a), stacked_call(critics[1], o, a))
 
         # temperature and actor
-        new_actions, log_pi = m.actor.sample(obs)
-        alpha_loss = -(m.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
-        alpha = m.log_alpha.exp().detach()
-        with no_param_grads(m.q1, m.q2):  # the actor's loss moves the actor only
-            actor_loss = (alpha * log_pi - m.min_q(obs, new_actions)).mean()
+        new_actions, log_pi = sample(obs, noise[0])
+        log_alpha = torch.stack([m.log_alpha for m in models])[:, None]
+        alpha_loss = -(log_alpha * (log_pi.detach() + first.target_entropy)).mean(-1)
+        alpha = log_alpha.exp().detach()
+        with no_param_grads(*q1s, *q2s):  # the actor's loss moves the actor only
+            actor_loss = (alpha * log_pi - min_q((q1s, q2s), obs, new_actions)).mean(-1)
 
         # critics: TD error plus the conservative penalty (actions sampled from the actor before its step, as CORL)
         with torch.no_grad():
-            next_actions, _ = m.actor.sample(next_obs)
-            backup = rewards + self.discount * (1.0 - dones) * m.min_q(next_obs, next_actions, self.target_q)
-            n, act_dim = self.cql_n_actions, actions.shape[-1]
-            random_actions = torch.empty(len(obs), n, act_dim, device=self.device).uniform_(-1.0, 1.0)
-            current_actions, current_log_pi = m.actor.sample(obs, n)
-            following_actions, following_log_pi = m.actor.sample(next_obs, n)
+            next_actions, _ = sample(next_obs, noise[1])
+            backup = rewards + first.discount * (1.0 - dones) * min_q(targets, next_obs, next_actions)
+            random_actions = noise[2]
+            current_actions, current_log_pi = sample(obs, noise[3], n)
+            following_actions, following_log_pi = sample(next_obs, noise[4], n)
         log_uniform = act_dim * math.log(0.5)
         td_loss, penalty = 0.0, 0.0
-        for q in (m.q1, m.q2):
-            q_data = q(obs, actions)
-            td_loss = td_loss + ((q_data - backup) ** 2).mean()
-            proposals = torch.cat([q(obs, random_actions) - log_uniform, q(obs, following_actions) - following_log_pi,
-                                   q(obs, current_actions) - current_log_pi], dim=1)
-            penalty = penalty + (torch.logsumexp(proposals, dim=1) - q_data).mean()
-        q_loss = td_loss + self.cql_alpha * penalty
-        optimizer_step(self.alpha_opt, alpha_loss)
-        optimizer_step(self.actor_opt, actor_loss)
-        optimizer_step(self.q_opt, q_loss)
-        self.update_targets()
-        return {"actor_loss": actor_loss.item(), "q_loss": q_loss.item(), "td_loss": td_loss.item() / 2,
-                "cql_penalty": penalty.item() / 2, "alpha": float(alpha), "log_pi": log_pi.mean().item()}
+        for qs in (q1s, q2s):
+            q_data = stacked_call(qs, obs, actions)
+            td_loss = td_loss + ((q_data - backup) ** 2).mean(-1)
+            proposals = torch.cat([stacked_call(qs, obs, random_actions) - log_uniform,
+                                   stacked_call(qs, obs, following_actions) - following_log_pi,
+                                   stacked_call(qs, obs, current_actions) - current_log_pi], dim=2)
+            penalty = penalty + (torch.logsumexp(proposals, dim=2) - q_data).mean(-1)
+        q_loss = td_loss + first.cql_alpha * penalty
+        optimizers_step([a.alpha_opt for a in algorithms], alpha_loss)
+        optimizers_step([a.actor_opt for a in algorithms], actor_loss)
+        optimizers_step([a.q_opt for a in algorithms], q_loss)
+        for a in algorithms:
+            a.update_targets()
+        names = ("actor_loss", "q_loss", "td_loss", "cql_penalty", "alpha", "log_pi")
+        rows = torch.stack([actor_loss, q_loss, td_loss / 2, penalty / 2, alpha[:, 0], log_pi.mean(-1)], 1).detach()
+        return [dict(zip(names, row.tolist() if row.device.type == "cpu" else row)) for row in rows]
 
     def parts(self) -> dict:
         return {"model": self.model, "target_q": self.target_q, "actor_opt": self.actor_opt,
