@@ -62,6 +62,7 @@ def test_committed_sweep_files_expand(path):
     ({"colour": "blue"}, "unknown key 'colour'"),
     ({"base": {"task": "hopper-medium-v2", "run_dir": "x"}}, "'run_dir' is the sweep's to set"),
     ({"base": {"task": "hopper-medium-v2", "seeds": "0,1"}}, "'seeds' is the sweep's to set"),
+    ({"stack_seeds": "yes"}, "'stack_seeds' is true or false"),
 ])
 def test_bad_specs_are_one_clear_error_and_start_nothing(data, capsys, tmp_path, change, message):
     spec = {**TINY, **change}
@@ -287,3 +288,28 @@ def test_missing_datasets_are_generated_once_before_the_jobs_start(data, capsys,
     assert datasets_to_prepare(sweep) == []
     code, stdout, _ = run(capsys, "sweep", str(path))
     assert code == 0 and "generating" not in stdout and "0 run, 2 already done" in stdout
+
+
+def test_stack_seeds_trains_each_configs_seeds_in_one_process_with_the_same_run_dirs(data, capsys, tmp_path):
+    """``stack_seeds: true``: one ``frozen-dt train --seeds`` job per config, whose members are the run dirs a
+    per-seed sweep would have (same leaderboard, same rerun behaviour); each seed equals its per-seed twin."""
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
+    stacked, single = tmp_path / "stacked", tmp_path / "single"
+    path = write_spec(tmp_path / "stack.json", {**TINY, "stack_seeds": True}, stacked)
+    code, stdout, err = run(capsys, "sweep", str(path), "--dry-run")
+    assert code == 0 and stdout.count("--seeds=") == 0 and stdout.count("--seeds 0,1") == 2, stdout  # bc, iql
+    code, stdout, err = run(capsys, "sweep", str(path), "--jobs", "2")
+    assert code == 0 and "4 run, 0 already done, 0 failed" in stdout, (stdout, err)
+    code, stdout, err = run(capsys, "sweep", str(write_spec(tmp_path / "single.json", TINY, single)), "--jobs", "2")
+    assert code == 0, (stdout, err)
+    sweep = load_sweep(path)
+    for run_ in sweep.runs:
+        twin = single / run_.run_dir.relative_to(stacked)
+        assert (run_.run_dir.parent / "stack.json").is_file() and (run_.run_dir / "eval-last.json").is_file()
+        a, b = (torch.load(d / "checkpoints" / "last.pt", weights_only=True)["algorithm"]["model"] for d in (run_.run_dir, twin))
+        assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+    with open(stacked / "leaderboard.csv") as handle:
+        assert {r["n_seeds"] for r in csv.DictReader(handle)} == {"2"}
+    before = checkpoints(stacked)
+    code, stdout, err = run(capsys, "sweep", str(path), "--jobs", "2")
+    assert code == 0 and "0 run, 4 already done" in stdout and checkpoints(stacked) == before, (stdout, err)

@@ -45,10 +45,10 @@ def run_sweep(args) -> int:
     if args.dry_run:
         for what, argv in datasets_to_prepare(sweep):
             print(f"data     {what}\n           frozen-dt {' '.join(argv)}")
-        for run in sweep.runs:
-            state = run_state(run)
-            print(f"{state:8s} {run.run_dir}  [cpus {threads}, gpus {sweep.resources['gpus']}]")
-            for argv in job_argvs(run, threads):
+        for job in sweep.jobs():
+            for run in job if isinstance(job, list) else [job]:
+                print(f"{run_state(run):8s} {run.run_dir}  [cpus {threads}, gpus {sweep.resources['gpus']}]")
+            for argv in job_argvs(job, threads):
                 print(f"           frozen-dt {' '.join(argv)}")
         print(f"{len(sweep.runs)} runs; backend {args.backend}")
         return 0
@@ -68,10 +68,10 @@ def run_sweep(args) -> int:
     started = datetime.datetime.now()
     try:
         if args.backend == "ray":
-            results = run_ray(sweep.runs, address=args.ray_address, cpus=threads,
+            results = run_ray(sweep.jobs(), address=args.ray_address, cpus=threads,
                               gpus=sweep.resources["gpus"], retries=args.retries, on_result=on_result)
         else:
-            results = run_local(sweep.runs, jobs=jobs, threads=threads,
+            results = run_local(sweep.jobs(), jobs=jobs, threads=threads,
                                 retries=args.retries, on_result=on_result)
     finally:
         bar.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.run_dir import checkpoint_path, eval_path, read_json
-from frozen_dt.sweeps.spec import SweepRun, probe_argv, train_argv
+from frozen_dt.sweeps.spec import SweepRun, probe_argv, stack_train_argv, train_argv
 
 STATES = ("done", "evaluate", "resume", "new")
 
@@ -65,20 +65,32 @@ def run_state(run: SweepRun) -> str:
     return "evaluate"
 
 
-def job_argvs(run: SweepRun, threads: int) -> list[list[str]]:
-    """The ``frozen-dt`` command lines that take ``run`` from its state to done."""
-    state, evaluation = run_state(run), run.evaluation
+def job_argvs(job: SweepRun | list[SweepRun], threads: int) -> list[list[str]]:
+    """The ``frozen-dt`` command lines that take a job - one run, or the seeds of one config stacked in one process
+    (``stack_seeds``) - from its state to done. Stacked seeds that are all new train as one ``--seeds`` stack, all
+    unfinished ones resume as one; seeds in different states (one finished alone, say) continue one by one, since
+    every member of a stack is also a run of its own."""
+    runs = job if isinstance(job, list) else [job]
+    states = [run_state(run) for run in runs]
+    if runs[0].command == "probe":
+        return [probe_argv(run) for run, state in zip(runs, states) if state != "done"]
     argvs = []
-    if run.command == "probe":
-        return [] if state == "done" else [probe_argv(run)]
-    if state == "new":
-        argvs.append(train_argv(run))
-    elif state == "resume":
-        argvs.append(["train", run.task, "--resume", str(run.run_dir)])
-    if state != "done" and evaluation["episodes"] > 0:
-        argvs.append(["eval", str(run.run_dir), "--episodes", str(evaluation["episodes"]),
-                      "--num-envs", str(evaluation["num_envs"]), "--eval-seed", str(evaluation["eval_seed"]),
-                      "--checkpoint", evaluation["checkpoint"], "--workers", str(threads)])
+    if len(runs) > 1 and set(states) == {"new"}:
+        argvs.append(stack_train_argv(runs))
+    elif len(runs) > 1 and set(states) == {"resume"}:
+        argvs.append(["train", runs[0].task, "--resume", str(runs[0].run_dir.parent)])
+    else:
+        for run, state in zip(runs, states):
+            if state == "new":
+                argvs.append(train_argv(run))
+            elif state == "resume":
+                argvs.append(["train", run.task, "--resume", str(run.run_dir)])
+    for run, state in zip(runs, states):
+        evaluation = run.evaluation
+        if state != "done" and evaluation["episodes"] > 0:
+            argvs.append(["eval", str(run.run_dir), "--episodes", str(evaluation["episodes"]),
+                          "--num-envs", str(evaluation["num_envs"]), "--eval-seed", str(evaluation["eval_seed"]),
+                          "--checkpoint", evaluation["checkpoint"], "--workers", str(threads)])
     return argvs
 
 
@@ -122,24 +134,32 @@ def last_line(log_path: Path) -> str:
     return lines[-1].strip()[:300] if lines else "(no output)"
 
 
-def execute(run: SweepRun, *, threads: int, retries: int, children: Children | None = None,
-            node: str | None = None) -> dict:
-    """Take ``run`` to done, retrying failed attempts; returns its outcome (``status``: done, skipped or failed)."""
+def execute(job: SweepRun | list[SweepRun], *, threads: int, retries: int, children: Children | None = None,
+            node: str | None = None) -> list[dict]:
+    """Take a job (one run, or stacked seeds: :func:`job_argvs`) to done, retrying failed attempts; one outcome per
+    run (``status``: done, skipped or failed)."""
+    runs = job if isinstance(job, list) else [job]
     children = children or Children()
     started = time.time()
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run.run_dir / "job.log"
+    for run in runs:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = (runs[0].run_dir if len(runs) == 1 else runs[0].run_dir.parent) / "job.log"
     env = job_env(threads)
-    outcome = {"run_dir": str(run.run_dir), "config": run.config_name, "seed": run.seed, "algo": run.algo,
-               "task": run.task, "node": node or socket.gethostname(), "attempts": 0}
-    argvs = job_argvs(run, threads)
+
+    def outcomes(**fields) -> list[dict]:
+        return [{"run_dir": str(run.run_dir), "config": run.config_name, "seed": run.seed, "algo": run.algo,
+                 "task": run.task, "node": node or socket.gethostname(), "attempts": attempts,
+                 "state": run_state(run), "seconds": round(time.time() - started, 1), **fields} for run in runs]
+
+    attempts = 0
+    argvs = job_argvs(runs, threads)
     if not argvs:
-        return {**outcome, "status": "skipped", "state": "done", "seconds": 0.0}
+        return [{**o, "seconds": 0.0} for o in outcomes(status="skipped")]
     error = None
     for attempt in range(1 + retries):
-        outcome["attempts"] = attempt + 1
-        if attempt:  # a retry starts from wherever the failed attempt left the run
-            argvs = job_argvs(run, threads)
+        attempts = attempt + 1
+        if attempt:  # a retry starts from wherever the failed attempt left the runs
+            argvs = job_argvs(runs, threads)
         error = None
         for argv in argvs:
             with open(log_path, "a") as log:
@@ -160,10 +180,8 @@ def execute(run: SweepRun, *, threads: int, retries: int, children: Children | N
                 error = f"frozen-dt {argv[0]} exited with {code}: {last_line(log_path)}"
                 break
         if error is None:
-            return {**outcome, "status": "done", "state": run_state(run),
-                    "seconds": round(time.time() - started, 1)}
-    return {**outcome, "status": "failed", "state": run_state(run), "error": error,
-            "seconds": round(time.time() - started, 1)}
+            return outcomes(status="done")
+    return outcomes(status="failed", error=error)
 
 
 def datasets_to_prepare(sweep) -> list[tuple[str, list[str]]]:
@@ -205,18 +223,19 @@ def prepare_data(sweep, threads: int) -> None:
             raise FrozenDTError(f"generating {what} failed ({last_line(log_path)}); see {log_path}")
 
 
-def run_local(runs: list[SweepRun], *, jobs: int, threads: int, retries: int, on_result) -> list:
-    """Run ``runs`` on ``jobs`` processes at a time here; ``on_result(outcome)`` as each ends. Ctrl-C stops every
-    job (they resume on the next invocation)."""
+def run_local(work: list, *, jobs: int, threads: int, retries: int, on_result) -> list:
+    """Run the jobs of ``work`` (runs, or lists of stacked runs) on ``jobs`` processes at a time here;
+    ``on_result(outcome)`` for each run as its job ends. Ctrl-C stops every job (they resume on the next
+    invocation)."""
     children = Children()
     results = []
     pool = ThreadPoolExecutor(max_workers=jobs)
-    futures = [pool.submit(execute, run, threads=threads, retries=retries, children=children)
-               for run in runs]
+    futures = [pool.submit(execute, job, threads=threads, retries=retries, children=children) for job in work]
     try:
         for future in futures:
-            results.append(future.result())
-            on_result(results[-1])
+            for outcome in future.result():
+                results.append(outcome)
+                on_result(outcome)
     except KeyboardInterrupt:
         children.interrupt()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -246,17 +265,17 @@ def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
                             "the cluster (ray start --head) or give its address") from None
 
 
-def _ray_execute(run: SweepRun, threads: int, retries: int) -> dict:
+def _ray_execute(job, threads: int, retries: int) -> list[dict]:
     import ray
 
-    return execute(run, threads=threads, retries=retries,
+    return execute(job, threads=threads, retries=retries,
                    node=f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:12]}")
 
 
-def run_ray(runs: list[SweepRun], *, address: str | None, cpus: int, gpus: float, retries: int,
-            on_result) -> list:
-    """Each run as a Ray task asking for ``cpus`` CPUs and ``gpus`` GPUs; Ray places them on the cluster's nodes.
-    Run dirs must be on a path every node can write (a shared filesystem). ``address`` None: a local Ray."""
+def run_ray(work: list, *, address: str | None, cpus: int, gpus: float, retries: int, on_result) -> list:
+    """Each job of ``work`` (a run, or stacked runs) as a Ray task asking for ``cpus`` CPUs and ``gpus`` GPUs; Ray
+    places them on the cluster's nodes. Run dirs must be on a path every node can write (a shared filesystem).
+    ``address`` None: a local Ray."""
     ray = import_ray()
     try:
         if address:
@@ -268,14 +287,15 @@ def run_ray(runs: list[SweepRun], *, address: str | None, cpus: int, gpus: float
                             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     try:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_ray_execute)
-        pending = {task.remote(run, cpus, retries): run for run in runs}
+        pending = {task.remote(job, cpus, retries): job for job in work}
         results = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 pending.pop(ref)
-                results.append(ray.get(ref))
-                on_result(results[-1])
+                for outcome in ray.get(ref):
+                    results.append(outcome)
+                    on_result(outcome)
         return results
     except KeyboardInterrupt:
         for ref in pending:

@@ -30,6 +30,9 @@ A run's directory is ``<out>/<task>/<config name>/seed<seed>``: the config name 
 settings that apply to it (``frozen-dt_init-random_layers-0-2``), then a short hash of all its settings, so it is
 readable, stable across invocations and unique.
 
+``stack_seeds: true`` makes each config one job that trains its seeds together (``frozen-dt train --seeds``: one
+process, a pretrained frozen slice held once; on a GPU the fast way to run seeds); its run dirs are the same.
+
 ``command: probe`` makes every job a ``frozen-dt probe`` run instead: base and grid set probe settings (``task``,
 ``arm``, ``backbone``, ``layers``, ``steps``, ...), run dirs are ``<out>/probes/<task>/<arm>...``, summaries go to
 ``<out>/summaries`` (what ``python -m frozen_dt.probes.report`` reads). Probe runs have no resume: an unfinished
@@ -52,7 +55,7 @@ from frozen_dt.errors import FrozenDTError
 from frozen_dt.settings import validate_fields
 from frozen_dt.training.recipes import NOT_IN_RECIPES, apply_recipes
 
-TOP_KEYS = ("out", "command", "base", "grid", "seeds", "overrides", "eval", "resources", "data", "name")
+TOP_KEYS = ("out", "command", "base", "grid", "seeds", "overrides", "eval", "resources", "data", "name", "stack_seeds")
 DATA_KEYS = ("task", "out", "episodes", "transitions", "seed")
 COMMANDS = ("train", "probe")
 NOT_IN_PROBE_SWEEPS = ("run_dir", "summary_dir")
@@ -93,6 +96,17 @@ class Sweep:
     eval: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     data: list[dict] = field(default_factory=list)  # datasets to generate before the jobs (``data`` entries)
+    stack_seeds: bool = False  # one job per config, its seeds trained together (frozen-dt train --seeds)
+
+    def jobs(self) -> list:
+        """What the backends run: each run on its own, or with ``stack_seeds`` the runs of each config together
+        (a list: its seeds, stacked in one process)."""
+        if not self.stack_seeds:
+            return list(self.runs)
+        groups: dict[Path, list[SweepRun]] = {}
+        for run in self.runs:
+            groups.setdefault(run.run_dir.parent, []).append(run)
+        return [group if len(group) > 1 else group[0] for group in groups.values()]
 
 
 def read_spec_file(path: Path) -> dict:
@@ -155,6 +169,9 @@ def load_sweep(path: Path) -> Sweep:
     command = raw.get("command", "train")
     if command not in COMMANDS:
         raise FrozenDTError(f"{path}: unknown command {command!r} (a sweep runs {' or '.join(COMMANDS)} jobs)")
+    stack = raw.get("stack_seeds", False)
+    if not isinstance(stack, bool) or (stack and command == "probe"):
+        raise FrozenDTError(f"{path}: 'stack_seeds' is true or false, and for train sweeps only")
     if command == "probe":
         if overrides:
             raise FrozenDTError(f"{path}: probe sweeps take no per-algorithm overrides")
@@ -194,7 +211,7 @@ def load_sweep(path: Path) -> Sweep:
         runs += grid_runs(path, out, {**base, **fixed}, axes, overrides, run_eval, run_fields, algo_fields, seen)
     if not runs:
         raise FrozenDTError(f"{path}: the grid expands to no run")
-    return Sweep(path, raw, out, runs, evaluation, resources, data)
+    return Sweep(path, raw, out, runs, evaluation, resources, data, stack_seeds=stack)
 
 
 def read_grids(raw: dict, path: Path, evaluation: dict) -> list[tuple[dict, dict, dict]]:
@@ -352,6 +369,14 @@ def resolve(run: SweepRun, where: Path) -> None:
         if isinstance(value, bool) and resolved.get(key) != value:
             raise FrozenDTError(f"{where}: run {run.config_name}/seed{run.seed}: {key}: false cannot override "
                                 "the recipe's true (leave it out, or use another algorithm config)")
+
+
+def stack_train_argv(runs: list[SweepRun]) -> list[str]:
+    """``frozen-dt train --seeds`` of one config's runs: the config's directory is the stack's, whose members are
+    exactly the runs' directories (``<config dir>/seed<k>``)."""
+    settings = {k: v for k, v in runs[0].settings.items() if k not in ("task", "seed")}
+    return ["train", runs[0].task, "--run-dir", str(runs[0].run_dir.parent),
+            "--seeds", ",".join(str(run.seed) for run in runs)] + flags(settings)
 
 
 def train_argv(run: SweepRun) -> list[str]:
