@@ -8,7 +8,8 @@
 #   3. bench/bench_training.py (steps/s, TFLOP/s, MFU against the measured bf16 matmul peak, 1 and 3 stacked seeds)
 #      and bench/bench_stacking.py on cuda; after the headline, bench/bench_eval.py (harness vs batch-1 rollouts);
 #   4. the headline: walker2d-medium, frozen-dt gemma3-270m 0:5 pretrained and --init random, and dt, 3 seeds each
-#      stacked, HEADLINE_STEPS steps (the measured rate extrapolates to 100k), 100 evaluation episodes, leaderboard;
+#      stacked, each arm for at most HEADLINE_SECONDS (100k steps the goal; headline_rates.json extrapolates the
+#      measured rate to 100k), 100 evaluation episodes, leaderboard rows;
 #   5. the recall probe's four arms (CPU: the probes have no cuda path yet), PROBE_STEPS steps each, side by side.
 # Results go to $OUT (the device tool's folder; default results/bench/device_check): *.json, logs, leaderboard.
 #
@@ -31,11 +32,15 @@ if [ $DRY = 1 ]; then
   PROBE_LAYERS=0:1
   BENCH="--steps 1 --warmup 1" STACK_BENCH="--steps 1 --warmup 1 --algos dt iql" BENCH_LAYERS="1"
 else
-  DEVICE=cuda LAYERS=0:5 SMOKE_STEPS=200 EVAL_EPISODES=10 EVAL_CUT="" EPISODES_DATA=""
-  HEADLINE_STEPS=${HEADLINE_STEPS:-3000} HEADLINE_EPISODES=100 PROBE_STEPS=${PROBE_STEPS:-2000} BATCH=""
+  DEVICE=cuda LAYERS=0:5 SMOKE_STEPS=100 EVAL_EPISODES=10 EVAL_CUT="" EPISODES_DATA=""
+  HEADLINE_STEPS=${HEADLINE_STEPS:-100000} HEADLINE_EPISODES=100 PROBE_STEPS=${PROBE_STEPS:-2000} BATCH=""
   PROBE_LAYERS=0:2  # a part of the imported 0:5 slice
-  BENCH="--steps 20 --warmup 5 --bf16" STACK_BENCH="--steps 20 --warmup 5" BENCH_LAYERS="1 2 5"
+  BENCH="--steps 10 --warmup 3 --bf16" STACK_BENCH="--steps 20 --warmup 5" BENCH_LAYERS="1 2 5"
 fi
+# Each headline arm trains for at most HEADLINE_SECONDS (SIGINT then: the trainer stops at its last checkpoint, every
+# SAVE_EVERY steps, and that checkpoint is evaluated); headline_rates.json extrapolates the measured rate to 100k.
+HEADLINE_SECONDS=${HEADLINE_SECONDS:-$([ $DRY = 1 ] && echo 600 || echo 75)}
+SAVE_EVERY=$([ $DRY = 1 ] && echo 3 || echo 250)
 START=$(date +%s)
 log() { echo "[device_check +$(( $(date +%s) - START ))s] $*"; }
 STATUS=$OUT/status.jsonl
@@ -59,7 +64,8 @@ if [ $DRY = 0 ]; then
   step install python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
-  step install-package python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . || exit 1
+  # the package as pyproject installs it (baselines, envs and eval inside frozen_dt), without a build step
+  step install-package bash -c "cp -r frozen_dt /tmp/site/ && cp -r baselines envs eval /tmp/site/frozen_dt/" || exit 1
   SLICE=$(ls .carry/gemma3-270m-*.gguf | head -1)
 else
   SLICE=$WORK/gemma3-270m-${LAYERS/:/-}.gguf
@@ -99,9 +105,9 @@ step smoke-frozen-dt-compile $FDT train walker2d-medium-v2 --algo frozen-dt --ba
 HEAD=$WORK/runs/headline
 for arm in pretrained random dt; do
   if [ $arm = dt ]; then args="--algo dt"; else args="--algo frozen-dt --backbone gemma3-270m --layers $LAYERS --init $arm"; fi
-  step "headline-$arm" $FDT train walker2d-medium-v2 $args --seeds 0,1,2 --steps $HEADLINE_STEPS --device $DEVICE \
-    --eval-episodes 0 --log-every $(( HEADLINE_STEPS < 500 ? HEADLINE_STEPS : 500 )) --save-every $HEADLINE_STEPS $BATCH \
-    --run-dir "$HEAD/$arm" || true
+  step "headline-$arm" bash -c "timeout -s INT -k 60 $HEADLINE_SECONDS $FDT train walker2d-medium-v2 $args \
+    --seeds 0,1,2 --steps $HEADLINE_STEPS --device $DEVICE --eval-episodes 0 --log-every $SAVE_EVERY \
+    --save-every $SAVE_EVERY $BATCH --run-dir $HEAD/$arm; rc=\$?; [ \$rc = 0 ] || [ \$rc = 124 ]" || true
   step "headline-eval-$arm" $FDT eval "$HEAD/$arm" --episodes $HEADLINE_EPISODES --num-envs 50 --device $DEVICE \
     $EVAL_CUT || true
 done
@@ -114,9 +120,11 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/*/seed*/metrics.jsonl")):
     arm = path.split("/")[-3]
     if rows:
         rates.setdefault(arm, []).append(rows[-1].get("steps_per_s"))
-steps = int(sys.argv[3])
-summary = {arm: {"stack_steps_per_s": r[0], "measured_steps": steps,
-                 "extrapolated_minutes_for_100k": 100_000 / r[0] / 60 if r[0] else None} for arm, r in rates.items()}
+summary = {}
+for arm, r in rates.items():
+    steps = max(json.loads(line)["step"] for line in open(f"{sys.argv[1]}/{arm}/seed0/metrics.jsonl"))
+    summary[arm] = {"stack_steps_per_s": r[0], "measured_steps": steps,
+                    "extrapolated_minutes_for_100k": 100_000 / r[0] / 60 if r[0] else None}
 json.dump({"note": "steps/s of each stack (3 seeds per step); 100k-step times extrapolated from this rate",
            "arms": summary}, open(sys.argv[2], "w"), indent=2)
 print(json.dumps(summary))
