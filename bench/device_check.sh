@@ -72,6 +72,18 @@ else
   step export python3 -m frozen_dt backbone export gemma3-270m --layers "$LAYERS" --out "$SLICE" || exit 1
 fi
 FDT="python3 -m frozen_dt"
+# several frozen-dt commands in one python process (one torch import instead of one per command)
+fdt_seq() {
+  python3 - "$@" <<'PY'
+import shlex, sys
+from frozen_dt.cli import main
+for command in sys.argv[1:]:
+    print(f"+ frozen-dt {command}", flush=True)
+    code = main(shlex.split(command))
+    if code:
+        sys.exit(code)
+PY
+}
 step import-slice $FDT backbone import "$SLICE" || exit 1
 step generate $FDT data generate walker2d-medium-v2 $EPISODES_DATA --num-envs 16 || exit 1
 python3 - "$OUT/hardware.json" "$DEVICE" <<'PY'
@@ -86,10 +98,10 @@ for algo in dt frozen-dt bc iql cql td3bc; do
   extra=""
   [ "$algo" = frozen-dt ] && extra="--backbone gemma3-270m --layers $LAYERS"
   half=$(( SMOKE_STEPS / 2 ))
-  step "smoke-$algo" bash -c "$FDT train walker2d-medium-v2 --algo $algo $extra --device $DEVICE --steps $half \
-      --save-every $half --log-every $half --eval-episodes 0 $BATCH --run-dir $RUNS/smoke/$algo \
-    && $FDT train walker2d-medium-v2 --resume $RUNS/smoke/$algo --steps $SMOKE_STEPS \
-    && $FDT eval $RUNS/smoke/$algo --episodes $EVAL_EPISODES --device $DEVICE $EVAL_CUT" || true
+  step "smoke-$algo" fdt_seq "train walker2d-medium-v2 --algo $algo $extra --device $DEVICE --steps $half \
+      --save-every $half --log-every $half --eval-episodes 0 $BATCH --run-dir $RUNS/smoke/$algo" \
+    "train walker2d-medium-v2 --resume $RUNS/smoke/$algo --steps $SMOKE_STEPS" \
+    "eval $RUNS/smoke/$algo --episodes $EVAL_EPISODES --device $DEVICE $EVAL_CUT" || true
 done
 step smoke-frozen-dt-compile $FDT train walker2d-medium-v2 --algo frozen-dt --backbone gemma3-270m --layers $LAYERS \
   --compile --device $DEVICE --steps $SMOKE_STEPS --log-every $SMOKE_STEPS --eval-episodes 0 $BATCH \
