@@ -10,7 +10,7 @@
 #   4. the headline: walker2d-medium, frozen-dt gemma3-270m 0:5 pretrained and --init random, and dt, 3 seeds each
 #      stacked, each arm for at most HEADLINE_SECONDS (100k steps the goal; headline_rates.json extrapolates the
 #      measured rate to 100k), 100 evaluation episodes, leaderboard rows;
-#   5. the recall probe's four arms (CPU: the probes have no cuda path yet), PROBE_STEPS steps each, side by side.
+#   5. the recall probe's four arms side by side on the device, PROBE_STEPS steps each.
 # Results go to $OUT (the device tool's folder; default results/bench/device_check): *.json, logs, leaderboard.
 #
 #   bash bench/device_check.sh            # on the device machine (carry .whl and .carry)
@@ -147,10 +147,11 @@ PY
    --episodes $HEADLINE_EPISODES --sequential-episodes $(( HEADLINE_EPISODES < 10 ? HEADLINE_EPISODES : 10 )) \
    --num-envs 50 --out "$OUT/eval_$DEVICE.json") || true
 
-# --- 5. the recall probe's four arms, side by side on the CPU cores ---------------------------------------------------
+# --- 5. the recall probe's four arms, side by side ---------------------------------------------------------------------
 pids=()
 for arm in pretrained random-init random-transformer scratch; do
   OMP_NUM_THREADS=4 $FDT probe recall --arm $arm --layers $PROBE_LAYERS --steps $PROBE_STEPS --eval-every $PROBE_STEPS \
+    --device $DEVICE \
     --run-dir "$WORK/probe/$arm" --summary-dir "$OUT/probe" > "$OUT/probe-$arm.log" 2>&1 &
   pids+=($!)
 done

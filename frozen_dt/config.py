@@ -154,6 +154,7 @@ class ProbeArgs:
     lr: float = arg(1e-3, "Adam learning rate")
     grad_clip: float = arg(1.0, "gradient-norm clipping threshold")
     seed: int = arg(0, "training seed (model init of random arms and training batches; the test set is fixed)")
+    device: str = arg("cpu", "device", choices=("cpu", "cuda"))
     lengths: str = arg("5,10,20,30", "recall: comma-separated numbers of items L evaluated")
     min_len: int = arg(2, "recall: smallest L in training batches")
     max_len: int = arg(30, "recall: largest L in training batches")

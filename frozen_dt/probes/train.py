@@ -40,20 +40,22 @@ def test_sets(spec: TaskSpec, lengths: list[int], n_test: int) -> dict[str, Batc
     return {"all": spec.sample(test_rng(0), n_test)}
 
 
-def autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+def autocast(precision: str, device: torch.device = torch.device("cpu")):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
-def loss_and_error(model: ProbeModel, batch: Batch, precision: str = "fp32") -> tuple[torch.Tensor, float]:
-    """Mean per-bit BCE over the counted positions, and the per-bit error there."""
-    x = torch.from_numpy(batch.inputs)
-    mask = torch.from_numpy(batch.target_mask)
-    y = torch.from_numpy(batch.targets)[mask]
-    with autocast(precision):
+def loss_and_error(model: ProbeModel, batch: Batch, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean per-bit BCE over the counted positions, and the per-bit error there (a 0-dim tensor: reading it waits
+    for the device), on the device of the model's parameters."""
+    device = next(model.parameters()).device
+    x = torch.from_numpy(batch.inputs).to(device)
+    mask = torch.from_numpy(batch.target_mask).to(device)
+    y = torch.from_numpy(batch.targets).to(device)[mask]
+    with autocast(precision, device):
         logits = model(x)
     logits = logits.float()[mask]
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
-    error = float(((logits > 0).float() != y).float().mean())
+    error = ((logits > 0).float() != y).float().mean()
     return loss, error
 
 
@@ -68,7 +70,7 @@ def evaluate(model: ProbeModel, sets: dict[str, Batch], precision: str = "fp32",
             errors, counts = [], []
             for i in range(0, len(batch), chunk):
                 part = Batch(batch.inputs[i:i + chunk], batch.targets[i:i + chunk], batch.target_mask[i:i + chunk])
-                errors.append(loss_and_error(model, part, precision)[1])
+                errors.append(float(loss_and_error(model, part, precision)[1]))
                 counts.append(len(part))
             out[f"err_{name}"] = float(np.average(errors, weights=counts))
     finally:
@@ -113,10 +115,13 @@ def run_probe(args) -> dict:
     lengths = parse_lengths(args.lengths) if args.task == "recall" else []
     if lengths and max(lengths) > 2 ** args.bits:
         raise FrozenDTError(f"--lengths up to {max(lengths)} need more than the 2^{args.bits} distinct keys")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise FrozenDTError("--device cuda: no CUDA device is available")
     torch.manual_seed(args.seed)
     model = build_probe_model(args.arm, backbone=args.backbone, layers=args.layers, seed=args.seed,
                               in_features=spec.in_features, out_bits=spec.out_bits)
     counts = param_counts(model)
+    model.to(args.device)
     trainable = counts["trainable_params"]
     print(f"probe {args.task}: arm {args.arm}, body {args.backbone} layers {args.layers}; "
           f"trainable parameters: {trainable:,} (frozen: {counts['frozen_params']:,})", flush=True)
@@ -124,7 +129,8 @@ def run_probe(args) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"kind": "probe", **{k: v for k, v in vars(args).items()}, "format": args.format,
               "trainable_params": trainable, "frozen_params": counts["frozen_params"],
-              "hardware": f"{torch.get_num_threads()} torch thread(s), CPU"}
+              "hardware": f"{torch.get_num_threads()} torch thread(s), CPU" if args.device == "cpu"
+              else torch.cuda.get_device_name(0)}
     write_json(run_dir / "config.json", config)
     sets = test_sets(spec, lengths, args.n_test)
     rng = train_rng(args.seed)
@@ -140,10 +146,10 @@ def run_probe(args) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.grad_clip)
         optimizer.step()
-        pending.append(float(loss.detach()))
+        pending.append(loss.detach())  # read at log rows only (no wait for the device each step)
         row = {}
         if step % args.log_every == 0 or step == args.steps:
-            row.update(train_loss=float(np.mean(pending)), steps_per_s=step / (time.time() - started))
+            row.update(train_loss=float(torch.stack(pending).mean()), steps_per_s=step / (time.time() - started))
             pending = []
         if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
             last = evaluate(model, sets, args.precision)
@@ -159,7 +165,7 @@ def run_probe(args) -> dict:
                "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                "precision": args.precision, "trainable_params": trainable, "run_dir": str(run_dir),
                "final": last, "best": best, "wall_s": round(time.time() - started, 1),
-               "scale": "reduced (CPU)", "hardware": config["hardware"]}
+               "scale": f"reduced ({args.device})", "hardware": config["hardware"]}
     write_json(run_dir / "summary.json", summary)
     if args.summary_dir:
         write_json(Path(args.summary_dir).expanduser() / summary_name(config), summary)
