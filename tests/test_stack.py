@@ -245,3 +245,25 @@ def test_eval_max_steps_cuts_episodes_and_the_leaderboard_calls_the_row_reduced(
     assert code == 0, err
     with open(tmp_path / "lb.csv") as handle:
         assert [row["scale"] for row in csv.DictReader(handle)] == ["reduced"]  # 100 episodes, but cut short
+
+
+class TensorMetrics(InterruptAt):
+    """Metrics as 0-dim tensors, as updates on an accelerator return them (read at log rows, not every step); the
+    loss of update number ``at`` is NaN."""
+
+    def update(self, batch):
+        self.calls += 1
+        metrics = {k: torch.tensor(v) for k, v in self.algorithm.update(batch).items()}
+        return {**metrics, "loss": torch.tensor(float("nan"))} if self.calls == self.at else metrics
+
+
+def test_device_metrics_are_read_at_log_rows_and_a_nan_among_them_stops_the_run_before_its_checkpoint(tmp_path):
+    from frozen_dt.training.trainer import Diverged, Trainer
+    from test_trainer import make_algorithm
+
+    trainer = Trainer(TensorMetrics(make_algorithm("dt", None), at=3), tmp_path, steps=10, seed=0, log_every=4,
+                      eval_every=0, save_every=2, progress=False)
+    with pytest.raises(Diverged, match=r"diverged by step 4 \(loss not finite\); .*intact at step 2"):
+        trainer.run()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+    assert not (tmp_path / "metrics.jsonl").read_text().strip()  # no row with the NaN was written

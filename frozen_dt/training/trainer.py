@@ -234,6 +234,10 @@ class Trainer:
         for sink in self.sinks:
             sink.close()
 
+    def checkpoint_kept(self) -> str:
+        return "no checkpoint was written yet" if self.saved_step is None else \
+            f"{checkpoint_path(self.run_dir)} is intact at step {self.saved_step}"
+
     def where_to_continue(self) -> str:
         return "no checkpoint was written yet" if self.saved_step is None else \
             f"continue from step {self.saved_step} with --resume {self.run_dir}"
@@ -243,10 +247,8 @@ class Trainer:
         checkpoints when due. A non-finite metric raises :class:`Diverged` before anything is written."""
         bad = non_finite(metrics)
         if bad:
-            kept = "no checkpoint was written yet" if self.saved_step is None else \
-                f"{checkpoint_path(self.run_dir)} is intact at step {self.saved_step}"
             raise Diverged(f"training diverged at step {self.step + 1} "
-                           f"({', '.join(f'{k} = {metrics[k]}' for k in bad)}); {kept}")
+                           f"({', '.join(f'{k} = {metrics[k]}' for k in bad)}); {self.checkpoint_kept()}")
         self.step += 1
         for key, value in metrics.items():
             total, count = self.pending.get(key, (0.0, 0))
@@ -267,9 +269,8 @@ class Trainer:
         self.pending = {k: [float(total), count] for k, (total, count) in self.pending.items()}
         bad = sorted(k for k, (total, _) in self.pending.items() if not math.isfinite(total))
         if bad:
-            kept = "no checkpoint was written yet" if self.saved_step is None else \
-                f"{checkpoint_path(self.run_dir)} is intact at step {self.saved_step}"
-            raise Diverged(f"training diverged by step {self.step} ({', '.join(bad)} not finite); {kept}")
+            raise Diverged(f"training diverged by step {self.step} ({', '.join(bad)} not finite); "
+                           f"{self.checkpoint_kept()}")
 
     def after_update(self, started: float, start_step: int) -> dict:
         """The metrics row of this step (empty if nothing is due); runs the evaluation and writes ``best``."""
