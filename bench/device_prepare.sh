@@ -20,3 +20,13 @@ for pkg in gymnasium==1.4.0 mujoco==4.0.0 mujoco-core==4.0.0 farama-notification
 done
 python3 -m frozen_dt backbone export gemma3-270m --layers "$LAYERS" --out ".carry/gemma3-270m-${LAYERS/:/-}.gguf"
 du -sh .whl .carry
+# What the device tool sends: tracked files, untracked ones git does not ignore, and the carried paths; 64 MiB at most.
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s}')
+carried=$(du -sb .whl .carry | awk '{s+=$1} END {print s}')
+total=$(( tree + carried ))
+echo "travels: tree $(( tree / 1048576 )) MiB + .whl/.carry $(( carried / 1048576 )) MiB = $(( total / 1048576 )) MiB (limit 64)"
+if [ "$total" -gt $(( 64 * 1048576 )) ]; then
+  echo "over the device tool's 64 MiB: the SAC resume states (envs/policies/*/resume, ~9 MiB) and unused behaviour" >&2
+  echo "checkpoints are the tree's largest files the device check does not need" >&2
+  exit 1
+fi
