@@ -97,17 +97,6 @@ def no_param_grads(*modules: nn.Module):
             p.requires_grad_(True)
 
 
-def as_tensors(batch: dict, device: torch.device) -> dict:
-    """A view's numpy batch as float32 tensors on ``device``."""
-    return {k: torch.as_tensor(v, device=device, dtype=torch.float32) for k, v in batch.items()}
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
 @torch.no_grad()
 def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """Polyak averaging: ``target <- (1 - tau) * target + tau * online``."""

@@ -27,24 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from frozen_dt.algorithms import Problem, get_spec
 from frozen_dt.config import RunConfig
-from frozen_dt.data.dataset import from_flat_arrays
 
-OBS, ACT = 17, 6  # walker2d
+from bench_training import ACT, OBS, synthetic_dataset  # noqa: E402  (bench/ is run as a script directory)
+
 DEFAULT_STEPS = {"dt": 20, "frozen-dt": 5}
-
-
-def synthetic_dataset():
-    rng = np.random.default_rng(0)
-    n = 20_000
-    return from_flat_arrays(
-        rng.normal(size=(n, OBS)).astype(np.float32), rng.uniform(-1, 1, size=(n, ACT)).astype(np.float32),
-        rng.normal(size=n).astype(np.float32), np.arange(n) % 1000 == 999, np.zeros(n, bool),
-        where="synthetic", source={"kind": "synthetic"})
 
 
 def trainers_for(args, seeds: list[int], work: Path):

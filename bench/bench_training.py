@@ -32,14 +32,18 @@ from bench_sequence_sampling import cpu_name  # noqa: E402  (bench/ is run as a 
 OBS, ACT = 17, 6  # walker2d
 
 
-def synthetic_view(context: int) -> SequenceView:
+def synthetic_dataset():
+    """20 episodes of 1,000 random walker2d-shaped steps (throughput benches: only the shapes matter)."""
     rng = np.random.default_rng(0)
     n = 20_000
-    dataset = from_flat_arrays(
+    return from_flat_arrays(
         rng.normal(size=(n, OBS)).astype(np.float32), rng.uniform(-1, 1, size=(n, ACT)).astype(np.float32),
         rng.normal(size=n).astype(np.float32), np.arange(n) % 1000 == 999, np.zeros(n, bool),
         where="synthetic", source={"kind": "synthetic"})
-    return SequenceView(dataset, context, rtg_scale=1000.0, max_timestep=1000)
+
+
+def synthetic_view(context: int) -> SequenceView:
+    return SequenceView(synthetic_dataset(), context, rtg_scale=1000.0, max_timestep=1000)
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:

@@ -197,13 +197,13 @@ def describe(settings: RunSettings) -> str:
 
 
 def run_eval(args: EvalArgs) -> list[dict]:
-    from frozen_dt.training.stack import runs_in
+    from frozen_dt.training.stack import is_stack, runs_in
 
     if args.run_dirs:
         run_dirs = [run for d in args.run_dirs for run in runs_in(Path(d))]  # a stack dir: its seeds' runs
     else:  # the latest run; when it trained in a stack of seeds, the whole stack
         latest = latest_run()
-        run_dirs = runs_in(latest.parent) if (latest.parent / "stack.json").is_file() else [latest]
+        run_dirs = runs_in(latest.parent) if is_stack(latest.parent) else [latest]
     if args.device == "cuda" and not torch.cuda.is_available():
         raise FrozenDTError("--device cuda: no CUDA device is available")
     loaded = [load_run(d, args.checkpoint, args.device) for d in run_dirs]  # every run checked before any rollout

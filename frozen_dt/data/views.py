@@ -225,18 +225,21 @@ class DeviceSampler:
     KEYS = {"TransitionView": ("observations", "actions", "rewards", "next_observations", "dones"),
             "SequenceView": ("observations", "actions", "rewards", "rtg", "timesteps", "episode_end")}
 
+    @classmethod
+    def supports(cls, view) -> bool:
+        return type(view).__name__ in cls.KEYS and not getattr(view, "goal_conditioned", False)
+
     def __init__(self, view, device, seed: int):
         import torch
 
-        kind = type(view).__name__
-        if kind not in self.KEYS or getattr(view, "goal_conditioned", False):
-            raise ValueError(f"no device sampling for {kind}")
-        self.kind, self.device = kind, torch.device(device)
+        if not self.supports(view):
+            raise ValueError(f"no device sampling for {type(view).__name__}")
+        self.kind, self.device = type(view).__name__, torch.device(device)
         self.context = getattr(view, "context", None)
         self.obs_stats = view.obs_stats
         self.n = len(view)
         self.arrays = {k: torch.as_tensor(np.ascontiguousarray(getattr(view, k)), device=self.device)
-                       for k in self.KEYS[kind]}
+                       for k in self.KEYS[self.kind]}
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
 
@@ -290,6 +293,6 @@ def sampled_on(view, run):
     or auto on cuda) and the view supports it."""
     setting = getattr(run, "device_sampling", "off")
     wanted = setting == "on" or (setting == "auto" and run.device == "cuda")
-    if not wanted or type(view).__name__ not in DeviceSampler.KEYS or getattr(view, "goal_conditioned", False):
+    if not wanted or not DeviceSampler.supports(view):
         return view
     return DeviceSampler(view, run.device, run.seed)

@@ -130,11 +130,10 @@ class StackTrainer:
 
     def check(self, metrics: list[dict], step: int) -> None:
         """Stop the stack, before anything of this step is written, when a seed's update is not finite."""
-        bad = [(seed, non_finite(m)) for seed, m in zip(self.seeds, metrics) if non_finite(m)]
+        bad = [(seed, m, keys) for seed, m in zip(self.seeds, metrics) if (keys := non_finite(m))]
         if not bad:
             return
-        which = "; ".join(f"seed {seed} ({', '.join(f'{k} = {metrics[self.seeds.index(seed)][k]}' for k in keys)})"
-                          for seed, keys in bad)
+        which = "; ".join(f"seed {seed} ({', '.join(f'{k} = {m[k]}' for k in keys)})" for seed, m, keys in bad)
         kept = ", ".join(f"seed {s}: step {t.saved_step}" if t.saved_step is not None else f"seed {s}: none yet"
                          for s, t in zip(self.seeds, self.trainers))
         raise Diverged(f"training diverged at step {step}: {which}. The stack stopped; every seed's "
