@@ -16,10 +16,10 @@ from torch import nn
 
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (SavesParts, batch_size_field, hidden_dim_field, hidden_layers_field, lr_field,
-                                        make_observation_agent, mlp, obs_eps_field, optimizers_step, stack_batches,
-                                        stacked_call)
+                                        make_observation_agent, mlp, obs_eps_field, optimizers_step, stack_batches)
 from frozen_dt.data.dataset import ObsStats, OfflineDataset
 from frozen_dt.settings import arg
+from frozen_dt.training.stack import stacked_call
 
 
 @dataclass

@@ -111,25 +111,8 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * diff**2).mean(-1)
 
 
-def stacked_call(modules: list[nn.Module], x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-    """``modules[i](x[i], *(r[i] for r in rest))`` for each seed i, stacked (N, ...): one seed's module is called as
-    it is; several (same architecture) run as one batched call (``torch.func.vmap`` over their parameters stacked
-    with ``torch.stack``, so each module's own parameters receive their gradients)."""
-    if len(modules) == 1:
-        out = modules[0](x[0], *(r[0] for r in rest))
-        return tuple(o[None] for o in out) if isinstance(out, tuple) else out[None]
-    names = [name for name, _ in modules[0].named_parameters()]
-    params = {name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}
-    template = modules[0]
-
-    def call(p, *inputs):
-        return torch.func.functional_call(template, p, inputs)
-
-    return torch.func.vmap(call)(params, x, *rest)
-
-
 class MethodCall(nn.Module):
-    """``module.<name>(...)`` as a module's forward, so that :func:`stacked_call` can batch a method other than
+    """``module.<name>(...)`` as a module's forward, so that :func:`~frozen_dt.training.stack.stacked_call` can batch a method other than
     ``forward`` (its parameters are the wrapped module's, under ``module.``)."""
 
     def __init__(self, module: nn.Module, name: str):

@@ -30,9 +30,10 @@ from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (MethodCall, TwinCriticAlgorithm, TwinCriticConfig, batch_size_field,
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
                                         no_param_grads, normalize_reward_field, obs_eps_field, optimizers_step,
-                                        reward_scale, scale_last_layer, stack_batches, stacked_call)
+                                        reward_scale, scale_last_layer, stack_batches)
 from frozen_dt.data.views import TransitionView, sampled_on
 from frozen_dt.settings import arg
+from frozen_dt.training.stack import stacked_call
 
 
 @dataclass

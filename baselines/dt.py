@@ -52,19 +52,19 @@ class DTConfig(SequenceConfig):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, width: int, n_head: int, dropout: float):
+    def __init__(self, width: int, n_head: int):
         super().__init__()
         if width % n_head:
             raise ValueError(f"width {width} is not divisible by {n_head} heads")
         self.n_head = n_head
         self.c_attn = nn.Linear(width, 3 * width)
         self.c_proj = nn.Linear(width, width)
-        self.attn_dropout = dropout
-        self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False,
+                noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Attention output for every token, or with ``last_only`` for the last token alone (B, 1, d): keys and
-        values of all tokens, the query of the last."""
+        values of all tokens, the query of the last. ``noise``: the dropout masks of the attention probabilities
+        (B, heads, T, T) and of the output (B, T, d), as GPT-2 drops them; without, no dropout (fused attention)."""
         b, t, d = x.shape
         if last_only:
             q = F.linear(x[:, -1:], self.c_attn.weight[:d], self.c_attn.bias[:d])
@@ -73,60 +73,88 @@ class CausalSelfAttention(nn.Module):
         else:
             q, k, v = self.c_attn(x).split(d, -1)
         q, k, v = (y.reshape(b, y.shape[1], self.n_head, d // self.n_head).transpose(1, 2) for y in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(b, q.shape[2], d)))
+        if noise is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        else:  # GPT-2's eager attention: softmax of the scaled, masked scores, dropped, times the values
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+            y = (probs * noise[0].to(probs.dtype)).to(v.dtype) @ v
+        out = self.c_proj(y.transpose(1, 2).reshape(b, q.shape[2], d))
+        return out if noise is None else out * noise[1].to(out.dtype)
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, n_head: int, dropout: float):
+    def __init__(self, width: int, n_head: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = CausalSelfAttention(width, n_head, dropout)
+        self.attn = CausalSelfAttention(width, n_head)
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width))
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        x = (x[:, -1:] if last_only else x) + self.attn(self.ln_1(x), allowed, last_only)
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False,
+                noise: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """``noise``: this block's dropout masks (attention probabilities, attention output, MLP output)."""
+        x = (x[:, -1:] if last_only else x) + self.attn(self.ln_1(x), allowed, last_only,
+                                                         None if noise is None else noise[:2])
+        out = self.mlp(self.ln_2(x))
+        return x + (out if noise is None else out * noise[2].to(out.dtype))
 
 
 class GPT(nn.Module):
     """GPT-2 blocks without token or position embeddings: ``(x (B, T, d), attention_mask (B, T)) -> (B, T, d)``.
 
     The final ``ln_f`` is the DT's output LayerNorm (applied by :class:`ReturnConditionedTransformer`), and the
-    embedding dropout its input dropout, so this module is the blocks alone.
+    embedding dropout its input dropout, so this module is the blocks alone. Its dropout (attention probabilities,
+    attention and MLP outputs, each with the DT's rate) comes in as masks drawn by the model
+    (:meth:`DecisionTransformer.dropout_shapes`).
     """
 
-    def __init__(self, width: int, n_layer: int, n_head: int, dropout: float):
+    def __init__(self, width: int, n_layer: int, n_head: int):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(width, n_head, dropout) for _ in range(n_layer))
+        self.n_head = n_head
+        self.blocks = nn.ModuleList(Block(width, n_head) for _ in range(n_layer))
         for name, param in self.named_parameters():
             if name.endswith("bias"):
                 nn.init.zeros_(param)
             elif param.dim() > 1:  # trajectory_gpt2.py's _init_weights: normal(0, 0.02), no residual scaling
                 nn.init.normal_(param, 0.0, 0.02)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, last_only: bool = False,
+                noise: dict | None = None) -> torch.Tensor:
         """(B, T, d) hidden states; with ``last_only`` the last token's alone (B, 1, d), its last layer run for
-        that token only (acting reads nothing else)."""
+        that token only (acting reads nothing else). ``noise``: the dropout masks by name (``attn<i>``,
+        ``resid<i>``, ``mlp<i>`` for block i); None for none."""
         t = x.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         allowed = causal & (attention_mask[:, None, :] | torch.eye(t, dtype=torch.bool, device=x.device))
         allowed = allowed[:, None]  # (B, 1, T, T), broadcast over heads
         for i, block in enumerate(self.blocks):
-            x = block(x, allowed, last_only and i == len(self.blocks) - 1)
+            masks = None if noise is None else (noise[f"attn{i}"], noise[f"resid{i}"], noise[f"mlp{i}"])
+            x = block(x, allowed, last_only and i == len(self.blocks) - 1, masks)
         return x
 
 
 class DecisionTransformer(ReturnConditionedTransformer):
     """DT (kzl/decision-transformer): ``forward(batch) -> actions (B, K, act)``, ``act(...)`` as its ``get_action``."""
 
+    vmappable = True  # plain torch throughout, its dropout drawn up front: several seeds train as one vmapped call
+
     def __init__(self, obs_dim: int, act_dim: int, *, context: int, width: int, n_layer: int, n_head: int,
                  dropout: float, max_ep_len: int, goal_dim: int | None = None):
-        super().__init__(obs_dim, act_dim, width, body=GPT(width, n_layer, n_head, dropout),
+        super().__init__(obs_dim, act_dim, width, body=GPT(width, n_layer, n_head),
                          timestep_embedding=nn.Embedding(max_ep_len, width), context=context, dropout=dropout,
                          goal_dim=goal_dim)
+
+    def dropout_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """The embeddings' mask, then each block's: attention probabilities, attention output, MLP output."""
+        shapes, t = super().dropout_shapes(batch_size), 3 * self.context
+        for i in range(len(self.body.blocks)):
+            shapes.update({f"attn{i}": (batch_size, self.body.n_head, t, t), f"resid{i}": (batch_size, t, self.width),
+                           f"mlp{i}": (batch_size, t, self.width)})
+        return shapes
+
+    def run_body(self, x: torch.Tensor, mask: torch.Tensor, noise: dict | None, last_only: bool = False):
+        return self.body(x, mask, last_only=last_only, noise=noise)
 
 
 def build_model(config: DTConfig, problem, backbone=None) -> DecisionTransformer:

@@ -27,10 +27,10 @@ from torch import nn
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, batch_size_field, expectile_loss,
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
-                                        no_param_grads, optimizers_step, scale_last_layer, stack_batches,
-                                        stacked_call)
+                                        no_param_grads, optimizers_step, scale_last_layer, stack_batches)
 from frozen_dt.data.views import GoalView
 from frozen_dt.settings import arg
+from frozen_dt.training.stack import stacked_call
 
 
 @dataclass

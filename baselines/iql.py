@@ -28,9 +28,10 @@ from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, batch_size_field, expectile_loss,
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
                                         normalize_reward_field, obs_eps_field, optimizers_step, reward_scale,
-                                        stack_batches, stacked_call)
+                                        stack_batches)
 from frozen_dt.data.views import TransitionView, sampled_on
 from frozen_dt.settings import arg
+from frozen_dt.training.stack import stacked_call
 
 
 @dataclass

@@ -25,9 +25,10 @@ from torch import nn
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, batch_size_field, hidden_dim_field,
                                         hidden_layers_field, lr_field, make_observation_agent, mlp, no_param_grads,
-                                        obs_eps_field, optimizers_step, soft_update, stack_batches, stacked_call)
+                                        obs_eps_field, optimizers_step, soft_update, stack_batches)
 from frozen_dt.data.views import TransitionView, sampled_on
 from frozen_dt.settings import arg
+from frozen_dt.training.stack import stacked_call
 from frozen_dt.training.trainer import metric
 
 

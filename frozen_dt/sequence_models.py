@@ -38,6 +38,7 @@ from frozen_dt.data.dataset import ObsStats
 from frozen_dt.data.views import SequenceView, sampled_on
 from frozen_dt.parameters import load_trainable_state_dict, trainable_state_dict
 from frozen_dt.settings import arg
+from frozen_dt.training.stack import stacked_call
 from frozen_dt.training.trainer import metric
 
 
@@ -87,6 +88,7 @@ class ReturnConditionedTransformer(nn.Module):
     """
 
     frozen_modules: tuple[str, ...] = ()  # submodules whose tensors checkpoints leave out (trainable params excepted)
+    vmappable: bool = False  # its training forward runs under torch.func.vmap (seeds stacked as one batched call)
 
     def __init__(self, obs_dim: int, act_dim: int, width: int, *, body: nn.Module, timestep_embedding: nn.Module,
                  context: int, dropout: float, input_ln: bool = True, output_ln: bool = True,
@@ -107,6 +109,28 @@ class ReturnConditionedTransformer(nn.Module):
         self.output_ln = nn.LayerNorm(width) if output_ln else nn.Identity()
         self.predict_action = nn.Sequential(nn.Linear(width, act_dim), nn.Tanh())
 
+    def dropout_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """The model's dropout masks for a training batch of ``batch_size`` windows, in the order they are drawn:
+        here the input embeddings' (B, 3K, d); a body with dropout of its own adds its masks."""
+        return {"embed": (batch_size, 3 * self.context, self.width)}
+
+    def draw_dropout(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """Dropout masks for one training forward, drawn from the torch RNG: 0 where dropped, ``1 / (1 - p)`` where
+        kept. Drawn up front (not inside the layers) so that seeds trained as one batched call (vmap) each use the
+        masks of their own RNG, exactly as that seed alone draws them."""
+        p, device = self.drop.p, self.embed_state.weight.device
+        return {name: (torch.rand(shape, device=device) >= p).float() / (1.0 - p)
+                for name, shape in self.dropout_shapes(batch_size).items()}
+
+    def dropout_masks(self, batch: dict) -> dict[str, torch.Tensor] | None:
+        """The masks a training forward applies: the batch's own (``batch["dropout"]``, drawn by the caller), else
+        drawn now; None in eval mode or without dropout."""
+        if "dropout" in batch:
+            return batch["dropout"]
+        if not self.training or self.drop.p == 0.0:
+            return None
+        return self.draw_dropout(batch["mask"].shape[0])
+
     def forward(self, batch: dict, last_step: bool = False) -> torch.Tensor:
         """Predicted actions (B, K, act_dim), one per step, each from that step's state token.
 
@@ -115,15 +139,20 @@ class ReturnConditionedTransformer(nn.Module):
         last token alone (``last_only``; DT's GPT runs its last layer for that one query, a frozen slice runs in
         full and is sliced). The result equals ``forward(batch)[:, -1:]`` up to float rounding.
         """
-        x, mask = self.tokens(batch)
+        noise = None if last_step else self.dropout_masks(batch)  # acting (last_step) runs in eval mode
+        x, mask = self.tokens(batch, noise)
         if last_step:
             x, mask = x[:, :-1], mask[:, :-1]  # ends on the last state token
-            return self.predict_action(self.output_ln(self.body(x, mask, last_only=True)))
-        return self.readout(self.body(x, mask))
+            return self.predict_action(self.output_ln(self.run_body(x, mask, noise, last_only=True)))
+        return self.readout(self.run_body(x, mask, noise))
 
-    def tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_body(self, x: torch.Tensor, mask: torch.Tensor, noise: dict | None, last_only: bool = False):
+        """The body on the tokens (a body with dropout of its own takes its masks from ``noise``)."""
+        return self.body(x, mask, last_only=last_only)
+
+    def tokens(self, batch: dict, noise: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The body's input: embedded, interleaved tokens after the input LayerNorm and dropout (B, 3K, d), and
-        their mask (B, 3K)."""
+        their mask (B, 3K). ``noise``: the dropout masks (:meth:`dropout_masks`), None for no dropout."""
         time = self.embed_timestep(batch["timesteps"])
         condition = self.embed_return(batch["returns_to_go"]) if self.goal_dim is None else \
             self.embed_goal(batch["goals"])
@@ -131,7 +160,8 @@ class ReturnConditionedTransformer(nn.Module):
                             self.embed_state(batch["observations"]) + time,
                             self.embed_action(batch["actions"]) + time)
         mask = batch["mask"].to(torch.bool)
-        return self.drop(self.input_ln(tokens)), interleave(mask, mask, mask)
+        x = self.input_ln(tokens)
+        return (x if noise is None else x * noise["embed"].to(x.dtype)), interleave(mask, mask, mask)
 
     def readout(self, hidden: torch.Tensor) -> torch.Tensor:
         """Predicted actions (B, K, act_dim) from the body's output (B, 3K, d): the head on the state tokens."""
@@ -222,40 +252,58 @@ class SequenceModelAlgorithm:
 
     @staticmethod
     def update_stack(algorithms: list, batches: list, rngs: list) -> list[dict]:
-        """One update of each seed's instance (``--seeds``). Instances around one shared, fully frozen body (a
-        pretrained frozen-dt slice) send their tokens through it as one batch - the seeds' windows concatenated
-        along the batch - and back-propagate once; each seed's interface, dropout (its own RNG), loss, clipping,
-        optimizer and schedule stay its own. Otherwise (DT, whose transformer trains; per-seed random slices) each
-        instance updates in turn."""
-        body = algorithms[0].model.body
-        shared = all(a.model.body is body for a in algorithms) and not any(p.requires_grad for p in body.parameters())
-        if not shared:
+        """One update of each seed's instance (``--seeds``); each seed's dropout masks are drawn from its own RNG
+        (``rngs[i]``), its loss, clipping, optimizer and schedule stay its own.
+
+        * Instances around one shared, fully frozen body (a pretrained frozen-dt slice) send their tokens through
+          it as one batch - the seeds' windows concatenated along the batch - and back-propagate once.
+        * Models whose forward vmaps (DT, whose transformer trains) run as one vmapped call over their stacked parameters
+          (:func:`~frozen_dt.training.stack.stacked_call`), their masks passed in with the batches.
+        * Otherwise (per-seed slices: random inits, or slices that train) each instance updates in turn.
+        """
+        models = [a.model for a in algorithms]
+        body = models[0].body
+        frozen = [not any(p.requires_grad for p in m.body.parameters()) for m in models]
+        tensors = []
+        for algorithm, batch, rng in zip(algorithms, batches, rngs):
+            algorithm.model.train()
+            algorithm.optimizer.zero_grad(set_to_none=True)
+            tensors.append(algorithm.tensors(batch))
+        first = algorithms[0]
+        if all(m.body is body for m in models) and all(frozen):
+            inputs, masks = [], []
+            for algorithm, t, rng in zip(algorithms, tensors, rngs):
+                with rng(), autocast(algorithm.device, algorithm.precision):
+                    x, mask = algorithm.model.tokens(t, algorithm.model.dropout_masks(t))
+                inputs.append(x)
+                masks.append(mask)
+            if first.compile and not hasattr(first, "compiled_body"):
+                first.compiled_body = compiled(body, first.device)
+            with autocast(first.device, first.precision):
+                hidden = getattr(first, "compiled_body", body)(torch.cat(inputs), torch.cat(masks))
+            predicted = []
+            for algorithm, h in zip(algorithms, hidden.split([x.shape[0] for x in inputs])):
+                with autocast(algorithm.device, algorithm.precision):
+                    predicted.append(algorithm.model.readout(h))
+        elif all(m.vmappable for m in models):
+            for model, t, rng in zip(models, tensors, rngs):
+                with rng():  # the seed's masks, from its own RNG as it draws them alone
+                    noise = model.dropout_masks(t)
+                if noise is not None:
+                    t["dropout"] = noise
+            stacked = {key: torch.stack([t[key] for t in tensors]) for key in tensors[0] if key != "dropout"}
+            if "dropout" in tensors[0]:
+                stacked["dropout"] = {k: torch.stack([t["dropout"][k] for t in tensors]) for k in tensors[0]["dropout"]}
+            with autocast(first.device, first.precision):
+                predicted = list(stacked_call(models, stacked))
+        else:
             metrics = []
             for algorithm, batch, rng in zip(algorithms, batches, rngs):
                 with rng():
                     metrics.append(algorithm.update(batch))
             return metrics
-        first = algorithms[0]
-        inputs, masks, tensors = [], [], []
-        for algorithm, batch, rng in zip(algorithms, batches, rngs):
-            algorithm.model.train()
-            algorithm.optimizer.zero_grad(set_to_none=True)
-            tensors.append(algorithm.tensors(batch))
-            with rng(), autocast(algorithm.device, algorithm.precision):
-                x, mask = algorithm.model.tokens(tensors[-1])
-            inputs.append(x)
-            masks.append(mask)
-        if first.compile and not hasattr(first, "compiled_body"):
-            first.compiled_body = compiled(body, first.device)
-        with autocast(first.device, first.precision):
-            hidden = getattr(first, "compiled_body", body)(torch.cat(inputs), torch.cat(masks))
-        hidden = hidden.split([x.shape[0] for x in inputs])
-        losses = []
-        for algorithm, h, t in zip(algorithms, hidden, tensors):
-            with autocast(algorithm.device, algorithm.precision):
-                predicted = algorithm.model.readout(h)
-            losses.append(algorithm.action_loss(predicted, t))
-        torch.stack(losses).sum().backward()  # each seed's interface gets exactly its own loss's gradient
+        losses = [a.action_loss(p, t) for a, p, t in zip(algorithms, predicted, tensors)]
+        torch.stack(losses).sum().backward()  # each seed's parameters get exactly its own loss's gradient
         return [algorithm.apply_gradients(loss) for algorithm, loss in zip(algorithms, losses)]
 
     def state_dict(self) -> dict:

@@ -174,7 +174,7 @@ def test_dt_blocks_equal_hugging_face_gpt2_without_position_embeddings():
                         n_positions=32, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
     hf = GPT2Model(config).eval()
-    ours = GPT(16, 2, 2, dropout=0.0).eval()
+    ours = GPT(16, 2, 2).eval()
     with torch.no_grad():
         hf.wpe.weight.zero_()  # trajectory_gpt2 adds no position embeddings
         for mine, theirs in zip(ours.blocks, hf.h):

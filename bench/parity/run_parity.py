@@ -15,6 +15,7 @@ their ratio, the settings each side used, versions and hardware.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -48,8 +49,8 @@ def parity_python(given: str | None) -> str:
     return str(python)
 
 
-def run(argv: list[str], env: dict) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
+def run(argv: list[str], env: dict, cwd=REPO) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])}... failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return done.stdout
@@ -69,10 +70,11 @@ def ours(args, algo: str, seed: int, env: dict) -> dict:
         run([sys.executable, "-m", "frozen_dt.cli", "train", args.task, "--algo", algo, "--dataset", args.dataset,
              "--steps", str(args.steps[algo]), "--seed", str(seed), "--eval-episodes", "0",
              "--log-every", str(max(args.steps[algo] // 20, 1)), "--save-every", str(args.steps[algo]),
-             "--run-dir", str(run_dir), *flags], env)
+             "--run-dir", str(run_dir), *flags], env, cwd=args.work)
     target = ["--target-return", "3600"] if algo == "dt" else []
     run([sys.executable, "-m", "frozen_dt.cli", "eval", str(run_dir), "--episodes", str(args.episodes),
-         "--num-envs", str(min(args.episodes, 10)), "--eval-seed", str(EVAL_SEED), "--workers", "1", *target], env)
+         "--num-envs", str(min(args.episodes, 10)), "--eval-seed", str(EVAL_SEED), "--workers", "1", *target], env,
+        cwd=args.work)
     record = json.loads((run_dir / "eval-last.json").read_text())
     [label] = [k for k in record["targets"]][:1]
     returns = [e["return"] for e in record["targets"][label]["episodes"]]
@@ -84,6 +86,11 @@ def ours(args, algo: str, seed: int, env: dict) -> dict:
 
 
 def theirs(args, algo: str, seed: int, python: str, env: dict) -> dict:
+    """d3rlpy's run of ``algo`` with ``seed``; its record is kept beside our run dirs, so a rerun adding seeds
+    (or resuming after an interruption) trains only the seeds not yet measured."""
+    saved = Path(args.work) / args.task / algo / f"d3rlpy-seed{seed}-{args.steps[algo]}.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
     shared = SHARED[algo]
     argv = [python, str(HERE / "d3rlpy_side.py"), "--algo", algo, "--dataset", args.dataset, "--env-id", args.env_id,
             "--steps", str(args.steps[algo]), "--batch-size", str(shared["batch_size"]), "--seed", str(seed),
@@ -93,7 +100,12 @@ def theirs(args, algo: str, seed: int, python: str, env: dict) -> dict:
             argv += [f"--{key}", str(shared[key])]
     if algo == "dt":
         argv += ["--warmup-steps", str(args.warmup_steps), "--target-return", "3600"]
-    return json.loads(run(argv, env).strip().splitlines()[-1])
+    record = json.loads(run(argv, env).strip().splitlines()[-1])
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, saved)
+    return record
 
 
 def bootstrap_ci(values: np.ndarray, reps: int = 10_000, seed: int = 0) -> list[float]:
@@ -152,7 +164,8 @@ def main() -> None:
             steps[a] = int(n)
     args.steps = {a: steps.get(a, 10_000) for a in args.algos}
 
-    sys.path.insert(0, str(REPO))
+    if importlib.util.find_spec("frozen_dt") is None:  # run from a checkout without the package installed
+        sys.path.insert(0, str(REPO))
     from frozen_dt.envs.registry import get_task
     from frozen_dt.eval.scores import normalized_score
     from frozen_dt.provenance import git_commit, package_versions
@@ -166,6 +179,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     python = parity_python(args.d3rlpy_python)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.work).mkdir(parents=True, exist_ok=True)  # our CLI runs there (its relative paths stay out of a checkout)
     for algo in args.algos:
         a, b = [], []
         for seed in args.seeds:

@@ -23,6 +23,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.progress import progress_bar
 from frozen_dt.run_dir import read_json, write_json
@@ -30,6 +34,25 @@ from frozen_dt.training.trainer import Diverged, Trainer, non_finite
 
 STACK_FILE = "stack.json"
 STACK_FORMAT = "frozen-dt-stack/1"
+
+
+def stacked_call(modules: list[nn.Module], x, *rest):
+    """``modules[i](x[i], *(r[i] for r in rest))`` for each seed i, stacked (N, ...). The inputs are tensors or
+    pytrees of them (a batch dict) with the seeds along dim 0. One seed's module is called as it is; several (same
+    architecture) run as one batched call: ``torch.func.vmap`` over their parameters stacked with ``torch.stack``,
+    so each module's own parameters receive their gradients. Nothing inside may draw random numbers (vmap would
+    not draw them from each seed's RNG): dropout masks come in with the inputs."""
+    if len(modules) == 1:
+        out = modules[0](*tree_map(lambda t: t[0], (x, *rest)))
+        return tuple(o[None] for o in out) if isinstance(out, tuple) else out[None]
+    names = [name for name, _ in modules[0].named_parameters()]
+    params = {name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}
+    template = modules[0]
+
+    def call(p, *inputs):
+        return torch.func.functional_call(template, p, inputs)
+
+    return torch.func.vmap(call)(params, x, *rest)
 
 
 def member_dir(stack_dir: Path, seed: int) -> Path:
