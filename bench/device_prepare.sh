@@ -26,7 +26,8 @@ carried=$(du -sb .whl .carry | awk '{s+=$1} END {print s}')
 total=$(( tree + carried ))
 echo "travels: tree $(( tree / 1048576 )) MiB + .whl/.carry $(( carried / 1048576 )) MiB = $(( total / 1048576 )) MiB (limit 64)"
 if [ "$total" -gt $(( 64 * 1048576 )) ]; then
-  echo "over the device tool's 64 MiB: the SAC resume states (envs/policies/*/resume, ~9 MiB) and unused behaviour" >&2
-  echo "checkpoints are the tree's largest files the device check does not need" >&2
+  echo "over the device tool's 64 MiB: the tree's largest files are the behaviour checkpoints (envs/policies);" >&2
+  echo "a SAC resume state left in envs/policies/*/resume goes to git history with" >&2
+  echo "python -m frozen_dt.envs.behavior archive-resume ENV (after committing it)" >&2
   exit 1
 fi

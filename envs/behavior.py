@@ -52,6 +52,83 @@ def write_manifest(env: str, manifest: dict, root: Path = POLICY_DIR) -> None:
     atomic_write_text(manifest_path(env, root), json.dumps(manifest, indent=2) + "\n")
 
 
+def resume_path(env: str, root: Path = POLICY_DIR) -> Path:
+    """Where a run's SB3 state is committed between sessions (``resume/sac_model.zip`` beside the checkpoints)."""
+    return root / env / "resume" / "sac_model.zip"
+
+
+def restore_resume_state(env: str, target: Path, root: Path = POLICY_DIR) -> Path:
+    """Put the run's committed SB3 state (actor, critics, optimizers; no replay buffer) at ``target``.
+
+    From the checkout when present; else from git history. The state is ~3 MB per env, and the working tree is
+    what travels to a device machine (64 MiB in all), so it is committed and then removed from the tree, and the
+    manifest's ``resume_state`` names the commit holding it (``git show COMMIT:PATH``) and its SHA-256."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    committed = resume_path(env, root)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if committed.is_file():
+        shutil.copyfile(committed, target)
+        return target
+    record = read_manifest(env, root).get("resume_state")
+    if not isinstance(record, dict) or not {"commit", "path", "sha256"} <= record.keys():
+        raise FrozenDTError(f"nothing to resume for {env}: no {target}, no {committed}, and the manifest names no "
+                            "committed resume state")
+    show = f"git show {record['commit']}:{record['path']}"
+    try:
+        done = subprocess.run(["git", "show", f"{record['commit']}:{record['path']}"], cwd=root, capture_output=True,
+                              check=False)
+    except OSError as e:
+        raise FrozenDTError(f"cannot run git to restore {env}'s resume state ({show}): {e}") from None
+    if done.returncode != 0:
+        raise FrozenDTError(f"cannot restore {env}'s resume state with `{show}`: "
+                            f"{done.stderr.decode(errors='replace').strip() or 'git failed'}")
+    digest = hashlib.sha256(done.stdout).hexdigest()
+    if digest != record["sha256"]:
+        raise FrozenDTError(f"{env}'s resume state from `{show}` has SHA-256 {digest[:12]}..., the manifest says "
+                            f"{record['sha256'][:12]}...: not restored")
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(done.stdout)
+    return target
+
+
+def archive_resume_state(env: str, root: Path = POLICY_DIR) -> dict:
+    """Record the committed ``resume/sac_model.zip`` of ``env`` in its manifest (``resume_state``: the commit that
+    last wrote it, its path and SHA-256) and remove it from the working tree; commit the result. The zip must be
+    committed unchanged first (``git add`` + ``git commit``), so the named commit holds exactly these bytes."""
+    import hashlib
+    import subprocess
+
+    committed = resume_path(env, root)
+    if not committed.is_file():
+        raise FrozenDTError(f"no {committed} to archive")
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise FrozenDTError(f"git {' '.join(argv)}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    path = git("ls-files", "--full-name", str(committed))
+    if not path or git("status", "--porcelain", "--", str(committed)):
+        raise FrozenDTError(f"{committed} is not committed as it is: commit it first")
+    commit = git("log", "-1", "--format=%H", "--", str(committed))
+    data = committed.read_bytes()
+    manifest = read_manifest(env, root)
+    manifest["resume_state"] = {
+        "commit": commit, "path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+        "steps": max((c["steps"] for c in manifest["checkpoints"]), default=0),
+        "what": "SB3 SAC model (actor, critics, optimizers) without replay buffer; restored by "
+                "`frozen-dt data train-behavior ENV --resume` (git show COMMIT:PATH); not installed"}
+    manifest.pop("resume", None)
+    write_manifest(env, manifest, root)
+    committed.unlink()
+    return manifest["resume_state"]
+
+
 def level_targets(env: str) -> dict:
     """The mean normalized episode return each level's data should have: D4RL's datasets' where published."""
     from frozen_dt.eval.scores import normalized_score
@@ -191,11 +268,9 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
     train_env = task.make_env(env_version)
 
     if resume:
-        committed = policy_root / env / "resume" / "sac_model.zip"  # a run's state kept in the repo between sessions
-        source = model_path if model_path.is_file() else committed
-        if not source.is_file():
-            raise FrozenDTError(f"nothing to resume: neither {model_path} nor {committed} exists")
-        model = SAC.load(source, env=train_env, device="cpu")
+        if not model_path.is_file():
+            restore_resume_state(env, model_path, policy_root)
+        model = SAC.load(model_path, env=train_env, device="cpu")
         if buffer_path.is_file():
             model.load_replay_buffer(buffer_path)
     else:
@@ -234,3 +309,15 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
     write_manifest(env, manifest, policy_root)
     train_env.close()
     return manifest
+
+
+if __name__ == "__main__":  # python -m frozen_dt.envs.behavior archive-resume ENV...: see archive_resume_state
+    import sys
+
+    if len(sys.argv) < 3 or sys.argv[1] != "archive-resume":
+        raise SystemExit("usage: python -m frozen_dt.envs.behavior archive-resume ENV [ENV ...]")
+    for name in sys.argv[2:]:
+        try:
+            print(name, json.dumps(archive_resume_state(name)))
+        except FrozenDTError as e:
+            raise SystemExit(f"error: {e}") from None
