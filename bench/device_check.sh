@@ -27,15 +27,15 @@ WORK=$(mktemp -d)
 export FROZEN_DT_DATA=$WORK/data FROZEN_DT_CACHE=$WORK/backbones
 mkdir -p "$FROZEN_DT_DATA" "$FROZEN_DT_CACHE"
 if [ $DRY = 1 ]; then
-  DEVICE=cpu LAYERS=0:1 SMOKE_STEPS=4 EVAL_EPISODES=1 EVAL_CUT="--max-steps 20" EPISODES_DATA="--episodes 4"
+  DEVICE=cpu LAYERS=0:1 SMOKE_STEPS=4 EVAL_EPISODES=1 EVAL_CUT="--max-steps 5" EPISODES_DATA="--episodes 4"
   HEADLINE_STEPS=${HEADLINE_STEPS:-6} HEADLINE_EPISODES=1 PROBE_STEPS=${PROBE_STEPS:-4} BATCH="--batch-size 8"
   PROBE_LAYERS=0:1
-  BENCH="--steps 1 --warmup 1" STACK_BENCH="--steps 1 --warmup 1 --algos dt iql" BENCH_LAYERS="1"
+  BENCH="--steps 1 --warmup 1" STACK_BENCH="--steps 1 --warmup 1 --algos iql" BENCH_LAYERS="1" PROBE_THREADS=1
 else
   DEVICE=cuda LAYERS=0:5 SMOKE_STEPS=100 EVAL_EPISODES=10 EVAL_CUT="" EPISODES_DATA=""
   HEADLINE_STEPS=${HEADLINE_STEPS:-100000} HEADLINE_EPISODES=100 PROBE_STEPS=${PROBE_STEPS:-2000} BATCH=""
   PROBE_LAYERS=0:2  # a part of the imported 0:5 slice
-  BENCH="--steps 10 --warmup 3 --bf16" STACK_BENCH="--steps 20 --warmup 5" BENCH_LAYERS="1 2 5"
+  BENCH="--steps 10 --warmup 3 --bf16" STACK_BENCH="--steps 20 --warmup 5" BENCH_LAYERS="1 2 5" PROBE_THREADS=4
 fi
 # Each headline arm trains for at most HEADLINE_SECONDS (SIGINT then: the trainer stops at its last checkpoint, every
 # SAVE_EVERY steps, and that checkpoint is evaluated); headline_rates.json extrapolates the measured rate to 100k.
@@ -150,7 +150,7 @@ PY
 # --- 5. the recall probe's four arms, side by side ---------------------------------------------------------------------
 pids=()
 for arm in pretrained random-init random-transformer scratch; do
-  OMP_NUM_THREADS=4 $FDT probe recall --arm $arm --layers $PROBE_LAYERS --steps $PROBE_STEPS --eval-every $PROBE_STEPS \
+  OMP_NUM_THREADS=$PROBE_THREADS $FDT probe recall --arm $arm --layers $PROBE_LAYERS --steps $PROBE_STEPS --eval-every $PROBE_STEPS \
     --device $DEVICE \
     --run-dir "$WORK/probe/$arm" --summary-dir "$OUT/probe" > "$OUT/probe-$arm.log" 2>&1 &
   pids+=($!)

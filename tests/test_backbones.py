@@ -373,6 +373,29 @@ def test_minilm_random_init_differs(tmp_path):
     assert len(list(tmp_path.glob("*.safetensors"))) == 2  # init is part of the cache key
 
 
+@needs_minilm
+def test_a_random_init_reads_the_package_config_once_and_the_cached_config_builds_the_same_slice(tmp_path,
+                                                                                                 monkeypatch):
+    first = load_backbone("minilm-l6", "0:2", init="random", seed=3, cache_dir=tmp_path)
+    [config_file] = tmp_path.glob("*-config-v1.json")
+    for slice_file in tmp_path.glob("*.safetensors"):
+        slice_file.unlink()  # rebuilt from the cached config alone: the package's config is not read again
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the package's config was read again")
+
+    monkeypatch.setattr(backbone_slice, "_load_config", refuse)
+    again = load_backbone("minilm-l6", "0:2", init="random", seed=3, cache_dir=tmp_path)
+    for (name, p), (_, q) in zip(first.named_parameters(), again.named_parameters()):
+        assert torch.equal(p, q), name
+    config_file.write_text("{not json")  # an unusable cached config is read again from the package, with a warning
+    monkeypatch.undo()
+    for slice_file in tmp_path.glob("*.safetensors"):
+        slice_file.unlink()
+    with pytest.warns(UserWarning, match="unusable cached config"):
+        load_backbone("minilm-l6", "0:2", init="random", seed=3, cache_dir=tmp_path)
+
+
 # --- the cache ----------------------------------------------------------------------------------------------------
 
 

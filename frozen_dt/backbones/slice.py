@@ -50,7 +50,7 @@ from torch import nn
 
 from frozen_dt.backbones.catalog import BACKBONES, HF_PREFIX, BackboneSpec, check_backbone_name, parse_layers
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.paths import atomic_path
+from frozen_dt.paths import atomic_path, atomic_write_text
 
 CACHE_ENV_VAR = "FROZEN_DT_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/frozen-dt/backbones")
@@ -235,7 +235,7 @@ def _load_named(name: str, layers: str, init: str, seed: int, cache_dir) -> tupl
         return model, spec, (a, b)
     directory, gguf_file = _weights_location(spec)
     if init == "random":
-        config = _load_config(directory, gguf_file, spec.name)
+        config = _cached_config(root, spec, version, lambda: _load_config(directory, gguf_file, spec.name))
         model = _random_slice(config, a, b, seed)
     else:
         full = _load_pretrained(directory, gguf_file, spec.name)
@@ -245,6 +245,25 @@ def _load_named(name: str, layers: str, init: str, seed: int, cache_dir) -> tupl
     _write_cache(path, model, {"backbone": name, "package": spec.package, "version": version, "init": init,
                                "seed": str(seed), "n_layers_total": str(spec.n_layers)}, (a, b))
     return model, spec, (a, b)
+
+
+def _cached_config(root: Path, spec: BackboneSpec, version: str, load):
+    """The package's full model config, read once and kept in the cache as JSON: transformers reads a GGUF's config
+    by parsing the whole file (its 262k-token vocabulary too, ~10 s for gemma3-270m), which each random init (one per
+    seed) would otherwise repeat."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", f"{spec.package}-{version}-config-v1")
+    path = root / f"{stem}.json"
+    if path.is_file():
+        try:
+            return _config_from_json(path.read_text())
+        except (ValueError, KeyError, TypeError) as error:
+            warnings.warn(f"ignoring unusable cached config {path} ({error}); reading it again", stacklevel=3)
+    config = load()
+    try:
+        atomic_write_text(path, config.to_json_string(use_diff=False))
+    except OSError as error:  # the cache is an optimisation
+        warnings.warn(f"could not cache the backbone config at {path}: {error}", stacklevel=3)
+    return config
 
 
 def _imported_slice(root: Path, spec: BackboneSpec, a: int, b: int) -> tuple[str, Path, tuple[int, int]] | None:
