@@ -9,8 +9,10 @@ up to the float rounding of batched kernels, and each member can also be resumed
 What the seeds share is what does not train. A pretrained, fully frozen LM slice is loaded once and held once
 (:func:`frozen_dt.frozen_lm_dt.load_backbone`), and the seeds' windows go through it as one batch. An algorithm
 says how its seeds update together with an ``update_stack`` staticmethod: the sequence models send a shared frozen
-body one batch (DT, whose transformer trains, updates seed by seed), BC and the value baselines run their networks
-as vmapped calls over the seeds' stacked parameters. Without one, each seed updates in turn, in the same process.
+body one batch, and DT (whose transformer trains), BC and the value baselines run their networks as vmapped calls
+over the seeds' stacked parameters (:func:`stacked_call`; random draws such as dropout masks are drawn before the
+call from each seed's own RNG). Per-seed frozen slices (random inits), and algorithms without an ``update_stack``,
+update seed by seed in the same process.
 
 Layout: ``<stack dir>/stack.json`` (task, algorithm, seeds, member dirs) and ``<stack dir>/seed<k>/``, an ordinary
 run directory whose ``config.json`` records the stack under ``"stack"``. ``--resume <stack dir>`` continues every
