@@ -17,9 +17,10 @@ from torch import nn
 from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (SavesParts, batch_size_field, hidden_dim_field, hidden_layers_field, lr_field,
                                         make_observation_agent, mlp, obs_eps_field, optimizers_step, stack_batches)
-from frozen_dt.data.dataset import ObsStats, OfflineDataset
+from frozen_dt.data.views import DeviceSampler, PairView, sampled_on
 from frozen_dt.settings import arg
 from frozen_dt.training.stack import stacked_call
+from frozen_dt.training.trainer import metric
 
 
 @dataclass
@@ -46,19 +47,16 @@ class BehaviorCloning(SavesParts):
     """:class:`frozen_dt.training.trainer.Algorithm` for :class:`MLPPolicy` on a dataset's (observation, action)
     pairs."""
 
-    def __init__(self, model: MLPPolicy, dataset: OfflineDataset, config: BCConfig, *,
+    def __init__(self, model: MLPPolicy, view: PairView | DeviceSampler, config: BCConfig, *,
                  device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.obs_stats = ObsStats.from_observations(dataset.observations, config.obs_eps)
-        self.observations = self.obs_stats.normalize(dataset.observations)
-        self.actions = np.asarray(dataset.actions, dtype=np.float32)
+        self.view, self.obs_stats = view, view.obs_stats
         self.batch_size = config.batch_size
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def sample_batch(self, rng: np.random.Generator) -> dict:
-        idx = rng.integers(0, len(self.observations), size=self.batch_size)
-        return {"observations": self.observations[idx], "actions": self.actions[idx]}
+        return self.view.sample(self.batch_size, rng)
 
     def update(self, batch: dict) -> dict:
         return self.update_stack([self], [batch])[0]
@@ -72,7 +70,7 @@ class BehaviorCloning(SavesParts):
             a.model.train()
         loss = ((stacked_call([a.model for a in algorithms], t["observations"]) - t["actions"]) ** 2).mean((-2, -1))
         optimizers_step([a.optimizer for a in algorithms], loss)
-        return [{"loss": value} for value in loss.detach().cpu().tolist()]
+        return [{"loss": metric(value)} for value in loss.detach()]
 
     def parts(self) -> dict:
         return {"model": self.model, "optimizer": self.optimizer}
@@ -83,6 +81,6 @@ SPEC = AlgorithmSpec(
     config=BCConfig,
     build_model=lambda config, problem, backbone=None: MLPPolicy(problem.obs_dim, problem.act_dim, config.hidden_dim,
                                                                  config.hidden_layers),
-    build_algorithm=lambda config, model, dataset, problem, run: BehaviorCloning(model, dataset, config,
-                                                                                 device=run.device),
+    build_algorithm=lambda config, model, dataset, problem, run: BehaviorCloning(
+        model, sampled_on(PairView(dataset, obs_eps=config.obs_eps), run), config, device=run.device),
     make_agent=make_observation_agent, conditioning=("none",))

@@ -233,7 +233,7 @@ def test_network_size_flags_shape_every_value_network(algo, task):
     assert set(hidden_per_net) == {4}
 
 
-@pytest.mark.parametrize("algo", ["dt", "iql", "cql", "td3bc", "frozen-dt"])
+@pytest.mark.parametrize("algo", ["dt", "iql", "cql", "td3bc", "bc", "frozen-dt"])
 def test_device_sampling_trains_and_resumes_exactly(algo, data, capsys, tmp_path, monkeypatch):
     """``--device-sampling on`` (the cuda default), here on CPU: batches drawn by the device sampler, its generator
     checkpointed, so an interrupted run resumes to the uninterrupted one bit for bit; and its batches are not the

@@ -102,7 +102,7 @@ def test_seed_k_of_a_stack_of_3_equals_seed_k_alone(algo, task, data, capsys, tm
     assert any(not torch.allclose(others[k], model_state(member)["model"][k]) for k in others)
 
 
-@pytest.mark.parametrize("algo", ["frozen-dt", "iql"])
+@pytest.mark.parametrize("algo", ["frozen-dt", "iql", "dt"])
 def test_a_resumed_stack_equals_the_uninterrupted_stack(algo, data, capsys, tmp_path, monkeypatch):
     from frozen_dt.training.trainer import Trainer
 

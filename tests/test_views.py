@@ -184,14 +184,15 @@ def test_goal_conditioned_windows_get_a_later_state_of_their_own_trajectory():
     assert seen == {3, 4, 5}
 
 
-@pytest.mark.parametrize("kind", ["sequence", "transition"])
+@pytest.mark.parametrize("kind", ["sequence", "transition", "pair"])
 def test_device_sampler_gathers_exactly_the_views_batches(kind):
     import torch
 
-    from frozen_dt.data.views import DeviceSampler
+    from frozen_dt.data.views import DeviceSampler, PairView
 
     ds = make_dataset(lengths=(5, 3, 7, 1), terminated=(True, False, True, False))
-    view = SequenceView(ds, 4, rtg_scale=10.0, max_timestep=4) if kind == "sequence" else TransitionView(ds)
+    view = {"sequence": lambda: SequenceView(ds, 4, rtg_scale=10.0, max_timestep=4),
+            "transition": lambda: TransitionView(ds), "pair": lambda: PairView(ds)}[kind]()
     sampler = DeviceSampler(view, "cpu", seed=3)
     every = np.arange(len(view))
     expected, got = view.batch_at(every), sampler.batch_at(torch.as_tensor(every))

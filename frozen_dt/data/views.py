@@ -1,6 +1,7 @@
 """The sampling views every algorithm shares, all built on one :class:`~frozen_dt.data.dataset.OfflineDataset`.
 
 * :class:`TransitionView` - (s, a, r, s', done) for IQL/CQL.
+* :class:`PairView` - (s, a) pairs for BC.
 * :class:`SequenceView` - K-step windows with return-to-go, timesteps and padding masks for DT-style models.
 * :class:`GoalView` - goal-relabelled batches with OGBench's current/trajectory/random goal mix for GCIQL.
 
@@ -65,6 +66,24 @@ class TransitionView:
             "next_observations": self.next_observations[idx],
             "dones": self.dones[idx],
         }
+
+
+class PairView:
+    """(s, a) pairs of every step, for behaviour cloning (no rewards needed)."""
+
+    def __init__(self, dataset: OfflineDataset, *, normalize: bool = True, obs_stats: ObsStats | None = None,
+                 obs_eps: float = DEFAULT_OBS_EPS):
+        self.observations, _, self.obs_stats = _obs(dataset, normalize, obs_stats, obs_eps)
+        self.actions = np.asarray(dataset.actions, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
+        return self.batch_at(rng.integers(0, len(self), size=batch_size))
+
+    def batch_at(self, idx: np.ndarray) -> dict:
+        return {"observations": self.observations[idx], "actions": self.actions[idx]}
 
 
 def returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray, episode_lengths: np.ndarray) -> np.ndarray:
@@ -219,10 +238,12 @@ class DeviceSampler:
     checks them against the view's own); their random stream is the generator's, not the numpy one, so a cuda run
     samples other batches than a CPU run of the same seed. ``state()``/``set_state()`` checkpoint the generator.
 
-    Supports :class:`TransitionView` and :class:`SequenceView` (not goal-conditioned); others keep host sampling.
+    Supports :class:`TransitionView`, :class:`PairView` and :class:`SequenceView` (not goal-conditioned); others
+    (:class:`GoalView`) keep host sampling.
     """
 
     KEYS = {"TransitionView": ("observations", "actions", "rewards", "next_observations", "dones"),
+            "PairView": ("observations", "actions"),
             "SequenceView": ("observations", "actions", "rewards", "rtg", "timesteps", "episode_end")}
 
     @classmethod
@@ -257,8 +278,8 @@ class DeviceSampler:
         import torch
 
         a = self.arrays
-        if self.kind == "TransitionView":
-            return {k: a[k][idx] for k in self.KEYS["TransitionView"]}
+        if self.kind != "SequenceView":  # rows as they are
+            return {k: a[k][idx] for k in self.KEYS[self.kind]}
         k = self.context
         starts = idx
         lengths = torch.clamp(a["episode_end"][starts] - starts, max=k)
