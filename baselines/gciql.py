@@ -28,7 +28,7 @@ from frozen_dt.algorithms import AlgorithmSpec
 from frozen_dt.baselines.common import (TwinCriticAlgorithm, TwinCriticConfig, batch_size_field, expectile_loss,
                                         hidden_dim_field, hidden_layers_field, lr_field, make_observation_agent, mlp,
                                         no_param_grads, optimizers_step, scale_last_layer, stack_batches)
-from frozen_dt.data.views import GoalView
+from frozen_dt.data.views import GoalView, sampled_on
 from frozen_dt.settings import arg
 from frozen_dt.training.stack import stacked_call
 
@@ -126,5 +126,5 @@ SPEC = AlgorithmSpec(
     build_model=lambda config, problem, backbone=None: GoalConditionedNetworks(
         problem.obs_dim, problem.act_dim, config.hidden_dim, config.hidden_layers, goal_dim=problem.goal_dim),
     build_algorithm=lambda config, model, dataset, problem, run: GCIQL(
-        model, GoalView(dataset, discount=config.discount), config, device=run.device),
+        model, sampled_on(GoalView(dataset, discount=config.discount), run), config, device=run.device),
     make_agent=make_observation_agent, conditioning=("goals",), raw_observations=True)

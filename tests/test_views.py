@@ -157,6 +157,43 @@ def test_goal_view_mix_and_rewards():
     assert set(np.unique(batch["rewards"])) <= {-1.0, 0.0}
 
 
+def test_the_device_sampler_draws_goals_by_the_goal_views_rules():
+    """GoalView on the device (``--device-sampling``): the same mix rules as the host view's (test above), the same
+    keys, dtypes and shapes, and the geometric trajectory offsets with the same mean."""
+    import torch
+
+    from frozen_dt.data.views import DeviceSampler
+
+    ds = make_dataset(lengths=(50, 80, 70), terminated=(False, False, False))
+    view = GoalView(ds)
+    sampler = DeviceSampler(view, "cpu", seed=0)
+    episode, final = torch.as_tensor(ds.episode_index), torch.as_tensor(view.final_index)
+    idx = torch.randint(0, len(view), (20000,), generator=torch.Generator().manual_seed(1))
+    traj = sampler.sample_goal_indices(idx, 0.0, 1.0, True)
+    assert (episode[traj] == episode[idx]).all()
+    assert ((traj > idx) | (idx == final[idx])).all() and (traj <= final[idx]).all()
+    host_traj = view.sample_goal_indices(idx.numpy(), 0.0, 1.0, True, np.random.default_rng(0))
+    assert abs((traj - idx).float().mean().item() - (host_traj - idx.numpy()).mean()) < 1.0  # same geometric law
+    assert torch.equal(sampler.sample_goal_indices(idx, 1.0, 0.0, True), idx)
+    goals = sampler.sample_goal_indices(idx, 0.2, 0.5, True)
+    assert 0.18 < (goals == idx).float().mean().item() < 0.24
+    other = (episode[goals] != episode[idx]).float().mean().item()
+    share_other = 1 - (ds.episode_lengths[ds.episode_index[idx.numpy()]] / ds.n_transitions).mean()
+    assert abs(other - 0.3 * share_other) < 0.02
+    actor = sampler.sample_goal_indices(idx, 0.0, 1.0, False)
+    assert (episode[actor] == episode[idx]).all()
+    assert (actor <= final[idx]).all() and (actor >= torch.minimum(idx + 1, final[idx])).all()
+    batch, host = sampler.sample(256), view.sample(256, np.random.default_rng(0))
+    assert batch.keys() == host.keys()
+    for key in host:
+        assert batch[key].shape == host[key].shape and batch[key].dtype == torch.as_tensor(host[key]).dtype, key
+    assert torch.equal(batch["rewards"], -batch["masks"]) and set(batch["rewards"].unique().tolist()) <= {-1.0, 0.0}
+    state = sampler.state()
+    again = [sampler.sample(8)["value_goals"] for _ in range(2)]
+    sampler.set_state(state)  # a checkpointed generator continues the same stream
+    assert all(torch.equal(a, sampler.sample(8)["value_goals"]) for a in again)
+
+
 def test_goal_view_rejects_bad_mix():
     with pytest.raises(ValueError):
         GoalView(make_dataset(), value_p_curgoal=0.5, value_p_trajgoal=0.5, value_p_randomgoal=0.5)

@@ -238,12 +238,13 @@ class DeviceSampler:
     checks them against the view's own); their random stream is the generator's, not the numpy one, so a cuda run
     samples other batches than a CPU run of the same seed. ``state()``/``set_state()`` checkpoint the generator.
 
-    Supports :class:`TransitionView`, :class:`PairView` and :class:`SequenceView` (not goal-conditioned); others
-    (:class:`GoalView`) keep host sampling.
+    Supports :class:`TransitionView`, :class:`PairView`, :class:`GoalView` (its goal mix drawn on the device by
+    the same rules) and :class:`SequenceView` (not goal-conditioned: those windows keep host sampling).
     """
 
     KEYS = {"TransitionView": ("observations", "actions", "rewards", "next_observations", "dones"),
             "PairView": ("observations", "actions"),
+            "GoalView": ("observations", "actions", "next_observations", "final_index"),
             "SequenceView": ("observations", "actions", "rewards", "rtg", "timesteps", "episode_end")}
 
     @classmethod
@@ -257,6 +258,7 @@ class DeviceSampler:
             raise ValueError(f"no device sampling for {type(view).__name__}")
         self.kind, self.device = type(view).__name__, torch.device(device)
         self.context = getattr(view, "context", None)
+        self.goal_rules = (view.discount, view.value_mix, view.actor_mix) if self.kind == "GoalView" else None
         self.obs_stats = view.obs_stats
         self.n = len(view)
         self.arrays = {k: torch.as_tensor(np.ascontiguousarray(getattr(view, k)), device=self.device)
@@ -271,7 +273,41 @@ class DeviceSampler:
         """A batch of torch tensors on the device (``rng`` is not used: the generator is this sampler's)."""
         import torch
 
-        return self.batch_at(torch.randint(0, self.n, (batch_size,), device=self.device, generator=self.generator))
+        idx = torch.randint(0, self.n, (batch_size,), device=self.device, generator=self.generator)
+        if self.kind == "GoalView":
+            return self.goal_batch(idx)
+        return self.batch_at(idx)
+
+    def sample_goal_indices(self, idx, p_cur: float, p_traj: float, geom: bool):
+        """:meth:`GoalView.sample_goal_indices` on the device: the current state w.p. ``p_cur``, a later state of
+        the same trajectory w.p. ``p_traj`` (geometric offset, p = 1 - discount, or uniform up to its end),
+        otherwise a random dataset state."""
+        import torch
+
+        g, b, device = self.generator, len(idx), self.device
+        random_goals = torch.randint(0, self.n, (b,), device=device, generator=g)
+        final = self.arrays["final_index"][idx]
+        if geom:
+            offsets = torch.empty(b, device=device).geometric_(1.0 - self.goal_rules[0], generator=g).long()
+            traj_goals = torch.minimum(idx + offsets, final)
+        else:
+            u = torch.rand(b, device=device, generator=g, dtype=torch.float64)
+            traj_goals = torch.round(torch.minimum(idx + 1, final) * u + final * (1.0 - u)).long()
+        if p_cur >= 1.0:
+            return idx.clone()
+        goals = torch.where(torch.rand(b, device=device, generator=g) < p_traj / (1.0 - p_cur), traj_goals,
+                            random_goals)
+        return torch.where(torch.rand(b, device=device, generator=g) < p_cur, idx, goals)
+
+    def goal_batch(self, idx) -> dict:
+        """:meth:`GoalView.sample`'s batch for the states ``idx``, its goals drawn on the device."""
+        a, (_, value_mix, actor_mix) = self.arrays, self.goal_rules
+        value_goals = self.sample_goal_indices(idx, *value_mix)
+        actor_goals = self.sample_goal_indices(idx, *actor_mix)
+        success = (idx == value_goals).float()
+        return {"observations": a["observations"][idx], "actions": a["actions"][idx],
+                "next_observations": a["next_observations"][idx], "value_goals": a["observations"][value_goals],
+                "actor_goals": a["observations"][actor_goals], "rewards": success - 1.0, "masks": 1.0 - success}
 
     def batch_at(self, idx) -> dict:
         """The view's ``batch_at`` on the device (``idx``: a long tensor there)."""
