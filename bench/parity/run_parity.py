@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import venv
@@ -56,8 +57,7 @@ def run(argv: list[str], env: dict, cwd=REPO) -> str:
     return done.stdout
 
 
-def ours(args, algo: str, seed: int, env: dict) -> dict:
-    run_dir = Path(args.work) / args.task / algo / f"seed{seed}"
+def our_flags(args, algo: str) -> list[str]:
     shared = SHARED[algo]
     flags = ["--batch-size", str(shared["batch_size"])]
     if algo in ("bc", "iql", "cql"):
@@ -66,23 +66,55 @@ def ours(args, algo: str, seed: int, env: dict) -> dict:
         flags += ["--lr", str(shared["lr"])]
     if algo == "dt":
         flags += ["--warmup-steps", str(args.warmup_steps)]
+    return flags
+
+
+def our_train(args, algo: str, seed: int, env: dict, run_dir: Path, steps: int) -> None:
+    run([sys.executable, "-m", "frozen_dt.cli", "train", args.task, "--algo", algo, "--dataset", args.dataset,
+         "--steps", str(steps), "--seed", str(seed), "--eval-episodes", "0", "--log-every", str(max(steps // 20, 1)),
+         "--save-every", str(steps), "--run-dir", str(run_dir), *our_flags(args, algo)], env, cwd=args.work)
+
+
+def our_rates(run_dir: Path) -> list[float]:
+    """steps/s of each log row of a run (each covers --log-every updates)."""
+    rows = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    return [row["steps_per_s"] for row in rows if "steps_per_s" in row]
+
+
+def ours(args, algo: str, seed: int, env: dict) -> dict:
+    run_dir = Path(args.work) / args.task / algo / f"seed{seed}"
     if not (run_dir / "checkpoints" / "last.pt").is_file():
-        run([sys.executable, "-m", "frozen_dt.cli", "train", args.task, "--algo", algo, "--dataset", args.dataset,
-             "--steps", str(args.steps[algo]), "--seed", str(seed), "--eval-episodes", "0",
-             "--log-every", str(max(args.steps[algo] // 20, 1)), "--save-every", str(args.steps[algo]),
-             "--run-dir", str(run_dir), *flags], env, cwd=args.work)
+        our_train(args, algo, seed, env, run_dir, args.steps[algo])
     target = ["--target-return", "3600"] if algo == "dt" else []
-    run([sys.executable, "-m", "frozen_dt.cli", "eval", str(run_dir), "--episodes", str(args.episodes),
-         "--num-envs", str(min(args.episodes, 10)), "--eval-seed", str(EVAL_SEED), "--workers", "1", *target], env,
-        cwd=args.work)
-    record = json.loads((run_dir / "eval-last.json").read_text())
+    done = run_dir / "eval-last.json"
+    previous = json.loads(done.read_text()) if done.is_file() else {}
+    same = (previous.get("episodes") == args.episodes and previous.get("eval_seed") == EVAL_SEED
+            and previous.get("checkpoint_step") == args.steps[algo] and previous.get("max_steps") is None
+            and [t.get("target_return") for t in previous.get("targets", {}).values()] == [3600.0 if target else None])
+    if not same:  # a rerun (more seeds, an interruption) evaluates only what it has not evaluated yet
+        run([sys.executable, "-m", "frozen_dt.cli", "eval", str(run_dir), "--episodes", str(args.episodes),
+             "--num-envs", str(min(args.episodes, 10)), "--eval-seed", str(EVAL_SEED), "--workers", "1", *target],
+            env, cwd=args.work)
+    record = json.loads(done.read_text())
     [label] = [k for k in record["targets"]][:1]
     returns = [e["return"] for e in record["targets"][label]["episodes"]]
-    rates = [row["steps_per_s"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-             if "steps_per_s" in row]
+    rates = our_rates(run_dir)
     return {"side": "frozen-dt", "algo": algo, "seed": seed, "steps": args.steps[algo], "returns": returns,
             "updates_per_s": float(np.median(rates[1:] or rates)), "run_dir": str(run_dir),
-            "env_id": record["env_id"], "flags": flags}
+            "env_id": record["env_id"], "flags": our_flags(args, algo)}
+
+
+def their_argv(args, algo: str, seed: int, python: str, steps: int, episodes: int) -> list[str]:
+    shared = SHARED[algo]
+    argv = [python, str(HERE / "d3rlpy_side.py"), "--algo", algo, "--dataset", args.dataset, "--env-id", args.env_id,
+            "--steps", str(steps), "--batch-size", str(shared["batch_size"]), "--seed", str(seed),
+            "--episodes", str(episodes), "--eval-seed", str(EVAL_SEED), "--threads", str(args.threads)]
+    for key in ("hidden", "layers", "lr"):
+        if key in shared:
+            argv += [f"--{key}", str(shared[key])]
+    if algo == "dt":
+        argv += ["--warmup-steps", str(args.warmup_steps), "--target-return", "3600"]
+    return argv
 
 
 def theirs(args, algo: str, seed: int, python: str, env: dict) -> dict:
@@ -91,21 +123,37 @@ def theirs(args, algo: str, seed: int, python: str, env: dict) -> dict:
     saved = Path(args.work) / args.task / algo / f"d3rlpy-seed{seed}-{args.steps[algo]}.json"
     if saved.is_file():
         return json.loads(saved.read_text())
-    shared = SHARED[algo]
-    argv = [python, str(HERE / "d3rlpy_side.py"), "--algo", algo, "--dataset", args.dataset, "--env-id", args.env_id,
-            "--steps", str(args.steps[algo]), "--batch-size", str(shared["batch_size"]), "--seed", str(seed),
-            "--episodes", str(args.episodes), "--eval-seed", str(EVAL_SEED), "--threads", str(args.threads)]
-    for key in ("hidden", "layers", "lr"):
-        if key in shared:
-            argv += [f"--{key}", str(shared[key])]
-    if algo == "dt":
-        argv += ["--warmup-steps", str(args.warmup_steps), "--target-return", "3600"]
+    argv = their_argv(args, algo, seed, python, args.steps[algo], args.episodes)
     record = json.loads(run(argv, env).strip().splitlines()[-1])
     saved.parent.mkdir(parents=True, exist_ok=True)
     tmp = saved.with_suffix(".tmp")
     tmp.write_text(json.dumps(record) + "\n")
     os.replace(tmp, saved)
     return record
+
+
+def throughput(args, python: str, env: dict) -> dict:
+    """Updates/s of each side alone, one job at a time (``--throughput-only``, on a machine with nothing else
+    running): both sides train ``--steps`` updates of each algorithm from scratch, seed 0, no evaluation. Both
+    rates are updates over the training loop's wall time (d3rlpy: its ``fit``; ours: the sum of the log rows'
+    intervals), dataset loading and model building excluded on both sides."""
+    rows = {}
+    for algo in args.algos:
+        steps = args.steps[algo]
+        run_dir = Path(args.work) / "throughput" / args.task / algo
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        our_train(args, algo, 0, env, run_dir, steps)
+        interval = max(steps // 20, 1)
+        rates = our_rates(run_dir)
+        ours_rate = interval * len(rates) / sum(interval / r for r in rates)
+        theirs_rate = json.loads(run(their_argv(args, algo, 0, python, steps, 0), env).strip().splitlines()[-1])[
+            "updates_per_s"]
+        rows[algo] = {"steps": steps, "ours_updates_per_s": ours_rate, "d3rlpy_updates_per_s": theirs_rate,
+                      "ratio": ours_rate / theirs_rate, "shared_settings": SHARED[algo]}
+        print(f"{algo}: ours {ours_rate:.1f} updates/s, d3rlpy {theirs_rate:.1f}: {ours_rate / theirs_rate:.2f}x",
+              flush=True)
+    return rows
 
 
 def bootstrap_ci(values: np.ndarray, reps: int = 10_000, seed: int = 0) -> list[float]:
@@ -156,6 +204,9 @@ def main() -> None:
     parser.add_argument("--d3rlpy-python", help="python of a venv with bench/parity/requirements.txt installed")
     parser.add_argument("--work", default="runs/parity", help="our run dirs")
     parser.add_argument("--out", default="results/parity")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only updates/s of each side alone, --steps updates each (no scores): run it with "
+                             "nothing else on the machine; writes <task>-throughput.json")
     args = parser.parse_args()
     steps = {}
     for item in args.steps:
@@ -180,6 +231,17 @@ def main() -> None:
     python = parity_python(args.d3rlpy_python)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.work).mkdir(parents=True, exist_ok=True)  # our CLI runs there (its relative paths stay out of a checkout)
+    if args.throughput_only:
+        record = {"task": args.task, "dataset": str(args.dataset), "threads": args.threads,
+                  "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpu_count": os.cpu_count(),
+                  "algos": throughput(args, python, env), "git": git_commit(),
+                  "versions": {"ours": package_versions()}}
+        path = Path(args.out) / f"{args.task}-throughput.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, path)
+        print(f"-> {path}")
+        return
     for algo in args.algos:
         a, b = [], []
         for seed in args.seeds:
