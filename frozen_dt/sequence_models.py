@@ -117,9 +117,11 @@ class ReturnConditionedTransformer(nn.Module):
     def draw_dropout(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Dropout masks for one training forward, drawn from the torch RNG: 0 where dropped, ``1 / (1 - p)`` where
         kept. Drawn up front (not inside the layers) so that seeds trained as one batched call (vmap) each use the
-        masks of their own RNG, exactly as that seed alone draws them."""
+        masks of their own RNG, exactly as that seed alone draws them. Each mask is drawn as torch's CPU dropout
+        (``nn.Dropout``, and SDPA's ``dropout_p``) draws its own: ``bernoulli_(1 - p)`` then ``/ (1 - p)``, in the
+        order those layers ran, so runs written before the masks were drawn here resume on the same masks."""
         p, device = self.drop.p, self.embed_state.weight.device
-        return {name: (torch.rand(shape, device=device) >= p).float() / (1.0 - p)
+        return {name: torch.empty(shape, device=device).bernoulli_(1.0 - p).div_(1.0 - p)
                 for name, shape in self.dropout_shapes(batch_size).items()}
 
     def dropout_masks(self, batch: dict) -> dict[str, torch.Tensor] | None:
