@@ -189,6 +189,17 @@ def test_cli_train_behavior_then_generate(tmp_path, monkeypatch, capsys):
     ds = read_file(out, get_task("hopper-random-v2"))
     assert ds.n_episodes == 2 and ds.source["kind"] == "generated"
     assert main(["data", "generate", "hopper-random-v2", "--episodes", "0"]) == 2
+    # Resumed without its replay buffer (it is never committed), the run refills it before training on.
+    import frozen_dt.envs.behavior as behavior
+
+    refills = []
+    real_refill = behavior.refill_replay_buffer
+    monkeypatch.setattr(behavior, "refill_replay_buffer", lambda model, n: refills.append(n) or real_refill(model, n))
+    (tmp_path / "runs" / "behavior" / "hopper" / "replay_buffer.pkl").unlink()
+    assert main(["data", "train-behavior", "hopper", "--resume", "--steps", "450", "--save-every", "150",
+                 "--eval-episodes", "1", "--learning-starts", "100", "--policy-dir", str(pol)]) == 0
+    assert refills == [100]
+    assert [c["steps"] for c in read_manifest("hopper", pol)["checkpoints"]] == [0, 150, 300, 450]
 
 
 def test_harness_reproduces_a_shipped_policys_manifest_return():
@@ -208,3 +219,35 @@ def test_harness_reproduces_a_shipped_policys_manifest_return():
     assert low <= record["return_mean"] <= high, (record["return_mean"], low, high)
     again = evaluate_checkpoint("hopper", record["file"], episodes=30, seed=123)
     assert again["return_mean"] == pytest.approx(np.mean(returns))
+
+
+def test_refilled_replay_buffer_holds_the_policys_own_transitions_in_sb3s_action_scale():
+    """A resumed SAC model without its replay buffer: the refill stores its own stochastic policy's steps as SB3's
+    collection does (actions scaled to [-1, 1], the terminal observation at a time limit, timeouts marked).
+    Pendulum's reward is a known function of the observation and the env action, so each stored row is checked."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    from frozen_dt.envs.behavior import refill_replay_buffer
+
+    model = SAC("MlpPolicy", gym.make("Pendulum-v1"), seed=0, device="cpu", learning_starts=10, buffer_size=1000)
+    model.learn(50)
+    model.replay_buffer.reset()
+    steps_before = model.num_timesteps
+    refill_replay_buffer(model, 250)
+    buffer = model.replay_buffer
+    assert buffer.size() == 250 and model.num_timesteps == steps_before
+    obs, next_obs = buffer.observations[:250, 0], buffer.next_observations[:250, 0]
+    actions, rewards = buffer.actions[:250, 0], buffer.rewards[:250, 0]
+    assert np.abs(actions).max() <= 1.0 and actions.std() > 0.05  # scaled, and not one repeated action
+    u = 2.0 * actions[:, 0]  # Pendulum's action space is [-2, 2]
+    theta = np.arctan2(obs[:, 1], obs[:, 0])
+    expected = -(theta**2 + 0.1 * obs[:, 2] ** 2 + 0.001 * u**2)
+    np.testing.assert_allclose(rewards, expected, rtol=1e-4, atol=1e-4)
+    boundary = np.flatnonzero(buffer.timeouts[:250, 0])
+    assert boundary.size == 1  # a 200-step time limit inside 250 steps (the refill starts a fresh episode)
+    inside = np.setdiff1d(np.arange(249), boundary)
+    np.testing.assert_array_equal(next_obs[inside], obs[inside + 1])
+    b = boundary[0]
+    assert not np.array_equal(next_obs[b], obs[b + 1])  # the episode's last observation, not the reset's
+    np.testing.assert_allclose(np.hypot(next_obs[b, 0], next_obs[b, 1]), 1.0, rtol=1e-5)
