@@ -78,11 +78,16 @@ def restore_resume_state(env: str, target: Path, root: Path = POLICY_DIR) -> Pat
         raise FrozenDTError(f"nothing to resume for {env}: no {target}, no {committed}, and the manifest names no "
                             "committed resume state")
     show = f"git show {record['commit']}:{record['path']}"
-    try:
-        done = subprocess.run(["git", "show", f"{record['commit']}:{record['path']}"], cwd=root, capture_output=True,
-                              check=False)
-    except OSError as e:
-        raise FrozenDTError(f"cannot run git to restore {env}'s resume state ({show}): {e}") from None
+    # The commit is in the checkout the manifest came from: the policy dir's own, else (a copied --policy-dir
+    # outside any checkout) the package's.
+    for where in dict.fromkeys([Path(root), POLICY_DIR]):
+        try:
+            done = subprocess.run(["git", "show", f"{record['commit']}:{record['path']}"], cwd=where,
+                                  capture_output=True, check=False)
+        except OSError as e:
+            raise FrozenDTError(f"cannot run git to restore {env}'s resume state ({show}): {e}") from None
+        if done.returncode == 0:
+            break
     if done.returncode != 0:
         raise FrozenDTError(f"cannot restore {env}'s resume state with `{show}`: "
                             f"{done.stderr.decode(errors='replace').strip() or 'git failed'}")

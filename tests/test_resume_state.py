@@ -45,6 +45,21 @@ def test_archived_state_leaves_the_tree_and_is_restored_byte_for_byte_from_histo
     assert target.read_bytes() == payload
 
 
+def test_a_policy_dir_copied_out_of_the_checkout_restores_from_the_packages_history(repo, tmp_path, monkeypatch):
+    """`train-behavior --policy-dir COPY --resume`: the copy is in no git checkout; the package's own is asked."""
+    import frozen_dt.envs.behavior as behavior
+
+    root, payload = repo
+    archive_resume_state("toy", root)
+    copy = tmp_path / "elsewhere" / "policies"
+    shutil.copytree(root, copy)
+    monkeypatch.setattr(behavior, "POLICY_DIR", root)  # the package's policies, inside its checkout
+    assert restore_resume_state("toy", tmp_path / "w.zip", copy).read_bytes() == payload
+    monkeypatch.setattr(behavior, "POLICY_DIR", copy)  # neither is a checkout: the error says so
+    with pytest.raises(FrozenDTError, match="not a git repository"):
+        restore_resume_state("toy", tmp_path / "v.zip", copy)
+
+
 def test_a_state_in_the_tree_is_used_as_it_is(repo, tmp_path):
     root, payload = repo
     assert restore_resume_state("toy", tmp_path / "w.zip", root).read_bytes() == payload
