@@ -254,20 +254,14 @@ def refill_replay_buffer(model, steps: int) -> None:
     The buffer is not committed (hundreds of MB), and SB3 resumed past ``learning_starts`` updates at once on a
     buffer of a few transitions: walker2d fell from 70.6 at 550k to 6.2 at 575k that way, hopper from 67.5 to 35.6.
     These steps refill it first; they do not count as training steps (``num_timesteps`` is unchanged), and training
-    continues the episode the refill was in.
+    continues the episode the refill was in. Each step is SB3's own collection step (``_sample_action`` past the
+    warm-up, ``_store_transition``: the buffer's action scale, the terminal observation at a time limit).
     """
-    vec_env = model.env
-    obs = vec_env.reset()
+    model._last_obs = model.env.reset()
     for _ in range(steps):
-        action, _ = model.predict(obs, deterministic=False)
-        new_obs, rewards, dones, infos = vec_env.step(action)
-        next_obs = new_obs.copy()
-        for i, done in enumerate(dones):
-            if done and infos[i].get("terminal_observation") is not None:
-                next_obs[i] = infos[i]["terminal_observation"]
-        model.replay_buffer.add(obs, next_obs, model.policy.scale_action(action), rewards, dones, infos)
-        obs = new_obs
-    model._last_obs = obs
+        action, buffer_action = model._sample_action(learning_starts=0)
+        new_obs, rewards, dones, infos = model.env.step(action)
+        model._store_transition(model.replay_buffer, buffer_action, new_obs, rewards, dones, infos)
 
 
 def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_000, eval_episodes: int = 20,
