@@ -88,6 +88,10 @@ def add_arguments(parser, cls) -> None:
                 kwargs["help"] += f" (default: {f.default})"
             parser.add_argument(flag_name(f.name), dest=f.name, default=f.default, action=_StoreExplicit,
                                 **kwargs)
+            if is_flag:  # the off switch, for a flag that a recipe (or the default) turns on
+                parser.add_argument("--no-" + flag_name(f.name)[2:], dest=f.name, default=argparse.SUPPRESS,
+                                    action=_StoreExplicit, nargs=0, const=False,
+                                    help=f"turn {flag_name(f.name)} off (a recipe may turn it on)")
 
 
 def from_namespace(cls, namespace: argparse.Namespace):

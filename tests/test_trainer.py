@@ -445,3 +445,19 @@ def test_compile_trains_what_the_eager_model_trains(data, capsys, tmp_path):
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     a, b = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt")["algorithm"]["model"] for n in ("eager", "compiled"))
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+
+
+def test_no_flag_turns_off_what_the_task_recipe_turns_on():
+    from frozen_dt.cli import build_parser
+    from frozen_dt.settings import explicit_options
+
+    def resolved(*flags):
+        argv = ["train", "hopper-medium-v2", "--algo", "iql", *flags]
+        ns = build_parser(argv).parse_args(argv)
+        given = {k: v for k, v in vars(ns).items() if k not in ("command", "func", "explicit_options")}
+        return apply_recipes(given, explicit_options(ns))[0].algo
+
+    assert resolved().normalize_reward is True  # CORL's hopper-medium IQL file turns it on
+    assert resolved("--no-normalize-reward").normalize_reward is False
+    assert resolved("--no-deterministic-actor").deterministic_actor is False
+    assert resolved("--no-normalize-reward", "--normalize-reward").normalize_reward is True  # the last one given
