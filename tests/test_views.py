@@ -131,6 +131,16 @@ def test_transition_view_uses_stored_next_obs():
     assert batch["observations"].shape == (64, 4) and batch["dones"].shape == (64,)
 
 
+@pytest.mark.parametrize("make_view", [lambda ds, **kw: TransitionView(ds, **kw),
+                                       lambda ds, **kw: SequenceView(ds, context=3, **kw)])
+def test_a_raw_view_carries_no_stats_so_its_model_is_evaluated_on_raw_observations(make_view):
+    ds = make_dataset(next_obs=True)
+    raw, normalized = make_view(ds, normalize=False), make_view(ds)
+    assert raw.obs_stats is None  # the agent built from it (make_observation_agent) then feeds raw observations
+    np.testing.assert_array_equal(raw.observations, ds.observations)
+    np.testing.assert_allclose(normalized.observations, normalized.obs_stats.normalize(ds.observations))
+
+
 def test_goal_view_mix_and_rewards():
     ds = make_dataset(lengths=(50, 80, 70), terminated=(False, False, False))
     view = GoalView(ds)

@@ -18,10 +18,12 @@ from frozen_dt.data.dataset import DEFAULT_OBS_EPS, ObsStats, OfflineDataset
 
 
 def _obs(dataset: OfflineDataset, normalize: bool, obs_stats: ObsStats | None, eps: float = DEFAULT_OBS_EPS):
+    """(observations, next observations or None, the stats they were normalized with: None when raw, so that a
+    model trained on the view is evaluated on raw observations too)."""
+    if not normalize:
+        return dataset.observations, dataset.next_observations, None
     stats = obs_stats or (dataset.obs_stats if eps == DEFAULT_OBS_EPS
                           else ObsStats.from_observations(dataset.observations, eps))
-    if not normalize:
-        return dataset.observations, dataset.next_observations, stats
     next_obs = None if dataset.next_observations is None else stats.normalize(dataset.next_observations)
     return stats.normalize(dataset.observations), next_obs, stats
 
