@@ -163,10 +163,8 @@ class CQL(TwinCriticAlgorithm):
         noise = [torch.stack(d) for d in zip(*draws)]
         heads = [MethodCall(m.actor, "mean_log_std") for m in models]
 
-        def sample(x, eps, per_state=None):
-            if per_state is not None:
-                x = x.unsqueeze(2).expand(-1, -1, per_state, -1)
-            return tanh_gaussian(*stacked_call(heads, x), eps)
+        def per_state(head, n_samples):  # one state's distribution, for each of its n_samples actions
+            return [h.detach().unsqueeze(2).expand(-1, -1, n_samples, -1) for h in head]
 
         q1s, q2s = [m.q1 for m in models], [m.q2 for m in models]
         targets = ([a.target_q[0] for a in algorithms], [a.target_q[1] for a in algorithms])
@@ -175,7 +173,8 @@ class CQL(TwinCriticAlgorithm):
             return torch.min(stacked_call(critics[0], o, a), stacked_call(critics[1], o, a))
 
         # temperature and actor
-        new_actions, log_pi = sample(obs, noise[0])
+        at_obs = stacked_call(heads, obs)  # the actor runs once per state; its n proposals share the head's output
+        new_actions, log_pi = tanh_gaussian(*at_obs, noise[0])
         log_alpha = torch.stack([m.log_alpha for m in models])[:, None]
         alpha_loss = -(log_alpha * (log_pi.detach() + first.target_entropy)).mean(-1)
         alpha = log_alpha.exp().detach()
@@ -184,11 +183,12 @@ class CQL(TwinCriticAlgorithm):
 
         # critics: TD error plus the conservative penalty (actions sampled from the actor before its step, as CORL)
         with torch.no_grad():
-            next_actions, _ = sample(next_obs, noise[1])
+            at_next_obs = stacked_call(heads, next_obs)
+            next_actions, _ = tanh_gaussian(*at_next_obs, noise[1])
             backup = rewards + first.discount * (1.0 - dones) * min_q(targets, next_obs, next_actions)
             random_actions = noise[2]
-            current_actions, current_log_pi = sample(obs, noise[3], n)
-            following_actions, following_log_pi = sample(next_obs, noise[4], n)
+            current_actions, current_log_pi = tanh_gaussian(*per_state(at_obs, n), noise[3])
+            following_actions, following_log_pi = tanh_gaussian(*per_state(at_next_obs, n), noise[4])
         log_uniform = act_dim * math.log(0.5)
         td_loss, penalty = 0.0, 0.0
         for qs in (q1s, q2s):
