@@ -264,6 +264,16 @@ def refill_replay_buffer(model, steps: int) -> None:
         model._store_transition(model.replay_buffer, buffer_action, new_obs, rewards, dones, infos)
 
 
+def save_training_state(model, model_path: Path, buffer_path: Path) -> None:
+    """The SB3 model and its replay buffer, each written atomically, at every checkpoint: a run stopped later
+    resumes from its last checkpoint with the buffer it had, not a refilled one (SB3 stores a step's transition
+    after the callback sees the step, so the buffer holds one step fewer than the model counts)."""
+    with atomic_path(model_path, ".zip") as tmp:
+        model.save(tmp)
+    with atomic_path(buffer_path, ".pkl") as tmp:
+        model.save_replay_buffer(tmp)
+
+
 def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_000, eval_episodes: int = 20,
                    learning_starts: int = 10_000, env_version: str = "v5", policy_root: Path = POLICY_DIR,
                    work_dir: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
@@ -310,7 +320,7 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
         manifest["levels"] = select_levels(manifest["checkpoints"], env)
         manifest["level_selection"] = selection_record(env)
         write_manifest(env, manifest, policy_root)
-        model.save(model_path)
+        save_training_state(model, model_path, buffer_path)
         print(f"[{env}] step {step}: return {record['return_mean']:.1f} +- {record['return_std']:.1f} "
               f"(normalized {record['normalized_return']:.1f}, {eval_episodes} episodes)", flush=True)
 
@@ -326,8 +336,7 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
     remaining = steps - model.num_timesteps
     if remaining > 0:
         model.learn(total_timesteps=remaining, callback=Checkpoints(), reset_num_timesteps=False, progress_bar=progress)
-    model.save(model_path)
-    model.save_replay_buffer(buffer_path)
+    save_training_state(model, model_path, buffer_path)
     manifest["training_seconds"] = manifest.get("training_seconds", 0.0) + time.time() - start
     write_manifest(env, manifest, policy_root)
     train_env.close()

@@ -202,6 +202,34 @@ def test_cli_train_behavior_then_generate(tmp_path, monkeypatch, capsys):
     assert [c["steps"] for c in read_manifest("hopper", pol)["checkpoints"]] == [0, 150, 300, 450]
 
 
+def test_a_behaviour_run_stopped_after_a_checkpoint_keeps_that_checkpoints_model_and_replay_buffer(tmp_path,
+                                                                                                      monkeypatch):
+    """Interrupted while evaluating its step-300 checkpoint, a run leaves the SB3 model and replay buffer of its
+    step-150 checkpoint in place, whole (no temporary files), so --resume continues with the buffer it had."""
+    from stable_baselines3.common.save_util import load_from_pkl
+
+    import frozen_dt.envs.behavior as behavior
+
+    real_evaluate = behavior.evaluate_checkpoint
+
+    def evaluate(env, file, **kw):
+        if file.endswith("step0000300.safetensors"):
+            raise KeyboardInterrupt
+        return real_evaluate(env, file, **kw)
+
+    monkeypatch.setattr(behavior, "evaluate_checkpoint", evaluate)
+    work = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        behavior.train_behavior("hopper", steps=450, save_every=150, eval_episodes=1, learning_starts=100,
+                                policy_root=tmp_path / "pol", work_dir=work, progress=False)
+    assert sorted(p.name for p in work.iterdir()) == ["replay_buffer.pkl", "sac_model.zip"]
+    assert load_from_pkl(work / "replay_buffer.pkl").pos == 149  # the 150th step is stored after its callback
+    import zipfile
+
+    with zipfile.ZipFile(work / "sac_model.zip") as saved:
+        assert json.loads(saved.read("data"))["num_timesteps"] == 150
+
+
 def test_harness_reproduces_a_shipped_policys_manifest_return():
     """A shipped checkpoint evaluated through the harness on fresh episode seeds: the manifest's recorded return
     lies inside the 95 % bootstrap CI of the new episodes."""
