@@ -1,0 +1,148 @@
+"""Where our CQL and IQL part from d3rlpy's on the same data (results/parity/): the recipe, difference by difference.
+
+Each side of the parity bench runs its own published recipe. This trains ours exactly as run_parity.py's arm for
+the algorithm does (same file, update count, batch, network sizes, seeds and evaluation) with d3rlpy's settings
+swapped in, one arm per difference, and all of them together (arm ``d3rlpy``):
+
+* cql (d3rlpy's reproductions/offline/cql.py against CORL's hopper-medium file):
+  ``actor-lr`` actor and temperature Adam lr 1e-4, not 3e-5; ``raw-rewards`` rewards as stored, not CORL's
+  1000 / (max - min episode return); ``raw-obs`` observations as stored, not standardized; ``default-init``
+  PyTorch's default init of every linear layer, not CORL's orthogonal critics and small last layers.
+  Left as ours (not switchable without changing the algorithm): d3rlpy's backup uses the actor's mean action at
+  s' (``soft_q_backup=False``), ours a sample, as CORL; d3rlpy's log-std is a clamped linear head, ours CORL's
+  ``a * raw + b``.
+* iql (d3rlpy's reproductions/offline/iql.py against CORL's walker2d/halfcheetah files):
+  ``scaled-rewards`` rewards x 1000 / (max - min episode return) (d3rlpy's ReturnBasedRewardScaler, the same rule
+  as our --normalize-reward), not as stored; ``raw-obs`` as above.
+
+Writes ``<out>/<task>-<algo>-recipe.json``; run dirs (``<work>/<arm>/seed<k>``) are reused: train once, evaluate once.
+
+    python bench/parity/recipe_swap.py --algo cql --dataset DATA/hopper-medium-v2.hdf5 --task hopper-medium-v2 \
+        --arms d3rlpy raw-rewards --seeds 0 1 --out results/parity
+    python bench/parity/recipe_swap.py --algo iql --dataset DATA/walker2d-medium-v2.hdf5 --task walker2d-medium-v2 \
+        --arms d3rlpy --seeds 0 1 --out results/parity
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_parity import EVAL_SEED, SHARED  # noqa: E402  (the parity arm's shared settings, written there once)
+
+STEPS = {"cql": 5000, "iql": 50000}  # run_parity.py's sizes for these arms in results/parity
+FLAGS = {"actor-lr": ["--actor-lr", "0.0001"], "raw-rewards": ["--no-normalize-reward"],
+         "scaled-rewards": ["--normalize-reward"]}
+ARMS = {"cql": {"actor-lr": {"actor-lr"}, "raw-rewards": {"raw-rewards"}, "raw-obs": {"raw-obs"},
+                "default-init": {"default-init"}, "d3rlpy": {"actor-lr", "raw-rewards", "raw-obs", "default-init"}},
+        "iql": {"scaled-rewards": {"scaled-rewards"}, "raw-obs": {"raw-obs"}, "d3rlpy": {"scaled-rewards", "raw-obs"}}}
+
+
+@contextlib.contextmanager
+def patched(algo: str, parts: set):
+    """The registered ``algo`` with ``raw-obs`` and ``default-init`` applied while the block runs (flags do the rest)."""
+    from torch import nn
+
+    from frozen_dt.algorithms import REGISTRY
+    from frozen_dt.data import views
+
+    module = importlib.import_module(REGISTRY[algo])
+    plain_spec, plain_view = module.SPEC, module.TransitionView
+    spec = plain_spec
+    if "default-init" in parts:
+        def build_model(config, problem, backbone=None):
+            model = plain_spec.build_model(config, problem, backbone)
+            for layer in model.modules():
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
+            return model
+
+        spec = dataclasses.replace(spec, build_model=build_model)
+    if "raw-obs" in parts:  # the module's TransitionView, looked up when its build_algorithm runs
+        def raw_view(dataset, **_):
+            return views.TransitionView(dataset, normalize=False)
+
+        module.TransitionView = raw_view
+        spec = dataclasses.replace(spec, raw_observations=True)
+    module.SPEC = spec
+    try:
+        yield
+    finally:
+        module.SPEC, module.TransitionView = plain_spec, plain_view
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", required=True, choices=tuple(ARMS))
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--task", default="hopper-medium-v2")
+    parser.add_argument("--arms", nargs="+", default=["d3rlpy"])
+    parser.add_argument("--steps", type=int, help="updates (default: the parity arm's, cql 5000, iql 50000)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--work", help="run dirs (default: runs/parity/<algo>-recipe)")
+    parser.add_argument("--out", default="results/parity")
+    args = parser.parse_args()
+    unknown = sorted(set(args.arms) - set(ARMS[args.algo]))
+    if unknown:
+        parser.error(f"{args.algo} has no arm {', '.join(unknown)}; its arms: {', '.join(ARMS[args.algo])}")
+    steps, work = args.steps or STEPS[args.algo], Path(args.work or f"runs/parity/{args.algo}-recipe")
+    from frozen_dt.cli import main as cli
+    from frozen_dt.envs.registry import get_task
+    from frozen_dt.eval.scores import normalized_score
+
+    shared = SHARED[args.algo]
+    shared_flags = ["--batch-size", str(shared["batch_size"]), "--hidden-dim", str(shared["hidden"]),
+                    "--hidden-layers", str(shared["layers"])]
+    out = Path(args.out) / f"{args.task}-{args.algo}-recipe.json"
+    record = json.loads(out.read_text()) if out.is_file() else {"arms": {}}
+    record.update(task=args.task, algo=args.algo, dataset=str(args.dataset), steps=steps, episodes=args.episodes,
+                  eval_seed=EVAL_SEED, shared_flags=shared_flags,
+                  git=subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                     cwd=Path(__file__).parent).stdout.strip())
+    for arm in args.arms:
+        parts = ARMS[args.algo][arm]
+        flags = [f for part in sorted(parts) for f in FLAGS.get(part, [])]
+        seeds = {s["seed"]: s for s in record["arms"].get(arm, {}).get("seeds", [])}
+        for seed in args.seeds:
+            run_dir = work / arm / f"seed{seed}"
+            with patched(args.algo, parts):
+                if not (run_dir / "checkpoints" / "last.pt").is_file():
+                    code = cli(["train", args.task, "--algo", args.algo, "--dataset", args.dataset, "--steps",
+                                str(steps), "--seed", str(seed), "--eval-episodes", "0", "--log-every",
+                                str(max(steps // 20, 1)), "--save-every", str(steps), "--run-dir", str(run_dir),
+                                *shared_flags, *flags])
+                    if code:
+                        raise SystemExit(code)
+                if not (run_dir / "eval-last.json").is_file():
+                    code = cli(["eval", str(run_dir), "--episodes", str(args.episodes), "--num-envs", "10",
+                                "--eval-seed", str(EVAL_SEED), "--workers", "1"])
+                    if code:
+                        raise SystemExit(code)
+            evaluated = json.loads((run_dir / "eval-last.json").read_text())
+            returns = [e["return"] for e in next(iter(evaluated["targets"].values()))["episodes"]]
+            seeds[seed] = {"seed": seed, "returns": returns, "run_dir": str(run_dir),
+                           "score": float(np.mean(normalized_score(get_task(args.task), np.asarray(returns))))}
+        rows = [seeds[k] for k in sorted(seeds)]
+        record["arms"][arm] = {"changes": sorted(parts), "flags": flags,
+                               "score": float(np.mean([s["score"] for s in rows])), "seeds": rows}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, out)
+        print(f"{args.task} {args.algo}, arm {arm}: " + ", ".join(f"seed {s['seed']} {s['score']:.1f}" for s in rows)
+              + f" -> {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
