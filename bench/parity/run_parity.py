@@ -231,12 +231,16 @@ def main() -> None:
     python = parity_python(args.d3rlpy_python)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.work).mkdir(parents=True, exist_ok=True)  # our CLI runs there (its relative paths stay out of a checkout)
-    if args.throughput_only:
-        record = {"task": args.task, "dataset": str(args.dataset), "threads": args.threads,
-                  "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpu_count": os.cpu_count(),
-                  "algos": throughput(args, python, env), "git": git_commit(),
-                  "versions": {"ours": package_versions()}}
+    if args.throughput_only:  # measured algorithms replace their rows; the others' rows (and commits) stay
         path = Path(args.out) / f"{args.task}-throughput.json"
+        record = json.loads(path.read_text()) if path.is_file() else {"algos": {}}
+        commit = git_commit()
+        for row in record["algos"].values():
+            row.setdefault("git", record.get("git"))
+        record["algos"].update({algo: {**row, "git": commit} for algo, row in throughput(args, python, env).items()})
+        record.update(task=args.task, dataset=str(args.dataset), threads=args.threads,
+                      hardware=f"{platform.machine()} {platform.processor() or ''}".strip(), cpu_count=os.cpu_count(),
+                      git=commit, versions={"ours": package_versions()})
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, path)
