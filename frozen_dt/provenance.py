@@ -24,9 +24,11 @@ def package_versions(names: tuple = DATA_PACKAGES) -> dict:
     return out
 
 
-def git_commit() -> dict:
-    """``{"sha": ..., "dirty": ...}`` of the checkout holding this package; sha ``"unknown"`` outside a git tree."""
-    where = Path(__file__).resolve().parent
+def git_commit(where: Path | str | None = None) -> dict:
+    """``{"sha": ..., "dirty": ...}`` of the checkout holding ``where`` (default: this package); sha ``"unknown"``
+    outside a git tree. Scripts outside the package (bench/) pass their own directory: the package they import may
+    be an installed copy of that checkout, which has no git tree of its own."""
+    where = Path(where).resolve() if where is not None else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:

@@ -31,7 +31,6 @@ import dataclasses
 import importlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -100,6 +99,7 @@ def main() -> None:
     from frozen_dt.cli import main as cli
     from frozen_dt.envs.registry import get_task
     from frozen_dt.eval.scores import normalized_score
+    from frozen_dt.provenance import git_commit
 
     shared = SHARED[args.algo]
     shared_flags = ["--batch-size", str(shared["batch_size"]), "--hidden-dim", str(shared["hidden"]),
@@ -107,17 +107,23 @@ def main() -> None:
     out = Path(args.out) / f"{args.task}-{args.algo}-recipe.json"
     record = json.loads(out.read_text()) if out.is_file() else {"arms": {}}
     record.update(task=args.task, algo=args.algo, dataset=str(args.dataset), steps=steps, episodes=args.episodes,
-                  eval_seed=EVAL_SEED, shared_flags=shared_flags,
-                  git=subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                     cwd=Path(__file__).parent).stdout.strip())
+                  eval_seed=EVAL_SEED, shared_flags=shared_flags)
+    commit = git_commit(Path(__file__).parent)  # the checkout this script runs from (as run_parity.py records)
+    for row in record["arms"].values():  # seeds trained by earlier runs keep the commit they were trained at
+        for seed_row in row["seeds"]:
+            seed_row.setdefault("git", row.get("git") or record.get("git"))
+        row.pop("git", None)
+    record["git"] = commit  # the last run that wrote this file; each seed says where it was trained
     for arm in args.arms:
         parts = ARMS[args.algo][arm]
         flags = [f for part in sorted(parts) for f in FLAGS.get(part, [])]
         seeds = {s["seed"]: s for s in record["arms"].get(arm, {}).get("seeds", [])}
         for seed in args.seeds:
             run_dir = work / arm / f"seed{seed}"
+            trained_at = seeds.get(seed, {}).get("git")
             with patched(args.algo, parts):
                 if not (run_dir / "checkpoints" / "last.pt").is_file():
+                    trained_at = commit
                     code = cli(["train", args.task, "--algo", args.algo, "--dataset", args.dataset, "--steps",
                                 str(steps), "--seed", str(seed), "--eval-episodes", "0", "--log-every",
                                 str(max(steps // 20, 1)), "--save-every", str(steps), "--run-dir", str(run_dir),
@@ -131,7 +137,7 @@ def main() -> None:
                         raise SystemExit(code)
             evaluated = json.loads((run_dir / "eval-last.json").read_text())
             returns = [e["return"] for e in next(iter(evaluated["targets"].values()))["episodes"]]
-            seeds[seed] = {"seed": seed, "returns": returns, "run_dir": str(run_dir),
+            seeds[seed] = {"seed": seed, "returns": returns, "run_dir": str(run_dir), "git": trained_at or commit,
                            "score": float(np.mean(normalized_score(get_task(args.task), np.asarray(returns))))}
         rows = [seeds[k] for k in sorted(seeds)]
         record["arms"][arm] = {"changes": sorted(parts), "flags": flags,

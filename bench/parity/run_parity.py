@@ -234,7 +234,7 @@ def main() -> None:
     if args.throughput_only:  # measured algorithms replace their rows; the others' rows (and commits) stay
         path = Path(args.out) / f"{args.task}-throughput.json"
         record = json.loads(path.read_text()) if path.is_file() else {"algos": {}}
-        commit = git_commit()
+        commit = git_commit(REPO)
         for row in record["algos"].values():
             row.setdefault("git", record.get("git"))
         record["algos"].update({algo: {**row, "git": commit} for algo, row in throughput(args, python, env).items()})
@@ -262,7 +262,7 @@ def main() -> None:
                                                / np.mean([r["updates_per_s"] for r in b])),
                   "threads": args.threads, "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
                   "cpu_count": os.cpu_count(), "versions": {"ours": package_versions(), "d3rlpy": b[0]["versions"]},
-                  "git": git_commit(), "runs": {"ours": a, "d3rlpy": b}}
+                  "git": git_commit(REPO), "runs": {"ours": a, "d3rlpy": b}}
         path = Path(args.out) / f"{args.task}-{algo}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
