@@ -134,6 +134,68 @@ def archive_resume_state(env: str, root: Path = POLICY_DIR) -> dict:
     return manifest["resume_state"]
 
 
+KEEP_EVERY = 50_000  # checkpoints kept in the shipped policy dir: every 50k steps, and every file a level names
+PRUNED_WHY = ("evaluated and considered by level selection, then their files were not kept (no level uses them; "
+              "what travels to a device machine is limited to 64 MiB); kept every 50k steps and the levels' "
+              "checkpoints")
+
+
+def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_every: int = KEEP_EVERY,
+                     model: Path | None = None) -> dict:
+    """Bring a run's checkpoints from another policy dir (``train-behavior --policy-dir SOURCE``) into ``root``.
+
+    Levels are selected over every evaluated checkpoint of both manifests (the source's record wins for a step both
+    hold). Of the source's new checkpoints, those at multiples of ``keep_every`` and those a level names are copied
+    with their records; the others' records move to ``pruned_checkpoints`` (evaluated, considered, file not kept).
+    ``model`` (the run's ``sac_model.zip``) is copied to the resume path, to be committed and then archived
+    (:func:`archive_resume_state`). Returns ``{"copied", "pruned", "levels_before", "levels"}`` (steps copied,
+    steps newly pruned, the levels before and after)."""
+    import shutil
+
+    source = Path(source)
+    if not manifest_path(env, source).is_file():
+        raise FrozenDTError(f"no {manifest_path(env, source)}: nothing to sync")
+    if keep_every <= 0:
+        raise FrozenDTError(f"--keep-every must be positive, got {keep_every}")
+    theirs, ours = read_manifest(env, source), read_manifest(env, root)
+    held = {c["steps"]: c for c in ours["checkpoints"]}
+    new = {c["steps"]: c for c in theirs["checkpoints"] if c["steps"] not in held}
+    for step, record in new.items():
+        if not (source / env / record["file"]).is_file():
+            raise FrozenDTError(f"{source / env / record['file']} is in {manifest_path(env, source)} but missing")
+    levels = select_levels(list({**held, **new}.values()), env)
+    named = {f for files in levels.values() for f in ([files] if isinstance(files, str) else files)}
+    keep = {s: c for s, c in new.items() if s % keep_every == 0 or c["file"] in named}
+    pruned = [{k: v for k, v in c.items() if k != "file"} for s, c in sorted(new.items()) if s not in keep]
+    arriving = {c["file"] for c in keep.values()}
+    unkept = sorted(f for f in named if f not in arriving and not (root / env / f).is_file())
+    if unkept:  # a level names a file pruned before this sync: refuse rather than write a manifest it cannot use
+        raise FrozenDTError(f"the levels name checkpoints that are not kept in {root / env}: {', '.join(unkept)}")
+    for record in keep.values():
+        with atomic_path(root / env / record["file"]) as tmp:
+            shutil.copyfile(source / env / record["file"], tmp)
+    before = ours.get("levels", {})
+    was_pruned = {r["steps"] for r in ours.get("pruned_checkpoints", {}).get("records", [])}
+    ours["checkpoints"] = sorted([*held.values(), *keep.values()], key=lambda c: c["steps"])
+    ours["levels"], ours["level_selection"] = levels, selection_record(env)
+    if pruned:
+        done = ours.setdefault("pruned_checkpoints", {"why": PRUNED_WHY, "records": []})
+        steps = {r["steps"] for r in pruned}
+        done["records"] = sorted([r for r in done["records"] if r["steps"] not in steps] + pruned,
+                                 key=lambda r: r["steps"])
+    if "training_seconds" in theirs:
+        ours["training_seconds"] = theirs["training_seconds"]
+    if model is not None:
+        if not Path(model).is_file():
+            raise FrozenDTError(f"no SB3 model at {model}")
+        with atomic_path(resume_path(env, root)) as tmp:
+            shutil.copyfile(model, tmp)
+    write_manifest(env, ours, root)
+    return {"copied": sorted(keep), "pruned": [r["steps"] for r in pruned if r["steps"] not in was_pruned],
+            "levels_before": before,
+            "levels": levels}
+
+
 def level_targets(env: str) -> dict:
     """The mean normalized episode return each level's data should have: D4RL's datasets' where published."""
     from frozen_dt.eval.scores import normalized_score
@@ -343,13 +405,38 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
     return manifest
 
 
-if __name__ == "__main__":  # python -m frozen_dt.envs.behavior archive-resume ENV...: see archive_resume_state
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m frozen_dt.envs.behavior archive-resume ENV...`` | ``sync ENV --from DIR [--model ZIP]``."""
+    import argparse
 
-    if len(sys.argv) < 3 or sys.argv[1] != "archive-resume":
-        raise SystemExit("usage: python -m frozen_dt.envs.behavior archive-resume ENV [ENV ...]")
-    for name in sys.argv[2:]:
-        try:
-            print(name, json.dumps(archive_resume_state(name)))
-        except FrozenDTError as e:
-            raise SystemExit(f"error: {e}") from None
+    parser = argparse.ArgumentParser(prog="python -m frozen_dt.envs.behavior",
+                                     description="keep a behaviour-policy run's shipped files")
+    sub = parser.add_subparsers(dest="command", required=True)
+    archive = sub.add_parser("archive-resume", help=archive_resume_state.__doc__.splitlines()[0])
+    archive.add_argument("envs", nargs="+", choices=LOCOMOTION_ENVS)
+    sync = sub.add_parser("sync", help="bring a --policy-dir run's checkpoints into the package's policy dir")
+    sync.add_argument("env", choices=LOCOMOTION_ENVS)
+    sync.add_argument("--from", dest="source", required=True, type=Path, help="the run's --policy-dir")
+    sync.add_argument("--keep-every", type=int, default=KEEP_EVERY, help="steps between kept checkpoints")
+    sync.add_argument("--model", type=Path, help="the run's sac_model.zip, copied to the resume path")
+    sync.add_argument("--policy-dir", type=Path, default=POLICY_DIR, help="where to bring them")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "archive-resume":
+            for name in args.envs:
+                print(name, json.dumps(archive_resume_state(name)))
+            return 0
+        done = sync_checkpoints(args.env, args.source, args.policy_dir, keep_every=args.keep_every, model=args.model)
+    except FrozenDTError as e:
+        print(f"error: {e}")
+        return 2
+    print(f"{args.env}: copied {len(done['copied'])} checkpoints ({', '.join(map(str, done['copied'])) or '-'}), "
+          f"pruned {len(done['pruned'])}")
+    for level in sorted(set(done["levels"]) | set(done["levels_before"])):
+        was, now = done["levels_before"].get(level), done["levels"].get(level)
+        print(f"  {level}: " + ("unchanged" if was == now else f"CHANGED (regenerate its data): {was} -> {now}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
