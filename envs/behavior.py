@@ -160,7 +160,7 @@ def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_ev
     theirs, ours = read_manifest(env, source), read_manifest(env, root)
     held = {c["steps"]: c for c in ours["checkpoints"]}
     new = {c["steps"]: c for c in theirs["checkpoints"] if c["steps"] not in held}
-    for step, record in new.items():
+    for record in new.values():
         if not (source / env / record["file"]).is_file():
             raise FrozenDTError(f"{source / env / record['file']} is in {manifest_path(env, source)} but missing")
     levels = select_levels(list({**held, **new}.values()), env)

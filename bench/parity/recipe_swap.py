@@ -1,4 +1,4 @@
-"""Where our CQL and IQL part from d3rlpy's on the same data (results/parity/): the recipe, difference by difference.
+"""Where our CQL, IQL and DT part from d3rlpy's on the same data (results/parity/): the recipe, difference by difference.
 
 Each side of the parity bench runs its own published recipe. This trains ours exactly as run_parity.py's arm for
 the algorithm does (same file, update count, batch, network sizes, seeds and evaluation) with d3rlpy's settings
@@ -14,6 +14,9 @@ swapped in, one arm per difference, and all of them together (arm ``d3rlpy``):
 * iql (d3rlpy's reproductions/offline/iql.py against CORL's walker2d/halfcheetah files):
   ``scaled-rewards`` rewards x 1000 / (max - min episode return) (d3rlpy's ReturnBasedRewardScaler, the same rule
   as our --normalize-reward), not as stored; ``raw-obs`` as above.
+* dt (d3rlpy's ContinuousDecisionTransformer against kzl/decision-transformer, which ours follows):
+  ``timestep-init`` the timestep table drawn from N(0, 0.02) at init (d3rlpy's ``_init_weights`` covers the
+  position encoding), not PyTorch's N(0, 1) (kzl). Evaluated with run_parity.py's target return, 3600.
 
 Writes ``<out>/<task>-<algo>-recipe.json``; run dirs (``<work>/<arm>/seed<k>``) are reused: train once, evaluate once.
 
@@ -21,6 +24,7 @@ Writes ``<out>/<task>-<algo>-recipe.json``; run dirs (``<work>/<arm>/seed<k>``) 
         --arms d3rlpy raw-rewards --seeds 0 1 --out results/parity
     python bench/parity/recipe_swap.py --algo iql --dataset DATA/walker2d-medium-v2.hdf5 --task walker2d-medium-v2 \
         --arms d3rlpy --seeds 0 1 --out results/parity
+    python bench/parity/recipe_swap.py --algo dt --dataset DATA/hopper-medium-v2.hdf5 --arms timestep-init
 """
 
 from __future__ import annotations
@@ -37,33 +41,40 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_parity import EVAL_SEED, SHARED  # noqa: E402  (the parity arm's shared settings, written there once)
+from run_parity import DT_TARGET_RETURN, EVAL_SEED, our_flags  # noqa: E402  (the parity arm's settings)
 
-STEPS = {"cql": 5000, "iql": 50000}  # run_parity.py's sizes for these arms in results/parity
+STEPS = {"cql": 5000, "iql": 50000, "dt": 5000}  # run_parity.py's sizes for these arms in results/parity
 FLAGS = {"actor-lr": ["--actor-lr", "0.0001"], "raw-rewards": ["--no-normalize-reward"],
          "scaled-rewards": ["--normalize-reward"]}
 ARMS = {"cql": {"actor-lr": {"actor-lr"}, "raw-rewards": {"raw-rewards"}, "raw-obs": {"raw-obs"},
                 "default-init": {"default-init"}, "d3rlpy": {"actor-lr", "raw-rewards", "raw-obs", "default-init"}},
-        "iql": {"scaled-rewards": {"scaled-rewards"}, "raw-obs": {"raw-obs"}, "d3rlpy": {"scaled-rewards", "raw-obs"}}}
+        "iql": {"scaled-rewards": {"scaled-rewards"}, "raw-obs": {"raw-obs"}, "d3rlpy": {"scaled-rewards", "raw-obs"}},
+        "dt": {"timestep-init": {"timestep-init"}}}
 
 
 @contextlib.contextmanager
 def patched(algo: str, parts: set):
-    """The registered ``algo`` with ``raw-obs`` and ``default-init`` applied while the block runs (flags do the rest)."""
+    """The registered ``algo`` with ``raw-obs``, ``default-init`` and ``timestep-init`` applied while the block runs
+    (flags do the rest)."""
+    import torch
     from torch import nn
 
     from frozen_dt.algorithms import REGISTRY
     from frozen_dt.data import views
 
     module = importlib.import_module(REGISTRY[algo])
-    plain_spec, plain_view = module.SPEC, module.TransitionView
+    plain_spec, plain_view = module.SPEC, getattr(module, "TransitionView", None)  # DT's module reads sequences
     spec = plain_spec
-    if "default-init" in parts:
+    if parts & {"default-init", "timestep-init"}:
         def build_model(config, problem, backbone=None):
             model = plain_spec.build_model(config, problem, backbone)
-            for layer in model.modules():
-                if isinstance(layer, nn.Linear):
-                    layer.reset_parameters()
+            if "default-init" in parts:
+                for layer in model.modules():
+                    if isinstance(layer, nn.Linear):
+                        layer.reset_parameters()
+            if "timestep-init" in parts:
+                with torch.no_grad():
+                    model.embed_timestep.weight.normal_(0.0, 0.02)
             return model
 
         spec = dataclasses.replace(spec, build_model=build_model)
@@ -77,7 +88,9 @@ def patched(algo: str, parts: set):
     try:
         yield
     finally:
-        module.SPEC, module.TransitionView = plain_spec, plain_view
+        module.SPEC = plain_spec
+        if plain_view is not None:
+            module.TransitionView = plain_view
 
 
 def main() -> None:
@@ -86,7 +99,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--task", default="hopper-medium-v2")
     parser.add_argument("--arms", nargs="+", default=["d3rlpy"])
-    parser.add_argument("--steps", type=int, help="updates (default: the parity arm's, cql 5000, iql 50000)")
+    parser.add_argument("--steps", type=int, help="updates (default: the parity arm's, cql 5000, iql 50000, dt 5000)")
+    parser.add_argument("--warmup-steps", type=int, default=500, help="dt's lr warm-up (the parity arm's)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--work", help="run dirs (default: runs/parity/<algo>-recipe)")
@@ -101,9 +115,8 @@ def main() -> None:
     from frozen_dt.eval.scores import normalized_score
     from frozen_dt.provenance import git_commit
 
-    shared = SHARED[args.algo]
-    shared_flags = ["--batch-size", str(shared["batch_size"]), "--hidden-dim", str(shared["hidden"]),
-                    "--hidden-layers", str(shared["layers"])]
+    shared_flags = our_flags(args, args.algo)
+    target = ["--target-return", str(DT_TARGET_RETURN)] if args.algo == "dt" else []
     out = Path(args.out) / f"{args.task}-{args.algo}-recipe.json"
     record = json.loads(out.read_text()) if out.is_file() else {"arms": {}}
     record.update(task=args.task, algo=args.algo, dataset=str(args.dataset), steps=steps, episodes=args.episodes,
@@ -132,7 +145,7 @@ def main() -> None:
                         raise SystemExit(code)
                 if not (run_dir / "eval-last.json").is_file():
                     code = cli(["eval", str(run_dir), "--episodes", str(args.episodes), "--num-envs", "10",
-                                "--eval-seed", str(EVAL_SEED), "--workers", "1"])
+                                "--eval-seed", str(EVAL_SEED), "--workers", "1", *target])
                     if code:
                         raise SystemExit(code)
             evaluated = json.loads((run_dir / "eval-last.json").read_text())

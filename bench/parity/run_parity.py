@@ -30,6 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 EVAL_SEED = 10_000
+DT_TARGET_RETURN = 3600  # both sides' DT is conditioned on this return (hopper's in kzl/decision-transformer)
 # What both sides share per algorithm: batch size and network (the rest is each side's published setting; see
 # d3rlpy_side.py and our recipes).
 SHARED = {"bc": {"batch_size": 256, "hidden": 256, "layers": 2, "lr": 3e-4},
@@ -85,12 +86,13 @@ def ours(args, algo: str, seed: int, env: dict) -> dict:
     run_dir = Path(args.work) / args.task / algo / f"seed{seed}"
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         our_train(args, algo, seed, env, run_dir, args.steps[algo])
-    target = ["--target-return", "3600"] if algo == "dt" else []
+    target = ["--target-return", str(DT_TARGET_RETURN)] if algo == "dt" else []
     done = run_dir / "eval-last.json"
     previous = json.loads(done.read_text()) if done.is_file() else {}
     same = (previous.get("episodes") == args.episodes and previous.get("eval_seed") == EVAL_SEED
             and previous.get("checkpoint_step") == args.steps[algo] and previous.get("max_steps") is None
-            and [t.get("target_return") for t in previous.get("targets", {}).values()] == [3600.0 if target else None])
+            and [t.get("target_return") for t in previous.get("targets", {}).values()]
+            == [float(DT_TARGET_RETURN) if target else None])
     if not same:  # a rerun (more seeds, an interruption) evaluates only what it has not evaluated yet
         run([sys.executable, "-m", "frozen_dt.cli", "eval", str(run_dir), "--episodes", str(args.episodes),
              "--num-envs", str(min(args.episodes, 10)), "--eval-seed", str(EVAL_SEED), "--workers", "1", *target],
@@ -113,7 +115,7 @@ def their_argv(args, algo: str, seed: int, python: str, steps: int, episodes: in
         if key in shared:
             argv += [f"--{key}", str(shared[key])]
     if algo == "dt":
-        argv += ["--warmup-steps", str(args.warmup_steps), "--target-return", "3600"]
+        argv += ["--warmup-steps", str(args.warmup_steps), "--target-return", str(DT_TARGET_RETURN)]
     return argv
 
 
