@@ -372,6 +372,11 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
         torch.manual_seed(seed)
         model = SAC("MlpPolicy", train_env, seed=seed, device="cpu", verbose=0, learning_starts=learning_starts)
 
+    trained_before, start = manifest.get("training_seconds", 0.0), time.time()
+
+    def record_time() -> None:  # at every checkpoint, so a run stopped later still says how long it ran
+        manifest["training_seconds"] = trained_before + time.time() - start
+
     def checkpoint(step: int) -> None:
         name = f"{env}-sac-seed{seed}-step{step:07d}.safetensors"
         save_actor(model, policy_root / env / name)
@@ -381,6 +386,7 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
         manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["steps"] != step] + [record]
         manifest["levels"] = select_levels(manifest["checkpoints"], env)
         manifest["level_selection"] = selection_record(env)
+        record_time()
         write_manifest(env, manifest, policy_root)
         save_training_state(model, model_path, buffer_path)
         print(f"[{env}] step {step}: return {record['return_mean']:.1f} +- {record['return_std']:.1f} "
@@ -394,12 +400,11 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
 
     if not resume:
         checkpoint(0)  # the untrained actor: D4RL's "random" level
-    start = time.time()
     remaining = steps - model.num_timesteps
     if remaining > 0:
         model.learn(total_timesteps=remaining, callback=Checkpoints(), reset_num_timesteps=False, progress_bar=progress)
     save_training_state(model, model_path, buffer_path)
-    manifest["training_seconds"] = manifest.get("training_seconds", 0.0) + time.time() - start
+    record_time()
     write_manifest(env, manifest, policy_root)
     train_env.close()
     return manifest

@@ -224,6 +224,9 @@ def test_a_behaviour_run_stopped_after_a_checkpoint_keeps_that_checkpoints_model
                                 policy_root=tmp_path / "pol", work_dir=work, progress=False)
     assert sorted(p.name for p in work.iterdir()) == ["replay_buffer.pkl", "sac_model.zip"]
     assert load_from_pkl(work / "replay_buffer.pkl").pos == 149  # the 150th step is stored after its callback
+    manifest = read_manifest("hopper", tmp_path / "pol")
+    assert [c["steps"] for c in manifest["checkpoints"]] == [0, 150]
+    assert manifest["training_seconds"] > 0  # the time up to the last checkpoint is on record
     import zipfile
 
     with zipfile.ZipFile(work / "sac_model.zip") as saved:
