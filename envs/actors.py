@@ -40,7 +40,9 @@ class ActorPolicy:
         """Actions in [-1, 1] for a batch of observations; ``noise`` (standard normal) makes them stochastic.
 
         Runs in fixed-shape blocks (:func:`frozen_dt.eval.rollout.in_blocks`): a row's action does not depend on
-        how many rows were batched with it (tests/test_generate.py checks this bit for bit).
+        how many rows were batched with it (tests/test_generate.py checks this bit for bit) as long as the BLAS
+        gives a row the same result wherever it sits in a block. Single-threaded OpenBLAS does not (2e-5 apart;
+        README, Rollouts).
         """
         obs = np.asarray(obs, dtype=np.float32)
         if noise is None:
