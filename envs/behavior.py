@@ -100,6 +100,20 @@ def restore_resume_state(env: str, target: Path, root: Path = POLICY_DIR) -> Pat
     return target
 
 
+def saved_steps(model_zip: bytes, manifest: dict) -> int:
+    """The environment steps an SB3 model zip was saved at (its ``data`` record's ``num_timesteps``); for bytes that
+    are no SB3 zip, the last evaluated checkpoint's, kept or pruned."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_zip)) as saved:
+            return int(json.loads(saved.read("data"))["num_timesteps"])
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError):
+        records = manifest["checkpoints"] + manifest.get("pruned_checkpoints", {}).get("records", [])
+        return max((c["steps"] for c in records), default=0)
+
+
 def archive_resume_state(env: str, root: Path = POLICY_DIR) -> dict:
     """Record the committed ``resume/sac_model.zip`` of ``env`` in its manifest (``resume_state``: the commit that
     last wrote it, its path and SHA-256) and remove it from the working tree; commit the result. The zip must be
@@ -125,7 +139,7 @@ def archive_resume_state(env: str, root: Path = POLICY_DIR) -> dict:
     manifest = read_manifest(env, root)
     manifest["resume_state"] = {
         "commit": commit, "path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-        "steps": max((c["steps"] for c in manifest["checkpoints"]), default=0),
+        "steps": saved_steps(data, manifest),
         "what": "SB3 SAC model (actor, critics, optimizers) without replay buffer; restored by "
                 "`frozen-dt data train-behavior ENV --resume` (git show COMMIT:PATH); not installed"}
     manifest.pop("resume", None)

@@ -88,3 +88,31 @@ def test_an_uncommitted_state_is_not_archived(repo):
     with pytest.raises(FrozenDTError, match="not committed"):
         archive_resume_state("toy", root)
     assert resume_path("toy", root).exists()
+
+
+def test_the_archived_steps_are_the_models_own(tmp_path):
+    """A run stopped after its last kept checkpoint: the state's steps come from the SB3 zip, not the checkpoints."""
+    import zipfile
+
+    repo = tmp_path / "repo"
+    root = repo / "envs" / "policies"
+    (root / "toy" / "resume").mkdir(parents=True)
+    (root / "toy" / "manifest.json").write_text(json.dumps({
+        "env": "toy", "checkpoints": [{"steps": 30_000}], "levels": {},
+        "pruned_checkpoints": {"records": [{"steps": 40_000}]}}))
+    with zipfile.ZipFile(resume_path("toy", root), "w") as saved:
+        saved.writestr("data", json.dumps({"num_timesteps": 45_000}))
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "resume state")
+    assert archive_resume_state("toy", root)["steps"] == 45_000
+
+
+def test_without_a_readable_zip_the_steps_are_the_last_evaluated_checkpoints(repo):
+    root, _ = repo
+    manifest_file = root / "toy" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["pruned_checkpoints"] = {"records": [{"steps": 40_000}]}
+    manifest_file.write_text(json.dumps(manifest))
+    git(root.parents[1], "commit", "-qam", "a pruned record")
+    assert archive_resume_state("toy", root)["steps"] == 40_000
