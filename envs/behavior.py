@@ -148,19 +148,22 @@ def archive_resume_state(env: str, root: Path = POLICY_DIR) -> dict:
     return manifest["resume_state"]
 
 
-KEEP_EVERY = 50_000  # checkpoints kept in the shipped policy dir: every 50k steps, and every file a level names
+KEEP_EVERY = 100_000  # checkpoints kept in the shipped policy dir: every 100k steps, and every file a level names
 PRUNED_WHY = ("evaluated and considered by level selection, then their files were not kept (no level uses them; "
-              "what travels to a device machine is limited to 64 MiB); kept every 50k steps and the levels' "
-              "checkpoints")
+              "what travels to a device machine is limited to 64 MiB); kept: the levels' checkpoints and every "
+              "100k steps (every 50k until 2026-12-02; records with file_in_git_history were committed, then removed)")
 
 
 def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_every: int = KEEP_EVERY,
-                     model: Path | None = None) -> dict:
+                     model: Path | None = None, prune_held: bool = False) -> dict:
     """Bring a run's checkpoints from another policy dir (``train-behavior --policy-dir SOURCE``) into ``root``.
 
     Levels are selected over every evaluated checkpoint of both manifests (the source's record wins for a step both
     hold). Of the source's new checkpoints, those at multiples of ``keep_every`` and those a level names are copied
     with their records; the others' records move to ``pruned_checkpoints`` (evaluated, considered, file not kept).
+    ``prune_held`` applies the same rule to the checkpoints ``root`` already holds: their files leave the tree (they
+    stay in git history; the record keeps ``file`` and says so), e.g. with a larger ``keep_every`` when what travels
+    to a device machine nears its limit.
     ``model`` (the run's ``sac_model.zip``) is copied to the resume path, to be committed and then archived
     (:func:`archive_resume_state`). Returns ``{"copied", "pruned", "levels_before", "levels"}`` (steps copied,
     steps newly pruned, the levels before and after)."""
@@ -179,8 +182,13 @@ def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_ev
             raise FrozenDTError(f"{source / env / record['file']} is in {manifest_path(env, source)} but missing")
     levels = select_levels(list({**held, **new}.values()), env)
     named = {f for files in levels.values() for f in ([files] if isinstance(files, str) else files)}
-    keep = {s: c for s, c in new.items() if s % keep_every == 0 or c["file"] in named}
-    pruned = [{k: v for k, v in c.items() if k != "file"} for s, c in sorted(new.items()) if s not in keep]
+    was_pruned = {r["steps"] for r in ours.get("pruned_checkpoints", {}).get("records", [])}
+    # a step pruned before comes back only if a level names it
+    keep = {s: c for s, c in new.items() if (s % keep_every == 0 and s not in was_pruned) or c["file"] in named}
+    pruned = [{k: v for k, v in c.items() if k != "file"} for s, c in sorted(new.items())
+              if s not in keep and s not in was_pruned]
+    dropped = {s: c for s, c in held.items() if prune_held and s % keep_every and c["file"] not in named}
+    pruned += [{**c, "file_in_git_history": True} for s, c in sorted(dropped.items())]
     arriving = {c["file"] for c in keep.values()}
     unkept = sorted(f for f in named if f not in arriving and not (root / env / f).is_file())
     if unkept:  # a level names a file pruned before this sync: refuse rather than write a manifest it cannot use
@@ -189,12 +197,13 @@ def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_ev
         with atomic_path(root / env / record["file"]) as tmp:
             shutil.copyfile(source / env / record["file"], tmp)
     before = ours.get("levels", {})
-    was_pruned = {r["steps"] for r in ours.get("pruned_checkpoints", {}).get("records", [])}
-    ours["checkpoints"] = sorted([*held.values(), *keep.values()], key=lambda c: c["steps"])
+    ours["checkpoints"] = sorted([c for s, c in held.items() if s not in dropped] + list(keep.values()),
+                                 key=lambda c: c["steps"])
     ours["levels"], ours["level_selection"] = levels, selection_record(env)
-    if pruned:
-        done = ours.setdefault("pruned_checkpoints", {"why": PRUNED_WHY, "records": []})
-        steps = {r["steps"] for r in pruned}
+    if pruned or keep.keys() & was_pruned:
+        done = ours.setdefault("pruned_checkpoints", {"records": []})
+        done["why"] = PRUNED_WHY
+        steps = {r["steps"] for r in pruned} | keep.keys()  # replaced, or kept again
         done["records"] = sorted([r for r in done["records"] if r["steps"] not in steps] + pruned,
                                  key=lambda r: r["steps"])
     if "training_seconds" in theirs:
@@ -205,7 +214,9 @@ def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_ev
         with atomic_path(resume_path(env, root)) as tmp:
             shutil.copyfile(model, tmp)
     write_manifest(env, ours, root)
-    return {"copied": sorted(keep), "pruned": [r["steps"] for r in pruned if r["steps"] not in was_pruned],
+    for record in dropped.values():  # after the manifest no longer names them
+        (root / env / record["file"]).unlink(missing_ok=True)
+    return {"copied": sorted(keep), "pruned": [r["steps"] for r in pruned],
             "levels_before": before,
             "levels": levels}
 
@@ -438,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument("--from", dest="source", required=True, type=Path, help="the run's --policy-dir")
     sync.add_argument("--keep-every", type=int, default=KEEP_EVERY, help="steps between kept checkpoints")
     sync.add_argument("--model", type=Path, help="the run's sac_model.zip, copied to the resume path")
+    sync.add_argument("--prune-held", action="store_true",
+                      help="apply --keep-every to the checkpoints already kept too (their files stay in git history)")
     sync.add_argument("--policy-dir", type=Path, default=POLICY_DIR, help="where to bring them")
     args = parser.parse_args(argv)
     try:
@@ -445,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.envs:
                 print(name, json.dumps(archive_resume_state(name)))
             return 0
-        done = sync_checkpoints(args.env, args.source, args.policy_dir, keep_every=args.keep_every, model=args.model)
+        done = sync_checkpoints(args.env, args.source, args.policy_dir, keep_every=args.keep_every, model=args.model,
+                                prune_held=args.prune_held)
     except FrozenDTError as e:
         print(f"error: {e}")
         return 2

@@ -94,7 +94,7 @@ def test_model_goes_to_the_resume_path(dirs, tmp_path):
 
 def test_command_line_reports_level_changes_and_bad_input_exits_2(dirs, tmp_path, capsys):
     shipped, run = dirs
-    assert main(["sync", "hopper", "--from", str(run), "--policy-dir", str(shipped)]) == 0
+    assert main(["sync", "hopper", "--from", str(run), "--policy-dir", str(shipped), "--keep-every", "50000"]) == 0
     out = capsys.readouterr().out
     assert "copied 4 checkpoints" in out and "pruned 1" in out
     assert "expert: CHANGED (regenerate its data): None -> hopper-sac-seed0-step0175000.safetensors" in out
@@ -103,3 +103,19 @@ def test_command_line_reports_level_changes_and_bad_input_exits_2(dirs, tmp_path
     with pytest.raises(SystemExit) as exit_:
         main(["sync", "atlantis", "--from", str(run)])
     assert exit_.value.code == 2
+
+
+def test_prune_held_applies_the_rule_to_kept_checkpoints_and_keeps_what_levels_name(dirs):
+    shipped, run = dirs
+    sync_checkpoints("hopper", run, shipped, keep_every=50_000)
+    before = {c["steps"] for c in read_manifest("hopper", shipped)["checkpoints"]}
+    done = sync_checkpoints("hopper", run, shipped, keep_every=100_000, prune_held=True)
+    manifest = read_manifest("hopper", shipped)
+    named = {f for files in manifest["levels"].values() for f in ([files] if isinstance(files, str) else files)}
+    kept = {c["steps"] for c in manifest["checkpoints"]}
+    assert before - kept == {150_000} and done["pruned"] == [150_000]  # 0, 25k, 50k: medium-replay; 75k, 175k levels
+    assert all((shipped / "hopper" / f).is_file() for f in named)
+    assert not (shipped / "hopper" / "hopper-sac-seed0-step0150000.safetensors").exists()
+    record = [r for r in manifest["pruned_checkpoints"]["records"] if r["steps"] == 150_000][0]
+    assert record["file_in_git_history"] and record["normalized_return"] == 90.0
+    assert sync_checkpoints("hopper", run, shipped)["copied"] == []  # a later plain sync does not bring it back
