@@ -181,7 +181,7 @@ def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_ev
         if not (source / env / record["file"]).is_file():
             raise FrozenDTError(f"{source / env / record['file']} is in {manifest_path(env, source)} but missing")
     levels = select_levels(list({**held, **new}.values()), env)
-    named = {f for files in levels.values() for f in ([files] if isinstance(files, str) else files)}
+    named = {f for entry in levels.values() for f in level_files(entry)}
     was_pruned = {r["steps"] for r in ours.get("pruned_checkpoints", {}).get("records", [])}
     # a step pruned before comes back only if a level names it
     keep = {s: c for s, c in new.items() if (s % keep_every == 0 and s not in was_pruned) or c["file"] in named}
@@ -219,6 +219,11 @@ def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_ev
     return {"copied": sorted(keep), "pruned": [r["steps"] for r in pruned],
             "levels_before": before,
             "levels": levels}
+
+
+def level_files(entry: str | list[str]) -> list[str]:
+    """The checkpoint files of one ``levels`` entry (a file, or a list of them: medium-replay, medium-expert)."""
+    return [entry] if isinstance(entry, str) else list(entry)
 
 
 def level_targets(env: str) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from frozen_dt.envs.actors import ActorAgent, ActorPolicy
-from frozen_dt.envs.behavior import POLICY_DIR, read_manifest, select_levels
+from frozen_dt.envs.behavior import POLICY_DIR, level_files, read_manifest, select_levels
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.eval.rollout import RECORD_KEYS
@@ -47,8 +47,7 @@ def level_checkpoints(env: str, level: str, root: Path = POLICY_DIR) -> list[dic
         shipped = ", ".join(sorted(levels)) or "none"
         raise FrozenDTError(f"no shipped behaviour policy for {env}-{level} (shipped levels: {shipped}); "
                             f"train one with `frozen-dt data train-behavior {env}`")
-    files = [files] if isinstance(files, str) else files
-    return [by_file[f] for f in files]
+    return [by_file[f] for f in level_files(files)]
 
 
 def concat_episodes(parts: list[dict], limit: int | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""Where our CQL, IQL and DT part from d3rlpy's on the same data (results/parity/): the recipe, difference by difference.
+"""Where our CQL, IQL and DT part from d3rlpy's on the same data (results/parity/): the recipe, setting by setting.
 
 Each side of the parity bench runs its own published recipe. This trains ours exactly as run_parity.py's arm for
 the algorithm does (same file, update count, batch, network sizes, seeds and evaluation) with d3rlpy's settings
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_parity import DT_TARGET_RETURN, EVAL_SEED, our_flags  # noqa: E402  (the parity arm's settings)
+from run_parity import DT_TARGET_RETURN, EVAL_SEED, REPO, our_flags  # noqa: E402  (the parity arm's settings)
 
 STEPS = {"cql": 5000, "iql": 50000, "dt": 5000}  # run_parity.py's sizes for these arms in results/parity
 FLAGS = {"actor-lr": ["--actor-lr", "0.0001"], "raw-rewards": ["--no-normalize-reward"],
@@ -121,11 +121,7 @@ def main() -> None:
     record = json.loads(out.read_text()) if out.is_file() else {"arms": {}}
     record.update(task=args.task, algo=args.algo, dataset=str(args.dataset), steps=steps, episodes=args.episodes,
                   eval_seed=EVAL_SEED, shared_flags=shared_flags)
-    commit = git_commit(Path(__file__).parent)  # the checkout this script runs from (as run_parity.py records)
-    for row in record["arms"].values():  # seeds trained by earlier runs keep the commit they were trained at
-        for seed_row in row["seeds"]:
-            seed_row.setdefault("git", row.get("git") or record.get("git"))
-        row.pop("git", None)
+    commit = git_commit(REPO)  # the checkout this script runs from, as run_parity.py records it
     record["git"] = commit  # the last run that wrote this file; each seed says where it was trained
     for arm in args.arms:
         parts = ARMS[args.algo][arm]
