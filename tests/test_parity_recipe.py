@@ -49,3 +49,39 @@ def test_raw_obs_and_default_init_arms(capsys, tmp_path):
 
     assert last_layer_bound(plain["algorithm"]["model"]) <= 3e-3 + 1e-6
     assert last_layer_bound(swapped["algorithm"]["model"]) > 3e-2  # PyTorch's default: U(-1/16, 1/16) at width 256
+
+
+def test_log_std_head_arm_is_a_plain_clamped_linear_head_through_training(capsys, tmp_path):
+    small = ("--hidden-dim", "32", "--hidden-layers", "2", "--actor-lr", "1e-2")
+    with recipe_swap.patched("cql", {"log-std-head"}):
+        swapped = _train(capsys, tmp_path, "swapped", "cql", *small)["algorithm"]["model"]
+    plain = _train(capsys, tmp_path, "plain", "cql", *small)["algorithm"]["model"]
+    assert float(swapped["actor.log_std_scale"]) == 1.0 and float(swapped["actor.log_std_offset"]) == 0.0
+    assert float(plain["actor.log_std_offset"]) != -1.0  # CORL's offset starts at -1 and learns
+
+
+def test_mean_backup_arm_backs_up_the_actors_squashed_mean_at_the_next_state():
+    import numpy as np
+    import torch
+
+    from test_semantics import action_reward_dataset, value_algorithm
+
+    dataset = action_reward_dataset(n=200)
+
+    def td_losses(parts):  # (the update's TD loss, the TD loss of a backup at tanh(mean(s'))) before the step
+        algo = value_algorithm("cql", dataset, hidden_dim=16, hidden_layers=1, batch_size=32, discount=0.99)
+        batch = algo.sample_batch(np.random.default_rng(0))
+        t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in batch.items()}
+        with torch.no_grad():
+            next_actions = algo.model.actor(t["next_observations"])
+            next_q = torch.min(*(q(t["next_observations"], next_actions) for q in algo.target_q))
+            backup = t["rewards"] * algo.reward_scale + algo.discount * (1.0 - t["dones"]) * next_q
+            expected = sum(((q(t["observations"], t["actions"]) - backup) ** 2).mean()
+                           for q in (algo.model.q1, algo.model.q2)) / 2
+        with recipe_swap.patched("cql", parts):
+            return algo.update(batch)["td_loss"], float(expected)
+
+    swapped, expected = td_losses({"mean-backup"})
+    assert swapped == pytest.approx(expected, rel=1e-5)
+    plain, expected = td_losses(set())  # CORL's sampled backup action, and so the patch is undone after its block
+    assert plain != pytest.approx(expected, rel=1e-3)

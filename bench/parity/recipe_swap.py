@@ -8,9 +8,13 @@ swapped in, one arm per difference, and all of them together (arm ``d3rlpy``):
   ``actor-lr`` actor and temperature Adam lr 1e-4, not 3e-5; ``raw-rewards`` rewards as stored, not CORL's
   1000 / (max - min episode return); ``raw-obs`` observations as stored, not standardized; ``default-init``
   PyTorch's default init of every linear layer, not CORL's orthogonal critics and small last layers.
-  Left as ours (not switchable without changing the algorithm): d3rlpy's backup uses the actor's mean action at
-  s' (``soft_q_backup=False``), ours a sample, as CORL; d3rlpy's log-std is a clamped linear head, ours CORL's
-  ``a * raw + b``.
+  ``mean-backup`` the backup's action at s' is the actor's squashed mean (d3rlpy's ``soft_q_backup=False``
+  path, ``policy(s').squashed_mu``), not a sample (CORL); ``log-std-head`` the log-std is the actor's linear
+  output clamped to [-20, 2] (d3rlpy's ``NormalPolicy``), not CORL's learned ``scale * raw + offset`` (1, -1 at
+  init); arm ``d3rlpy-all`` is ``d3rlpy`` with both.
+  Left as ours: the temperature's loss (d3rlpy ``-exp(log_alpha) * (log_pi - A)``, ours ``-log_alpha * (...)``:
+  Adam steps on gradients that differ by the factor alpha, which moves by under 1e-4 per update in log space) and
+  the order of the steps (d3rlpy's actor steps on the critics after their step, ours before).
 * iql (d3rlpy's reproductions/offline/iql.py against CORL's walker2d/halfcheetah files):
   ``scaled-rewards`` rewards x 1000 / (max - min episode return) (d3rlpy's ReturnBasedRewardScaler, the same rule
   as our --normalize-reward), not as stored; ``raw-obs`` as above.
@@ -47,15 +51,19 @@ STEPS = {"cql": 5000, "iql": 50000, "dt": 5000}  # run_parity.py's sizes for the
 FLAGS = {"actor-lr": ["--actor-lr", "0.0001"], "raw-rewards": ["--no-normalize-reward"],
          "scaled-rewards": ["--normalize-reward"]}
 ARMS = {"cql": {"actor-lr": {"actor-lr"}, "raw-rewards": {"raw-rewards"}, "raw-obs": {"raw-obs"},
-                "default-init": {"default-init"}, "d3rlpy": {"actor-lr", "raw-rewards", "raw-obs", "default-init"}},
+                "default-init": {"default-init"}, "d3rlpy": {"actor-lr", "raw-rewards", "raw-obs", "default-init"},
+                "mean-backup": {"mean-backup"}, "log-std-head": {"log-std-head"},
+                "d3rlpy-all": {"actor-lr", "raw-rewards", "raw-obs", "default-init", "mean-backup", "log-std-head"},
+                "d3rlpy+mean-backup": {"actor-lr", "raw-rewards", "raw-obs", "default-init", "mean-backup"},
+                "d3rlpy+log-std-head": {"actor-lr", "raw-rewards", "raw-obs", "default-init", "log-std-head"}},
         "iql": {"scaled-rewards": {"scaled-rewards"}, "raw-obs": {"raw-obs"}, "d3rlpy": {"scaled-rewards", "raw-obs"}},
         "dt": {"timestep-init": {"timestep-init"}}}
 
 
 @contextlib.contextmanager
 def patched(algo: str, parts: set):
-    """The registered ``algo`` with ``raw-obs``, ``default-init`` and ``timestep-init`` applied while the block runs
-    (flags do the rest)."""
+    """The registered ``algo`` with ``raw-obs``, ``default-init``, ``timestep-init``, ``log-std-head`` and
+    ``mean-backup`` applied while the block runs (flags do the rest)."""
     import torch
     from torch import nn
 
@@ -65,7 +73,9 @@ def patched(algo: str, parts: set):
     module = importlib.import_module(REGISTRY[algo])
     plain_spec, plain_view = module.SPEC, getattr(module, "TransitionView", None)  # DT's module reads sequences
     spec = plain_spec
-    if parts & {"default-init", "timestep-init"}:
+    plain_gaussian, plain_update = getattr(module, "tanh_gaussian", None), getattr(module, "CQL", None)
+    plain_update = plain_update and plain_update.__dict__["update_stack"]
+    if parts & {"default-init", "timestep-init", "log-std-head"}:
         def build_model(config, problem, backbone=None):
             model = plain_spec.build_model(config, problem, backbone)
             if "default-init" in parts:
@@ -75,6 +85,12 @@ def patched(algo: str, parts: set):
             if "timestep-init" in parts:
                 with torch.no_grad():
                     model.embed_timestep.weight.normal_(0.0, 0.02)
+            if "log-std-head" in parts:  # log_std = clamp(raw): a plain linear head, as d3rlpy's NormalPolicy
+                with torch.no_grad():
+                    model.actor.log_std_scale.fill_(1.0)
+                    model.actor.log_std_offset.fill_(0.0)
+                model.actor.log_std_scale.requires_grad_(False)
+                model.actor.log_std_offset.requires_grad_(False)
             return model
 
         spec = dataclasses.replace(spec, build_model=build_model)
@@ -84,11 +100,25 @@ def patched(algo: str, parts: set):
 
         module.TransitionView = raw_view
         spec = dataclasses.replace(spec, raw_observations=True)
+    if "mean-backup" in parts:  # update_stack's second tanh_gaussian call is the backup's draw at s'
+        calls = [0]
+
+        def gaussian(mean, log_std, noise):
+            calls[0] += 1
+            return plain_gaussian(mean, log_std, torch.zeros_like(noise) if calls[0] == 2 else noise)
+
+        def update_stack(*args, **kwargs):
+            calls[0] = 0
+            return plain_update.__func__(*args, **kwargs)
+
+        module.tanh_gaussian, module.CQL.update_stack = gaussian, staticmethod(update_stack)
     module.SPEC = spec
     try:
         yield
     finally:
         module.SPEC = plain_spec
+        if "mean-backup" in parts:
+            module.tanh_gaussian, module.CQL.update_stack = plain_gaussian, plain_update
         if plain_view is not None:
             module.TransitionView = plain_view
 
