@@ -110,8 +110,12 @@ def saved_steps(model_zip: bytes, manifest: dict) -> int:
         with zipfile.ZipFile(io.BytesIO(model_zip)) as saved:
             return int(json.loads(saved.read("data"))["num_timesteps"])
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError):
-        records = manifest["checkpoints"] + manifest.get("pruned_checkpoints", {}).get("records", [])
-        return max((c["steps"] for c in records), default=0)
+        return max((c["steps"] for c in manifest["checkpoints"] + pruned_records(manifest)), default=0)
+
+
+def pruned_records(manifest: dict) -> list[dict]:
+    """The evaluation records of checkpoints whose files were not kept (``pruned_checkpoints``), oldest first."""
+    return manifest.get("pruned_checkpoints", {}).get("records", [])
 
 
 def archive_resume_state(env: str, root: Path = POLICY_DIR) -> dict:
@@ -182,7 +186,7 @@ def sync_checkpoints(env: str, source: Path, root: Path = POLICY_DIR, *, keep_ev
             raise FrozenDTError(f"{source / env / record['file']} is in {manifest_path(env, source)} but missing")
     levels = select_levels(list({**held, **new}.values()), env)
     named = {f for entry in levels.values() for f in level_files(entry)}
-    was_pruned = {r["steps"] for r in ours.get("pruned_checkpoints", {}).get("records", [])}
+    was_pruned = {r["steps"] for r in pruned_records(ours)}
     # a step pruned before comes back only if a level names it
     keep = {s: c for s, c in new.items() if (s % keep_every == 0 and s not in was_pruned) or c["file"] in named}
     pruned = [{k: v for k, v in c.items() if k != "file"} for s, c in sorted(new.items())
