@@ -43,6 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DISPOSITIONS = REPO / "tests" / "mutation_dispositions.json"
 PINNED = "tests/test_pinned_rules.py"
+EVALUATE = "tests/test_evaluate.py::"
 
 # module -> the test files (or node ids) that cover it; the run goes in this order, short modules first.
 MODULES = {
@@ -50,8 +51,10 @@ MODULES = {
                       PINNED + "::test_one_seed_interval_is_over_its_episodes_and_its_statistics_its_mean",
                       PINNED + "::test_stratified_bootstrap_draws_each_tasks_runs_independently",
                       PINNED + "::test_stratified_bootstrap_interval_is_the_percentile_interval_of_the_resampled_aggregate",
-                      "tests/test_evaluate.py"],
-    "eval/scores.py": ["tests/test_registry.py", "tests/test_evaluate.py"],
+                      EVALUATE + "test_bootstrap_ci_of_one_task_matches_scipy_percentile_bootstrap",
+                      EVALUATE + "test_bootstrap_is_stratified_by_task", EVALUATE + "test_iqm_and_summary"],
+    "eval/scores.py": [EVALUATE + "test_normalization_uses_the_d4rl_references",
+                       "tests/test_registry.py::test_normalization_against_d4rl_references"],
     "eval/rollout.py": [PINNED, "tests/test_rollout.py"],
     "baselines/cql.py": [PINNED + "::test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets",
                          "tests/test_semantics.py", "tests/test_algorithms.py"],
