@@ -48,6 +48,7 @@ SEMANTICS = "tests/test_semantics.py::"
 ALGORITHMS = "tests/test_algorithms.py::"
 STACK = "tests/test_stack.py::test_seed_k_of_a_stack_of_3_equals_seed_k_alone"
 EVALUATE = "tests/test_evaluate.py::"
+REFERENCE = "tests/test_reference_configs.py"  # the defaults against CORL's configs
 
 # module -> the test files (or node ids) that cover it; the run goes in this order, short modules first.
 MODULES = {
@@ -60,12 +61,12 @@ MODULES = {
                          SEMANTICS + "test_cql_penalty_lowers_q_on_out_of_distribution_actions",
                          ALGORITHMS + "test_cql_tanh_gaussian_log_prob_matches_torch_distributions",
                          ALGORITHMS + "test_update_save_load_and_continue[cql-hopper-medium-v2-td_loss]",
-                         STACK + "[cql-hopper-medium-v2]"],
+                         STACK + "[cql-hopper-medium-v2]", REFERENCE],
     "baselines/iql.py": [SEMANTICS + "test_iql_value_regresses_to_the_expectile_of_the_action_values",
                          SEMANTICS + "test_iql_actor_loss_is_the_awr_weighted_log_likelihood",
                          SEMANTICS + "test_iql_keeps_its_runs_cosine_horizon_on_resume",
                          ALGORITHMS + "test_update_save_load_and_continue[iql-hopper-medium-v2-q_loss]",
-                         STACK + "[iql-hopper-medium-v2]"],
+                         STACK + "[iql-hopper-medium-v2]", REFERENCE],
     "baselines/td3bc.py": [SEMANTICS + "test_td3bc_actor_step_is_scale_free_in_q_and_delayed",
                            ALGORITHMS + "test_update_save_load_and_continue[td3bc-hopper-medium-v2-critic_loss]",
                            STACK + "[td3bc-hopper-medium-v2]"],
@@ -80,7 +81,7 @@ MODULES = {
                         PINNED + "test_success_is_the_info_success_at_the_episodes_last_step", "tests/test_rollout.py"],
     "baselines/dt.py": [SEMANTICS + "test_dt_is_initialised_as_the_reference_gpt2",
                         SEMANTICS + "test_dt_action_at_step_t_depends_only_on_tokens_up_to_its_state",
-                        "tests/test_models.py"],
+                        "tests/test_models.py", REFERENCE],
     "frozen_dt/sequence_models.py": [PINNED + "test_dt_agent_return_to_go_window_is_target_minus_the_rewards_so_far",
                                      PINNED + "test_dt_agent_window_timesteps_and_mask_follow_the_episode",
                                      SEMANTICS + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only",
@@ -116,11 +117,10 @@ def env() -> dict:
 
 
 def snapshot(work: Path, commit: str) -> Path:
-    """The committed tree at ``commit`` under ``work/tree`` (reused when it is already that commit's)."""
+    """The committed tree at ``commit`` under ``work/tree``, unpacked afresh on every run (a run stopped mid-mutant
+    leaves that mutant in its copy of the file)."""
     tree = work / "tree"
     stamp = work / "tree.commit"
-    if tree.exists() and stamp.exists() and stamp.read_text().strip() == commit:
-        return tree
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, capture_output=True, check=True)
