@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.schema import is_plain_name
 
 DATA_ENV_VAR = "FROZEN_DT_DATA"
 DEFAULT_DATA_DIR = Path("~/.frozen-dt/data")
-
-_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def data_dir() -> Path:
@@ -22,7 +20,7 @@ def data_dir() -> Path:
 
 def data_file(file_name: str) -> Path:
     """``data_dir() / file_name``, refusing any name that could point outside the data directory."""
-    if not _SAFE_FILE_NAME.fullmatch(file_name) or ".." in file_name:
+    if not is_plain_name(file_name):
         raise FrozenDTError(f"refusing data file name {file_name!r}: only letters, digits, '.', '_' and '-' are allowed")
     # The name is a single plain path component, so the file sits directly in the data dir. The file itself may be
     # a symlink to a dataset kept elsewhere (a common way to share large files): it is not resolved.
