@@ -23,6 +23,7 @@ from frozen_dt.config import EvalArgs
 from frozen_dt.data.dataset import ObsStats
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.locks import run_locks
 from frozen_dt.run_dir import (RunSettings, checkpoint_path, eval_path, latest_run, read_json, read_run_config,
                                write_json)
 from frozen_dt.training.trainer import load_checkpoint
@@ -206,6 +207,12 @@ def run_eval(args: EvalArgs) -> list[dict]:
         run_dirs = runs_in(latest.parent) if is_stack(latest.parent) else [latest]
     if args.device == "cuda" and not torch.cuda.is_available():
         raise FrozenDTError("--device cuda: no CUDA device is available")
+    with run_locks(d for d in run_dirs if Path(d).expanduser().is_dir()):  # no training or other eval writes them
+        return evaluate_runs(run_dirs, args)
+
+
+def evaluate_runs(run_dirs: list[Path], args: EvalArgs) -> list[dict]:
+    """Evaluate ``run_dirs`` (each checked before any rollout), print each and each configuration's aggregate."""
     loaded = [load_run(d, args.checkpoint, args.device) for d in run_dirs]  # every run checked before any rollout
     for run in loaded:
         eval_task_for(run, args.task, args.env_version)
