@@ -100,8 +100,11 @@ def run_locked(sweep, args, threads: int) -> int:
     if evaluated:
         from frozen_dt.eval.leaderboard import write_leaderboard
 
-        rows = write_leaderboard(evaluated, sweep.out / "leaderboard.csv", sweep.eval["checkpoint"])
+        rows, skipped = write_leaderboard(evaluated, sweep.out / "leaderboard.csv", sweep.eval["checkpoint"])
         print(f"leaderboard: {sweep.out / 'leaderboard.csv'} ({len(rows)} rows)", flush=True)
+        for line in skipped:
+            print(f"left out of the leaderboard: {line}", flush=True)
+        failed = failed or skipped
     return 1 if failed else 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.locks import HOLDER_ENV, LockHeld, holder_id, run_locks
 from frozen_dt.run_dir import checkpoint_path, eval_path, read_json
+from frozen_dt.schema import integer, record
 from frozen_dt.sweeps.spec import SweepRun, probe_argv, stack_train_argv, train_argv
 
 STATES = ("done", "evaluate", "resume", "new")
@@ -35,13 +36,15 @@ def job_env(threads: int) -> dict:
 
 def run_state(run: SweepRun) -> str:
     """How far ``run`` got (:data:`STATES`)."""
+    from frozen_dt.eval.runs import read_eval_record
     from frozen_dt.training.trainer import load_checkpoint
 
     if run.command == "probe":  # no resume: a probe run is done (its summary written) or starts again
         summary = Path(run.run_dir) / "summary.json"
         try:
-            return "done" if summary.is_file() and int(read_json(summary).get("steps", -1)) == run.steps else "new"
-        except (FrozenDTError, TypeError, ValueError):
+            done = summary.is_file() and read_json(summary, record({"steps": integer()}))["steps"] == run.steps
+            return "done" if done else "new"
+        except FrozenDTError:  # unreadable: run it again
             return "new"
     evaluation = run.evaluation
     last = checkpoint_path(run.run_dir)
@@ -58,10 +61,10 @@ def run_state(run: SweepRun) -> str:
     path = eval_path(run.run_dir, evaluation["checkpoint"])
     if path.is_file():
         try:
-            record = read_json(path)
-            if record.get("episodes") == evaluation["episodes"] and record.get("checkpoint_step") == step:
+            found = read_eval_record(path)
+            if found.get("episodes") == evaluation["episodes"] and found["checkpoint_step"] == step:
                 return "done"
-        except FrozenDTError:
+        except FrozenDTError:  # unreadable: evaluate again
             pass
     return "evaluate"
 
