@@ -17,7 +17,7 @@ from pathlib import Path
 from frozen_dt.algorithms import ALGORITHMS
 from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig,
                               SweepArgs)
-from frozen_dt.errors import FrozenDTError
+from frozen_dt.errors import FrozenDTError, os_error_message
 from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 
 DESCRIPTION = ("frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, "
@@ -389,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         code = ns.func(ns)
     except FrozenDTError as e:
         print(f"frozen-dt: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, name too long, permission: the user's to fix, not a bug
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"frozen-dt: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frozen-dt: interrupted", file=sys.stderr)
