@@ -131,6 +131,7 @@ class SweepArgs:
     retries: int = arg(1, "attempts after a job's first failure (each resumes from its checkpoint)",
                        check="non_negative")
     dry_run: bool = arg(False, "print the expanded runs, their state, commands and resources; run nothing")
+    max_runs: int = arg(1000, "refuse a SPEC that expands to more runs than this", check="positive")
 
     def validate(self) -> None:
         validate_fields(self)
