@@ -656,3 +656,72 @@ def test_exporting_a_backbone_that_is_not_gguf_is_a_clear_error(tmp_path):
         export_slice("minilm-l6", "0:1", tmp_path / "x.gguf")
     with pytest.raises(FrozenDTError, match="unknown backbone"):
         export_slice("gpt9", "0:1", tmp_path / "x.gguf")
+
+
+# --- left-padded windows: prebuilt masks, every row sees itself ----------------------------------------------------
+
+
+def _padded_batch(seed: int = 2):
+    x = torch.randn(3, T, 32, generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(3, T, dtype=torch.bool)
+    mask[0, :3] = False  # left-padded
+    mask[1, :T - 1] = False  # one real step
+    return x, mask
+
+
+def _forward_backward(backbone, x, mask):
+    x = x.clone().requires_grad_(True)
+    out = backbone(x, attention_mask=mask)
+    weights = torch.linspace(-1.0, 1.0, out.numel()).reshape(out.shape)  # every position, padded ones too
+    (out * weights).sum().backward()
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("arch", list(TINY_CONFIGS))
+def test_left_padded_window_is_finite_and_equals_the_math_backend(tiny, arch):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backbone = load_backbone(tiny[arch][0], "0:4")
+    x, mask = _padded_batch()
+    out, grad = _forward_backward(backbone, x, mask)
+    with sdpa_kernel([SDPBackend.MATH]):
+        out_math, grad_math = _forward_backward(backbone, x, mask)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    assert_close(out, out_math)
+    assert_close(grad, grad_math)
+    # real rows see exactly what the model's own masks (built by transformers from the 2-D mask) let them see
+    with torch.no_grad():
+        own = backbone.model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
+    assert_close(out[mask], own[mask])
+    if arch != "bert":  # a padded row sees only itself: with relative positions, that token alone
+        with torch.no_grad():
+            alone = backbone(x[0:1, 1:2])[0, 0]
+        assert_close(out[0, 1], alone)
+
+
+@pytest.mark.parametrize("arch", list(TINY_CONFIGS))
+def test_eager_attention_gets_additive_masks_equal_to_sdpa(tiny, arch):
+    backbone = load_backbone(tiny[arch][0], "0:4")
+    x, mask = _padded_batch(3)
+    with torch.no_grad():
+        sdpa = backbone(x, attention_mask=mask)
+        backbone.model.config._attn_implementation = "eager"
+        for module in backbone.model.modules():  # each attention layer reads its own config reference
+            if hasattr(module, "config") and module.config is not backbone.model.config:
+                module.config._attn_implementation = "eager"
+        eager = backbone(x, attention_mask=mask)
+    assert_close(eager, sdpa)
+
+
+def test_masks_are_built_up_front_for_sliding_layers(tiny):
+    from frozen_dt.backbones.slice import attention_masks
+
+    backbone = load_backbone(tiny["gemma3"][0], "0:2")
+    padding = torch.ones(1, T, dtype=torch.bool)
+    padding[0, 0] = False
+    masks = attention_masks(backbone.config, padding, torch.float32)
+    full, sliding = masks["full_attention"][0, 0], masks["sliding_attention"][0, 0]
+    assert full[0].tolist() == [True] + [False] * (T - 1)  # the padded row sees itself
+    assert full[T - 1].tolist() == [False] + [True] * (T - 1)  # a real row: every real key up to itself
+    assert sliding[T - 1].tolist() == [False] * (T - 3) + [True] * 3  # window 3
+    assert not full.triu(1).any()

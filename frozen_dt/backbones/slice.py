@@ -125,13 +125,77 @@ class FrozenSlice(nn.Module):
             if tuple(attention_mask.shape) != tuple(inputs_embeds.shape[:2]):
                 raise ValueError(f"attention_mask must have shape {tuple(inputs_embeds.shape[:2])}, "
                                  f"got {tuple(attention_mask.shape)}")
-            attention_mask = attention_mask.to(device=inputs_embeds.device, dtype=torch.bool)
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, return_dict=True)
-        return out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state
+        x = inputs_embeds.to(self.held_dtype)
+        if attention_mask is not None:
+            attention_mask = attention_masks(self.config, attention_mask.to(device=x.device, dtype=torch.bool), x.dtype)
+        with attention_backends(x.device):
+            out = self.model(inputs_embeds=x, attention_mask=attention_mask, use_cache=False, return_dict=True)
+        hidden = out.last_hidden_state.to(inputs_embeds.dtype)
+        return hidden[:, -1:] if last_only else hidden
+
+    @property
+    def held_dtype(self) -> torch.dtype:
+        """The dtype the slice's weights are held in (float32 unless :meth:`hold_in` changed it)."""
+        return next(self.model.parameters()).dtype
+
+    def hold_in(self, dtype: torch.dtype) -> "FrozenSlice":
+        """Hold a wholly frozen slice's weights in ``dtype`` (bf16 on an accelerator: a frozen weight needs no fp32
+        master copy, and autocast no longer recasts every weight on every call). Its hidden states then run in
+        ``dtype`` too (residual stream, norms, rotary embeddings); what comes in and goes out keeps its own dtype.
+        Buffers keep theirs (rotary inverse frequencies stay float32, as transformers computes the angles in float32)."""
+        if self.freeze != "all":
+            raise ValueError("only a wholly frozen slice (freeze='all') is held in another precision")
+        with torch.no_grad():
+            for param in self.model.parameters():
+                param.data = param.data.to(dtype)
+        return self
 
     def extra_repr(self) -> str:
         a, b = self.layer_range
         return f"{self.spec.name} layers {a}:{b} of {self.n_layers_total}, width={self.width}, init={self.init}, freeze={self.freeze}"
+
+
+def attention_masks(config, padding: torch.Tensor, dtype: torch.dtype):
+    """The slice's attention masks built up front from the key-padding mask ``padding`` (B, T) bool, in the form the
+    model's own mask functions return (a (B, 1, T, T) bool mask for SDPA, an additive one for eager attention; per
+    layer type, ``{"full_attention": ..., "sliding_attention": ...}``, for models with sliding-window layers):
+    causal, padded keys masked, and each query row sees at least its own key. A left-padded row would otherwise have
+    no key at all (its output is never read, but a fully masked row gives NaNs in some fused attention backwards);
+    real rows see exactly what the model's own mask lets them see. Building it here, with no data-dependent branch,
+    also keeps transformers from asking whether the padding mask is all true (a host synchronisation per step on an
+    accelerator). Models whose masks this does not know how to build (other attention implementations, sliding
+    windows without per-layer types) get ``padding`` back unchanged, for transformers to build their masks."""
+    implementation = getattr(config, "_attn_implementation", None)
+    layer_types = getattr(config, "layer_types", None)
+    kinds = set(layer_types) if layer_types else {"full_attention"}
+    if implementation not in ("sdpa", "eager") or not kinds <= {"full_attention", "sliding_attention"} or \
+            (not layer_types and getattr(config, "sliding_window", None)):
+        return padding
+    t = padding.shape[1]
+    position = torch.arange(t, device=padding.device)
+    distance = position[:, None] - position[None, :]  # query minus key
+    allowed = (distance >= 0) & (padding[:, None, :] | (distance == 0))  # (B, T, T)
+    masks = {"full_attention": allowed[:, None]}
+    if "sliding_attention" in kinds:
+        masks["sliding_attention"] = (allowed & (distance < config.sliding_window))[:, None]
+    if implementation == "eager":
+        low = torch.finfo(dtype).min
+        masks = {kind: torch.zeros((), dtype=dtype, device=padding.device).masked_fill(~m, low) for kind, m in
+                 masks.items()}
+    return masks if layer_types and "sliding_attention" in kinds else masks["full_attention"]
+
+
+def attention_backends(device: torch.device):
+    """On cuda, the SDPA backends the slice may use: not cuDNN attention, whose backward has been reported to give
+    NaNs with masks on Hopper GPUs (memory-efficient attention takes the masks; math is the fallback). Elsewhere
+    torch's own choice."""
+    from contextlib import nullcontext
+
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
 
 
 def load_backbone(name: str, layers: str = ":", init: str = "pretrained", freeze: str = "all",
