@@ -736,7 +736,7 @@ def test_frozen_slice_under_bf16_autocast_runs_a_bf16_copy_of_its_weights(tiny, 
     x, mask = _padded_batch(4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         recast = backbone(x, attention_mask=mask)  # not held on cpu by default: autocast recasts the fp32 weights
-        assert backbone.held_weights(x.device) is None
+        assert backbone.held_weights(x) is None
         backbone.hold_bf16_on = ("cpu",)
         held_x = x.clone().requires_grad_(True)
         held = backbone(held_x, attention_mask=mask)

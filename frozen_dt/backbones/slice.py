@@ -128,8 +128,8 @@ class FrozenSlice(nn.Module):
             if tuple(attention_mask.shape) != tuple(inputs_embeds.shape[:2]):
                 raise ValueError(f"attention_mask must have shape {tuple(inputs_embeds.shape[:2])}, "
                                  f"got {tuple(attention_mask.shape)}")
-        weights = self.held_weights(inputs_embeds.device)
-        x = inputs_embeds if weights is None else inputs_embeds.to(torch.bfloat16)
+        weights = self.held_weights(inputs_embeds)
+        x = inputs_embeds.to(torch.bfloat16 if weights is not None else next(self.model.parameters()).dtype)
         if attention_mask is not None:
             attention_mask = attention_masks(self.config, attention_mask.to(device=x.device, dtype=torch.bool), x.dtype)
         kwargs = dict(inputs_embeds=x, attention_mask=attention_mask, use_cache=False, return_dict=True)
@@ -138,15 +138,18 @@ class FrozenSlice(nn.Module):
         hidden = out.last_hidden_state.to(inputs_embeds.dtype)
         return hidden[:, -1:] if last_only else hidden
 
-    def held_weights(self, device: torch.device) -> dict[str, torch.Tensor] | None:
+    def held_weights(self, inputs_embeds: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """The bf16 copy of the weights the slice runs with under bf16 autocast on a device in
         :attr:`hold_bf16_on`, or None (it runs with its own parameters). A wholly frozen slice needs no fp32 weights
         to compute with: held in bf16 once, autocast no longer recasts every weight on every call, and the hidden
         states run in bf16 (residual stream, norms, rotary embeddings: what a model loaded in bf16 computes; the
         rotary angles stay float32). The parameters themselves stay as loaded (checkpoints, the frozen
-        fingerprint); the copy is made on first use on each device. What comes in and goes out keeps its dtype."""
+        fingerprint); the copy is made on first use on each device. What comes in and goes out keeps its dtype.
+        Under ``vmap`` (seeds' slices stacked, :func:`frozen_dt.training.stack.stacked_call`) the caller passes the
+        weights, held as it chose: None."""
+        device = inputs_embeds.device
         if self.freeze != "all" or device.type not in self.hold_bf16_on or not torch.is_autocast_enabled(device.type) \
-                or torch.get_autocast_dtype(device.type) != torch.bfloat16:
+                or torch.get_autocast_dtype(device.type) != torch.bfloat16 or is_batched(inputs_embeds):
             return None
         held = self._held.get(device)
         if held is None:
@@ -158,6 +161,11 @@ class FrozenSlice(nn.Module):
     def extra_repr(self) -> str:
         a, b = self.layer_range
         return f"{self.spec.name} layers {a}:{b} of {self.n_layers_total}, width={self.width}, init={self.init}, freeze={self.freeze}"
+
+
+def is_batched(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a functorch-batched tensor (inside ``torch.func.vmap``)."""
+    return torch._C._functorch.is_batchedtensor(tensor)
 
 
 def attention_masks(config, padding: torch.Tensor, dtype: torch.dtype):
