@@ -50,3 +50,17 @@ def test_docs_name_the_modules_they_describe():
                 continue
             candidates = [REPO / name, REPO / "frozen_dt" / name]
             assert any(c.exists() for c in candidates), f"{page.relative_to(REPO)} names {name}, which does not exist"
+
+
+def test_readme_algorithm_table_is_the_registry():
+    """The README's table is `frozen-dt algorithms --markdown`: an algorithm added, renamed or re-described in its
+    spec without the README following (or the other way round) fails here."""
+    from frozen_dt.algorithms import ALGORITHMS, algorithm_table
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- algorithms: frozen-dt algorithms --markdown -->\n")
+    block = readme[readme.index("\n", start) + 1: readme.index("<!-- /algorithms -->")]
+    assert block == algorithm_table(), "regenerate the README's table with 'frozen-dt algorithms --markdown'"
+    assert len(block.strip().splitlines()) == 2 + len(ALGORITHMS)
+    for name in ALGORITHMS:
+        assert (REPO / "docs" / "algorithms" / f"{name}.md").is_file(), f"{name} has no docs page"
