@@ -35,7 +35,6 @@ def write_json(path: str, payload: dict) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    print(json.dumps(payload)[-2000:], flush=True)
 
 
 def package_version(name: str) -> str | None:
@@ -190,6 +189,20 @@ def summary(args) -> dict:
             "timed_out": [s.get("step") for s in steps if s.get("timed_out")], "results": results}
 
 
+def one_line(what: str, r: dict) -> str:
+    if what == "versions":
+        return (f"python {r['python']}, torch {r['torch']}, CUDA {r['cuda']}, cuDNN {r['cudnn']}, "
+                f"transformers {r['transformers']}, numpy {r['numpy']}; {r['gpu'] or 'no GPU'}")
+    if what == "peak":
+        return f"{r['dtype']} {r['n']}^3 matmul: {r['tflops']:.3g} TFLOP/s (median of {r['reps']})"
+    if what == "attention":
+        d = r["default"]
+        return (f"default backend: output finite {d['output_finite_real_rows']} (real rows), {d['output_finite']} "
+                f"(all), grad finite {d['grad_finite']}; rel. err. vs math: output {r['rel_err_output_real_rows']:.2e}, "
+                f"grad {r['rel_err_grad_real_rows']:.2e}; kernels {d['kernels']}")
+    return "; ".join(f"{arm} {a['stack_steps_per_s']:.2f} stack steps/s" for arm, a in r["arms"].items()) or "no arms"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("versions", "peak", "attention", "rates", "summary"))
@@ -211,6 +224,9 @@ def main(argv=None) -> int:
     what = {"versions": versions, "peak": peak, "attention": attention, "rates": rates, "summary": summary}
     result = what[args.what](args)
     write_json(args.out, result)
+    if args.what != "summary":  # the step's log; its last line is the device check's one line for this step
+        print(json.dumps(result, indent=1), flush=True)
+        print(one_line(args.what, result), flush=True)
     if args.what == "attention":  # non-finite values with the default backend fail the step
         return 0 if result["default"]["output_finite_real_rows"] and result["default"]["grad_finite"] else 3
     return 0
