@@ -178,13 +178,15 @@ fi
 # the package as pyproject installs it (baselines, envs and eval inside frozen_dt), without a build step
 step install-package 30 -- bash -c "mkdir -p '$SITE' && rm -rf '$SITE/frozen_dt' && cp -r frozen_dt '$SITE/' \
   && cp -r baselines envs eval '$SITE/frozen_dt/' && find '$SITE/frozen_dt' -name __pycache__ -prune -exec rm -rf {} +"
-step imports 90 -- $PY -P -c "
+IMPORTS="
 import frozen_dt, frozen_dt.envs.registry, frozen_dt.eval.rollout, frozen_dt.baselines.iql, gguf, gymnasium as gym
 import os
 print('frozen_dt from', frozen_dt.__file__)
 assert os.path.realpath(frozen_dt.__file__).startswith(os.path.realpath('$SITE') + os.sep), 'not from $SITE'
 env = gym.make('Walker2d-v5'); env.reset(seed=0); print('Walker2d-v5 step:', env.step(env.action_space.sample())[1])
 print('gguf', gguf.__file__)"
+step imports 90 -- bash -c "$PY -P -c \"\$1\" && $FDT data list | grep -c . | sed 's/$/ tasks listed by frozen-dt data list/'" \
+  _ "$IMPORTS"
 
 # the full dataset, in the background (the headline trains on it if it is ready by then)
 GEN_PID=""

@@ -69,7 +69,7 @@ def test_the_device_layout_imports_the_copied_package_from_the_repository_root(t
     assert steps["install-package"]["rc"] == 0 and steps["imports"]["rc"] == 0
     log = step_log(out, "imports")
     assert re.search(r"frozen_dt from \S*/site/frozen_dt/__init__\.py", log), log
-    assert "Walker2d-v5 step:" in log
+    assert "Walker2d-v5 step:" in log and "tasks listed by frozen-dt data list" in log  # -c and -m from the root
     assert_returnable(out)
     summary = json.loads((out / "summary.json").read_text())
     assert [s["step"] for s in summary["steps"]] == ["install-package", "imports"] and summary["failed"] == []
