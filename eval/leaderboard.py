@@ -114,9 +114,18 @@ def markdown_table(rows: list[dict]) -> str:
             "n_episodes", "score_mean", "ci", "iqm", "trainable_params")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = {**r, "ci": f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] ({r['ci_over']})"}
+        cells = {**r, "ci": interval_label(r)}
         lines.append("| " + " | ".join(str(safe_cell(cells[c])).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def interval_label(r: dict) -> str:
+    """The row's 95 % interval with what it is over; with 2-4 seeds (a t-interval) the per-seed means beside it."""
+    per_seed = [g for g in r.get("_runs", [])]
+    seeds = ""
+    if 2 <= r["n_seeds"] < 5 and per_seed:
+        seeds = "; seeds " + ", ".join(f"{float(np.mean(g['episode_scores'])):.1f}" for g in per_seed)
+    return f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] (95 %, {r['ci_over']}{seeds})"
 
 
 def row_label(r: dict) -> str:
@@ -143,7 +152,7 @@ def plot_scores(rows: list[dict], out: Path) -> None:
         ax.set_xticks(range(len(task_rows)), [row_label(r) for r in task_rows], rotation=30, ha="right", fontsize=8)
         scale = "reduced-scale" if any(r["scale"] == "reduced" for r in task_rows) else "full-scale"
         ax.set_title(f"{task} ({data_labels(task_rows)} data, {scale})", fontsize=9)
-        ax.set_ylabel("normalized score (95% CI)")
+        ax.set_ylabel("normalized score (95 % interval: t over seeds if < 5, else bootstrap)", fontsize=7)
     fig.tight_layout()
     _save_figure(fig, out)
 

@@ -252,6 +252,8 @@ def evaluate_runs(run_dirs: list[Path], args: EvalArgs) -> list[dict]:
         for label in group[0][1]["targets"]:
             s = aggregate([record for _, record in group], label)
             print(f"{key[0]} ({group[0][1]['data']} data) {describe(group[0][0].settings)} target {label}: "
-                  f"{s['mean']:.1f} [95% CI {s['ci_low']:.1f}, {s['ci_high']:.1f}] over {s['ci_over']}, "
+                  f"{s['mean']:.1f} [95 % interval {s['ci_low']:.1f}, {s['ci_high']:.1f}, {s['ci_over']}"
+                  + (f"; seeds {', '.join(f'{v:.1f}' for v in s['per_seed'])}" if 2 <= s['n_seeds'] < 5 else "")
+                  + "], "
                   f"IQM {s['iqm']:.1f}, {s['n_seeds']} seed(s), {s['n_episodes']} episodes", flush=True)
     return [r for _, r in records]

@@ -46,6 +46,17 @@ def cmd_data_list(ns) -> None:
         print("  ".join(r[k].ljust(w) for k, w in widths.items()) + "  " + r["dataset"])
 
 
+def cmd_algorithms(ns) -> None:
+    from frozen_dt.algorithms import algorithm_table, get_spec
+
+    if ns.markdown:
+        print(algorithm_table(), end="")
+        return
+    for name in ALGORITHMS:
+        spec = get_spec(name)
+        print(f"{name:10} {spec.summary} [{', '.join(spec.conditioning)}]; {spec.source}")
+
+
 def cmd_data_info(ns) -> None:
     from frozen_dt.data.sources import load_any
 
@@ -279,7 +290,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv or [])
     parser = argparse.ArgumentParser(prog="frozen-dt", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,eval,data,leaderboard,sweep,probe,heads}")
+                                metavar="{train,eval,data,leaderboard,sweep,probe,heads,algorithms}")
 
     add_train_command(sub, argv)
     command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
@@ -288,6 +299,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command(sub, "sweep", "run a grid of train (+ eval) jobs from a SPEC file, resumably, then its leaderboard",
             SweepArgs, cmd_sweep)
     command(sub, "probe", "train a probe (associative recall, bit memory, bit XOR) on one arm", ProbeArgs, cmd_probe)
+
+    algorithms = sub.add_parser("algorithms", help="the registered algorithms: what each is, its source, conditioning")
+    algorithms.add_argument("--markdown", action="store_true", help="print the README's markdown table")
+    algorithms.set_defaults(func=cmd_algorithms)
 
     heads = sub.add_parser("heads", help="per-head measurements: text copy score, task ablation, their comparison")
     heads_sub = heads.add_subparsers(dest="heads_command", required=True)

@@ -41,23 +41,34 @@ STACK_RECORD = record({"format": choice(STACK_FORMAT), "seeds": list_of(integer(
                        "members": list_of(plain_name(), 4096)})
 
 
-def stacked_call(modules: list[nn.Module], x, *rest):
+def stacked_call(modules: list[nn.Module], x, *rest, fixed: dict[str, torch.Tensor] | None = None):
     """``modules[i](x[i], *(r[i] for r in rest))`` for each seed i, stacked (N, ...). The inputs are tensors or
     pytrees of them (a batch dict) with the seeds along dim 0. One seed's module is called as it is; several (same
     architecture) run as one batched call: ``torch.func.vmap`` over their parameters stacked with ``torch.stack``,
-    so each module's own parameters receive their gradients. Nothing inside may draw random numbers (vmap would
-    not draw them from each seed's RNG): dropout masks come in with the inputs."""
+    so each module's own parameters receive their gradients. ``fixed``: parameters already stacked by the caller
+    (frozen ones, stacked once: :func:`stacked_frozen`), used as they are. Nothing inside may draw random numbers
+    (vmap would not draw them from each seed's RNG): dropout masks come in with the inputs."""
     if len(modules) == 1:
         out = modules[0](*tree_map(lambda t: t[0], (x, *rest)))
         return tuple(o[None] for o in out) if isinstance(out, tuple) else out[None]
-    names = [name for name, _ in modules[0].named_parameters()]
-    params = {name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}
+    fixed = fixed or {}
+    names = [name for name, _ in modules[0].named_parameters() if name not in fixed]
+    params = {**fixed, **{name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}}
     template = modules[0]
 
     def call(p, *inputs):
         return torch.func.functional_call(template, p, inputs)
 
     return torch.func.vmap(call)(params, x, *rest)
+
+
+def stacked_frozen(modules: list[nn.Module], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The frozen parameters (``requires_grad`` False) of same-architecture ``modules``, stacked along a new first
+    dim (in ``dtype`` if given): what :func:`stacked_call` takes as ``fixed``. Frozen weights never change, so a
+    caller stacks them once, not every step."""
+    with torch.no_grad():
+        return {name: torch.stack([m.get_parameter(name).detach() for m in modules]).to(dtype or p.dtype)
+                for name, p in modules[0].named_parameters() if not p.requires_grad}
 
 
 def member_dir(stack_dir: Path, seed: int) -> Path:

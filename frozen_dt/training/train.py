@@ -29,6 +29,15 @@ from frozen_dt.training.trainer import Trainer
 RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
 
 
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """A finished ``train``: its run directory (with ``--seeds``, the stack's) and the final evaluation (the first
+    seed's; every seed's is in its run dir; None without evaluation)."""
+
+    run_dir: Path
+    result: dict | None
+
+
 def resumed_settings(given: dict, explicit: frozenset) -> tuple[RunSettings, dict]:
     """The saved settings of ``given["resume"]``, with the few a continuation may change."""
     run_dir = Path(given["resume"]).expanduser()
@@ -60,15 +69,15 @@ def load_dataset(run, task: Task):
     return load_task_dataset(task, download=run.download, generate=True)
 
 
-def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
+def train(given: dict, explicit: frozenset = frozenset()) -> Outcome:
     """Train as ``given`` says (flat run and algorithm settings; those in ``explicit`` were given on the command
-    line); returns the final evaluation (with ``--seeds``: the first seed's; every seed's is in its run dir). The
-    run directories it writes are locked (:mod:`frozen_dt.locks`) until it returns."""
+    line); returns the run dir and its final evaluation (with ``--seeds``: the stack dir and the first seed's; every
+    seed's is in its run dir). The run directories it writes are locked (:mod:`frozen_dt.locks`) until it returns."""
     with ExitStack() as held:
         return _train(given, explicit, lambda dirs: held.enter_context(run_locks(dirs)))
 
 
-def _train(given: dict, explicit: frozenset, lock) -> dict | None:
+def _train(given: dict, explicit: frozenset, lock) -> Outcome:
     from frozen_dt.config import parse_seeds
     from frozen_dt.training.stack import is_stack, read_stack
 
@@ -133,7 +142,7 @@ def _train(given: dict, explicit: frozenset, lock) -> dict | None:
     if stack_dir is None:
         result = trainers[0].run(resume=resuming)
         print(final_line(task, runs[0], trainers[0].run_dir, result), flush=True)
-        return result
+        return Outcome(Path(trainers[0].run_dir), result)
 
     from frozen_dt.training.stack import StackTrainer, write_stack
 
@@ -142,7 +151,7 @@ def _train(given: dict, explicit: frozenset, lock) -> dict | None:
     results = StackTrainer(trainers, seeds, stack_dir).run(resume=resuming)
     for member, trainer, result in zip(runs, trainers, results):
         print(final_line(task, member, trainer.run_dir, result), flush=True)
-    return results[0]
+    return Outcome(stack_dir, results[0])
 
 
 def build_member(spec, algo_config, run, task: Task, dataset, problem: Problem, backbone, targets, env_version, *,

@@ -112,6 +112,11 @@ def metric(value: torch.Tensor):
     return value.detach() if value.device.type != "cpu" else float(value.detach())
 
 
+def metrics(step: dict) -> dict:
+    """A training step's metrics (tensors on its device, or numbers) as the trainer books them: :func:`metric`."""
+    return {k: metric(v) if isinstance(v, torch.Tensor) else v for k, v in step.items()}
+
+
 def non_finite(metrics: dict) -> list[str]:
     """The names of the metrics that are NaN or infinite. Metrics still on an accelerator (tensors) are not read
     here: that would wait for the device every step; they are checked when a log row or checkpoint reads them."""
