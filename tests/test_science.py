@@ -298,3 +298,21 @@ def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache)
     for r1, r2 in zip(whole["curve"], resumed["curve"]):
         assert r1["err_L3"] == pytest.approx(r2["err_L3"]) and r1["train_loss"] == pytest.approx(r2["train_loss"])
     assert whole["baselines"]["norecall_L3"] == pytest.approx(mq_recall.majority_error(mq_recall.test_set(3, 8)), abs=1e-6)
+
+
+@needs_minilm
+def test_frozen_dt_train_takes_init_shuffled(cache):
+    from frozen_dt.algorithms import get_spec
+    from frozen_dt.backbones.slice import load_backbone
+
+    spec = get_spec("frozen-dt")
+    config = spec.make_config({"backbone": "minilm-l6", "layers": "0:1", "init": "shuffled"})
+    body = spec.backbone(config, 2)
+    pre = load_backbone("minilm-l6", "0:1")
+    assert body.init == "shuffled"
+    matrices = [(n, p) for n, p in pre.named_parameters() if p.dim() >= 2]
+    shuffled = dict(body.named_parameters())
+    assert all(torch.equal(p.flatten().sort().values, shuffled[n].flatten().sort().values) for n, p in matrices)
+    assert any(not torch.equal(p, shuffled[n]) for n, p in matrices)
+    with pytest.raises(Exception, match="shuffled"):
+        spec.make_config({"backbone": "minilm-l6", "layers": "0:1", "init": "permuted"})
