@@ -16,9 +16,10 @@ A SPEC (JSON, e.g. ``results/science/recall_study.json``)::
 run resumes from its checkpoint). ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
 the lowest final error at the fixed length, ties to the smaller rate) and its go/no-go rule (some arm's final error
 at most ``solve_fraction`` times the no-recall error), writing ``<results>/<pilot phase>_selection.json``; a phase
-whose ``lr`` names a pilot phase reads its selection. ``analyze --phase P`` writes ``<results>/<phase>_analysis.{json,md}`` with the
-per-seed values and the tests of :mod:`frozen_dt.science.analysis`. Every result file records its spec, so a figure
-in the study's README can be traced to a command and a file.
+whose ``lr`` names a pilot phase reads its selection. ``analyze --phase P`` writes
+``<results>/<phase>_analysis.{json,md}`` with the per-seed values and the tests of
+:mod:`frozen_dt.science.analysis`. Every result file records its spec, so a figure in the study's README can be
+traced to a command and a file.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ def select(spec: dict, pilot: str = "pilot") -> dict:
     expected = {(arm, float(lr)) for arm, lrs in spec["phases"][pilot]["arms"].items() for lr in lrs}
     done = {(r["spec"]["arm"], float(r["spec"]["lr"])) for r in records}
     if expected - done:
-        raise FrozenDTError(f"the pilot {pilot!r} is not complete: {len(expected - done)} of {len(expected)} runs missing "
-                            f"({sorted(expected - done)[:4]} ...)")
+        raise FrozenDTError(f"the pilot {pilot!r} is not complete: {len(expected - done)} of {len(expected)} runs "
+                            f"missing ({sorted(expected - done)[:4]} ...)")
     table, chosen = {}, {}
     for r in records:
         table.setdefault(r["spec"]["arm"], {})[r["spec"]["lr"]] = final_error(r, key, last)
@@ -142,8 +143,16 @@ def main(argv=None) -> int:
         if args.action == "plan":
             for r in phase_runs(spec, args.phase, args.profile):
                 path = result_path(spec, args.phase, r)
-                state = read_json(path).get("status", "?") if path.is_file() else "pending"
-                print(f"{r.name}: {state}")
+                if not path.is_file():
+                    print(f"{r.name}: pending")
+                    continue
+                record = read_json(path)
+                last = record["curve"][-1] if record.get("curve") else {}
+                bars = record["baselines"]
+                errors = " ".join(f"{k}={v:.4f} (no recall {bars.get('norecall_' + k[4:], float('nan')):.4f})"
+                                  for k, v in last.items() if k.startswith("err_"))
+                print(f"{r.name}: {record.get('status', '?')} at step {record.get('step', 0)}: {errors} "
+                      f"[{record.get('wall_s', 0):.0f} s]")
         elif args.action == "run":
             run_phase(spec, args.phase, args.profile, args.only)
         elif args.action == "select":
