@@ -17,7 +17,7 @@ from pathlib import Path
 from frozen_dt.algorithms import ALGORITHMS
 from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig,
                               SweepArgs)
-from frozen_dt.errors import FrozenDTError
+from frozen_dt.errors import FrozenDTError, os_error_message
 from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 
 DESCRIPTION = ("frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, "
@@ -44,6 +44,17 @@ def cmd_data_list(ns) -> None:
     print("  ".join(k.ljust(w) for k, w in widths.items()) + "  dataset")
     for r in rows:
         print("  ".join(r[k].ljust(w) for k, w in widths.items()) + "  " + r["dataset"])
+
+
+def cmd_algorithms(ns) -> None:
+    from frozen_dt.algorithms import algorithm_table, get_spec
+
+    if ns.markdown:
+        print(algorithm_table(), end="")
+        return
+    for name in ALGORITHMS:
+        spec = get_spec(name)
+        print(f"{name:10} {spec.summary} [{', '.join(spec.conditioning)}]; {spec.source}")
 
 
 def cmd_data_info(ns) -> None:
@@ -149,15 +160,18 @@ def cmd_eval(ns) -> None:
     run_eval(from_namespace(EvalArgs, ns))
 
 
-def cmd_leaderboard(ns) -> None:
+def cmd_leaderboard(ns) -> int:
     from frozen_dt.eval.leaderboard import write_leaderboard
 
     args = from_namespace(LeaderboardArgs, ns)
-    rows = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
+    rows, skipped = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
     for r in rows:
         print(f"{r['task']:28s} {r['algo']:10s} {r['backbone']:12s} {r['layers']:5s} {r['init']:10s} "
               f"{r['score_mean']:6.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] {r['n_seeds']} seed(s) ({r['scale']})")
     print(f"wrote {args.out}, its Markdown copy and figures beside it")
+    for line in skipped:
+        print(f"frozen-dt: left out: {line}", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def cmd_sweep(ns) -> int:
@@ -276,7 +290,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv or [])
     parser = argparse.ArgumentParser(prog="frozen-dt", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,eval,data,leaderboard,sweep,probe,heads}")
+                                metavar="{train,eval,data,leaderboard,sweep,probe,heads,algorithms}")
 
     add_train_command(sub, argv)
     command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
@@ -285,6 +299,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command(sub, "sweep", "run a grid of train (+ eval) jobs from a SPEC file, resumably, then its leaderboard",
             SweepArgs, cmd_sweep)
     command(sub, "probe", "train a probe (associative recall, bit memory, bit XOR) on one arm", ProbeArgs, cmd_probe)
+
+    algorithms = sub.add_parser("algorithms", help="the registered algorithms: what each is, its source, conditioning")
+    algorithms.add_argument("--markdown", action="store_true", help="print the README's markdown table")
+    algorithms.set_defaults(func=cmd_algorithms)
 
     heads = sub.add_parser("heads", help="per-head measurements: text copy score, task ablation, their comparison")
     heads_sub = heads.add_subparsers(dest="heads_command", required=True)
@@ -386,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         code = ns.func(ns)
     except FrozenDTError as e:
         print(f"frozen-dt: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, name too long, permission: the user's to fix, not a bug
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"frozen-dt: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frozen-dt: interrupted", file=sys.stderr)
