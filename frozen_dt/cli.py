@@ -46,6 +46,14 @@ def cmd_data_list(ns) -> None:
         print("  ".join(r[k].ljust(w) for k, w in widths.items()) + "  " + r["dataset"])
 
 
+def cmd_export(ns) -> None:
+    from frozen_dt.export import export_run
+
+    out, meta = export_run(ns.run_dir, fmt=ns.format, out=ns.out, checkpoint=ns.checkpoint)
+    print(f"frozen-dt: {meta['algo']} policy of {meta['run_dir']} [{meta['checkpoint']}, step {meta['step']}] -> {out} "
+          f"({ns.format}; inputs {', '.join(meta['inputs'])}; output action ({meta['act_dim']},) per row)")
+
+
 def cmd_algorithms(ns) -> None:
     from frozen_dt.algorithms import algorithm_table, get_spec
 
@@ -287,7 +295,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv or [])
     parser = argparse.ArgumentParser(prog="frozen-dt", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,eval,data,leaderboard,sweep,probe,heads,algorithms}")
+                                metavar="{train,eval,export,data,leaderboard,sweep,probe,heads,algorithms}")
 
     add_train_command(sub, argv)
     command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
@@ -296,6 +304,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command(sub, "sweep", "run a grid of train (+ eval) jobs from a SPEC file, resumably, then its leaderboard",
             SweepArgs, cmd_sweep)
     command(sub, "probe", "train a probe (associative recall, bit memory, bit XOR) on one arm", ProbeArgs, cmd_probe)
+
+    policy_export = sub.add_parser("export", help="write a trained policy that runs with torch (TorchScript) or onnxruntime "
+                                           "alone, observation normalisation and weights inside")
+    policy_export.add_argument("run_dir", metavar="RUN", help="a trained run directory")
+    policy_export.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="default: torchscript")
+    policy_export.add_argument("--out", help="file to write (default: RUN/policy-<checkpoint>.pt or .onnx)")
+    policy_export.add_argument("--checkpoint", choices=("last", "best"), default="last", help="default: last")
+    policy_export.set_defaults(func=cmd_export)
 
     algorithms = sub.add_parser("algorithms", help="the registered algorithms: what each is, its source, conditioning")
     algorithms.add_argument("--markdown", action="store_true", help="print the README's markdown table")
