@@ -96,6 +96,14 @@ def cmd_data_verify(ns) -> int:
     return 0 if result["within_tolerance"] else 1
 
 
+def cmd_data_export(ns) -> None:
+    from frozen_dt.data.minari_export import export_minari
+
+    dataset_id, path = export_minari(ns.task, dataset_id=ns.name, dataset_path=ns.dataset, author=ns.author)
+    print(f"frozen-dt: {ns.task} -> local Minari dataset {dataset_id} at {path} "
+          f"(minari.load_dataset({dataset_id!r}); publishing: docs/data.md)")
+
+
 def cmd_data_download(ns) -> None:
     from frozen_dt.data.sources import fetch, read_candidate
     from frozen_dt.envs.registry import get_task
@@ -356,6 +364,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     verify.add_argument("--dataset", help="dataset file (default: the task's local dataset)")
     verify.add_argument("--json", action="store_true", help="print the comparison as JSON")
     verify.set_defaults(func=cmd_data_verify)
+    data_export = data_sub.add_parser("export", help="write a task's dataset as a local Minari dataset")
+    data_export.add_argument("task", help="task name")
+    data_export.add_argument("--format", choices=("minari",), default="minari", help="default: minari")
+    data_export.add_argument("--name", help="Minari dataset id (default: frozen-dt/<env>/<level>-v0)")
+    data_export.add_argument("--dataset", help="dataset file (default: the task's local dataset)")
+    data_export.add_argument("--author", help="the author recorded in the Minari metadata")
+    data_export.set_defaults(func=cmd_data_export)
     download = data_sub.add_parser("download", help="download a task's dataset into the data dir")
     download.add_argument("task", help="task name")
     download.add_argument("--source", choices=("d4rl", "ogbench", "minari"),
