@@ -266,7 +266,10 @@ def main() -> int:
                             check=True).stdout.strip()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    tree = snapshot(work, commit)
+    if args.report_only:  # the sessions ran on the snapshot's commit; leave a running snapshot alone
+        tree, commit = work / "tree", (work / "tree.commit").read_text().strip()
+    else:
+        tree = snapshot(work, commit)
     dispositions = json.loads(DISPOSITIONS.read_text()) if DISPOSITIONS.exists() else {}
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
