@@ -1,13 +1,17 @@
-"""The evaluation statistics pinned by exact values (the bootstrap's resampling unit, the aggregates, the summaries'
+"""The evaluation statistics (and the D4RL normalization) pinned by exact values (the bootstrap's resampling unit, the aggregates, the summaries'
 counts and refusals), computed by hand where the distribution of the resampled aggregate is small enough to write
 down. Each test names the one-line mutations it kills; ``tests/mutations.py`` applies the ones that matter most."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from frozen_dt.envs.registry import get_task
+from frozen_dt.eval.scores import normalized_score
 from frozen_dt.eval.stats import (aggregate_iqm, aggregate_median, as_matrix, seed_summary, stratified_bootstrap_ci,
                                   summarize_runs)
 
@@ -110,3 +114,17 @@ def test_median_and_iqm_act_on_each_resample_of_a_batch():
     iqm = [float(np.sort(x.ravel())[1:-1].mean()) for x in (a, b)]  # 6 scores: scipy cuts int(0.25 * 6) = 1 each end
     assert iqm == [3.5, 4.75]
     np.testing.assert_array_equal(aggregate_iqm(np.stack([a, b])), iqm)
+
+
+# --- D4RL normalization -----------------------------------------------------------------------------------------
+
+
+def test_a_task_missing_either_reference_score_has_no_normalized_score():
+    """A task with only one of the two D4RL references (or neither) refuses to normalize rather than compute with a
+    None. Kills: ``or`` -> ``and`` in the check."""
+    hopper = get_task("hopper-medium-v2")
+    for task in (replace(hopper, ref_max=None), replace(hopper, ref_min=None), replace(hopper, ref_min=None,
+                                                                                        ref_max=None)):
+        with pytest.raises(ValueError, match="no D4RL reference scores"):
+            normalized_score(task, 100.0)
+    assert normalized_score(hopper, [hopper.ref_min, hopper.ref_max]).tolist() == [0.0, 100.0]
