@@ -21,7 +21,9 @@ and <-> or, break <-> continue, numbers +/- 1, for loops run zero times. Bit ope
 
 Every surviving mutant is listed in ``results/mutation_survivors.json`` with its diff and the reason found for it in
 ``tests/mutation_dispositions.json`` (keyed ``module:line:operator:occurrence``; "equivalent: ..." mutants count
-as equivalent, "out of scope: ..." as out of scope, an entry without a reason as unexplained).
+as equivalent, "out of scope: ..." as out of scope, "killed by TEST ..." as killed by a test written after the
+module's run and checked by hand against that mutant (until ``--rerun-survived`` runs it), an entry without a reason
+as unexplained).
 """
 
 from __future__ import annotations
@@ -210,8 +212,8 @@ def session_records(tree: Path, session: Path) -> list[dict]:
 
 
 def classify(records: list[dict], module: str, dispositions: dict) -> tuple[dict, list[dict]]:
-    counts = dict(mutants=0, killed=0, timeout=0, survived=0, equivalent=0, out_of_scope=0, unexplained=0,
-                  incompetent=0, pending=0)
+    counts = dict(mutants=0, killed=0, timeout=0, survived=0, equivalent=0, out_of_scope=0, killed_by_new_test=0,
+                  unexplained=0, incompetent=0, pending=0)
     survivors = []
     for r in records:
         mutation = r["job"]["mutations"][0]
@@ -235,7 +237,8 @@ def classify(records: list[dict], module: str, dispositions: dict) -> tuple[dict
             key = f"{module}:{line}:{mutation['operator_name'].removeprefix('core/')}:{mutation['occurrence']}"
             reason = dispositions.get(key, "")
             kind = ("equivalent" if reason.startswith("equivalent") else
-                    "out_of_scope" if reason.startswith("out of scope") else "unexplained")
+                    "out_of_scope" if reason.startswith("out of scope") else
+                    "killed_by_new_test" if reason.startswith("killed by") else "unexplained")
             counts[kind] += 1
             survivors.append({"key": key, "reason": reason,
                               "diff": "\n".join(l for l in (result.get("diff") or "").splitlines()
@@ -305,7 +308,7 @@ def main() -> int:
                 continue
             counts, survivors = classify(session_records(tree, session), module, dispositions)
             entry = {**counts, "tests": MODULES[module], "commit": commit, "finished": counts["pending"] == 0,
-                     "score": round((counts["killed"] + counts["timeout"])
+                     "score": round((counts["killed"] + counts["timeout"] + counts["killed_by_new_test"])
                                     / max(1, counts["mutants"] - counts["equivalent"] - counts["incompetent"]), 3)
                      if counts["mutants"] else None,
                      "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")}
@@ -320,7 +323,7 @@ def main() -> int:
             record["finished_modules"] = finished
             totals = {k: sum(record["modules"][m][k] for m in record["modules"])
                       for k in ("mutants", "killed", "timeout", "survived", "equivalent", "out_of_scope",
-                                "unexplained", "incompetent")}
+                                "killed_by_new_test", "unexplained", "incompetent")}
             record["totals"] = totals
             write_json(out, record)
             write_json(survivors_out, all_survivors)
