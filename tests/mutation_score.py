@@ -314,6 +314,8 @@ def main() -> int:
                                     / max(1, counts["mutants"] - counts["equivalent"] - counts["incompetent"]), 3)
                      if counts["mutants"] else None,
                      "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")}
+            if args.report_only and counts["pending"] == 0 and module in record["modules"]:
+                entry["commit"] = record["modules"][module]["commit"]  # the commit its (finished) run was on
             if not args.report_only:
                 entry["seconds"] = round(time.time() - started)
             elif module in record["modules"] and "seconds" in record["modules"][module]:
