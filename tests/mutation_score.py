@@ -325,7 +325,7 @@ def main() -> int:
             finished = [m for m in MODULES if record["modules"].get(m, {}).get("finished")]
             record["partial"] = len(finished) < len(MODULES)
             record["finished_modules"] = finished
-            totals = {k: sum(record["modules"][m][k] for m in record["modules"])
+            totals = {k: sum(record["modules"][m].get(k, 0) for m in record["modules"])
                       for k in ("mutants", "killed", "timeout", "survived", "equivalent", "out_of_scope",
                                 "killed_by_new_test", "unexplained", "incompetent")}
             record["totals"] = totals
