@@ -17,7 +17,7 @@ from pathlib import Path
 from frozen_dt.algorithms import ALGORITHMS
 from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig,
                               SweepArgs)
-from frozen_dt.errors import FrozenDTError
+from frozen_dt.errors import FrozenDTError, os_error_message
 from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 
 DESCRIPTION = ("frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, "
@@ -176,15 +176,18 @@ def cmd_eval(ns) -> None:
     run_eval(from_namespace(EvalArgs, ns))
 
 
-def cmd_leaderboard(ns) -> None:
+def cmd_leaderboard(ns) -> int:
     from frozen_dt.eval.leaderboard import write_leaderboard
 
     args = from_namespace(LeaderboardArgs, ns)
-    rows = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
+    rows, skipped = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
     for r in rows:
         print(f"{r['task']:28s} {r['algo']:10s} {r['backbone']:12s} {r['layers']:5s} {r['init']:10s} "
               f"{r['score_mean']:6.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] {r['n_seeds']} seed(s) ({r['scale']})")
     print(f"wrote {args.out}, its Markdown copy and figures beside it")
+    for line in skipped:
+        print(f"frozen-dt: left out: {line}", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def cmd_sweep(ns) -> int:
@@ -432,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         code = ns.func(ns)
     except FrozenDTError as e:
         print(f"frozen-dt: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, name too long, permission: the user's to fix, not a bug
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"frozen-dt: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frozen-dt: interrupted", file=sys.stderr)

@@ -141,7 +141,7 @@ def test_leaderboard_rows_csv_markdown_and_figures(trained_runs, capsys, tmp_pat
     assert row["n_episodes"] == "6" and row["scale"] == "reduced" and row["dataset_source"] == "file"
     assert float(row["score_mean"]) == pytest.approx(np.mean([r["score"] for r in records]), abs=0.01)
     assert float(row["ci_low"]) <= float(row["score_mean"]) <= float(row["ci_high"])
-    assert row["ci_over"] == "seeds" and int(row["trainable_params"]) > 0 and row["steps"] == "4"
+    assert row["ci_over"] == "t over 2 seeds" and int(row["trainable_params"]) > 0 and row["steps"] == "4"
     assert "| hopper-medium-v2 | 1800 | dt |" in (tmp_path / "results" / "lb.md").read_text()
     for figure in ("scores.png", "curves.png"):
         assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import random
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from frozen_dt.algorithms import Problem, run_precision
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.locks import run_locks
 from frozen_dt.run_dir import (RunSettings, checkpoint_path, default_run_dir, read_json, read_run_config,
                                write_json, write_run_metadata)
 from frozen_dt.training.recipes import apply_recipes
@@ -69,15 +71,25 @@ def load_dataset(run, task: Task):
 
 def train(given: dict, explicit: frozenset = frozenset(), *, report: bool = True) -> Outcome:
     """Train as ``given`` says (flat run and algorithm settings; those in ``explicit`` were given on the command
-    line). ``report``: end with the reference run, the data's level and the scale (not for a reference itself)."""
+    line); returns the run dir and its final evaluation (with ``--seeds``: the stack dir and the first seed's; every
+    seed's is in its run dir). The run directories it writes are locked (:mod:`frozen_dt.locks`) until it returns.
+    ``report``: end with the reference run, the data's level and the scale (not for a reference itself)."""
+    with ExitStack() as held:
+        return _train(given, explicit, lambda dirs: held.enter_context(run_locks(dirs)), report)
+
+
+def _train(given: dict, explicit: frozenset, lock, report: bool = True) -> Outcome:
     from frozen_dt.config import parse_seeds
     from frozen_dt.training.stack import is_stack, read_stack
 
     resuming = bool(given.get("resume"))
     stack_dir, members = None, None
+    if resuming and Path(given["resume"]).expanduser().is_dir():
+        lock([given["resume"]])  # before anything of it is read
     if resuming and is_stack(given["resume"]):
         stack_dir = Path(given["resume"]).expanduser()
         seeds, member_dirs = read_stack(stack_dir)
+        lock(member_dirs)
         members = [resumed_settings({**given, "resume": str(d)}, explicit) for d in member_dirs]
         settings = members[0][0]
     elif resuming:
@@ -96,8 +108,13 @@ def train(given: dict, explicit: frozenset = frozenset(), *, report: bool = True
     if run.wandb:
         import_wandb(run.wandb)  # fail before any loading
     stacked = stack_dir is not None or (not resuming and run.seeds is not None)
+    if not resuming and not stacked:
+        run = dataclasses.replace(run, run_dir=str(Path(run.run_dir or default_run_dir(task.name, spec.name))
+                                                   .expanduser()))
+        lock([run.run_dir])
     if stacked and stack_dir is None:
         stack_dir = Path(run.run_dir).expanduser() if run.run_dir else default_run_dir(task.name, spec.name)
+        lock([stack_dir, *(stack_dir / f"seed{seed}" for seed in seeds)])
         if is_stack(stack_dir):
             raise FrozenDTError(f"{stack_dir} already holds a stack of seeds: continue it with --resume {stack_dir}, "
                                 "or choose another --run-dir")
