@@ -72,13 +72,13 @@ def load_dataset(run, task: Task):
 def train(given: dict, explicit: frozenset = frozenset(), *, report: bool = True) -> Outcome:
     """Train as ``given`` says (flat run and algorithm settings; those in ``explicit`` were given on the command
     line); returns the run dir and its final evaluation (with ``--seeds``: the stack dir and the first seed's; every
-    seed's is in its run dir). The run directories it writes are locked (:mod:`frozen_dt.locks`) until it returns.
-    ``report``: end with the reference run, the data's level and the scale (not for a reference itself)."""
+    seed's is in its run dir). ``report``: end with the reference run, the data's level and the scale (not for a
+    reference itself). The run directories it writes are locked (:mod:`frozen_dt.locks`) until it returns."""
     with ExitStack() as held:
-        return _train(given, explicit, lambda dirs: held.enter_context(run_locks(dirs)), report)
+        return _train(given, explicit, lambda dirs: held.enter_context(run_locks(dirs)), report=report)
 
 
-def _train(given: dict, explicit: frozenset, lock, report: bool = True) -> Outcome:
+def _train(given: dict, explicit: frozenset, lock, *, report: bool) -> Outcome:
     from frozen_dt.config import parse_seeds
     from frozen_dt.training.stack import is_stack, read_stack
 
