@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -50,10 +51,7 @@ EVALUATE = "tests/test_evaluate.py::"
 
 # module -> the test files (or node ids) that cover it; the run goes in this order, short modules first.
 MODULES = {
-    "eval/stats.py": [PINNED + "test_across_seed_interval_resamples_seeds_not_episodes",
-                      PINNED + "test_one_seed_interval_is_over_its_episodes_and_its_statistics_its_mean",
-                      PINNED + "test_stratified_bootstrap_draws_each_tasks_runs_independently",
-                      PINNED + "test_stratified_bootstrap_interval_is_the_percentile_interval_of_the_resampled_aggregate",
+    "eval/stats.py": ["tests/test_pinned_stats.py",
                       EVALUATE + "test_bootstrap_ci_of_one_task_matches_scipy_percentile_bootstrap",
                       EVALUATE + "test_bootstrap_is_stratified_by_task", EVALUATE + "test_iqm_and_summary"],
     "eval/scores.py": [EVALUATE + "test_normalization_uses_the_d4rl_references",
@@ -192,6 +190,12 @@ def baseline_seconds(tree: Path, module: str, log) -> float:
     return seconds
 
 
+def forget_survivors(session: Path) -> None:
+    """Mark the session's surviving mutants as not yet run, so that ``exec`` runs them again."""
+    with sqlite3.connect(session) as db:
+        db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+
+
 def session_records(tree: Path, session: Path) -> list[dict]:
     proc = subprocess.run([tool("cosmic-ray"), "dump", str(session)], cwd=tree, env=env(),
                           capture_output=True, text=True, check=True)
@@ -255,6 +259,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "results" / "mutation_score.json"))
     parser.add_argument("--survivors", default=str(REPO / "results" / "mutation_survivors.json"))
     parser.add_argument("--report-only", action="store_true", help="rewrite the JSON from the sessions; run nothing")
+    parser.add_argument("--rerun-survived", action="store_true",
+                        help="run the surviving mutants of the listed modules again (after new tests were committed)")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                             check=True).stdout.strip()
@@ -285,6 +291,8 @@ def main() -> int:
                     run([tool("cosmic-ray"), "init", str(config), str(session)], tree, log)
                     run([tool("cr-filter-operators"), str(session), str(config)], tree, log)
                     run([tool("cr-filter-pragma"), str(session)], tree, log)
+                if args.rerun_survived and not fresh:
+                    forget_survivors(session)
                 print(f"{module}: tests take {seconds:.1f}s unmutated; running its mutants", flush=True)
                 run([tool("cosmic-ray"), "exec", str(config), str(session)], tree, log)
             if not session.exists():

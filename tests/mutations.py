@@ -1,5 +1,6 @@
 """Mutation check: each defining rule's one-line mutation must make its test fail (tests/test_semantics.py; the
-stacked seeds' rules: tests/test_stack.py; the rules recomputed by hand: tests/test_pinned_rules.py).
+stacked seeds' rules: tests/test_stack.py; the rules recomputed by hand: tests/test_pinned_rules.py,
+tests/test_pinned_stats.py).
 
     python tests/mutations.py [--out results/mutations.json]
 
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 T = "tests/test_semantics.py::"
 S = "tests/test_stack.py::test_seed_k_of_a_stack_of_3_equals_seed_k_alone"
 P = "tests/test_pinned_rules.py::"
+PS = "tests/test_pinned_stats.py::"
 MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that must fail)
     ("Baselines: observation std eps 1e-6 instead of CORL's 1e-3", "baselines/common.py",
      "return arg(1e-3, \"added to the observation std when normalizing observations (CORL's compute_mean_std eps)\",",
@@ -128,11 +130,11 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
     ("Stats: the across-seed summary resamples episodes, not seeds", "eval/stats.py",
      'summary, ci_over = summarize_runs(means[:, None]), "seeds"',
      'summary, ci_over = summarize_runs(np.concatenate(per_run)[:, None]), "seeds"',
-     [P + "test_across_seed_interval_resamples_seeds_not_episodes"]),
+     [PS + "test_across_seed_interval_resamples_seeds_not_episodes"]),
     ("Stats: the stratified bootstrap draws the same runs for every task", "eval/stats.py",
      "rows = rng.integers(0, n_runs, size=(size, n_runs, n_tasks))  # each task's runs resampled independently",
      "rows = rng.integers(0, n_runs, size=(size, n_runs, 1))",
-     [P + "test_stratified_bootstrap_draws_each_tasks_runs_independently"]),
+     [PS + "test_stratified_bootstrap_draws_each_tasks_runs_independently"]),
 ]
 
 

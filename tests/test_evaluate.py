@@ -87,7 +87,7 @@ def test_eval_writes_per_episode_records_and_aggregates_seeds(trained_runs, caps
         assert [e["episode"] for e in episodes] == [0, 1, 2] and record["eval_seed"] == 10_000
         assert record["score"] == pytest.approx(np.mean([e["score"] for e in episodes]))
         assert record["checkpoint_step"] == 4 and record["env_id"] == "Hopper-v4"  # a D4RL-layout file without metadata: D4RL's v4 env
-    assert "over seeds" in out and "2 seed(s), 6 episodes" in out
+    assert "t over 2 seeds; seeds" in out and "2 seed(s), 6 episodes" in out
     # another env version gets its own file and leaves the main record alone
     code, _, err = run(capsys, "eval", str(trained_runs[0]), *EVAL, "--env-version", "v5")
     assert code == 0, err

@@ -18,7 +18,6 @@ from torch import nn
 from frozen_dt.data.dataset import ObsStats, from_flat_arrays
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.eval.rollout import episode_scores, in_blocks, rollout, summarize
-from frozen_dt.eval.stats import seed_summary, stratified_bootstrap_ci
 from frozen_dt.sequence_models import ReturnConditionedAgent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -235,55 +234,3 @@ def test_success_is_the_info_success_at_the_episodes_last_step():
     assert [r["success"] for r in runs] == [True, True, False, False]
     assert episode_scores(SCRIPTED, runs).tolist() == [100.0, 100.0, 0.0, 0.0]
     assert summarize(SCRIPTED, runs)["score"] == 50.0
-
-
-# --- the bootstrap's resampling unit ---------------------------------------------------------------------------
-
-
-def test_across_seed_interval_resamples_seeds_not_episodes():
-    """With 3 seeds the bootstrap of the mean over seeds draws all three copies of the lowest (highest) seed with
-    probability 1/27 > 2.5 %, so its 95 % percentile interval is exactly [lowest, highest seed mean]. Resampling the
-    30 episodes instead gives an interval strictly inside [lowest, highest] of the episodes and not those values.
-    Kills: episodes pooled into the across-seed summary, the interval taken over the wrong unit."""
-    episodes = [np.array([0.0, 20.0] * 5), np.array([10.0, 30.0] * 5), np.array([20.0, 40.0] * 5)]  # means 10, 20, 30
-    summary = seed_summary(episodes)
-    assert (summary["ci_low"], summary["ci_high"]) == (10.0, 30.0)
-    assert summary["ci_over"] == "seeds" and summary["n_seeds"] == 3 and summary["n_episodes"] == 30
-    assert summary["mean"] == 20.0 and summary["median"] == 20.0
-
-
-def test_one_seed_interval_is_over_its_episodes_and_its_statistics_its_mean():
-    """One seed: mean, median and IQM are its episodes' mean; the interval is the bootstrap over its episodes (two
-    episodes 0 and 100: each resample's mean is 0, 50 or 100 with probabilities 1/4, 1/2, 1/4)."""
-    summary = seed_summary([np.array([0.0, 100.0])])
-    assert (summary["mean"], summary["median"], summary["iqm"]) == (50.0, 50.0, 50.0)
-    assert (summary["ci_low"], summary["ci_high"]) == (0.0, 100.0)
-    assert summary["ci_over"] == "episodes (one seed)" and summary["n_seeds"] == 1 and summary["n_episodes"] == 2
-
-
-def test_stratified_bootstrap_draws_each_tasks_runs_independently():
-    """Runs (0, 1) and (1, 0) on two tasks: the same rows drawn for both tasks make every resample's mean 0.5;
-    independent draws per task give 0 and 1 with probability 1/16 > 2.5 % each, so the 95 % interval is exactly
-    [0, 1]. Kills: one draw of runs shared by all tasks."""
-    assert stratified_bootstrap_ci([[0.0, 1.0], [1.0, 0.0]], reps=20_000) == (0.0, 1.0)
-
-
-def test_stratified_bootstrap_interval_is_the_percentile_interval_of_the_resampled_aggregate():
-    """Per resample the aggregate sees (reps, runs, tasks) with rows drawn from the task's own runs; the interval is
-    the 2.5 % and 97.5 % quantiles of those values (recomputed here from the same generator)."""
-    m = np.array([[1.0, 5.0], [2.0, 7.0], [4.0, 6.0]])
-    seen = []
-
-    def record(resampled):
-        seen.append(resampled.copy())
-        return resampled.mean(axis=(-2, -1))
-
-    low, high = stratified_bootstrap_ci(m, record, reps=1000, chunk=400, seed=7)
-    rng = np.random.default_rng(7)
-    values = []
-    for size in (400, 400, 200):
-        rows = rng.integers(0, 3, size=(size, 3, 2))
-        values.append(np.stack([m[rows[..., j], j] for j in range(2)], -1).mean(axis=(-2, -1)))
-    values = np.concatenate(values)
-    np.testing.assert_array_equal(np.concatenate([v.mean(axis=(-2, -1)) for v in seen]), values)
-    assert (low, high) == tuple(np.quantile(values, [0.025, 0.975]))

@@ -297,4 +297,49 @@ def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache)
     assert resumed["status"] == "complete" and resumed["step"] == 4
     for r1, r2 in zip(whole["curve"], resumed["curve"]):
         assert r1["err_L3"] == pytest.approx(r2["err_L3"]) and r1["train_loss"] == pytest.approx(r2["train_loss"])
-    assert whole["baselines"]["norecall_L3"] == pytest.approx(mq_recall.majority_error(mq_recall.test_set(3, 8)), abs=1e-6)
+    bar = mq_recall.majority_error(mq_recall.test_set(3, 8))
+    assert whole["baselines"]["norecall_L3"] == pytest.approx(bar, abs=1e-6)
+
+
+@needs_minilm
+def test_frozen_dt_train_takes_init_shuffled(cache):
+    from frozen_dt.algorithms import get_spec
+    from frozen_dt.backbones.slice import load_backbone
+
+    spec = get_spec("frozen-dt")
+    config = spec.make_config({"backbone": "minilm-l6", "layers": "0:1", "init": "shuffled"})
+    body = spec.backbone(config, 2)
+    pre = load_backbone("minilm-l6", "0:1")
+    assert body.init == "shuffled"
+    matrices = [(n, p) for n, p in pre.named_parameters() if p.dim() >= 2]
+    shuffled = dict(body.named_parameters())
+    assert all(torch.equal(p.flatten().sort().values, shuffled[n].flatten().sort().values) for n, p in matrices)
+    assert any(not torch.equal(p, shuffled[n]) for n, p in matrices)
+    with pytest.raises(Exception, match="shuffled"):
+        spec.make_config({"backbone": "minilm-l6", "layers": "0:1", "init": "permuted"})
+
+
+def test_analyze_phase_end_to_end(tmp_path):
+    spec = _spec(tmp_path, {"a": [1e-3]})
+    folder = tmp_path / "res" / "main"
+    folder.mkdir(parents=True)
+    for arm, base in (("pretrained", 0.02), ("random-init", 0.3), ("shuffled", 0.25)):
+        for seed in range(5):
+            err = base + 0.01 * seed
+            record = {"spec": {"arm": arm, "lr": 1e-3, "seed": seed, "steps": 750, "device": "cpu",
+                               "precision": "fp32"}, "name": f"{arm}-{seed}", "status": "complete",
+                      "baselines": {"norecall_L8": 0.36, "norecall_L12": 0.39},
+                      "curve": [{"step": 250, "err_L8": 0.4, "err_L12": 0.4},
+                                {"step": 500, "err_L8": err, "err_L12": err + 0.05},
+                                {"step": 750, "err_L8": err + 0.002, "err_L12": err + 0.05}]}
+            (folder / f"{arm}-{seed}.json").write_text(json.dumps(record))
+    text = analysis.analyze_phase(spec, "main")
+    result = json.loads((tmp_path / "res" / "main_analysis.json").read_text())
+    assert result["verdict"] == "held" and "Verdict (pre-registered rule): **held**" in text
+    c = result["comparisons"]["random-init"]
+    assert c["p_mw"] == pytest.approx(1 / 252) and c["p_mw_holm"] == pytest.approx(2 / 252)
+    assert c["solved"] == [5, 0] and c["poi"] == 1.0
+    [pre] = [m for m in result["arms"]["pretrained"] if m["seed"] == 0]
+    assert pre["final"] == pytest.approx(0.021)  # mean of the last two evaluations
+    assert pre["steps_to_threshold"] == 500 and pre["bar"] == pytest.approx(0.18)
+    assert c["p_steps"] < 0.01  # every pretrained run reached the bar, no random-init run did (ties: normal approx.)

@@ -111,7 +111,8 @@ def run(spec: RunSpec, run_dir: Path, result_file: Path, log=print) -> dict:
         if step % spec.eval_every == 0 or step == spec.steps:
             errors = {k: round(v, 6) for k, v in evaluate(model, sets, spec.precision).items()}
             wall = time.time() - started
-            curve.append({"step": step, "train_loss": round(float(loss.detach()), 6), **errors, "wall_s": round(wall, 1)})
+            curve.append({"step": step, "train_loss": round(float(loss.detach()), 6), **errors,
+                          "wall_s": round(wall, 1)})
             save_checkpoint(checkpoint, {"model": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
                                          "step": step, "wall_s": wall})
             status = "complete" if step == spec.steps else "running"
