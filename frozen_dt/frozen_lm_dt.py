@@ -40,8 +40,9 @@ from frozen_dt.settings import arg
 class FrozenDTConfig(SequenceConfig):
     backbone: str = arg("gemma3-270m", "frozen LM backbone: gemma3-270m, smollm2-135m, minilm-l6 or hf:<id or path>")
     layers: str = arg("0:5", "slice of the backbone's layers, Python slice syntax a:b")
-    init: str = arg("pretrained", "backbone weights: pretrained, or the same architecture freshly initialized",
-                    choices=("pretrained", "random"))
+    init: str = arg("pretrained", "backbone weights: pretrained, the same architecture freshly initialized (random), "
+                                  "or the pretrained weights with each matrix's entries permuted (shuffled)",
+                    choices=("pretrained", "random", "shuffled"))
     freeze: str = arg("all", "what stays frozen: all, all but layer norms (ln, FPT-style), or nothing",
                       choices=("all", "ln", "none"))
     timestep_features: int = arg(128, "sinusoidal timestep features projected to the backbone width",
@@ -117,6 +118,7 @@ def build_model(config: FrozenDTConfig, problem, backbone) -> FrozenLMDecisionTr
 
 SPEC = AlgorithmSpec(
     name="frozen-dt", summary="Decision Transformer on a frozen slice of a text-pretrained LM (this package's method)",
+    source="this package; the DT recipe of kzl/decision-transformer, a frozen 5-layer Gemma slice as Borrowed Geometry (2026)",
     config=FrozenDTConfig, build_model=build_model, build_algorithm=build_sequence_algorithm,
     make_agent=make_sequence_agent, conditioning=("returns", "goals"), load_backbone=load_backbone,
     cuda_precision="bf16")

@@ -87,7 +87,7 @@ def test_eval_writes_per_episode_records_and_aggregates_seeds(trained_runs, caps
         assert [e["episode"] for e in episodes] == [0, 1, 2] and record["eval_seed"] == 10_000
         assert record["score"] == pytest.approx(np.mean([e["score"] for e in episodes]))
         assert record["checkpoint_step"] == 4 and record["env_id"] == "Hopper-v4"  # a D4RL-layout file without metadata: D4RL's v4 env
-    assert "over seeds" in out and "2 seed(s), 6 episodes" in out
+    assert "t over 2 seeds; seeds" in out and "2 seed(s), 6 episodes" in out
     # another env version gets its own file and leaves the main record alone
     code, _, err = run(capsys, "eval", str(trained_runs[0]), *EVAL, "--env-version", "v5")
     assert code == 0, err
@@ -141,7 +141,7 @@ def test_leaderboard_rows_csv_markdown_and_figures(trained_runs, capsys, tmp_pat
     assert row["n_episodes"] == "6" and row["scale"] == "reduced" and row["dataset_source"] == "file"
     assert float(row["score_mean"]) == pytest.approx(np.mean([r["score"] for r in records]), abs=0.01)
     assert float(row["ci_low"]) <= float(row["score_mean"]) <= float(row["ci_high"])
-    assert row["ci_over"] == "seeds" and int(row["trainable_params"]) > 0 and row["steps"] == "4"
+    assert row["ci_over"] == "t over 2 seeds" and int(row["trainable_params"]) > 0 and row["steps"] == "4"
     assert "| hopper-medium-v2 | 1800 | dt |" in (tmp_path / "results" / "lb.md").read_text()
     for figure in ("scores.png", "curves.png"):
         assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"

@@ -84,7 +84,7 @@ def test_seed_k_of_a_stack_of_3_equals_seed_k_alone(algo, task, data, capsys, tm
     stack, alone = tmp_path / "stack", tmp_path / "alone"
     code, out, err = run(capsys, "train", task, "--algo", algo, "--seeds", "0,1,2", "--run-dir", str(stack), *flags(algo))
     assert code == 0, err
-    assert sorted(p.name for p in stack.iterdir()) == ["seed0", "seed1", "seed2", "stack.json"]
+    assert sorted(p.name for p in stack.iterdir()) == [".frozen-dt.lock", "seed0", "seed1", "seed2", "stack.json"]
     code, _, err = run(capsys, "train", task, "--algo", algo, "--seed", "1", "--run-dir", str(alone), *flags(algo))
     assert code == 0, err
 

@@ -55,7 +55,7 @@ from frozen_dt.paths import atomic_path, atomic_write_text
 CACHE_ENV_VAR = "FROZEN_DT_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/frozen-dt/backbones")
 CACHE_FORMAT = "frozen-dt-backbone-slice/1"
-INITS = ("pretrained", "random")
+INITS = ("pretrained", "random", "shuffled")
 FREEZES = ("all", "ln", "none")
 HOLD_BF16_ON = ("cuda",)  # device types on which a frozen slice under bf16 autocast runs a bf16 copy of its weights
 INSTALL_HINT = "pip install 'frozen-dt[backbones]'"
@@ -219,6 +219,7 @@ def load_backbone(name: str, layers: str = ":", init: str = "pretrained", freeze
     ``name``: one of :data:`frozen_dt.backbones.catalog.BACKBONES` or ``hf:<model id or local path>`` (a directory
     transformers loads, or a ``.gguf`` file; loaded offline). ``init="random"``: the same architecture freshly
     initialised by transformers' own init under ``torch.manual_seed(seed)`` (the global RNG is left untouched).
+    ``init="shuffled"``: the pretrained slice with each weight matrix's entries permuted (:func:`shuffle_weight_matrices`).
     ``cache_dir``: where sliced named backbones are cached (default :func:`default_cache_dir`).
     """
     check_backbone_name(name)
@@ -226,12 +227,29 @@ def load_backbone(name: str, layers: str = ":", init: str = "pretrained", freeze
         raise FrozenDTError(f"bad init {init!r}: expected one of {', '.join(INITS)}")
     if freeze not in FREEZES:
         raise FrozenDTError(f"bad freeze {freeze!r}: expected one of {', '.join(FREEZES)}")
+    weights = "pretrained" if init == "shuffled" else init
     if name.startswith(HF_PREFIX):
-        model, spec, (a, b) = _load_hf(name, layers, init, seed)
+        model, spec, (a, b) = _load_hf(name, layers, weights, seed)
     else:
-        model, spec, (a, b) = _load_named(name, layers, init, seed, cache_dir)
+        model, spec, (a, b) = _load_named(name, layers, weights, seed, cache_dir)
+    if init == "shuffled":
+        shuffle_weight_matrices(model, seed)
     _check_causal(model, spec)
     return FrozenSlice(model, spec=spec, layer_range=(a, b), init=init, freeze=freeze, dtype=dtype)
+
+
+def shuffle_weight_matrices(model: nn.Module, seed: int) -> nn.Module:
+    """Permute the entries of every parameter with two or more dimensions (each with its own permutation, drawn
+    from a generator seeded ``seed``; the global RNG is untouched). One-dimensional parameters (norm gains, biases)
+    and buffers are kept, so each matrix keeps its pretrained entry distribution (scale) and the norms their gains,
+    while the learned arrangement of the entries is destroyed."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+            if param.dim() >= 2:
+                flat = param.detach().reshape(-1)
+                param.copy_(flat[torch.randperm(flat.numel(), generator=generator)].reshape(param.shape))
+    return model
 
 
 # --- named backbones: package lookup and the slice cache ----------------------------------------------------------

@@ -217,8 +217,9 @@ def run_ablation(args) -> list[dict]:
     from frozen_dt.probes.train import evaluate, load_run, test_sets
 
     model, spec, config = load_run(args.run_dir)
-    if config["arm"] not in ("pretrained", "random-init"):
-        raise FrozenDTError(f"{args.run_dir}: head ablation needs a backbone-slice arm (pretrained or random-init), "
+    if config["arm"] not in ("pretrained", "random-init", "shuffled"):
+        raise FrozenDTError(f"{args.run_dir}: head ablation needs a backbone-slice arm (pretrained, random-init or "
+                            "shuffled), "
                             f"not {config['arm']!r}")
     sites = attention_sites(model.body.model, model.body.layer_range[0])
     lengths = parse_lengths(config["lengths"]) if spec.name == "recall" else []

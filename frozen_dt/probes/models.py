@@ -9,7 +9,11 @@ LayerNorm only rescales the body's un-normalised residual stream for the head. T
 * ``random-transformer``: a *standard* pre-LN causal transformer (``torch.nn.TransformerEncoderLayer``, whose
   ``MultiheadAttention`` scales scores by 1/sqrt(d_k)) with fixed sinusoidal positions, randomly initialised
   (PyTorch's init, seeded) and frozen; width, depth, number of heads and MLP width matched to the slice;
-* ``scratch``: the same standard transformer, trained from scratch together with the interface.
+* ``scratch``: the same standard transformer, trained from scratch together with the interface;
+* ``shuffled``: the pretrained slice with each weight matrix's entries permuted (seeded), frozen: the pretrained
+  entry distributions and norm gains survive, the learned structure does not;
+* ``lstm``: FPT's control, a randomly initialised (PyTorch's init, seeded) frozen LSTM of the slice's width and
+  depth.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from torch import nn
 
 from frozen_dt.errors import FrozenDTError
 
-ARMS = ("pretrained", "random-init", "random-transformer", "scratch")
+ARMS = ("pretrained", "random-init", "random-transformer", "scratch", "shuffled", "lstm")
+SLICE_INITS = {"pretrained": "pretrained", "random-init": "random", "shuffled": "shuffled"}
 
 
 class StandardTransformer(nn.Module):
@@ -46,6 +51,18 @@ class StandardTransformer(nn.Module):
         T = x.shape[1]
         causal = nn.Transformer.generate_square_subsequent_mask(T, device=x.device, dtype=x.dtype)
         return self.encoder(x + self.positions[:T].to(x.dtype), mask=causal, is_causal=True)
+
+
+class FrozenLSTM(nn.Module):
+    """FPT's frozen random LSTM body: ``n_layers`` stacked LSTM layers of ``width`` units (PyTorch's init), frozen."""
+
+    def __init__(self, width: int, n_layers: int):
+        super().__init__()
+        self.lstm = nn.LSTM(width, width, num_layers=n_layers, batch_first=True)
+        _freeze(self)  # no dropout, so train mode changes nothing (and cuDNN's LSTM backward needs it)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.lstm(x)[0]
 
 
 class ProbeModel(nn.Module):
@@ -97,10 +114,15 @@ def build_probe_model(arm: str, *, backbone: str, layers: str, seed: int, in_fea
 
     if arm not in ARMS:
         raise FrozenDTError(f"unknown arm {arm!r}: expected one of {', '.join(ARMS)}")
-    if arm in ("pretrained", "random-init"):
-        body = load_backbone(backbone, layers, init="pretrained" if arm == "pretrained" else "random", freeze="all",
-                             seed=seed)
+    if arm in SLICE_INITS:
+        body = load_backbone(backbone, layers, init=SLICE_INITS[arm], freeze="all", seed=seed)
         width = body.width
+    elif arm == "lstm":
+        shape = slice_shape(backbone, layers, seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            body = FrozenLSTM(shape["width"], shape["depth"])
+        width = shape["width"]
     else:
         shape = slice_shape(backbone, layers, seed)
         with torch.random.fork_rng(devices=[]):

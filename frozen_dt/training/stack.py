@@ -32,10 +32,13 @@ from torch.utils._pytree import tree_map
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.progress import progress_bar
 from frozen_dt.run_dir import read_json, write_json
+from frozen_dt.schema import choice, integer, list_of, plain_name, record
 from frozen_dt.training.trainer import Diverged, Trainer, non_finite
 
 STACK_FILE = "stack.json"
 STACK_FORMAT = "frozen-dt-stack/1"
+STACK_RECORD = record({"format": choice(STACK_FORMAT), "seeds": list_of(integer(), 4096),
+                       "members": list_of(plain_name(), 4096)})
 
 
 def stacked_call(modules: list[nn.Module], x, *rest, fixed: dict[str, torch.Tensor] | None = None):
@@ -83,10 +86,11 @@ def write_stack(stack_dir: Path, *, task: str, algo: str, seeds: list[int]) -> N
 
 def read_stack(stack_dir: Path) -> tuple[list[int], list[Path]]:
     """The seeds of a stack directory and their run directories."""
-    record = read_json(Path(stack_dir) / STACK_FILE)
-    if not isinstance(record, dict) or record.get("format") != STACK_FORMAT:
-        raise FrozenDTError(f"{Path(stack_dir) / STACK_FILE} is not a frozen-dt stack record")
-    return [int(s) for s in record["seeds"]], [Path(stack_dir) / name for name in record["members"]]
+    path = Path(stack_dir) / STACK_FILE
+    record = read_json(path, STACK_RECORD)  # members: plain names, inside the stack dir
+    if len(record["seeds"]) != len(record["members"]) or len(set(record["members"])) != len(record["members"]):
+        raise FrozenDTError(f"{path}: seeds and members must pair one to one, each member once")
+    return list(record["seeds"]), [Path(stack_dir) / name for name in record["members"]]
 
 
 def runs_in(path: Path) -> list[Path]:

