@@ -13,7 +13,8 @@ Under bf16 a frozen slice is measured twice in the same run (``--hold both``): h
 on every call (the reference), and running its bf16 copy (:meth:`FrozenSlice.held_weights`); the row of the latter
 carries the ratio. On CUDA it reports MFU: achieved FLOP/s against the bf16 matmul peak measured in the same run (an
 8192^3 bf16 matmul). ``--stack N`` also measures each configuration with N seeds stacked (``frozen-dt train
---seeds``). The JSON (hardware, torch, commit, command) is rewritten after every row; a row that fails is recorded
+--seeds``). Each row also counts one step's dispatched operations and host synchronisations (on cuda: kernels and
+``set_sync_debug_mode``'s count). The JSON (hardware, torch, commit, command) is rewritten after every row; a row that fails is recorded
 with its error and the others still run.
 """
 
@@ -131,10 +132,46 @@ def measure(name: str, build, args, device: torch.device, precision: str, seeds:
         sync(device)
         seconds = (time.perf_counter() - start) / args.steps
         counts = param_counts(trainers[0].algorithm.model)
+        dispatched = step_counts(step, trainers, device)
     return {"model": name if seeds == 1 else f"{name}, {seeds} seeds stacked", "seeds": seeds, "precision": precision,
             "sampling": args.sampling, "cuda_graph": graph, "steps_per_s": 1 / seconds, "s_per_step": seconds,
             "gflop_per_step": flops / 1e9, "gflops": flops / seconds / 1e9,
-            "trainable_params": counts["trainable_params"] * seeds, "frozen_params": counts["frozen_params"]}
+            "trainable_params": counts["trainable_params"] * seeds, "frozen_params": counts["frozen_params"],
+            **dispatched}
+
+
+def step_counts(step, trainers, device: torch.device) -> dict:
+    """One more step, counted: aten operations dispatched from the host and those among them that would
+    synchronise (:class:`~frozen_dt.training.sync_check.DispatchCounter`; a replayed CUDA graph dispatches none of
+    its own); on cuda also the synchronisations ``torch.cuda.set_sync_debug_mode`` reports and the kernels the
+    profiler sees."""
+    import warnings
+
+    from frozen_dt.training.sync_check import DispatchCounter, optimizer_step_counters
+
+    optimizers = [t.algorithm.optimizer for t in trainers]
+    with DispatchCounter(optimizer_step_counters(optimizers)) as counter:
+        step()
+    out = {"ops_per_step": counter.ops, "host_syncs_per_step_dispatched": counter.syncs}
+    if device.type == "cuda":
+        sync(device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                step()
+                sync_count = sum("synchroniz" in str(w.message).lower() for w in caught)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        sync(device)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            sync(device)
+        kernels = sum(1 for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
+        out.update(host_syncs_per_step_cuda=sync_count, kernels_per_step=kernels)
+    return out
 
 
 _SLICES: dict = {}
@@ -267,7 +304,10 @@ def main() -> None:
                         else ""
                     print(f"{r['model']:60s} {label:24s}: {r['steps_per_s']:7.2f} steps/s "
                           f"({r['s_per_step'] * 1000:8.1f} ms), {r['gflop_per_step']:7.1f} GFLOP/step, "
-                          f"{r['gflops']:6.1f} GFLOP/s = {r['fraction_of_matmul']:.2f}x plain matmul{mfu}{ratio}",
+                          f"{r['gflops']:6.1f} GFLOP/s = {r['fraction_of_matmul']:.2f}x plain matmul{mfu}{ratio}; "
+                          f"{r['ops_per_step']} ops/step, {r['host_syncs_per_step_dispatched']} syncing"
+                          + (f", {r['kernels_per_step']} kernels, {r['host_syncs_per_step_cuda']} cuda syncs"
+                             if "kernels_per_step" in r else ""),
                           flush=True)
     global_hold(HOLD_BF16_ON)
 
