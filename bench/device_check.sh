@@ -83,12 +83,12 @@ if [ $MODE = device ]; then
   DEVICE=cuda SITE=${DEVICE_CHECK_SITE:-/tmp/site} WHEELS=.whl
   SMOKE_STEPS=100 SMOKE_EPISODES=2 SMOKE_DATA="--episodes 20" FULL_DATA="" NUM_ENVS=8 EVAL_CUT="" BATCH=""
   HEADLINE_STEPS=100000 HEADLINE_EPISODES=10 SAVE_EVERY=250 HEADLINE_SECONDS=${HEADLINE_SECONDS:-45}
-  BENCH="--steps 10 --warmup 3 --bf16" BENCH_LAYERS=5 STACK_BENCH="--steps 20 --warmup 5" ATTENTION="--bf16"
+  BENCH="--steps 10 --warmup 3 --only-bf16" BENCH_LAYERS=5 STACK_BENCH="--steps 20 --warmup 5" ATTENTION="--bf16"
   PEAK="" COMPILE_BUDGET=240
 else  # dry-run and rehearse: CPU, tiny sizes
   DEVICE=cpu SITE=$WORK/site
   SMOKE_STEPS=4 SMOKE_EPISODES=1 SMOKE_DATA="--episodes 3" FULL_DATA="--episodes 6" NUM_ENVS=2
-  EVAL_CUT="--max-steps 5" BATCH="--batch-size 4"
+  EVAL_CUT="--max-steps 5 --env-processes on" BATCH="--batch-size 4"  # env workers as on cuda
   HEADLINE_STEPS=4 HEADLINE_EPISODES=1 SAVE_EVERY=2 HEADLINE_SECONDS=${HEADLINE_SECONDS:-300}
   BENCH="--steps 1 --warmup 1 --batch-size 4" STACK_BENCH="--steps 1 --warmup 1 --algos iql" ATTENTION="--batch 4"
   PEAK="--size 256 --reps 3" BENCH_LAYERS=5 COMPILE_BUDGET=900  # torch.compile's C++ build on one CPU thread
@@ -213,7 +213,7 @@ step attention 120 -- $PY -P bench/device_probe.py attention "$RES/attention.jso
 # --- 3. throughput through the training path -------------------------------------------------------------------------
 # bench/ scripts run as scripts: sys.path[0] is bench/, never the repository root
 step bench-training 150 -- $PY bench/bench_training.py --device $DEVICE --backbones gemma3-270m \
-  --layers $BENCH_LAYERS --stack 3 $BENCH --json "$RES/training_$DEVICE.json"
+  --layers $BENCH_LAYERS --inits pretrained random --stack 3 $BENCH --json "$RES/training_$DEVICE.json"
 step bench-stacking 120 -- $PY bench/bench_stacking.py --device $DEVICE --layers "$LAYERS" $STACK_BENCH \
   --json "$RES/stacking_$DEVICE.json"
 
