@@ -72,6 +72,9 @@ OUT=${OUT:-$ROOT/results/bench/device_check}
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")
 RES=$WORK/results  # everything measured; packed into $OUT/results.tgz after every step
+STEP_PID=""
+trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "$STEP_PID" ] && kill -TERM $STEP_PID 2>/dev/null; wait; exit 143' TERM INT  # no step outlives the script
 mkdir -p "$RES"
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable PYTHONDONTWRITEBYTECODE=1
 export FROZEN_DT_DATA=$WORK/data FROZEN_DT_CACHE=$WORK/backbones
@@ -150,8 +153,12 @@ step() {
   fi
   [ "$budget" -gt "$left" ] && budget=$left
   local t0; t0=$(date +%s)
-  timeout -k 10 "$budget" "$@" > "$RES/$name.log" 2>&1
+  # in the background and waited for, so that a TERM or INT to this script reaches the step (timeout passes it on)
+  timeout -k 10 "$budget" "$@" > "$RES/$name.log" 2>&1 < /dev/null &
+  STEP_PID=$!
+  wait $STEP_PID
   local rc=$? took=$(( $(date +%s) - t0 ))
+  STEP_PID=""
   local timed_out=false
   if [ $rc = 124 ] || [ $rc = 137 ]; then timed_out=true; fi
   record "$name" "$rc" "$took" "$budget" "$timed_out" false
@@ -201,12 +208,14 @@ if wanted generate-full; then
   say "generate-full: started in the background (pid $GEN_PID)"
 fi
 step generate-smoke 120 -- $FDT data generate walker2d-medium-v2 $SMOKE_DATA --num-envs $NUM_ENVS
-if [ $MODE = dry-run ] && wanted import-slice; then
-  step export 120 -- $FDT backbone export gemma3-270m --layers "$LAYERS" --out "$SLICE"
-fi
 
 # --- 2. the slice, the peak, attention on a left-padded batch ----------------------------------------------------------
-step import-slice 90 -- $FDT backbone import "$SLICE"
+if [ $MODE = dry-run ]; then  # the development environment exports a 0:1 slice from the package on the spot
+  step import-slice 240 -- bash -c "$FDT backbone export gemma3-270m --layers $LAYERS --out $SLICE \
+    && $FDT backbone import $SLICE"
+else
+  step import-slice 90 -- $FDT backbone import "$SLICE"
+fi
 step peak 60 -- $PY -P bench/device_probe.py peak "$RES/peak.json" --device $DEVICE $PEAK
 step attention 120 -- $PY -P bench/device_probe.py attention "$RES/attention.json" --device $DEVICE \
   --layers "$LAYERS" $ATTENTION
@@ -280,6 +289,5 @@ fi
 publish
 failed=$(grep -c '"rc": [1-9]' "$STATUS" || true)
 say "done in $(elapsed)s: $failed step(s) failed; $OUT/summary.json, results.tgz, status.jsonl"
-rm -rf "$WORK"
 [ "$failed" = 0 ]
 exit; }
