@@ -293,7 +293,13 @@ def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache)
     record = json.loads((tmp_path / "b.json").read_text())
     record["status"] = "running"  # pretend the run was cut after step 2
     (tmp_path / "b.json").write_text(json.dumps(record))
-    resumed = run(RunSpec(**base), tmp_path / "b", tmp_path / "b.json", log=lambda m: None)
+    from frozen_dt.science.train import snapshot
+
+    assert snapshot(tmp_path / "b", tmp_path / "b.json") == tmp_path / "b.pt"
+    (tmp_path / "b" / "checkpoint.pt").unlink()  # a fresh checkout: only the committed snapshot is there
+    messages = []
+    resumed = run(RunSpec(**base), tmp_path / "b", tmp_path / "b.json", log=messages.append)
+    assert any("resumed at step 2" in m for m in messages)
     assert resumed["status"] == "complete" and resumed["step"] == 4
     for r1, r2 in zip(whole["curve"], resumed["curve"]):
         assert r1["err_L3"] == pytest.approx(r2["err_L3"]) and r1["train_loss"] == pytest.approx(r2["train_loss"])
