@@ -163,7 +163,7 @@ def test_every_score_says_whether_its_data_was_generated_or_d4rls(trained_runs, 
     code, out, err = run(capsys, "eval", *map(str, trained_runs), *EVAL)
     assert code == 0, err
     assert all(json.loads((d / "eval-last.json").read_text())["data"] == "generated" for d in trained_runs)
-    score_lines = [line for line in out.splitlines() if "normalized score" in line or "95% CI" in line]
+    score_lines = [line for line in out.splitlines() if "normalized score" in line or "95 % interval" in line]
     assert len(score_lines) == 3 and all("(generated data)" in line for line in score_lines)
     titles = []
     monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, text, **kw: titles.append(text))
