@@ -77,7 +77,8 @@ class BehaviorCloning(SavesParts):
 
 
 SPEC = AlgorithmSpec(
-    name="bc", summary="behaviour cloning, an MLP regressing actions (CORL's any_percent_bc on all data)",
+    name="bc", summary="behaviour cloning, an MLP regressing actions",
+    source="CORL's any_percent_bc (Tarasov et al., 2022) on all of the data",
     config=BCConfig,
     build_model=lambda config, problem, backbone=None: MLPPolicy(problem.obs_dim, problem.act_dim, config.hidden_dim,
                                                                  config.hidden_layers),

@@ -214,7 +214,8 @@ class CQL(TwinCriticAlgorithm):
 
 
 SPEC = AlgorithmSpec(
-    name="cql", summary="Conservative Q-Learning (Kumar et al., 2020), CQL(H) on SAC, CORL's locomotion configuration",
+    name="cql", summary="Conservative Q-Learning, CQL(H) on SAC",
+    source="Kumar et al., 2020; CORL's locomotion configuration",
     config=CQLConfig,
     build_model=lambda config, problem, backbone=None: CQLNetworks(problem.obs_dim, problem.act_dim, config.hidden_dim,
                                                                    config.hidden_layers),

@@ -164,6 +164,7 @@ def build_model(config: DTConfig, problem, backbone=None) -> DecisionTransformer
 
 
 SPEC = AlgorithmSpec(
-    name="dt", summary="the Decision Transformer (Chen et al., 2021), a small GPT trained from scratch",
+    name="dt", summary="the Decision Transformer, a small GPT trained from scratch",
+    source="Chen et al., 2021; kzl/decision-transformer's gym recipe",
     config=DTConfig, build_model=build_model, build_algorithm=build_sequence_algorithm,
     make_agent=make_sequence_agent, conditioning=("returns", "goals"))

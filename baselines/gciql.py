@@ -121,7 +121,8 @@ class GCIQL(TwinCriticAlgorithm):
 
 
 SPEC = AlgorithmSpec(
-    name="gciql", summary="goal-conditioned IQL with a DDPG+BC actor, OGBench's reference agent",
+    name="gciql", summary="goal-conditioned IQL with a DDPG+BC actor",
+    source="OGBench's reference agent (Park et al., 2025; impls/agents/gciql.py)",
     config=GCIQLConfig,
     build_model=lambda config, problem, backbone=None: GoalConditionedNetworks(
         problem.obs_dim, problem.act_dim, config.hidden_dim, config.hidden_layers, goal_dim=problem.goal_dim),

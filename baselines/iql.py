@@ -172,7 +172,8 @@ def build_algorithm(config: IQLConfig, model, dataset, problem, run) -> IQL:
 
 
 SPEC = AlgorithmSpec(
-    name="iql", summary="Implicit Q-Learning (Kostrikov et al., 2022), CORL's locomotion configuration",
+    name="iql", summary="Implicit Q-Learning",
+    source="Kostrikov et al., 2022; CORL's locomotion configuration",
     config=IQLConfig,
     build_model=lambda config, problem, backbone=None: IQLNetworks(problem.obs_dim, problem.act_dim, config.hidden_dim,
                                                                    config.hidden_layers),

@@ -133,7 +133,8 @@ class TD3BC(TwinCriticAlgorithm):
 
 
 SPEC = AlgorithmSpec(
-    name="td3bc", summary="TD3+BC (Fujimoto & Gu, 2021), CORL's locomotion configuration",
+    name="td3bc", summary="TD3+BC, TD3 with a behaviour-cloning term in the actor's loss",
+    source="Fujimoto & Gu, 2021; CORL's locomotion configuration",
     config=TD3BCConfig,
     build_model=lambda config, problem, backbone=None: TD3BCNetworks(problem.obs_dim, problem.act_dim,
                                                                      config.hidden_dim, config.hidden_layers),

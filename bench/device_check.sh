@@ -1,163 +1,284 @@
 #!/usr/bin/env bash
-# The device check (issue 15): on the lent GPU machine (one H200, 16 cores, no network; Python 3.12 with torch and
-# transformers, without gymnasium, mujoco, gguf or backbone weights), in about 8 minutes:
-#   1. install the carried wheels (.whl/, from bench/device_prepare.sh) and this package into /tmp/site;
-#      import the carried gemma3-270m slice (.carry/*.gguf, quantized) into the backbone cache;
-#      generate walker2d-medium-v2 there from the shipped behaviour policy;
-#   2. a CUDA smoke of every algorithm: train, checkpoint, resume, evaluate 10 episodes;
-#   3. bench/bench_training.py (steps/s, TFLOP/s, MFU against the measured bf16 matmul peak, 1 and 3 stacked seeds)
-#      and bench/bench_stacking.py on cuda; after the headline, bench/bench_eval.py (harness vs batch-1 rollouts);
-#   4. the headline: walker2d-medium, frozen-dt gemma3-270m 0:5 pretrained and --init random, and dt, 3 seeds each
-#      stacked, each arm for at most HEADLINE_SECONDS (100k steps the goal; headline_rates.json extrapolates the
-#      measured rate to 100k), 100 evaluation episodes, leaderboard rows;
-#   5. the recall probe's four arms side by side on the device, PROBE_STEPS steps each.
-# Results go to $OUT (the device tool's folder; default results/bench/device_check): *.json, logs, leaderboard.
+# The device check (docs/device-check.md): on the lent GPU machine (one H200, 16 cores, no network; Python 3.12 with
+# torch and transformers preinstalled, without gymnasium, mujoco, gguf or backbone weights), within one global
+# deadline (DEADLINE_S, default 480 s), the steps in order of value, each under `timeout -k`:
+#   1. versions (python, torch, CUDA, cuDNN, transformers, numpy, nvidia-smi, the GPU); install-wheels (.whl/, from
+#      bench/device_prepare.sh) and install-package (frozen_dt/ with baselines/ envs/ eval/ inside, into SITE);
+#      imports (frozen_dt.envs.registry, eval.rollout, baselines.iql, one Walker2d-v5 step, gguf); the full dataset
+#      generation starts in the background; generate-smoke (a 20-episode file for the smokes);
+#   2. import-slice (.carry/*.gguf, the gemma3-270m 0:5 slice); peak (measured bf16 matmul); attention (a left-padded
+#      batch through the frozen slice, default attention backend against math, forward and backward);
+#   3. bench-training (steps/s, TFLOP/s, MFU, 1 and 3 stacked seeds) and bench-stacking, on the training path;
+#   4. smoke: every algorithm on the device in one process (train, save, resume, train, 2-episode evaluation);
+#   5. headline-pretrained, headline-random, headline-dt: a bounded stacked 3-seed run and a 10-episode evaluation
+#      each (a test of the path, not a score); then headline-rates (steps/s per arm, extrapolated to 100k);
+#   6. compile: a --compile smoke under a hard timeout (compile time and steps/s after it).
+# Everything is written under a work dir; after every step $OUT/results.tgz (temp name, then renamed),
+# $OUT/summary.json and $OUT/status.jsonl are refreshed (3 files, no folders: the device returns at most 8 files,
+# 2 folders deep) and one line per step goes to stdout (the last 12,000 characters of output come back).
 #
-#   bash bench/device_check.sh            # on the device machine (carry .whl and .carry)
-#   bash bench/device_check.sh --dry-run  # here, on CPU, tiny sizes, same steps (tests/test_device_check.py)
+# Every Python command runs as `python3 -P` (or as a script in bench/): no command puts the repository root on
+# sys.path, so the repository's own frozen_dt/ (which has no envs/, eval/ or baselines/ inside) never shadows the
+# package laid out in SITE. tests/test_device_check.py checks this on the layout this script builds.
+#
+#   bash bench/device_check.sh                       # on the device machine (carry .whl and .carry)
+#   bash bench/device_check.sh --steps smoke,compile # a rerun of some steps (their prerequisites run too)
+#   bash bench/device_check.sh --rehearse            # here, on CPU: the device's run in an environment like its own
+#   bash bench/device_check.sh --dry-run             # here, on CPU, in the development environment, tiny sizes
+# Options: --deadline SECONDS (or DEADLINE_S); OUT (default results/bench/device_check); HEADLINE_SECONDS.
 set -uo pipefail
+{  # the whole script is read before it runs: editing this file during a run cannot change that run
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DRY=0
-[ "${1:-}" = "--dry-run" ] && DRY=1
+MODE=device
+STEPS=""
+DEADLINE_S=${DEADLINE_S:-480}
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dry-run) MODE=dry-run ;;
+    --rehearse) MODE=rehearse ;;
+    --steps) STEPS=${2:-}; shift ;;
+    --steps=*) STEPS=${1#*=} ;;
+    --deadline) DEADLINE_S=${2:-}; shift ;;
+    --deadline=*) DEADLINE_S=${1#*=} ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "device_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case $DEADLINE_S in ''|*[!0-9]*) echo "device_check.sh: --deadline takes whole seconds, got '$DEADLINE_S'" >&2; exit 2 ;; esac
+ALL_STEPS="versions install-wheels install-package imports generate-full generate-smoke import-slice peak attention
+  bench-training bench-stacking smoke headline-pretrained headline-random headline-dt headline-rates compile"
+for s in ${STEPS//,/ }; do
+  case " $(echo $ALL_STEPS) " in *" $s "*) ;; *) echo "device_check.sh: unknown step '$s'; steps: $(echo $ALL_STEPS)" >&2
+    exit 2 ;; esac
+done
+
+if [ $MODE = rehearse ]; then
+  # What the device gets, built here: .whl/ and .carry/ (and the 64 MiB check) as for the device, then a fresh
+  # environment with only the device's preinstalled packages and the cp311 builds of the same pinned wheels.
+  bash bench/device_prepare.sh || { echo "device_check.sh: bench/device_prepare.sh failed" >&2; exit 1; }
+  paths=$(bash bench/device_rehearse.sh) || { echo "device_check.sh: bench/device_rehearse.sh failed" >&2; exit 1; }
+  REHEARSE_VENV=$(echo "$paths" | sed -n 's/^VENV=//p')
+  REHEARSE_WHEELS=$(echo "$paths" | sed -n 's/^WHEELS=//p')
+  export PATH=$REHEARSE_VENV/bin:$PATH PYTHONNOUSERSITE=1
+  unset VIRTUAL_ENV PYTHONPATH PYTHONHOME
+fi
+
+START=$(date +%s)  # the deadline counts from here (the rehearsal's preparation above is not the device's run)
 OUT=${OUT:-$ROOT/results/bench/device_check}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 MUJOCO_GL=egl
-WORK=$(mktemp -d)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")
+RES=$WORK/results  # everything measured; packed into $OUT/results.tgz after every step
+mkdir -p "$RES"
+export PYTHONUNBUFFERED=1 MUJOCO_GL=disable PYTHONDONTWRITEBYTECODE=1
 export FROZEN_DT_DATA=$WORK/data FROZEN_DT_CACHE=$WORK/backbones
-mkdir -p "$FROZEN_DT_DATA" "$FROZEN_DT_CACHE"
-if [ $DRY = 1 ]; then
-  DEVICE=cpu LAYERS=0:1 SMOKE_STEPS=4 EVAL_EPISODES=1 EVAL_CUT="--max-steps 5" EPISODES_DATA="--episodes 4"
-  HEADLINE_STEPS=${HEADLINE_STEPS:-6} HEADLINE_EPISODES=1 PROBE_STEPS=${PROBE_STEPS:-4} BATCH="--batch-size 8"
-  PROBE_LAYERS=0:1
-  BENCH="--steps 1 --warmup 1" STACK_BENCH="--steps 1 --warmup 1 --algos iql" BENCH_LAYERS="1" PROBE_THREADS=1
-else
-  DEVICE=cuda LAYERS=0:5 SMOKE_STEPS=100 EVAL_EPISODES=10 EVAL_CUT="" EPISODES_DATA=""
-  HEADLINE_STEPS=${HEADLINE_STEPS:-100000} HEADLINE_EPISODES=100 PROBE_STEPS=${PROBE_STEPS:-2000} BATCH=""
-  PROBE_LAYERS=0:2  # a part of the imported 0:5 slice
-  BENCH="--steps 10 --warmup 3 --bf16" STACK_BENCH="--steps 20 --warmup 5" BENCH_LAYERS="1 2 5" PROBE_THREADS=4
+mkdir -p "$FROZEN_DT_DATA" "$FROZEN_DT_CACHE" "$WORK/data-full"
+PY=${DEVICE_CHECK_PYTHON:-python3}  # the interpreter (a test gives one without the editable install)
+FDT="$PY -P -m frozen_dt"
+SLICE=.carry/gemma3-270m-0-5.gguf
+LAYERS=0:5
+if [ $MODE = device ]; then
+  DEVICE=cuda SITE=${DEVICE_CHECK_SITE:-/tmp/site} WHEELS=.whl
+  SMOKE_STEPS=100 SMOKE_EPISODES=2 SMOKE_DATA="--episodes 20" FULL_DATA="" NUM_ENVS=8 EVAL_CUT="" BATCH=""
+  HEADLINE_STEPS=100000 HEADLINE_EPISODES=10 SAVE_EVERY=250 HEADLINE_SECONDS=${HEADLINE_SECONDS:-45}
+  BENCH="--steps 10 --warmup 3 --bf16" BENCH_LAYERS=5 STACK_BENCH="--steps 20 --warmup 5" ATTENTION="--bf16"
+  PEAK="" COMPILE_BUDGET=240
+else  # dry-run and rehearse: CPU, tiny sizes
+  DEVICE=cpu SITE=$WORK/site
+  SMOKE_STEPS=4 SMOKE_EPISODES=1 SMOKE_DATA="--episodes 3" FULL_DATA="--episodes 6" NUM_ENVS=2
+  EVAL_CUT="--max-steps 5" BATCH="--batch-size 4"
+  HEADLINE_STEPS=4 HEADLINE_EPISODES=1 SAVE_EVERY=2 HEADLINE_SECONDS=${HEADLINE_SECONDS:-300}
+  BENCH="--steps 1 --warmup 1 --batch-size 4" STACK_BENCH="--steps 1 --warmup 1 --algos iql" ATTENTION="--batch 4"
+  PEAK="--size 256 --reps 3" BENCH_LAYERS=5 COMPILE_BUDGET=900  # torch.compile's C++ build on one CPU thread
+  if [ $MODE = rehearse ]; then
+    WHEELS=$REHEARSE_WHEELS
+  else  # the development environment already holds the wheels' packages; a 0:1 slice exported here is enough
+    WHEELS="" LAYERS=0:1 BENCH_LAYERS=1 SLICE=$WORK/gemma3-270m-0-1.gguf
+  fi
 fi
-# Each headline arm trains for at most HEADLINE_SECONDS (SIGINT then: the trainer stops at its last checkpoint, every
-# SAVE_EVERY steps, and that checkpoint is evaluated); headline_rates.json extrapolates the measured rate to 100k.
-HEADLINE_SECONDS=${HEADLINE_SECONDS:-$([ $DRY = 1 ] && echo 600 || echo 75)}
-SAVE_EVERY=$([ $DRY = 1 ] && echo 3 || echo 250)
-START=$(date +%s)
-log() { echo "[device_check +$(( $(date +%s) - START ))s] $*"; }
+export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+
+# --- bookkeeping: status.jsonl, summary.json, results.tgz after every step --------------------------------------------
 STATUS=$OUT/status.jsonl
 : > "$STATUS"
-record() {  # name rc seconds
-  printf '{"step": "%s", "rc": %s, "seconds": %s, "device": "%s", "dry_run": %s}\n' "$1" "$2" "$3" "$DEVICE" "$DRY" >> "$STATUS"
+elapsed() { echo $(( $(date +%s) - START )); }
+remaining() { echo $(( START + DEADLINE_S - $(date +%s) )); }
+say() { echo "[device_check +$(elapsed)s] $*"; }
+record() {  # step rc seconds budget timed_out skipped
+  printf '{"step": "%s", "rc": %s, "seconds": %s, "budget": %s, "timed_out": %s, "skipped": %s, "elapsed": %s}\n' \
+    "$1" "$2" "$3" "$4" "$5" "$6" "$(elapsed)" >> "$STATUS"
 }
-step() {  # name command...: run, log to $OUT/<name>.log, record its exit status and time; never stop the script
-  local name=$1; shift
+publish() {  # refresh $OUT/results.tgz and $OUT/summary.json from the work dir
+  cp "$STATUS" "$RES/status.jsonl"
+  tar -czf "$OUT/results.tgz.tmp" -C "$WORK" results 2>/dev/null && mv -f "$OUT/results.tgz.tmp" "$OUT/results.tgz"
+  timeout -k 5 30 $PY -P "$ROOT/bench/device_probe.py" summary "$OUT/summary.json" --results "$RES" \
+    --status "$STATUS" --mode "$MODE" --device "$DEVICE" --deadline "$DEADLINE_S" > /dev/null 2>>"$RES/summary.log"
+}
+
+# The steps to run: all, or those asked for and what they need (a rerun on a fresh work dir).
+needs() {
+  case $1 in
+    versions|install-wheels) echo "" ;;
+    install-package) echo "install-wheels" ;;
+    imports|generate-full|generate-smoke|peak) echo "install-wheels install-package" ;;
+    import-slice) echo "install-wheels install-package" ;;
+    attention|bench-training|bench-stacking) echo "install-wheels install-package import-slice" ;;
+    smoke|compile|headline-*) echo "install-wheels install-package import-slice generate-smoke" ;;
+  esac
+}
+WANTED=" "
+for s in ${STEPS//,/ }; do WANTED="$WANTED$s $(needs "$s") "; done
+[ "$STEPS" = "" ] && WANTED=" $(echo $ALL_STEPS) "
+[ "$STEPS" != "" ] && case $STEPS in *headline-*) WANTED="$WANTED headline-rates " ;; esac
+wanted() { case $WANTED in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# step NAME BUDGET -- COMMAND...: run under `timeout -k` (budget cut to what is left of the deadline), log to
+# $RES/NAME.log, record, publish, print one line. Returns the command's status; never stops the script itself.
+step() {
+  local name=$1 budget=$2
+  shift 2
+  [ "$1" = "--" ] && shift
+  wanted "$name" || return 0
+  local left; left=$(remaining)
+  if [ "$left" -lt 2 ]; then
+    record "$name" null 0 0 false true
+    say "$name: skipped (deadline of ${DEADLINE_S}s reached)"
+    return 1
+  fi
+  [ "$budget" -gt "$left" ] && budget=$left
   local t0; t0=$(date +%s)
-  log "$name: $*"
-  "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  record "$name" "$rc" "$(( $(date +%s) - t0 ))"
-  [ $rc = 0 ] || { log "$name failed (rc $rc); tail of $OUT/$name.log:"; tail -5 "$OUT/$name.log"; }
+  timeout -k 10 "$budget" "$@" > "$RES/$name.log" 2>&1
+  local rc=$? took=$(( $(date +%s) - t0 ))
+  local timed_out=false
+  if [ $rc = 124 ] || [ $rc = 137 ]; then timed_out=true; fi
+  record "$name" "$rc" "$took" "$budget" "$timed_out" false
+  publish
+  local last; last=$(grep -v '^\s*$' "$RES/$name.log" | tail -1 | cut -c1-160)
+  if [ $rc = 0 ]; then
+    say "$name: ok in ${took}s (budget ${budget}s) | $last"
+  else
+    say "$name: FAILED rc $rc in ${took}s (budget ${budget}s, timed out: $timed_out); tail of its log:"
+    tail -5 "$RES/$name.log" | cut -c1-300
+  fi
   return $rc
 }
 
+say "mode $MODE, device $DEVICE, deadline ${DEADLINE_S}s, steps: ${STEPS:-all}; work dir $WORK; outputs in $OUT"
+publish
+
 # --- 1. environment ------------------------------------------------------------------------------------------------
-if [ $DRY = 0 ]; then
-  step install python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-  # the package as pyproject installs it (baselines, envs and eval inside frozen_dt), without a build step
-  step install-package bash -c "cp -r frozen_dt /tmp/site/ && cp -r baselines envs eval /tmp/site/frozen_dt/" || exit 1
-  SLICE=$(ls .carry/gemma3-270m-*.gguf | head -1)
-else
-  SLICE=$WORK/gemma3-270m-${LAYERS/:/-}.gguf
-  step export python3 -m frozen_dt backbone export gemma3-270m --layers "$LAYERS" --out "$SLICE" || exit 1
+# (a failed step never stops the script: what does not need it, the peak say, still runs and returns)
+step versions 60 -- $PY -P bench/device_probe.py versions "$RES/versions.json"
+if [ -n "$WHEELS" ]; then
+  step install-wheels 120 -- bash -c "$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --disable-pip-version-check --upgrade --target '$SITE' '$WHEELS'/*.whl"
 fi
-FDT="python3 -m frozen_dt"
-# several frozen-dt commands in one python process (one torch import instead of one per command)
-fdt_seq() {
-  python3 - "$@" <<'PY'
-import shlex, sys
+# the package as pyproject installs it (baselines, envs and eval inside frozen_dt), without a build step
+step install-package 30 -- bash -c "mkdir -p '$SITE' && rm -rf '$SITE/frozen_dt' && cp -r frozen_dt '$SITE/' \
+  && cp -r baselines envs eval '$SITE/frozen_dt/' && find '$SITE/frozen_dt' -name __pycache__ -prune -exec rm -rf {} +"
+IMPORTS="
+import frozen_dt, frozen_dt.envs.registry, frozen_dt.eval.rollout, frozen_dt.baselines.iql, gguf, gymnasium as gym
+import os
+print('frozen_dt from', frozen_dt.__file__)
+assert os.path.realpath(frozen_dt.__file__).startswith(os.path.realpath('$SITE') + os.sep), 'not from $SITE'
+env = gym.make('Walker2d-v5'); env.reset(seed=0); print('Walker2d-v5 step:', env.step(env.action_space.sample())[1])
+print('gguf', gguf.__file__)"
+step imports 90 -- bash -c "$PY -P -c \"\$1\" && $FDT data list | grep -c . | sed 's/$/ tasks listed by frozen-dt data list/'" \
+  _ "$IMPORTS"
+
+# the full dataset, in the background (the headline trains on it if it is ready by then)
+GEN_PID=""
+if wanted generate-full; then
+  ( timeout -k 10 "$(remaining)" $FDT data generate walker2d-medium-v2 $FULL_DATA --num-envs $NUM_ENVS \
+      --out "$WORK/data-full/walker2d-medium-v2.hdf5" > "$RES/generate-full.log" 2>&1
+    echo $? > "$WORK/generate-full.rc.tmp"; mv "$WORK/generate-full.rc.tmp" "$WORK/generate-full.rc"
+    date +%s > "$WORK/generate-full.end" ) &
+  GEN_PID=$!
+  GEN_T0=$(date +%s)
+  say "generate-full: started in the background (pid $GEN_PID)"
+fi
+step generate-smoke 120 -- $FDT data generate walker2d-medium-v2 $SMOKE_DATA --num-envs $NUM_ENVS
+if [ $MODE = dry-run ] && wanted import-slice; then
+  step export 120 -- $FDT backbone export gemma3-270m --layers "$LAYERS" --out "$SLICE"
+fi
+
+# --- 2. the slice, the peak, attention on a left-padded batch ----------------------------------------------------------
+step import-slice 90 -- $FDT backbone import "$SLICE"
+step peak 60 -- $PY -P bench/device_probe.py peak "$RES/peak.json" --device $DEVICE $PEAK
+step attention 120 -- $PY -P bench/device_probe.py attention "$RES/attention.json" --device $DEVICE \
+  --layers "$LAYERS" $ATTENTION
+
+# --- 3. throughput through the training path -------------------------------------------------------------------------
+# bench/ scripts run as scripts: sys.path[0] is bench/, never the repository root
+step bench-training 150 -- $PY bench/bench_training.py --device $DEVICE --backbones gemma3-270m \
+  --layers $BENCH_LAYERS --stack 3 $BENCH --json "$RES/training_$DEVICE.json"
+step bench-stacking 120 -- $PY bench/bench_stacking.py --device $DEVICE --layers "$LAYERS" $STACK_BENCH \
+  --json "$RES/stacking_$DEVICE.json"
+
+# --- 4. every algorithm on the device, in one process ------------------------------------------------------------------
+RUNS=$WORK/runs
+SEQ='import shlex, sys
 from frozen_dt.cli import main
+failed = []
 for command in sys.argv[1:]:
     print(f"+ frozen-dt {command}", flush=True)
     code = main(shlex.split(command))
     if code:
-        sys.exit(code)
-PY
-}
-step import-slice $FDT backbone import "$SLICE" || exit 1
-step generate $FDT data generate walker2d-medium-v2 $EPISODES_DATA --num-envs 16 || exit 1
-python3 - "$OUT/hardware.json" "$DEVICE" <<'PY'
-import json, os, sys, torch
-name = torch.cuda.get_device_name(0) if sys.argv[2] == "cuda" else "cpu"
-json.dump({"device": name, "cpus": os.cpu_count(), "torch": torch.__version__}, open(sys.argv[1], "w"), indent=2)
-PY
-
-# --- 2. smoke: every algorithm trains, checkpoints, resumes and evaluates on the device -----------------------------
-RUNS=$WORK/runs
+        failed.append(command[:100])
+        print(f"  -> exit {code}", flush=True)
+print("failed:", failed or "none")
+sys.exit(1 if failed else 0)'
+smoke=()
+half=$(( SMOKE_STEPS / 2 ))
 for algo in dt frozen-dt bc iql cql td3bc; do
   extra=""
-  [ "$algo" = frozen-dt ] && extra="--backbone gemma3-270m --layers $LAYERS"
-  half=$(( SMOKE_STEPS / 2 ))
-  step "smoke-$algo" fdt_seq "train walker2d-medium-v2 --algo $algo $extra --device $DEVICE --steps $half \
-      --save-every $half --log-every $half --eval-episodes 0 $BATCH --run-dir $RUNS/smoke/$algo" \
-    "train walker2d-medium-v2 --resume $RUNS/smoke/$algo --steps $SMOKE_STEPS" \
-    "eval $RUNS/smoke/$algo --episodes $EVAL_EPISODES --device $DEVICE $EVAL_CUT" || true
+  [ $algo = frozen-dt ] && extra="--backbone gemma3-270m --layers $LAYERS"
+  smoke+=("train walker2d-medium-v2 --algo $algo $extra --device $DEVICE --steps $half --save-every $half \
+--log-every $half --eval-episodes 0 $BATCH --run-dir $RUNS/smoke/$algo"
+    "train walker2d-medium-v2 --resume $RUNS/smoke/$algo --steps $SMOKE_STEPS"
+    "eval $RUNS/smoke/$algo --episodes $SMOKE_EPISODES --device $DEVICE $EVAL_CUT")
 done
-step smoke-frozen-dt-compile $FDT train walker2d-medium-v2 --algo frozen-dt --backbone gemma3-270m --layers $LAYERS \
-  --compile --device $DEVICE --steps $SMOKE_STEPS --log-every $SMOKE_STEPS --eval-episodes 0 $BATCH \
-  --run-dir $RUNS/smoke/frozen-dt-compile || true
+step smoke 180 -- $PY -P -c "$SEQ" "${smoke[@]}"
 
-# --- 3. throughput --------------------------------------------------------------------------------------------------
-(cd bench && step bench-training python3 bench_training.py --device $DEVICE --backbones gemma3-270m \
-   --layers $BENCH_LAYERS $BENCH --json "$OUT/training_$DEVICE.json") || true
-(cd bench && step bench-stacking python3 bench_stacking.py --device $DEVICE --layers $LAYERS $STACK_BENCH \
-   --json "$OUT/stacking_$DEVICE.json") || true
-
-# --- 4. the headline: 3 seeds stacked per arm -------------------------------------------------------------------------
+# --- 5. the headline path: each arm a bounded stacked run and a short evaluation ------------------------------------------
 HEAD=$WORK/runs/headline
+headline_data() {  # the full dataset if its background generation has finished, else the smoke file
+  if [ -s "$WORK/generate-full.rc" ] && [ "$(cat "$WORK/generate-full.rc")" = 0 ]; then
+    echo "--dataset $WORK/data-full/walker2d-medium-v2.hdf5"
+  fi
+}
 for arm in pretrained random dt; do
   if [ $arm = dt ]; then args="--algo dt"; else args="--algo frozen-dt --backbone gemma3-270m --layers $LAYERS --init $arm"; fi
-  step "headline-$arm" bash -c "timeout -s INT -k 60 $HEADLINE_SECONDS $FDT train walker2d-medium-v2 $args \
-    --seeds 0,1,2 --steps $HEADLINE_STEPS --device $DEVICE --eval-episodes 0 --log-every $SAVE_EVERY \
-    --save-every $SAVE_EVERY $BATCH --run-dir $HEAD/$arm; rc=\$?; [ \$rc = 0 ] || [ \$rc = 124 ]" || true
-  step "headline-eval-$arm" $FDT eval "$HEAD/$arm" --episodes $HEADLINE_EPISODES --num-envs 50 --device $DEVICE \
-    $EVAL_CUT || true
+  data=$(headline_data)
+  wanted "headline-$arm" && say "headline-$arm: dataset ${data:-the 20-episode smoke file (the full one is not ready)}"
+  # SIGINT at HEADLINE_SECONDS: the trainer stops at its last checkpoint (every SAVE_EVERY steps), which is evaluated
+  step "headline-$arm" $(( HEADLINE_SECONDS + 90 )) -- bash -c "timeout -s INT -k 20 $HEADLINE_SECONDS $FDT train \
+    walker2d-medium-v2 $args $data --seeds 0,1,2 --steps $HEADLINE_STEPS --device $DEVICE --eval-episodes 0 \
+    --log-every $SAVE_EVERY --save-every $SAVE_EVERY $BATCH --run-dir $HEAD/$arm; rc=\$?
+    [ \$rc = 0 ] || [ \$rc = 124 ] || exit \$rc
+    $FDT eval $HEAD/$arm --episodes $HEADLINE_EPISODES --device $DEVICE $EVAL_CUT"
 done
-step leaderboard $FDT leaderboard "$HEAD"/*/seed* --out "$OUT/headline_leaderboard.csv" || true
-python3 - "$HEAD" "$OUT/headline_rates.json" "$HEADLINE_STEPS" <<'PY'
-import glob, json, sys
-rates = {}
-for path in sorted(glob.glob(f"{sys.argv[1]}/*/seed*/metrics.jsonl")):
-    rows = [json.loads(line) for line in open(path)]
-    arm = path.split("/")[-3]
-    if rows:
-        rates.setdefault(arm, []).append(rows[-1].get("steps_per_s"))
-summary = {}
-for arm, r in rates.items():
-    steps = max(json.loads(line)["step"] for line in open(f"{sys.argv[1]}/{arm}/seed0/metrics.jsonl"))
-    summary[arm] = {"stack_steps_per_s": r[0], "measured_steps": steps,
-                    "extrapolated_minutes_for_100k": 100_000 / r[0] / 60 if r[0] else None}
-json.dump({"note": "steps/s of each stack (3 seeds per step); 100k-step times extrapolated from this rate",
-           "arms": summary}, open(sys.argv[2], "w"), indent=2)
-print(json.dumps(summary))
-PY
+step headline-rates 30 -- $PY -P bench/device_probe.py rates "$RES/headline_rates.json" --runs "$HEAD"
 
-# the harness against sequential batch-1 rollouts, with a headline DT policy
-(cd bench && step bench-eval python3 bench_eval.py --run-dir "$HEAD/dt/seed0" --device $DEVICE \
-   --episodes $HEADLINE_EPISODES --sequential-episodes $(( HEADLINE_EPISODES < 10 ? HEADLINE_EPISODES : 10 )) \
-   --num-envs 50 --out "$OUT/eval_$DEVICE.json") || true
+# --- 6. torch.compile under a hard timeout ----------------------------------------------------------------------------
+step compile $COMPILE_BUDGET -- $PY -P -m frozen_dt train walker2d-medium-v2 --algo frozen-dt --backbone gemma3-270m \
+  --layers "$LAYERS" --compile --device $DEVICE --steps $SMOKE_STEPS --log-every $(( SMOKE_STEPS / 2 )) \
+  --eval-episodes 0 $BATCH --run-dir "$RUNS/compile"
 
-# --- 5. the recall probe's four arms, side by side ---------------------------------------------------------------------
-pids=()
-for arm in pretrained random-init random-transformer scratch; do
-  OMP_NUM_THREADS=$PROBE_THREADS $FDT probe recall --arm $arm --layers $PROBE_LAYERS --steps $PROBE_STEPS --eval-every $PROBE_STEPS \
-    --device $DEVICE \
-    --run-dir "$WORK/probe/$arm" --summary-dir "$OUT/probe" > "$OUT/probe-$arm.log" 2>&1 &
-  pids+=($!)
-done
-for i in "${!pids[@]}"; do wait "${pids[$i]}"; record "probe-$i" $? 0; done
-
-log "done in $(( $(date +%s) - START )) s; results in $OUT"
+# --- the background generation: its status, or stop it at the deadline -----------------------------------------------
+if [ -n "$GEN_PID" ]; then
+  wait "$GEN_PID"  # it runs under a timeout that ends at the deadline
+  rc=$(cat "$WORK/generate-full.rc" 2>/dev/null || echo 1); out=false
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then out=true; fi
+  took=$(( $(cat "$WORK/generate-full.end" 2>/dev/null || date +%s) - GEN_T0 ))
+  record generate-full "$rc" "$took" "$DEADLINE_S" $out false
+  say "generate-full: rc $rc in ${took}s in the background | $(tail -1 "$RES/generate-full.log" | cut -c1-160)"
+fi
+publish
 failed=$(grep -c '"rc": [1-9]' "$STATUS" || true)
+say "done in $(elapsed)s: $failed step(s) failed; $OUT/summary.json, results.tgz, status.jsonl"
 rm -rf "$WORK"
 [ "$failed" = 0 ]
+exit; }

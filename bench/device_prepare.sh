@@ -6,19 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-0:5}
+rm -rf .whl  # one version of each wheel: a stale second one stops the install there
 mkdir -p .whl .carry
 platforms=""
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
   platforms="$platforms --platform $p"
 done
-# What the device machine lacks (its torch, transformers, h5py, safetensors, scipy, tqdm, matplotlib are there).
-# mujoco 4 is split: mujoco (python) + mujoco-core (bindings); mujoco-studio (the viewer, 13 MB) is left out.
-for pkg in gymnasium==1.4.0 mujoco==4.0.0 mujoco-core==4.0.0 farama-notifications==0.0.4 cloudpickle==3.1.3 \
-           gguf==0.19.0 absl-py==2.3.1 glfw==2.10.0 etils==1.13.0 pyyaml==6.0.3 imageio==2.37.0; do
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $platforms \
-    -d .whl "$pkg"
+# What the device machine lacks (its torch, transformers, h5py, safetensors, scipy, tqdm, matplotlib are there):
+# the pinned list in bench/device_wheels.txt (the CPU rehearsal fetches the cp311 builds of the same pins).
+grep -v '^#' bench/device_wheels.txt | grep -v '^$' | while read -r pkg; do
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp $platforms -d .whl "$pkg"
 done
-python3 -m frozen_dt backbone export gemma3-270m --layers "$LAYERS" --out ".carry/gemma3-270m-${LAYERS/:/-}.gguf"
+slice=".carry/gemma3-270m-${LAYERS/:/-}.gguf"
+[ -s "$slice" ] || python3 -m frozen_dt backbone export gemma3-270m --layers "$LAYERS" --out "$slice"
 du -sh .whl .carry
 # What the device tool sends: tracked files, untracked ones git does not ignore, and the carried paths; 64 MiB at most.
 tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s}')

@@ -25,6 +25,8 @@ import numpy as np
 from frozen_dt.envs.registry import LOCOMOTION_ENVS, get_task
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path, atomic_write_text
+from frozen_dt.schema import (either, hex_hash, integer, list_of, mapping_of, number, plain_name, record,
+                              relative_path, text)
 
 POLICY_DIR = Path(__file__).parent / "policies"
 # Targets where D4RL publishes no dataset statistics (ant here): D4RL stopped its "medium" SAC runs at roughly a third
@@ -41,11 +43,27 @@ def manifest_path(env: str, root: Path = POLICY_DIR) -> Path:
     return root / env / "manifest.json"
 
 
+_EVALUATION = {"normalized_return": number(), "return_mean": number(), "return_std": number(),
+               "length_mean": number(), "eval_episodes": integer(1), "eval_seed": integer(0), "seed": integer(0),
+               "env_id": text(100)}
+CHECKPOINT = record({"file": plain_name(), "steps": integer(0)}, _EVALUATION)
+MANIFEST = record({"checkpoints": list_of(CHECKPOINT)}, {
+    "env": text(100), "levels": mapping_of(either(plain_name(), list_of(plain_name()))),
+    "pruned_checkpoints": record({}, {"records": list_of(record({"steps": integer(0)},
+                                                                {"file": plain_name(), **_EVALUATION}))}),
+    "resume_state": record({"commit": hex_hash(40), "path": relative_path(), "sha256": hex_hash(64)}),
+    "training_seconds": number()})
+
+
 def read_manifest(env: str, root: Path = POLICY_DIR) -> dict:
+    """``env``'s manifest, validated (:data:`MANIFEST`: every file it names is a plain name inside the env's folder,
+    the resume state's commit a full hash); an absent one is empty."""
+    from frozen_dt.run_dir import read_json
+
     path = manifest_path(env, root)
     if not path.is_file():
         return {"env": env, "checkpoints": [], "levels": {}}
-    return json.loads(path.read_text())
+    return read_json(path, MANIFEST)
 
 
 def write_manifest(env: str, manifest: dict, root: Path = POLICY_DIR) -> None:
@@ -73,8 +91,8 @@ def restore_resume_state(env: str, target: Path, root: Path = POLICY_DIR) -> Pat
     if committed.is_file():
         shutil.copyfile(committed, target)
         return target
-    record = read_manifest(env, root).get("resume_state")
-    if not isinstance(record, dict) or not {"commit", "path", "sha256"} <= record.keys():
+    record = read_manifest(env, root).get("resume_state")  # validated: a 40-hex commit, a relative path of names
+    if record is None:
         raise FrozenDTError(f"nothing to resume for {env}: no {target}, no {committed}, and the manifest names no "
                             "committed resume state")
     show = f"git show {record['commit']}:{record['path']}"
@@ -82,8 +100,9 @@ def restore_resume_state(env: str, target: Path, root: Path = POLICY_DIR) -> Pat
     # outside any checkout) the package's.
     for where in dict.fromkeys([Path(root), POLICY_DIR]):
         try:
-            done = subprocess.run(["git", "show", f"{record['commit']}:{record['path']}"], cwd=where,
-                                  capture_output=True, check=False)
+            # --end-of-options: nothing after it is read as an option, whatever the manifest holds
+            done = subprocess.run(["git", "show", "--end-of-options", f"{record['commit']}:{record['path']}"],
+                                  cwd=where, capture_output=True, check=False)
         except OSError as e:
             raise FrozenDTError(f"cannot run git to restore {env}'s resume state ({show}): {e}") from None
         if done.returncode == 0:
@@ -135,7 +154,7 @@ def archive_resume_state(env: str, root: Path = POLICY_DIR) -> dict:
             raise FrozenDTError(f"git {' '.join(argv)}: {done.stderr.strip()}")
         return done.stdout.strip()
 
-    path = git("ls-files", "--full-name", str(committed))
+    path = git("ls-files", "--full-name", "--", str(committed))
     if not path or git("status", "--porcelain", "--", str(committed)):
         raise FrozenDTError(f"{committed} is not committed as it is: commit it first")
     commit = git("log", "-1", "--format=%H", "--", str(committed))
@@ -382,9 +401,9 @@ def train_behavior(env: str, *, steps: int, seed: int = 0, save_every: int = 10_
         raise FrozenDTError(f"unknown locomotion env {env!r}; choose one of {', '.join(LOCOMOTION_ENVS)}")
     task = get_task(f"{env}-medium-v2")
     env_id = task.env_id(env_version)
+    manifest = read_manifest(env, policy_root)  # validated before anything is written or removed
     work_dir = Path(work_dir or Path("runs") / "behavior" / env)
     work_dir.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(env, policy_root)
     if not resume:
         for old in manifest["checkpoints"]:  # a fresh run replaces the previous run's checkpoints
             (policy_root / env / old["file"]).unlink(missing_ok=True)

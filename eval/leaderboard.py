@@ -23,6 +23,7 @@ from frozen_dt.errors import FrozenDTError
 from frozen_dt.eval.runs import backbone_columns
 from frozen_dt.paths import atomic_path, atomic_write_text
 from frozen_dt.run_dir import eval_path, read_json, read_jsonl, read_run_config, write_csv
+from frozen_dt.schema import integer, nullable, record, text
 from frozen_dt.training.recipes import recipe_steps
 
 COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "scale", "n_seeds",
@@ -31,33 +32,43 @@ COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_sour
 FULL_EPISODES = 100
 
 
+VERSIONS = record({}, {"git": record({}, {"sha": text(100)})})
+PARAMS = record({}, {"trainable_params": nullable(integer(0))})
+DATASET = record({}, {"source": record({}, {"kind": text(100), "download": nullable(record({}, {"url": text()}))})})
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
+
+
 def find_runs(patterns: list[str] | None, checkpoint: str = "last") -> list[Path]:
-    """Run dirs holding ``eval-<checkpoint>.json`` among the given dirs/globs (default: everything under runs/)."""
+    """Run dirs holding ``eval-<checkpoint>.json`` among the given dirs/globs (default: everything under runs/); a
+    directory reached by two paths (``runs/a`` and ``./runs/a``, a symlink) is found once."""
     patterns = patterns or ["runs/**"]
-    found = set()
+    found = {}
     for pattern in patterns:
         for match in glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).exists() else []):
             path = Path(match)
             if eval_path(path, checkpoint).is_file():
-                found.add(path)
-    return sorted(found)
+                found.setdefault(path.resolve(), path)
+    return sorted(found.values())
 
 
 def run_entries(run_dir: Path, checkpoint: str = "last") -> list[dict]:
     """One entry per evaluation condition of a run (each return target; OGBench: all goals, then each goal), the
-    run's primary one first (``primary``: the one the figures show)."""
+    run's primary one first (``primary``: the one the figures show). Every file read is validated."""
+    from frozen_dt.eval.runs import read_eval_record
+
     _, settings = read_run_config(run_dir)
-    record = read_json(eval_path(run_dir, checkpoint))
-    versions = read_json(run_dir / "versions.json") if (run_dir / "versions.json").is_file() else {}
+    record = read_eval_record(eval_path(run_dir, checkpoint))
+    versions = read_json(run_dir / "versions.json", VERSIONS) if (run_dir / "versions.json").is_file() else {}
     common = {
         "run_dir": str(run_dir), "record": record, "full_steps": recipe_steps(settings.run.algo, settings.run.task),
-        "trainable_params": read_json(run_dir / "params.json").get("trainable_params"),
+        "trainable_params": read_json(run_dir / "params.json", PARAMS).get("trainable_params"),
         "device": record.get("device", ""), "git_sha": str(versions.get("git", {}).get("sha", "unknown"))[:10],
-        "date": record.get("created_at", "")[:10], "metrics": run_dir / "metrics.jsonl",
+        "date": record.get("created_at", "")[:10], "metrics": run_dir / "metrics.jsonl", "seed": settings.run.seed,
     }
     key = {
         "algo": settings.run.algo, **backbone_columns(settings), "task": record["task"],
-        "dataset_source": data_label(read_json(run_dir / "dataset.json").get("source", {})), "steps": record["checkpoint_step"],
+        "dataset_source": data_label(read_json(run_dir / "dataset.json", DATASET).get("source", {})),
+        "steps": record["checkpoint_step"],
     }
     labels = [record["primary_target"]] + [k for k in record["targets"] if k != record["primary_target"]]
     return [{**common, "primary": label == record["primary_target"], "key": {**key, "target": label},
@@ -89,13 +100,22 @@ def build_rows(entries: list[dict]) -> list[dict]:
     return rows
 
 
+def safe_cell(value):
+    """A cell a spreadsheet shows as text: a string starting like a formula gets a leading apostrophe (numbers are
+    left alone); line breaks become spaces."""
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r", " ").replace("\n", " ")
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def markdown_table(rows: list[dict]) -> str:
     cols = ("task", "target", "algo", "backbone", "layers", "init", "dataset_source", "scale", "steps", "n_seeds",
             "n_episodes", "score_mean", "ci", "iqm", "trainable_params")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = {**r, "ci": interval_label(r)}
-        lines.append("| " + " | ".join(str(cells[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(str(safe_cell(cells[c])).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,18 +201,42 @@ def _save_figure(fig, out: Path) -> None:
     plt.close(fig)
 
 
-def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "last") -> list[dict]:
+def collect_entries(runs: list[Path], checkpoint: str) -> tuple[list[dict], list[str]]:
+    """The entries of every readable run, and one line per run left out: a file that fails validation, or a seed
+    of a configuration already counted from another run dir (a copy of a run counts once)."""
+    entries, skipped, counted = [], [], {}
+    for run_dir in runs:
+        try:
+            found = run_entries(run_dir, checkpoint)
+        except FrozenDTError as error:
+            skipped.append(f"{run_dir}: {error}")
+            continue
+        seed = (tuple(found[0]["key"].items()), found[0]["seed"])
+        if seed in counted:
+            skipped.append(f"{run_dir}: seed {seed[1]} of this configuration is already counted from {counted[seed]}")
+            continue
+        counted[seed] = run_dir
+        entries += found
+    return entries, skipped
+
+
+def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "last") -> tuple[list[dict], list[str]]:
+    """Write the leaderboard of the runs ``patterns`` name; returns its rows and the runs left out (each a line
+    saying why)."""
     runs = find_runs(patterns, checkpoint)
+    where = ", ".join(patterns) if patterns else "runs/**"
     if not runs:
-        where = ", ".join(patterns) if patterns else "runs/**"
         raise FrozenDTError(f"no evaluated runs in {where} (each needs eval-{checkpoint}.json: run `frozen-dt eval "
                             "RUN_DIR` first)")
-    rows = build_rows([e for r in runs for e in run_entries(r, checkpoint)])
+    entries, skipped = collect_entries(runs, checkpoint)
+    if not entries:
+        raise FrozenDTError(f"no valid evaluated run in {where}; first left out: {skipped[0]}")
+    rows = build_rows(entries)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(out, rows, COLUMNS)
+    write_csv(out, [{k: safe_cell(v) for k, v in r.items()} for r in rows], COLUMNS)
     atomic_write_text(out.with_suffix(".md"), markdown_table(rows))
     primary = [r for r in rows if r["primary"]]  # figures: each run's primary target (OGBench: all goals)
     plot_scores(primary, out.parent / "scores.png")
     plot_curves(primary, out.parent / "curves.png")
-    return rows
+    return rows, skipped

@@ -17,6 +17,7 @@ does not depend on how many envs were batched with it and vectorized returns equ
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Protocol
@@ -29,6 +30,7 @@ from frozen_dt.errors import FrozenDTError
 EVAL_SEED = 10_000
 BLOCK = 16  # inference always runs on blocks of this many rows
 EVAL_NUM_ENVS = 32  # evaluation's default vector width
+WORKER_START = "forkserver"  # how env worker processes start (multiprocessing context)
 RECORD_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
 
@@ -62,14 +64,19 @@ def in_blocks(fn, *arrays, block: int = BLOCK):
 def make_vector_env(task: Task, num_envs: int, env_version: str | None = None, processes: bool = False):
     """A gymnasium vector env of the task's env, autoreset disabled (the engine resets slots itself): stepped in this
     process, or with ``processes`` each env in its own worker process (gymnasium's AsyncVectorEnv: for many-core
-    machines whose inference runs on a GPU; the same episodes, step for step)."""
+    machines whose inference runs on a GPU; the same episodes, step for step).
+
+    Workers are started by a ``forkserver``, never forked from this process: a process that has initialised CUDA
+    cannot be forked safely. They render nothing (``MUJOCO_GL=disable`` unless the environment says otherwise)."""
     from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
     def factory():
         return task.make_env(env_version)
 
-    kind = AsyncVectorEnv if processes else SyncVectorEnv
-    return kind([factory] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
+    if not processes:
+        return SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
+    os.environ.setdefault("MUJOCO_GL", "disable")
+    return AsyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.DISABLED, context=WORKER_START)
 
 
 def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_envs: int = 16, workers: int = 1,

@@ -23,13 +23,33 @@ from frozen_dt.config import EvalArgs
 from frozen_dt.data.dataset import ObsStats
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.locks import run_locks
+from frozen_dt.schema import integer, list_of, mapping_of, nullable, number, record, text
 from frozen_dt.run_dir import (RunSettings, checkpoint_path, eval_path, latest_run, read_json, read_run_config,
                                write_json)
 from frozen_dt.training.trainer import load_checkpoint
 
+EVAL_RECORD = record({"task": text(200), "checkpoint_step": integer(0), "primary_target": text(200),
+                      "targets": mapping_of(record({"episodes": list_of(record({"score": number()}), 10**7)}))},
+                     {"device": text(500), "created_at": text(100), "max_steps": nullable(integer(1)),
+                      "episodes": integer(1)})
+
+
+def read_eval_record(path: Path) -> dict:
+    """``eval-<checkpoint>.json``, validated (:data:`EVAL_RECORD`: finite scores, every target with episodes, the
+    primary target among them)."""
+    found = read_json(path, EVAL_RECORD)
+    if found["primary_target"] not in found["targets"]:
+        raise FrozenDTError(f"{path}: primary_target {found['primary_target']!r:.60} is not among its targets")
+    empty = [label for label, target in found["targets"].items() if not target["episodes"]]
+    if empty:
+        raise FrozenDTError(f"{path}: targets.{empty[0]:.60}.episodes is empty")
+    return found
+
+
 # Settings that do not change what a run learns: runs differing only in these (and the seed) are seeds of one config.
 NOT_CONFIG = ("seed", "run_dir", "resume", "wandb", "download", "log_every", "save_every", "eval_every",
-              "eval_episodes", "eval_max_steps", "config")
+              "eval_episodes", "eval_max_steps", "config", "reference")
 
 
 @dataclass
@@ -206,6 +226,12 @@ def run_eval(args: EvalArgs) -> list[dict]:
         run_dirs = runs_in(latest.parent) if is_stack(latest.parent) else [latest]
     if args.device == "cuda" and not torch.cuda.is_available():
         raise FrozenDTError("--device cuda: no CUDA device is available")
+    with run_locks(d for d in run_dirs if Path(d).expanduser().is_dir()):  # no training or other eval writes them
+        return evaluate_runs(run_dirs, args)
+
+
+def evaluate_runs(run_dirs: list[Path], args: EvalArgs) -> list[dict]:
+    """Evaluate ``run_dirs`` (each checked before any rollout), print each and each configuration's aggregate."""
     loaded = [load_run(d, args.checkpoint, args.device) for d in run_dirs]  # every run checked before any rollout
     for run in loaded:
         eval_task_for(run, args.task, args.env_version)

@@ -71,7 +71,8 @@ class Problem:
 @dataclass(frozen=True)
 class AlgorithmSpec:
     name: str
-    summary: str  # one line: what it is and where its recipe comes from
+    summary: str  # one line: what it is
+    source: str  # where it is published: the paper and the reference implementation its defaults follow
     config: type
     build_model: Callable
     build_algorithm: Callable
@@ -84,6 +85,8 @@ class AlgorithmSpec:
     def __post_init__(self):
         if not self.conditioning or set(self.conditioning) - set(CONDITIONS):
             raise ValueError(f"{self.name}: conditioning must be a non-empty subset of {CONDITIONS}")
+        if not self.source:
+            raise ValueError(f"{self.name}: give its published source")
         if not dataclasses.is_dataclass(self.config):
             raise ValueError(f"{self.name}: config must be a dataclass")
 
@@ -159,6 +162,29 @@ def get_spec(name: str) -> AlgorithmSpec:
     if spec.name != name:
         raise RuntimeError(f"{REGISTRY[name]}.SPEC is named {spec.name!r}, registered as {name!r}")
     return spec
+
+
+PACKAGE_DIRS = {"frozen_dt.baselines": "baselines", "frozen_dt.envs": "envs", "frozen_dt.eval": "eval"}  # pyproject
+
+
+def module_path(name: str) -> str:
+    """The repository path of algorithm ``name``'s module (``baselines/iql.py``)."""
+    module = REGISTRY[name]
+    for package, folder in PACKAGE_DIRS.items():
+        if module.startswith(package + "."):
+            return f"{folder}/{module[len(package) + 1:].replace('.', '/')}.py"
+    return module.replace(".", "/") + ".py"
+
+
+def algorithm_table() -> str:
+    """The registry as a markdown table (the README's, which a test keeps equal to this): name, what it is, its
+    module, its published source, what it conditions on, and its docs page."""
+    rows = ["| algorithm | what it is | module | published source | conditions on |", "|---|---|---|---|---|"]
+    for name in ALGORITHMS:
+        spec = get_spec(name)
+        rows.append(f"| [`{name}`](docs/algorithms/{name}.md) | {spec.summary} | [`{module_path(name)}`]"
+                    f"({module_path(name)}) | {spec.source} | {', '.join(spec.conditioning)} |")
+    return "\n".join(rows) + "\n"
 
 
 def goal_conditioned_algorithms() -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from frozen_dt.algorithms import ALGORITHMS
 from frozen_dt.config import (AblateArgs, CompareArgs, CopyProbeArgs, EvalArgs, LeaderboardArgs, ProbeArgs, RunConfig,
                               SweepArgs)
-from frozen_dt.errors import FrozenDTError
+from frozen_dt.errors import FrozenDTError, os_error_message
 from frozen_dt.settings import add_arguments, explicit_options, from_namespace
 
 DESCRIPTION = ("frozen-dt: offline RL with Decision Transformers on a frozen slice of a text-pretrained LM, "
@@ -44,6 +44,25 @@ def cmd_data_list(ns) -> None:
     print("  ".join(k.ljust(w) for k, w in widths.items()) + "  dataset")
     for r in rows:
         print("  ".join(r[k].ljust(w) for k, w in widths.items()) + "  " + r["dataset"])
+
+
+def cmd_export(ns) -> None:
+    from frozen_dt.export import export_run
+
+    out, meta = export_run(ns.run_dir, fmt=ns.format, out=ns.out, checkpoint=ns.checkpoint)
+    print(f"frozen-dt: {meta['algo']} policy of {meta['run_dir']} [{meta['checkpoint']}, step {meta['step']}] -> {out} "
+          f"({ns.format}; inputs {', '.join(meta['inputs'])}; output action ({meta['act_dim']},) per row)")
+
+
+def cmd_algorithms(ns) -> None:
+    from frozen_dt.algorithms import algorithm_table, get_spec
+
+    if ns.markdown:
+        print(algorithm_table(), end="")
+        return
+    for name in ALGORITHMS:
+        spec = get_spec(name)
+        print(f"{name:10} {spec.summary} [{', '.join(spec.conditioning)}]; {spec.source}")
 
 
 def cmd_data_info(ns) -> None:
@@ -75,6 +94,14 @@ def cmd_data_verify(ns) -> int:
     result = compare(dataset, task)
     print(json.dumps(result, indent=2) if ns.json else "\n".join(report_lines(result)))
     return 0 if result["within_tolerance"] else 1
+
+
+def cmd_data_export(ns) -> None:
+    from frozen_dt.data.minari_export import export_minari
+
+    dataset_id, path = export_minari(ns.task, dataset_id=ns.name, dataset_path=ns.dataset, author=ns.author)
+    print(f"frozen-dt: {ns.task} -> local Minari dataset {dataset_id} at {path} "
+          f"(minari.load_dataset({dataset_id!r}); publishing: docs/data.md)")
 
 
 def cmd_data_download(ns) -> None:
@@ -149,15 +176,18 @@ def cmd_eval(ns) -> None:
     run_eval(from_namespace(EvalArgs, ns))
 
 
-def cmd_leaderboard(ns) -> None:
+def cmd_leaderboard(ns) -> int:
     from frozen_dt.eval.leaderboard import write_leaderboard
 
     args = from_namespace(LeaderboardArgs, ns)
-    rows = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
+    rows, skipped = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
     for r in rows:
         print(f"{r['task']:28s} {r['algo']:10s} {r['backbone']:12s} {r['layers']:5s} {r['init']:10s} "
               f"{r['score_mean']:6.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] {r['n_seeds']} seed(s) ({r['scale']})")
     print(f"wrote {args.out}, its Markdown copy and figures beside it")
+    for line in skipped:
+        print(f"frozen-dt: left out: {line}", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def cmd_sweep(ns) -> int:
@@ -276,7 +306,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv or [])
     parser = argparse.ArgumentParser(prog="frozen-dt", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,eval,data,leaderboard,sweep,probe,heads}")
+                                metavar="{train,eval,export,data,leaderboard,sweep,probe,heads,algorithms}")
 
     add_train_command(sub, argv)
     command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
@@ -285,6 +315,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command(sub, "sweep", "run a grid of train (+ eval) jobs from a SPEC file, resumably, then its leaderboard",
             SweepArgs, cmd_sweep)
     command(sub, "probe", "train a probe (associative recall, bit memory, bit XOR) on one arm", ProbeArgs, cmd_probe)
+
+    policy_export = sub.add_parser("export", help="write a trained policy that runs with torch (TorchScript) or onnxruntime "
+                                           "alone, observation normalisation and weights inside")
+    policy_export.add_argument("run_dir", metavar="RUN", help="a trained run directory")
+    policy_export.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="default: torchscript")
+    policy_export.add_argument("--out", help="file to write (default: RUN/policy-<checkpoint>.pt or .onnx)")
+    policy_export.add_argument("--checkpoint", choices=("last", "best"), default="last", help="default: last")
+    policy_export.set_defaults(func=cmd_export)
+
+    algorithms = sub.add_parser("algorithms", help="the registered algorithms: what each is, its source, conditioning")
+    algorithms.add_argument("--markdown", action="store_true", help="print the README's markdown table")
+    algorithms.set_defaults(func=cmd_algorithms)
 
     heads = sub.add_parser("heads", help="per-head measurements: text copy score, task ablation, their comparison")
     heads_sub = heads.add_subparsers(dest="heads_command", required=True)
@@ -325,6 +367,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     verify.add_argument("--dataset", help="dataset file (default: the task's local dataset)")
     verify.add_argument("--json", action="store_true", help="print the comparison as JSON")
     verify.set_defaults(func=cmd_data_verify)
+    data_export = data_sub.add_parser("export", help="write a task's dataset as a local Minari dataset")
+    data_export.add_argument("task", help="task name")
+    data_export.add_argument("--format", choices=("minari",), default="minari", help="default: minari")
+    data_export.add_argument("--name", help="Minari dataset id (default: frozen-dt/<env>/<level>-v0)")
+    data_export.add_argument("--dataset", help="dataset file (default: the task's local dataset)")
+    data_export.add_argument("--author", help="the author recorded in the Minari metadata")
+    data_export.set_defaults(func=cmd_data_export)
     download = data_sub.add_parser("download", help="download a task's dataset into the data dir")
     download.add_argument("task", help="task name")
     download.add_argument("--source", choices=("d4rl", "ogbench", "minari"),
@@ -386,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         code = ns.func(ns)
     except FrozenDTError as e:
         print(f"frozen-dt: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, name too long, permission: the user's to fix, not a bug
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"frozen-dt: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frozen-dt: interrupted", file=sys.stderr)

@@ -68,11 +68,16 @@ class RunConfig:
     dataset: str = arg(None, "train on this file (any supported format, checked against the task's dims) instead "
                              "of the task's dataset")
     wandb: str = arg(None, "also log to Weights & Biases", choices=("offline", "online"))
+    reference: str = arg(None, "after training, train this algorithm (its recipe) on the same data with the same "
+                               "steps, seed and evaluation episodes, in <run dir>/reference-<algo>, and print its score "
+                               "beside this run's (e.g. bc)", choices=ALGORITHMS)
 
     def validate(self) -> None:
         get_task(self.task)
         get_spec(self.algo)
         validate_fields(self)
+        if self.reference is not None and self.seeds is not None:
+            raise FrozenDTError("--reference trains beside a single run, not beside --seeds")
         if self.seeds is not None:
             parse_seeds(self.seeds)
 
@@ -131,6 +136,7 @@ class SweepArgs:
     retries: int = arg(1, "attempts after a job's first failure (each resumes from its checkpoint)",
                        check="non_negative")
     dry_run: bool = arg(False, "print the expanded runs, their state, commands and resources; run nothing")
+    max_runs: int = arg(1000, "refuse a SPEC that expands to more runs than this", check="positive")
 
     def validate(self) -> None:
         validate_fields(self)

@@ -118,6 +118,7 @@ def build_model(config: FrozenDTConfig, problem, backbone) -> FrozenLMDecisionTr
 
 SPEC = AlgorithmSpec(
     name="frozen-dt", summary="Decision Transformer on a frozen slice of a text-pretrained LM (this package's method)",
+    source="this package; the DT recipe of kzl/decision-transformer, a frozen 5-layer Gemma slice as Borrowed Geometry (2026)",
     config=FrozenDTConfig, build_model=build_model, build_algorithm=build_sequence_algorithm,
     make_agent=make_sequence_agent, conditioning=("returns", "goals"), load_backbone=load_backbone,
     cuda_precision="bf16")

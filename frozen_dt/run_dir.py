@@ -26,6 +26,7 @@ from frozen_dt.algorithms import get_spec
 from frozen_dt.config import RunConfig
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_write_text
+from frozen_dt.schema import validate
 from frozen_dt.provenance import RUN_PACKAGES, git_commit, package_versions, python_version
 
 RUNS_ROOT = Path("runs")
@@ -35,13 +36,20 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def read_json(path: Path):
+def read_json(path: Path, schema=None):
+    """``path``'s JSON, checked against ``schema`` (:mod:`frozen_dt.schema`) when given: any problem is one message
+    naming the file (and the field)."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise FrozenDTError(f"{path} is missing: is this a frozen-dt run directory?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise FrozenDTError(f"{path} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise FrozenDTError(f"{path} is nested too deeply to be a frozen-dt record") from None
+    except OSError as error:
+        raise FrozenDTError(f"cannot read {path} ({error.strerror or error})") from None
+    return value if schema is None else validate(value, schema, path)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -51,7 +59,9 @@ def read_jsonl(path: Path) -> list[dict]:
         return []
     try:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
+    except RecursionError:
+        raise FrozenDTError(f"{path} is nested too deeply to be frozen-dt metrics") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise FrozenDTError(f"{path} is not valid JSON lines ({error})") from None
 
 

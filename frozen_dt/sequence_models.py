@@ -38,8 +38,8 @@ from frozen_dt.data.dataset import ObsStats
 from frozen_dt.data.views import SequenceView, sampled_on
 from frozen_dt.parameters import load_trainable_state_dict, trainable_state_dict
 from frozen_dt.settings import arg
-from frozen_dt.training.stack import stacked_call
-from frozen_dt.training.trainer import metric
+from frozen_dt.training.stack import stacked_call, stacked_frozen
+from frozen_dt.training.trainer import metrics
 
 
 @dataclass
@@ -227,9 +227,9 @@ class SequenceModelAlgorithm:
         return {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
 
     def action_loss(self, predicted: torch.Tensor, tensors: dict) -> torch.Tensor:
-        """MSE of the predicted actions over the real (unpadded) steps."""
-        mask = tensors["mask"].to(torch.bool)
-        return ((predicted.float() - tensors["actions"]) ** 2)[mask].mean()
+        """MSE of the predicted actions over the real (unpadded) steps: a masked sum over the count of real entries
+        (selecting the real steps by boolean indexing would wait for the device to learn how many there are)."""
+        return masked_mean((predicted.float() - tensors["actions"]) ** 2, tensors["mask"])
 
     def loss(self, batch: dict) -> torch.Tensor:
         tensors = self.tensors(batch)
@@ -238,6 +238,11 @@ class SequenceModelAlgorithm:
         return self.action_loss(predicted, tensors)
 
     def update(self, batch: dict) -> dict:
+        return metrics(self.train_step(batch))
+
+    def train_step(self, batch: dict) -> dict:
+        """One update; its metrics as tensors on the device. Nothing in it waits for the device (no host
+        synchronisation: tests/test_sync_free.py runs it under a mode that fails on one)."""
         self.model.train()
         loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -245,15 +250,21 @@ class SequenceModelAlgorithm:
         return self.apply_gradients(loss)
 
     def apply_gradients(self, loss: torch.Tensor) -> dict:
-        """Clip the gradients ``loss.backward()`` left, step the optimizer and the schedule; the update's metrics."""
+        """Clip the gradients ``loss.backward()`` left, step the optimizer and the schedule; the update's metrics
+        (device tensors, and the learning rate used)."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": metric(loss), "grad_norm": metric(grad_norm), "lr": float(lr)}
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), "lr": float(lr)}
 
     @staticmethod
     def update_stack(algorithms: list, batches: list, rngs: list) -> list[dict]:
+        """:meth:`train_stack`, its metrics read as the trainer reads them (:func:`metrics`)."""
+        return [metrics(m) for m in SequenceModelAlgorithm.train_stack(algorithms, batches, rngs)]
+
+    @staticmethod
+    def train_stack(algorithms: list, batches: list, rngs: list) -> list[dict]:
         """One update of each seed's instance (``--seeds``); each seed's dropout masks are drawn from its own RNG
         (``rngs[i]``), its loss, clipping, optimizer and schedule stay its own.
 
@@ -261,7 +272,9 @@ class SequenceModelAlgorithm:
           it as one batch - the seeds' windows concatenated along the batch - and back-propagate once.
         * Models whose forward vmaps (DT, whose transformer trains) run as one vmapped call over their stacked parameters
           (:func:`~frozen_dt.training.stack.stacked_call`), their masks passed in with the batches.
-        * Otherwise (per-seed slices: random inits, or slices that train) each instance updates in turn.
+        * So do instances around per-seed, wholly frozen bodies (random-init slices): their frozen weights are
+          stacked once (:meth:`stacked_bodies`) and each seed's slice runs on its own windows in the same call.
+        * Otherwise (slices that train) each instance updates in turn.
         """
         models = [a.model for a in algorithms]
         body = models[0].body
@@ -287,7 +300,8 @@ class SequenceModelAlgorithm:
             for algorithm, h in zip(algorithms, hidden.split([x.shape[0] for x in inputs])):
                 with autocast(algorithm.device, algorithm.precision):
                     predicted.append(algorithm.model.readout(h))
-        elif all(m.vmappable for m in models):
+        elif all(m.vmappable for m in models) or per_seed_frozen_bodies(models):
+            fixed = None if all(m.vmappable for m in models) else first.stacked_bodies(models)
             for model, t, rng in zip(models, tensors, rngs):
                 with rng():  # the seed's masks, from its own RNG as it draws them alone
                     noise = model.dropout_masks(t)
@@ -297,16 +311,26 @@ class SequenceModelAlgorithm:
             if "dropout" in tensors[0]:
                 stacked["dropout"] = {k: torch.stack([t["dropout"][k] for t in tensors]) for k in tensors[0]["dropout"]}
             with autocast(first.device, first.precision):
-                predicted = list(stacked_call(models, stacked))
+                predicted = list(stacked_call(models, stacked, fixed=fixed))
         else:
-            metrics = []
+            steps = []
             for algorithm, batch, rng in zip(algorithms, batches, rngs):
                 with rng():
-                    metrics.append(algorithm.update(batch))
-            return metrics
+                    steps.append(algorithm.train_step(batch))
+            return steps
         losses = [a.action_loss(p, t) for a, p, t in zip(algorithms, predicted, tensors)]
         torch.stack(losses).sum().backward()  # each seed's parameters get exactly its own loss's gradient
         return [algorithm.apply_gradients(loss) for algorithm, loss in zip(algorithms, losses)]
+
+    def stacked_bodies(self, models: list) -> dict[str, torch.Tensor]:
+        """The frozen weights of ``models`` (this instance's first) stacked for :func:`stacked_call`, made once per
+        set of models and kept: in bf16 when the bodies would run a bf16 copy of their weights (bf16 autocast on a
+        device in their ``hold_bf16_on``), else as they are."""
+        held = self.precision == "bf16" and self.device.type in getattr(models[0].body, "hold_bf16_on", ())
+        key = (tuple(id(m) for m in models), held)
+        if getattr(self, "_stacked_bodies", (None,))[0] != key:
+            self._stacked_bodies = (key, stacked_frozen(models, torch.bfloat16 if held else None))
+        return self._stacked_bodies[1]
 
     def state_dict(self) -> dict:
         state = {"model": trainable_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
@@ -321,6 +345,25 @@ class SequenceModelAlgorithm:
         self.scheduler.load_state_dict(state["scheduler"])
         if hasattr(self.view, "load_state_dict"):
             self.view.load_state_dict(state["sampler"])
+
+
+def per_seed_frozen_bodies(models: list) -> bool:
+    """Whether ``models`` (several) have wholly frozen bodies of one architecture, each its own (random-init
+    slices): they run as one batched call over stacked weights."""
+    if len(models) < 2 or len({id(m.body) for m in models}) != len(models):
+        return False
+    if not all(getattr(m.body, "freeze", None) == "all" for m in models):
+        return False
+    shapes = [[(n, p.shape, p.requires_grad) for n, p in m.named_parameters()] for m in models]
+    return all(s == shapes[0] for s in shapes)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` (B, K, ...) over the steps where ``mask`` (B, K) is true, as a masked sum divided by
+    the count of counted entries: no boolean indexing, whose result's size only the device knows."""
+    weights = mask.to(values.dtype).reshape(*mask.shape, *([1] * (values.dim() - mask.dim())))
+    per_step = values.numel() // mask.numel()
+    return (values * weights).sum() / (weights.sum() * per_step)
 
 
 def build_sequence_algorithm(config: SequenceConfig, model, dataset, problem, run) -> SequenceModelAlgorithm:

@@ -1,5 +1,6 @@
 """Mutation check: each defining rule's one-line mutation must make its test fail (tests/test_semantics.py; the
-stacked seeds' rules: tests/test_stack.py).
+stacked seeds' rules: tests/test_stack.py; the rules recomputed by hand: tests/test_pinned_rules.py,
+tests/test_pinned_stats.py).
 
     python tests/mutations.py [--out results/mutations.json]
 
@@ -21,6 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 T = "tests/test_semantics.py::"
 S = "tests/test_stack.py::test_seed_k_of_a_stack_of_3_equals_seed_k_alone"
+P = "tests/test_pinned_rules.py::"
+PS = "tests/test_pinned_stats.py::"
 MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that must fail)
     ("Baselines: observation std eps 1e-6 instead of CORL's 1e-3", "baselines/common.py",
      "return arg(1e-3, \"added to the observation std when normalizing observations (CORL's compute_mean_std eps)\",",
@@ -107,6 +110,31 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      'self.set_state(state["generator"])',
      "pass",
      ["tests/test_algorithms.py::test_device_sampling_trains_and_resumes_exactly[dt]"]),
+    ("DT agent: the return-to-go not lowered by each reward", "frozen_dt/sequence_models.py",
+     'w["rtg"] -= float(reward) / self.rtg_scale',
+     "pass",
+     [P + "test_dt_agent_return_to_go_window_is_target_minus_the_rewards_so_far"]),
+    ("CQL(H): the uniform proposals' log-density dropped from the logsumexp", "baselines/cql.py",
+     "proposals = torch.cat([stacked_call(qs, obs, random_actions) - log_uniform,",
+     "proposals = torch.cat([stacked_call(qs, obs, random_actions),",
+     [P + "test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets"]),
+    ("CQL(H): the policy's log-probability of its actions at s dropped from the logsumexp", "baselines/cql.py",
+     "stacked_call(qs, obs, current_actions) - current_log_pi], dim=2)",
+     "stacked_call(qs, obs, current_actions)], dim=2)",
+     [P + "test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets"]),
+    ("OGBench: every finished episode counted a success", "eval/rollout.py",
+     'success = bool(infos.get("success", np.zeros(n))[s]) if infos.get("_success", np.zeros(n))[s] else False',
+     "success = bool(done[s])",
+     [P + "test_do_nothing_ogbench_rollout_cut_short_reports_no_success",
+      P + "test_success_is_the_info_success_at_the_episodes_last_step"]),
+    ("Stats: the across-seed summary resamples episodes, not seeds", "eval/stats.py",
+     'summary, ci_over = summarize_runs(means[:, None]), "seeds"',
+     'summary, ci_over = summarize_runs(np.concatenate(per_run)[:, None]), "seeds"',
+     [PS + "test_across_seed_interval_resamples_seeds_not_episodes"]),
+    ("Stats: the stratified bootstrap draws the same runs for every task", "eval/stats.py",
+     "rows = rng.integers(0, n_runs, size=(size, n_runs, n_tasks))  # each task's runs resampled independently",
+     "rows = rng.integers(0, n_runs, size=(size, n_runs, 1))",
+     [PS + "test_stratified_bootstrap_draws_each_tasks_runs_independently"]),
 ]
 
 

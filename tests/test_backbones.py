@@ -28,7 +28,7 @@ import torch
 
 from frozen_dt.backbones import slice as backbone_slice
 from frozen_dt.backbones.catalog import BACKBONES
-from frozen_dt.backbones.slice import FrozenSlice, load_backbone
+from frozen_dt.backbones.slice import FrozenSlice, attention_masks, load_backbone
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.parameters import param_counts
 
@@ -656,3 +656,102 @@ def test_exporting_a_backbone_that_is_not_gguf_is_a_clear_error(tmp_path):
         export_slice("minilm-l6", "0:1", tmp_path / "x.gguf")
     with pytest.raises(FrozenDTError, match="unknown backbone"):
         export_slice("gpt9", "0:1", tmp_path / "x.gguf")
+
+
+# --- left-padded windows: prebuilt masks, every row sees itself ----------------------------------------------------
+
+
+def _padded_batch(seed: int = 2):
+    x = torch.randn(3, T, 32, generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(3, T, dtype=torch.bool)
+    mask[0, :3] = False  # left-padded
+    mask[1, :T - 1] = False  # one real step
+    return x, mask
+
+
+def _forward_backward(backbone, x, mask):
+    x = x.clone().requires_grad_(True)
+    out = backbone(x, attention_mask=mask)
+    weights = torch.linspace(-1.0, 1.0, out.numel()).reshape(out.shape)  # every position, padded ones too
+    (out * weights).sum().backward()
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("arch", list(TINY_CONFIGS))
+def test_left_padded_window_is_finite_and_equals_the_math_backend(tiny, arch):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backbone = load_backbone(tiny[arch][0], "0:4")
+    x, mask = _padded_batch()
+    out, grad = _forward_backward(backbone, x, mask)
+    with sdpa_kernel([SDPBackend.MATH]):
+        out_math, grad_math = _forward_backward(backbone, x, mask)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    assert_close(out, out_math)
+    assert_close(grad, grad_math)
+    # real rows see exactly what the model's own masks (built by transformers from the 2-D mask) let them see
+    with torch.no_grad():
+        own = backbone.model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
+    assert_close(out[mask], own[mask])
+    if arch != "bert":  # a padded row sees only itself: with relative positions, that token alone
+        with torch.no_grad():
+            alone = backbone(x[0:1, 1:2])[0, 0]
+        assert_close(out[0, 1], alone)
+
+
+@pytest.mark.parametrize("arch", list(TINY_CONFIGS))
+def test_eager_attention_gets_additive_masks_equal_to_sdpa(tiny, arch):
+    backbone = load_backbone(tiny[arch][0], "0:4")
+    x, mask = _padded_batch(3)
+    with torch.no_grad():
+        sdpa = backbone(x, attention_mask=mask)
+        backbone.model.config._attn_implementation = "eager"
+        for module in backbone.model.modules():  # each attention layer reads its own config reference
+            if hasattr(module, "config") and module.config is not backbone.model.config:
+                module.config._attn_implementation = "eager"
+        eager = backbone(x, attention_mask=mask)
+    assert_close(eager, sdpa)
+
+
+def test_masks_are_built_up_front_for_sliding_layers(tiny):
+    from frozen_dt.backbones.slice import attention_masks
+
+    backbone = load_backbone(tiny["gemma3"][0], "0:2")
+    padding = torch.ones(1, T, dtype=torch.bool)
+    padding[0, 0] = False
+    masks = attention_masks(backbone.config, padding, torch.float32)
+    full, sliding = masks["full_attention"][0, 0], masks["sliding_attention"][0, 0]
+    assert full[0].tolist() == [True] + [False] * (T - 1)  # the padded row sees itself
+    assert full[T - 1].tolist() == [False] + [True] * (T - 1)  # a real row: every real key up to itself
+    assert sliding[T - 1].tolist() == [False] * (T - 3) + [True] * 3  # window 3
+    assert not full.triu(1).any()
+
+
+@pytest.mark.parametrize("arch", list(TINY_CONFIGS))
+def test_frozen_slice_under_bf16_autocast_runs_a_bf16_copy_of_its_weights(tiny, arch):
+    from frozen_dt.parameters import frozen_fingerprint
+
+    backbone = load_backbone(tiny[arch][0], "0:4")
+    fingerprint = frozen_fingerprint(backbone)
+    x, mask = _padded_batch(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        recast = backbone(x, attention_mask=mask)  # not held on cpu by default: autocast recasts the fp32 weights
+        assert backbone.held_weights(x) is None
+        backbone.hold_bf16_on = ("cpu",)
+        held_x = x.clone().requires_grad_(True)
+        held = backbone(held_x, attention_mask=mask)
+        seen = []
+        layer = backbone.model.encoder.layer[0] if arch == "bert" else backbone.model.layers[0]
+        hook = layer.register_forward_hook(lambda m, a, o: seen.append((o[0] if isinstance(o, tuple) else o).dtype))
+        backbone(x, attention_mask=mask)
+        hook.remove()
+    assert seen == [torch.bfloat16]  # the residual stream runs in bf16
+    assert held.dtype == torch.float32 and recast.dtype == torch.float32  # what goes out keeps the input's dtype
+    held.sum().backward()
+    assert torch.isfinite(held_x.grad).all() and held_x.grad.abs().sum() > 0  # gradients reach the inputs
+    assert all(p.dtype == torch.float32 and p.grad is None for p in backbone.parameters())
+    assert frozen_fingerprint(backbone) == fingerprint  # the parameters are the loaded ones
+    assert torch.equal(backbone(x, attention_mask=mask), backbone.model(inputs_embeds=x, attention_mask=attention_masks(
+        backbone.config, mask, torch.float32)).last_hidden_state)  # no autocast: its own fp32 weights
+    assert_close(held, recast, rel=0.1)  # bf16 rounding, not another function
+    assert not torch.equal(held, recast)

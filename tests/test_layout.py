@@ -161,9 +161,9 @@ def test_progress_bars_stay_out_of_redirected_output(capsys):
     assert "rollouts" not in capsys.readouterr().err
 
 
-def test_readme_layout_names_every_subpackage():
-    readme = (REPO / "README.md").read_text()
-    layout = readme[readme.index("## Layout"):]
+def test_layout_page_names_every_subpackage():
+    layout = (REPO / "docs" / "layout.md").read_text()
+    layout = layout[layout.index("## Layout"):]
     layout = layout[: layout.index("\n## ", 4)]
     for name in ("frozen_dt/algorithms.py", "frozen_dt/data/", "frozen_dt/backbones/", "frozen_dt/training/",
                  "frozen_dt/run_dir.py", "frozen_dt/frozen_lm_dt.py", "frozen_dt/sequence_models.py", "eval/runs.py"):

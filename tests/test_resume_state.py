@@ -23,8 +23,8 @@ def repo(tmp_path):
     """A checkout whose policy dir holds one env's manifest and committed resume zip."""
     root = tmp_path / "repo" / "envs" / "policies"
     (root / "toy" / "resume").mkdir(parents=True)
-    (root / "toy" / "manifest.json").write_text(json.dumps({"env": "toy", "checkpoints": [{"steps": 30_000}],
-                                                             "levels": {}}))
+    checkpoint = {"file": "toy-30000.safetensors", "steps": 30_000}
+    (root / "toy" / "manifest.json").write_text(json.dumps({"env": "toy", "checkpoints": [checkpoint], "levels": {}}))
     payload = np.random.default_rng(0).bytes(4096)
     resume_path("toy", root).write_bytes(payload)
     git(tmp_path / "repo", "init", "-q")
@@ -98,7 +98,8 @@ def test_the_archived_steps_are_the_models_own(tmp_path):
     root = repo / "envs" / "policies"
     (root / "toy" / "resume").mkdir(parents=True)
     (root / "toy" / "manifest.json").write_text(json.dumps({
-        "env": "toy", "checkpoints": [{"steps": 30_000}], "levels": {},
+        "env": "toy", "checkpoints": [{"file": "toy-30000.safetensors",
+                                                                               "steps": 30_000}], "levels": {},
         "pruned_checkpoints": {"records": [{"steps": 40_000}]}}))
     with zipfile.ZipFile(resume_path("toy", root), "w") as saved:
         saved.writestr("data", json.dumps({"num_timesteps": 45_000}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -181,3 +183,19 @@ def test_envs_in_worker_processes_give_the_same_episodes():
     other = rollout(HOPPER, LinearAgent(), 5, seed=11, num_envs=3, max_steps=40, progress=False, env_processes=True)
     assert [(r["episode"], r["return"], r["length"]) for r in base] == \
         [(r["episode"], r["return"], r["length"]) for r in other]
+
+
+def test_env_workers_start_from_a_forkserver(monkeypatch):
+    """Workers are never forked from the (possibly CUDA-initialised) process, and render nothing."""
+    from gymnasium.vector import AsyncVectorEnv
+
+    from frozen_dt.eval.rollout import make_vector_env
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    envs = make_vector_env(HOPPER, 2, processes=True)
+    try:
+        assert isinstance(envs, AsyncVectorEnv)
+        assert {type(p).__name__ for p in envs.processes} == {"ForkServerProcess"}
+        assert os.environ["MUJOCO_GL"] == "disable"
+    finally:
+        envs.close()

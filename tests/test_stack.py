@@ -84,7 +84,7 @@ def test_seed_k_of_a_stack_of_3_equals_seed_k_alone(algo, task, data, capsys, tm
     stack, alone = tmp_path / "stack", tmp_path / "alone"
     code, out, err = run(capsys, "train", task, "--algo", algo, "--seeds", "0,1,2", "--run-dir", str(stack), *flags(algo))
     assert code == 0, err
-    assert sorted(p.name for p in stack.iterdir()) == ["seed0", "seed1", "seed2", "stack.json"]
+    assert sorted(p.name for p in stack.iterdir()) == [".frozen-dt.lock", "seed0", "seed1", "seed2", "stack.json"]
     code, _, err = run(capsys, "train", task, "--algo", algo, "--seed", "1", "--run-dir", str(alone), *flags(algo))
     assert code == 0, err
 
@@ -267,3 +267,52 @@ def test_device_metrics_are_read_at_log_rows_and_a_nan_among_them_stops_the_run_
         trainer.run()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 2
     assert not (tmp_path / "metrics.jsonl").read_text().strip()  # no row with the NaN was written
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "bert"])
+def test_random_init_slices_update_as_one_batched_call_equal_to_seed_by_seed(arch, tmp_path, monkeypatch):
+    """Per-seed frozen slices (random inits) run as one vmapped call over their stacked weights; each seed's update
+    is the one it takes alone, up to float rounding."""
+    import warnings
+    from contextlib import nullcontext
+
+    from frozen_dt.backbones.slice import _transformers, load_backbone
+    from frozen_dt.sequence_models import SequenceModelAlgorithm
+    from frozen_dt.training import stack
+    from test_sync_free import ACT, K, OBS, algorithm, make_frozen_dt
+
+    transformers = _transformers()
+    config = transformers.Gemma3TextConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+        head_dim=8, vocab_size=11, sliding_window=3, layer_types=["sliding_attention", "full_attention"]) \
+        if arch == "gemma3" else transformers.BertConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                         num_attention_heads=4, vocab_size=11, max_position_embeddings=16)
+    transformers.AutoModel.from_config(config).save_pretrained(tmp_path)
+
+    def members():
+        algorithms = []
+        for seed in range(3):
+            torch.manual_seed(seed)
+            body = load_backbone(f"hf:{tmp_path}", "0:2", init="random", seed=seed)
+            algorithms.append(algorithm(make_frozen_dt(body, OBS, ACT, context=K), seed))
+        return algorithms
+
+    calls = []
+    stacked_call = stack.stacked_call
+    monkeypatch.setattr("frozen_dt.sequence_models.stacked_call", lambda *a, **k: calls.append(1) or stacked_call(*a, **k))
+    together, alone = members(), members()
+    assert not torch.equal(next(together[0].model.body.parameters()), next(together[1].model.body.parameters()))
+    for step in range(3):
+        torch.manual_seed(step)  # dropout: every seed draws from the same global RNG here, in seed order
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # vmap's fallback for CPU flash attention: correct, slower
+            out = SequenceModelAlgorithm.train_stack(together, [a.sample_batch(None) for a in together],
+                                                     [nullcontext] * 3)
+        torch.manual_seed(step)
+        expected = [a.train_step(a.sample_batch(None)) for a in alone]
+        for o, e in zip(out, expected):
+            torch.testing.assert_close(o["loss"], e["loss"], rtol=1e-5, atol=1e-6)
+    assert len(calls) == 3
+    for a, b in zip(together, alone):
+        for p, q in zip(a.params, b.params):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

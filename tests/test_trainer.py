@@ -167,11 +167,12 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_and_no_partial
         real_save(obj, path)
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(FrozenDTError, match="No space") as error:  # one message, saying what is intact
         trainer(algorithm, tmp_path, steps=4, save_every=2, evaluate=None).run()
+    assert f"{checkpoint_path(tmp_path)} is intact at step 2" in str(error.value)
     assert load_checkpoint(checkpoint_path(tmp_path))["step"] == 2
     assert sorted(p.name for p in checkpoint_path(tmp_path).parent.iterdir()) == ["last.pt"]
-    assert all(p.name.startswith(".last.pt.tmp") for p in saves)  # torch.save only ever wrote temporary files
+    assert all(p.name.startswith(".last.pt.") and p.name.endswith(".tmp") for p in saves)  # torch.save only ever wrote temporary files
 
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):

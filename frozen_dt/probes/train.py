@@ -46,16 +46,20 @@ def autocast(precision: str, device: torch.device = torch.device("cpu")):
 
 def loss_and_error(model: ProbeModel, batch: Batch, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Mean per-bit BCE over the counted positions, and the per-bit error there (a 0-dim tensor: reading it waits
-    for the device), on the device of the model's parameters."""
+    for the device), on the device of the model's parameters. Both are masked sums over the count of counted bits,
+    not means of boolean-indexed rows (whose size only the device knows): no host synchronisation."""
+    from frozen_dt.sequence_models import masked_mean
+
     device = next(model.parameters()).device
     x = torch.from_numpy(batch.inputs).to(device)
     mask = torch.from_numpy(batch.target_mask).to(device)
-    y = torch.from_numpy(batch.targets).to(device)[mask]
+    y = torch.from_numpy(batch.targets).to(device)
     with autocast(precision, device):
         logits = model(x)
-    logits = logits.float()[mask]
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
-    error = ((logits > 0).float() != y).float().mean()
+    logits = logits.float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    loss = masked_mean(bce, mask)
+    error = masked_mean(((logits > 0).float() != y).float(), mask)
     return loss, error
 
 

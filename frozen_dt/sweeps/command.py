@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.locks import run_lock
 from frozen_dt.progress import progress_bar
 from frozen_dt.provenance import DATA_PACKAGES, git_commit, package_versions
 from frozen_dt.run_dir import write_json
@@ -35,7 +36,7 @@ def default_jobs(threads: int) -> int:
 
 
 def run_sweep(args) -> int:
-    sweep = load_sweep(Path(args.spec))
+    sweep = load_sweep(Path(args.spec), args.max_runs)
     threads = sweep.resources["cpus"]
     if args.backend == "ray" and not args.dry_run:
         from frozen_dt.sweeps.jobs import check_ray_address, import_ray
@@ -53,6 +54,12 @@ def run_sweep(args) -> int:
         print(f"{len(sweep.runs)} runs; backend {args.backend}")
         return 0
     check_writable(sweep.out)
+    with run_lock(sweep.out, "sweep output root"):  # one sweep per root: its jobs, sweep.json, the leaderboard
+        return run_locked(sweep, args, threads)
+
+
+def run_locked(sweep, args, threads: int) -> int:
+    """Run ``sweep``'s jobs, then write ``sweep.json`` and the leaderboard (the output root is locked)."""
     prepare_data(sweep, threads)
     bar = progress_bar(total=len(sweep.runs), desc="sweep", unit="run")
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -93,8 +100,11 @@ def run_sweep(args) -> int:
     if evaluated:
         from frozen_dt.eval.leaderboard import write_leaderboard
 
-        rows = write_leaderboard(evaluated, sweep.out / "leaderboard.csv", sweep.eval["checkpoint"])
+        rows, skipped = write_leaderboard(evaluated, sweep.out / "leaderboard.csv", sweep.eval["checkpoint"])
         print(f"leaderboard: {sweep.out / 'leaderboard.csv'} ({len(rows)} rows)", flush=True)
+        for line in skipped:
+            print(f"left out of the leaderboard: {line}", flush=True)
+        failed = failed or skipped
     return 1 if failed else 0
 
 

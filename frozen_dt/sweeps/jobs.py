@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.locks import HOLDER_ENV, LockHeld, holder_id, run_locks
 from frozen_dt.run_dir import checkpoint_path, eval_path, read_json
+from frozen_dt.schema import integer, record
 from frozen_dt.sweeps.spec import SweepRun, probe_argv, stack_train_argv, train_argv
 
 STATES = ("done", "evaluate", "resume", "new")
@@ -34,13 +36,15 @@ def job_env(threads: int) -> dict:
 
 def run_state(run: SweepRun) -> str:
     """How far ``run`` got (:data:`STATES`)."""
+    from frozen_dt.eval.runs import read_eval_record
     from frozen_dt.training.trainer import load_checkpoint
 
     if run.command == "probe":  # no resume: a probe run is done (its summary written) or starts again
         summary = Path(run.run_dir) / "summary.json"
         try:
-            return "done" if summary.is_file() and int(read_json(summary).get("steps", -1)) == run.steps else "new"
-        except (FrozenDTError, TypeError, ValueError):
+            done = summary.is_file() and read_json(summary, record({"steps": integer()}))["steps"] == run.steps
+            return "done" if done else "new"
+        except FrozenDTError:  # unreadable: run it again
             return "new"
     evaluation = run.evaluation
     last = checkpoint_path(run.run_dir)
@@ -57,10 +61,10 @@ def run_state(run: SweepRun) -> str:
     path = eval_path(run.run_dir, evaluation["checkpoint"])
     if path.is_file():
         try:
-            record = read_json(path)
-            if record.get("episodes") == evaluation["episodes"] and record.get("checkpoint_step") == step:
+            found = read_eval_record(path)
+            if found.get("episodes") == evaluation["episodes"] and found["checkpoint_step"] == step:
                 return "done"
-        except FrozenDTError:
+        except FrozenDTError:  # unreadable: evaluate again
             pass
     return "evaluate"
 
@@ -78,13 +82,13 @@ def job_argvs(job: SweepRun | list[SweepRun], threads: int) -> list[list[str]]:
     if len(runs) > 1 and set(states) == {"new"}:
         argvs.append(stack_train_argv(runs))
     elif len(runs) > 1 and set(states) == {"resume"}:
-        argvs.append(["train", runs[0].task, "--resume", str(runs[0].run_dir.parent)])
+        argvs.append(["train", runs[0].task, f"--resume={runs[0].run_dir.parent}"])
     else:
         for run, state in zip(runs, states):
             if state == "new":
                 argvs.append(train_argv(run))
             elif state == "resume":
-                argvs.append(["train", run.task, "--resume", str(run.run_dir)])
+                argvs.append(["train", run.task, f"--resume={run.run_dir}"])
     for run, state in zip(runs, states):
         evaluation = run.evaluation
         if state != "done" and evaluation["episodes"] > 0:
@@ -146,20 +150,31 @@ def execute(job: SweepRun | list[SweepRun], *, threads: int, retries: int, child
     log_path = (runs[0].run_dir if len(runs) == 1 else runs[0].run_dir.parent) / "job.log"
     env = job_env(threads)
 
-    def outcomes(**fields) -> list[dict]:
+    def outcomes(attempts: int = 0, **fields) -> list[dict]:
         return [{"run_dir": str(run.run_dir), "config": run.config_name, "seed": run.seed, "algo": run.algo,
                  "task": run.task, "node": node or socket.gethostname(), "attempts": attempts,
                  "state": run_state(run), "seconds": round(time.time() - started, 1), **fields} for run in runs]
 
+    try:
+        with run_locks([run.run_dir for run in runs] + ([runs[0].run_dir.parent] if len(runs) > 1 else [])):
+            return attempt_job(runs, argvs_of=lambda: job_argvs(runs, threads), retries=retries, children=children,
+                               log_path=log_path, env={**env, HOLDER_ENV: holder_id()}, outcomes=outcomes)
+    except LockHeld as error:  # another process writes one of its run dirs: this job fails, the others go on
+        return outcomes(status="failed", error=str(error))
+
+
+def attempt_job(runs: list[SweepRun], *, argvs_of, retries: int, children: Children, log_path: Path, env: dict,
+                outcomes) -> list[dict]:
+    """The attempts of one job, its run dirs locked by this process (its subprocesses use the lock: HOLDER_ENV)."""
     attempts = 0
-    argvs = job_argvs(runs, threads)
+    argvs = argvs_of()
     if not argvs:
         return [{**o, "seconds": 0.0} for o in outcomes(status="skipped")]
     error = None
     for attempt in range(1 + retries):
         attempts = attempt + 1
         if attempt:  # a retry starts from wherever the failed attempt left the runs
-            argvs = job_argvs(runs, threads)
+            argvs = argvs_of()
         error = None
         for argv in argvs:
             with open(log_path, "a") as log:
@@ -180,8 +195,8 @@ def execute(job: SweepRun | list[SweepRun], *, threads: int, retries: int, child
                 error = f"frozen-dt {argv[0]} exited with {code}: {last_line(log_path)}"
                 break
         if error is None:
-            return outcomes(status="done")
-    return outcomes(status="failed", error=error)
+            return outcomes(attempts, status="done")
+    return outcomes(attempts, status="failed", error=error)
 
 
 def datasets_to_prepare(sweep) -> list[tuple[str, list[str]]]:
@@ -194,7 +209,7 @@ def datasets_to_prepare(sweep) -> list[tuple[str, list[str]]]:
     for entry in sweep.data:
         if not Path(entry["out"]).expanduser().is_file():
             size = [f"--{k}={entry[k]}" for k in ("episodes", "transitions", "seed") if k in entry]
-            todo.append((entry["out"], ["data", "generate", entry["task"], "--out", str(entry["out"]), *size]))
+            todo.append((entry["out"], ["data", "generate", entry["task"], f"--out={entry['out']}", *size]))
     if any(run.command == "probe" for run in sweep.runs):
         return todo  # probes make their own data
     for task in dict.fromkeys(run.task for run in sweep.runs

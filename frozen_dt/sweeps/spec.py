@@ -45,6 +45,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ from pathlib import Path
 from frozen_dt.algorithms import ALGORITHMS, get_spec
 from frozen_dt.config import RunConfig
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.schema import Invalid, choice, either, flag, integer, list_of, nullable, number, text
 from frozen_dt.settings import validate_fields
 from frozen_dt.training.recipes import NOT_IN_RECIPES, apply_recipes
 
@@ -61,6 +63,14 @@ COMMANDS = ("train", "probe")
 NOT_IN_PROBE_SWEEPS = ("run_dir", "summary_dir")
 EVAL_KEYS = {"episodes": 10, "num_envs": 10, "eval_seed": 10_000, "checkpoint": "last"}
 RESOURCE_KEYS = {"cpus": 1, "gpus": 0}
+MAX_SPEC_BYTES = 256 * 1024
+MAX_RUNS = 1000  # a SPEC expanding to more is refused unless `frozen-dt sweep --max-runs` raises it
+MAX_VALUE_CHARS = 500  # a string setting
+MAX_READABLE = 80  # characters of a config name before its hash (a run-dir component stays far below 255 bytes)
+TOP_CHECKS = {"out": text(1000), "name": text(200),
+              "seeds": either(list_of(integer(-2**63, 2**63 - 1)), integer(-2**63, 2**63 - 1))}
+EVAL_CHECKS = {"episodes": integer(0, 10**6), "num_envs": integer(1, 4096), "eval_seed": integer(0, 2**32 - 1),
+               "checkpoint": choice("last", "best")}
 # where runs live, what they continue, which seeds run (the SPEC's 'seeds' list): the sweep's own
 NOT_IN_SWEEPS = ("run_dir", "resume", "config", "wandb", "seeds")
 
@@ -110,18 +120,24 @@ class Sweep:
 
 
 def read_spec_file(path: Path) -> dict:
+    """The SPEC's mapping: at most :data:`MAX_SPEC_BYTES`, YAML without anchors or aliases (each value written
+    where it is used), JSON nested at most a few hundred levels."""
     path = Path(path).expanduser()
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise FrozenDTError(f"sweep file {path} is over {MAX_SPEC_BYTES // 1024} KiB: not a SPEC")
         text = path.read_text()
     except FileNotFoundError:
         raise FrozenDTError(f"no sweep file {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise FrozenDTError(f"cannot read sweep file {path} ({getattr(error, 'strerror', None) or error})") from None
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)
+            raw = _load_yaml(text)
         else:
             raw = json.loads(text)
+    except RecursionError:
+        raise FrozenDTError(f"sweep file {path} is nested too deeply") from None
     except Exception as error:  # yaml.YAMLError or json.JSONDecodeError
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise FrozenDTError(f"sweep file {path} is not valid {'YAML' if path.suffix != '.json' else 'JSON'} "
@@ -129,6 +145,22 @@ def read_spec_file(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise FrozenDTError(f"sweep file {path} must hold a mapping of {', '.join(TOP_KEYS)}")
     return raw
+
+
+def _load_yaml(text: str):
+    """``yaml.safe_load`` that refuses anchors and aliases: a few hundred bytes of nested aliases expand to
+    gigabytes."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"line {mark.line + 1}: YAML anchors and aliases (&, *) are not allowed in a "
+                                     "SPEC: write each value out")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliasLoader)
 
 
 def _mapping(raw: dict, key: str, where: Path) -> dict:
@@ -142,7 +174,46 @@ def _fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def load_sweep(path: Path) -> Sweep:
+def setting_check(f: dataclasses.Field):
+    """The check of a setting's SPEC value (:mod:`frozen_dt.schema`): its field's type, its choices, None only
+    where the field's default is None."""
+    check = {"int": integer(-2**63, 2**63 - 1), "float": number(), "str": text(MAX_VALUE_CHARS),
+             "bool": flag()}[str(f.type)]
+    if f.metadata.get("choices"):
+        check = choice(*f.metadata["choices"])
+    return nullable(check) if f.default is None else check
+
+
+def check_values(path: Path, sections: list[tuple[str, dict, bool]], fields: list) -> None:
+    """Every value of the ``(name, settings, is_grid)`` sections fits its field (a grid value: the field's value or
+    a list of them); the first that does not is one message naming the key."""
+    checks = {}
+    for cls in fields:
+        for f in dataclasses.fields(cls):
+            checks.setdefault(f.name, setting_check(f))
+    for where, settings, is_grid in sections:
+        for key, value in settings.items():
+            check = checks.get(key)
+            if check is None:
+                continue
+            try:
+                if is_grid and isinstance(value, list):
+                    list_of(check)(value, f"{where}.{key}")
+                else:
+                    check(value, f"{where}.{key}")
+            except Invalid as error:
+                raise FrozenDTError(f"{path}: {error}") from None
+
+
+def check_run_count(path: Path, grids: list, max_runs: int) -> None:
+    """Refuse, before expanding it, a SPEC whose grids hold more than ``max_runs`` points."""
+    count = sum(math.prod(len(v) for v in axes.values()) for axes, _, _ in grids)
+    if count > max_runs:
+        raise FrozenDTError(f"{path}: the grid expands to {count} runs, more than {max_runs} (raise the cap with "
+                            "--max-runs if you mean it)")
+
+
+def load_sweep(path: Path, max_runs: int = MAX_RUNS) -> Sweep:
     """The sweep in ``path``, expanded and every run resolved (any problem raises before anything runs)."""
     path = Path(path).expanduser()
     raw = read_spec_file(path)
@@ -151,7 +222,14 @@ def load_sweep(path: Path) -> Sweep:
         raise FrozenDTError(f"{path}: unknown key {unknown[0]!r} (a sweep file has {', '.join(TOP_KEYS)})")
     if not raw.get("out"):
         raise FrozenDTError(f"{path}: 'out' (the output root) is required")
+    for key, check in TOP_CHECKS.items():
+        if key in raw:
+            try:
+                check(raw[key], key)
+            except Invalid as error:
+                raise FrozenDTError(f"{path}: {error}") from None
     out = Path(raw["out"]).expanduser()
+    out = out.absolute() if str(out).startswith("-") else out  # no run dir in a job's command reads as an option
     base = _mapping(raw, "base", path)
     overrides, evaluation, resources = (_mapping(raw, k, path) for k in ("overrides", "eval", "resources"))
     for key, default in EVAL_KEYS.items():
@@ -161,6 +239,13 @@ def load_sweep(path: Path) -> Sweep:
         bad = sorted(set(given) - set(allowed))
         if bad:
             raise FrozenDTError(f"{path}: unknown {name} key {bad[0]!r} (known: {', '.join(allowed)})")
+    for where, given in [("eval", evaluation)] + [(f"grid eval {i}", e) for i, (_, _, e) in enumerate(grids)]:
+        for key, check in EVAL_CHECKS.items():
+            try:
+                check(given[key], f"{where}.{key}")
+            except Invalid as error:
+                raise FrozenDTError(f"{path}: {error}") from None
+    check_run_count(path, grids, max_runs)
     data = read_data_entries(raw, path)
     for key, default in RESOURCE_KEYS.items():
         resources.setdefault(key, default)
@@ -179,8 +264,15 @@ def load_sweep(path: Path) -> Sweep:
         if len(grids) != 1:
             raise FrozenDTError(f"{path}: a probe sweep has one grid")
         axes, fixed, _ = grids[0]
+        from frozen_dt.config import ProbeArgs
+
+        check_values(path, [("base", base, False), ("grid", {**axes, **fixed}, True)], [ProbeArgs])
         return Sweep(path, raw, out, probe_runs(path, {**base, **fixed}, axes, out), evaluation, resources, data)
 
+    check_values(path, [("base", base, False)] + [("grid", {**axes, **fixed}, True) for axes, fixed, _ in grids]
+                 + [(f"overrides.{algo}", settings, False) for algo, settings in overrides.items()
+                    if isinstance(settings, dict)],
+                 [RunConfig] + [get_spec(a).config for a in ALGORITHMS])
     algos = list(dict.fromkeys(a for axes, fixed, _ in grids
                                for a in axes.get("algo", [fixed.get("algo", base.get("algo", RunConfig.algo))])))
     for algo in algos:
@@ -206,6 +298,11 @@ def load_sweep(path: Path) -> Sweep:
         if bad:
             raise FrozenDTError(f"{path}: override {bad[0]!r} is not a setting of {algo}")
 
+    from frozen_dt.envs.registry import get_task
+
+    for task in {t for axes, fixed, _ in grids for t in axes.get("task", [fixed.get("task", base.get("task"))])}:
+        if task is not None:
+            get_task(task)  # a known task: a plain name, in run dirs and job commands
     runs, seen = [], set()
     for axes, fixed, run_eval in grids:
         runs += grid_runs(path, out, {**base, **fixed}, axes, overrides, run_eval, run_fields, algo_fields, seen)
@@ -256,8 +353,10 @@ def read_data_entries(raw: dict, path: Path) -> list[dict]:
     if not isinstance(entries, list):
         raise FrozenDTError(f"{path}: 'data' must be a list of mappings ({', '.join(DATA_KEYS)})")
     for entry in entries:
-        if not isinstance(entry, dict) or not {"task", "out"} <= set(entry):
-            raise FrozenDTError(f"{path}: each 'data' entry is a mapping with 'task' and 'out', got {entry!r}")
+        if not isinstance(entry, dict) or not {"task", "out"} <= set(entry) or not isinstance(entry["out"], str) \
+                or not isinstance(entry["task"], str):
+            raise FrozenDTError(f"{path}: each 'data' entry is a mapping with 'task' and 'out' (strings), got "
+                                f"{entry!r:.200}")
         bad = sorted(set(entry) - set(DATA_KEYS))
         if bad:
             raise FrozenDTError(f"{path}: unknown data key {bad[0]!r} (known: {', '.join(DATA_KEYS)})")
@@ -333,12 +432,13 @@ def probe_runs(path: Path, base: dict, grid: dict, out: Path) -> list[SweepRun]:
 
 def probe_argv(run: SweepRun) -> list[str]:
     """The ``frozen-dt probe`` arguments of ``run``; its summary goes to ``run.summary_dir``."""
-    argv = ["probe", run.settings["task"], "--run-dir", str(run.run_dir), "--summary-dir", str(run.summary_dir)]
+    argv = ["probe", run.settings["task"], f"--run-dir={run.run_dir}", f"--summary-dir={run.summary_dir}"]
     return argv + flags({k: v for k, v in run.settings.items() if k != "task"})
 
 
 def flags(settings: dict) -> list[str]:
-    """Settings as ``--flag=value`` options (``--flag`` for true switches, nothing for false ones or None)."""
+    """Settings as ``--flag=value`` options (``--flag`` for true switches, nothing for false ones or None): one
+    argument each, so no value can be read as an option of its own."""
     argv = []
     for key, value in sorted(settings.items()):
         if value is None or value is False:
@@ -349,10 +449,10 @@ def flags(settings: dict) -> list[str]:
 
 
 def run_config_name(settings: dict, grid_keys: list[str]) -> str:
-    """``<algo>[_<key>-<value>...]_<hash>``: readable from the grid settings, unique by the hash of all settings
-    but the seed."""
+    """``<algo>[_<key>-<value>...]_<hash>``: readable from the grid settings (cut at :data:`MAX_READABLE`
+    characters), unique by the hash of all settings but the seed."""
     described = "".join(f"_{k}-{settings[k]}" for k in sorted(grid_keys))
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{settings['algo']}{described}").strip("-")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{settings['algo']}{described}").strip("-")[:MAX_READABLE].rstrip("-.")
     identity = json.dumps({k: v for k, v in settings.items() if k != "seed"}, sort_keys=True, default=str)
     return f"{name}_{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
@@ -375,11 +475,11 @@ def stack_train_argv(runs: list[SweepRun]) -> list[str]:
     """``frozen-dt train --seeds`` of one config's runs: the config's directory is the stack's, whose members are
     exactly the runs' directories (``<config dir>/seed<k>``)."""
     settings = {k: v for k, v in runs[0].settings.items() if k not in ("task", "seed")}
-    return ["train", runs[0].task, "--run-dir", str(runs[0].run_dir.parent),
-            "--seeds", ",".join(str(run.seed) for run in runs)] + flags(settings)
+    return ["train", runs[0].task, f"--run-dir={runs[0].run_dir.parent}",
+            "--seeds=" + ",".join(str(run.seed) for run in runs)] + flags(settings)
 
 
 def train_argv(run: SweepRun) -> list[str]:
     """The ``frozen-dt train`` arguments of ``run``: its task, ``--run-dir`` and the SPEC's settings as flags."""
-    return ["train", run.task, "--run-dir", str(run.run_dir)] + flags({k: v for k, v in run.settings.items()
+    return ["train", run.task, f"--run-dir={run.run_dir}"] + flags({k: v for k, v in run.settings.items()
                                                                        if k != "task"})

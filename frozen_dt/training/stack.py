@@ -32,29 +32,43 @@ from torch.utils._pytree import tree_map
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.progress import progress_bar
 from frozen_dt.run_dir import read_json, write_json
+from frozen_dt.schema import choice, integer, list_of, plain_name, record
 from frozen_dt.training.trainer import Diverged, Trainer, non_finite
 
 STACK_FILE = "stack.json"
 STACK_FORMAT = "frozen-dt-stack/1"
+STACK_RECORD = record({"format": choice(STACK_FORMAT), "seeds": list_of(integer(), 4096),
+                       "members": list_of(plain_name(), 4096)})
 
 
-def stacked_call(modules: list[nn.Module], x, *rest):
+def stacked_call(modules: list[nn.Module], x, *rest, fixed: dict[str, torch.Tensor] | None = None):
     """``modules[i](x[i], *(r[i] for r in rest))`` for each seed i, stacked (N, ...). The inputs are tensors or
     pytrees of them (a batch dict) with the seeds along dim 0. One seed's module is called as it is; several (same
     architecture) run as one batched call: ``torch.func.vmap`` over their parameters stacked with ``torch.stack``,
-    so each module's own parameters receive their gradients. Nothing inside may draw random numbers (vmap would
-    not draw them from each seed's RNG): dropout masks come in with the inputs."""
+    so each module's own parameters receive their gradients. ``fixed``: parameters already stacked by the caller
+    (frozen ones, stacked once: :func:`stacked_frozen`), used as they are. Nothing inside may draw random numbers
+    (vmap would not draw them from each seed's RNG): dropout masks come in with the inputs."""
     if len(modules) == 1:
         out = modules[0](*tree_map(lambda t: t[0], (x, *rest)))
         return tuple(o[None] for o in out) if isinstance(out, tuple) else out[None]
-    names = [name for name, _ in modules[0].named_parameters()]
-    params = {name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}
+    fixed = fixed or {}
+    names = [name for name, _ in modules[0].named_parameters() if name not in fixed]
+    params = {**fixed, **{name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}}
     template = modules[0]
 
     def call(p, *inputs):
         return torch.func.functional_call(template, p, inputs)
 
     return torch.func.vmap(call)(params, x, *rest)
+
+
+def stacked_frozen(modules: list[nn.Module], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The frozen parameters (``requires_grad`` False) of same-architecture ``modules``, stacked along a new first
+    dim (in ``dtype`` if given): what :func:`stacked_call` takes as ``fixed``. Frozen weights never change, so a
+    caller stacks them once, not every step."""
+    with torch.no_grad():
+        return {name: torch.stack([m.get_parameter(name).detach() for m in modules]).to(dtype or p.dtype)
+                for name, p in modules[0].named_parameters() if not p.requires_grad}
 
 
 def member_dir(stack_dir: Path, seed: int) -> Path:
@@ -72,10 +86,11 @@ def write_stack(stack_dir: Path, *, task: str, algo: str, seeds: list[int]) -> N
 
 def read_stack(stack_dir: Path) -> tuple[list[int], list[Path]]:
     """The seeds of a stack directory and their run directories."""
-    record = read_json(Path(stack_dir) / STACK_FILE)
-    if not isinstance(record, dict) or record.get("format") != STACK_FORMAT:
-        raise FrozenDTError(f"{Path(stack_dir) / STACK_FILE} is not a frozen-dt stack record")
-    return [int(s) for s in record["seeds"]], [Path(stack_dir) / name for name in record["members"]]
+    path = Path(stack_dir) / STACK_FILE
+    record = read_json(path, STACK_RECORD)  # members: plain names, inside the stack dir
+    if len(record["seeds"]) != len(record["members"]) or len(set(record["members"])) != len(record["members"]):
+        raise FrozenDTError(f"{path}: seeds and members must pair one to one, each member once")
+    return list(record["seeds"]), [Path(stack_dir) / name for name in record["members"]]
 
 
 def runs_in(path: Path) -> list[Path]:

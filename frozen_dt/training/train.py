@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import random
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from frozen_dt.algorithms import Problem, run_precision
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.locks import run_locks
 from frozen_dt.run_dir import (RunSettings, checkpoint_path, default_run_dir, read_json, read_run_config,
                                write_json, write_run_metadata)
 from frozen_dt.training.recipes import apply_recipes
@@ -25,6 +27,15 @@ from frozen_dt.training.sinks import WandbSink, import_wandb
 from frozen_dt.training.trainer import Trainer
 
 RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """A finished ``train``: its run directory (with ``--seeds``, the stack's) and the final evaluation (the first
+    seed's; every seed's is in its run dir; None without evaluation)."""
+
+    run_dir: Path
+    result: dict | None
 
 
 def resumed_settings(given: dict, explicit: frozenset) -> tuple[RunSettings, dict]:
@@ -58,17 +69,27 @@ def load_dataset(run, task: Task):
     return load_task_dataset(task, download=run.download, generate=True)
 
 
-def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
+def train(given: dict, explicit: frozenset = frozenset(), *, report: bool = True) -> Outcome:
     """Train as ``given`` says (flat run and algorithm settings; those in ``explicit`` were given on the command
-    line); returns the final evaluation (with ``--seeds``: the first seed's; every seed's is in its run dir)."""
+    line); returns the run dir and its final evaluation (with ``--seeds``: the stack dir and the first seed's; every
+    seed's is in its run dir). ``report``: end with the reference run, the data's level and the scale (not for a
+    reference itself). The run directories it writes are locked (:mod:`frozen_dt.locks`) until it returns."""
+    with ExitStack() as held:
+        return _train(given, explicit, lambda dirs: held.enter_context(run_locks(dirs)), report=report)
+
+
+def _train(given: dict, explicit: frozenset, lock, *, report: bool) -> Outcome:
     from frozen_dt.config import parse_seeds
     from frozen_dt.training.stack import is_stack, read_stack
 
     resuming = bool(given.get("resume"))
     stack_dir, members = None, None
+    if resuming and Path(given["resume"]).expanduser().is_dir():
+        lock([given["resume"]])  # before anything of it is read
     if resuming and is_stack(given["resume"]):
         stack_dir = Path(given["resume"]).expanduser()
         seeds, member_dirs = read_stack(stack_dir)
+        lock(member_dirs)
         members = [resumed_settings({**given, "resume": str(d)}, explicit) for d in member_dirs]
         settings = members[0][0]
     elif resuming:
@@ -87,8 +108,13 @@ def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
     if run.wandb:
         import_wandb(run.wandb)  # fail before any loading
     stacked = stack_dir is not None or (not resuming and run.seeds is not None)
+    if not resuming and not stacked:
+        run = dataclasses.replace(run, run_dir=str(Path(run.run_dir or default_run_dir(task.name, spec.name))
+                                                   .expanduser()))
+        lock([run.run_dir])
     if stacked and stack_dir is None:
         stack_dir = Path(run.run_dir).expanduser() if run.run_dir else default_run_dir(task.name, spec.name)
+        lock([stack_dir, *(stack_dir / f"seed{seed}" for seed in seeds)])
         if is_stack(stack_dir):
             raise FrozenDTError(f"{stack_dir} already holds a stack of seeds: continue it with --resume {stack_dir}, "
                                 "or choose another --run-dir")
@@ -115,9 +141,21 @@ def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
                                      stack=None if stack_dir is None else {"dir": str(stack_dir), "seeds": seeds},
                                      quiet=i > 0))
     if stack_dir is None:
-        result = trainers[0].run(resume=resuming)
+        from frozen_dt.training.report import Clock, data_level_line, scale_line
+
+        with Clock() as clock:
+            result = trainers[0].run(resume=resuming)
+        reference = train_reference(run, trainers[0].run_dir) if run.reference and not resuming else None
         print(final_line(task, runs[0], trainers[0].run_dir, result), flush=True)
-        return result
+        if not report:
+            return Outcome(Path(trainers[0].run_dir), result)
+        if reference is not None:
+            print(final_line(task, dataclasses.replace(run, algo=run.reference), reference.run_dir, reference.result)
+                  .replace("frozen-dt: ", "frozen-dt: reference: ", 1), flush=True)
+        for line in (data_level_line(task, dataset), scale_line(settings, clock.seconds)):
+            if line:
+                print(line, flush=True)
+        return Outcome(Path(trainers[0].run_dir), result)
 
     from frozen_dt.training.stack import StackTrainer, write_stack
 
@@ -126,7 +164,21 @@ def train(given: dict, explicit: frozenset = frozenset()) -> dict | None:
     results = StackTrainer(trainers, seeds, stack_dir).run(resume=resuming)
     for member, trainer, result in zip(runs, trainers, results):
         print(final_line(task, member, trainer.run_dir, result), flush=True)
-    return results[0]
+    return Outcome(stack_dir, results[0])
+
+
+def train_reference(run, run_dir: Path):
+    """Train ``run.reference`` with its recipe on the same data, steps, seed and evaluation as ``run``."""
+    from frozen_dt.algorithms import get_spec
+    from frozen_dt.config import RunConfig
+
+    shared = ("task", "steps", "seed", "eval_episodes", "eval_max_steps", "eval_every", "log_every", "save_every",
+              "device", "env_version", "dataset", "download")
+    fields = dataclasses.fields(RunConfig) + dataclasses.fields(get_spec(run.reference).config)
+    settings = {f.name: f.default for f in fields}
+    settings.update({k: getattr(run, k) for k in shared}, algo=run.reference,
+                    run_dir=str(Path(run_dir) / f"reference-{run.reference}"))
+    return train(settings, frozenset(shared) | {"algo", "run_dir"}, report=False)
 
 
 def build_member(spec, algo_config, run, task: Task, dataset, problem: Problem, backbone, targets, env_version, *,

@@ -112,6 +112,11 @@ def metric(value: torch.Tensor):
     return value.detach() if value.device.type != "cpu" else float(value.detach())
 
 
+def metrics(step: dict) -> dict:
+    """A training step's metrics (tensors on its device, or numbers) as the trainer books them: :func:`metric`."""
+    return {k: metric(v) if isinstance(v, torch.Tensor) else v for k, v in step.items()}
+
+
 def non_finite(metrics: dict) -> list[str]:
     """The names of the metrics that are NaN or infinite. Metrics still on an accelerator (tensors) are not read
     here: that would wait for the device every step; they are checked when a log row or checkpoint reads them."""
@@ -182,7 +187,12 @@ class Trainer:
         }
 
     def save(self, which: str) -> None:
-        save_checkpoint(checkpoint_path(self.run_dir, which), self.state())
+        path = checkpoint_path(self.run_dir, which)
+        try:
+            save_checkpoint(path, self.state())
+        except OSError as error:  # disk full, quota, permission: one message saying what is intact
+            raise FrozenDTError(f"cannot write {path} at step {self.step} ({error.strerror or error}); "
+                                f"{self.checkpoint_kept()}; {self.where_to_continue()} once it is fixed") from None
         if which == "last":
             self.saved_step = self.step
 

@@ -1,0 +1,335 @@
+"""Systematic mutation testing (cosmic-ray) of the modules that hold rules, each against the few test files that
+cover it; the score goes to ``results/mutation_score.json``. Slow: hours for every module on two cores.
+
+    pip install -e ".[mutation]"
+    python tests/mutation_score.py [--modules eval/stats.py ...] [--out results/mutation_score.json]
+
+The committed tree (``git archive HEAD``, so uncommitted edits never leak in) is unpacked into a scratch folder
+(``--work``), where ``frozen_dt/baselines``, ``frozen_dt/envs`` and ``frozen_dt/eval`` are links to the root folders
+they install from (pyproject's package-dir), so the copy imports as the package with nothing installed: PYTHONPATH
+is the copy, and a check before any mutant confirms that ``frozen_dt`` and each mutated module import from it.
+cosmic-ray mutates the copy's files in place, one mutant at a time (sequentially, one torch thread), and runs the
+module's test command there. Each module's session (``<work>/<module>.sqlite``) is resumable: rerunning continues
+where it stopped, and the JSON is rewritten after every module, so a partial run is usable (``"partial": true``
+until every module listed in MODULES has finished).
+
+Operators (:data:`EXCLUDED_OPERATORS`): the rule-changing ones, as mutmut's set: + <-> -, * <-> /, ** -> *, each
+comparison to its boundary twin and its negation, not added/removed, unary minus removed, True <-> False,
+and <-> or, break <-> continue, numbers +/- 1, for loops run zero times. Bit operators, shifts, modulo targets,
+``is`` between numbers, exception replacement, decorator removal and variable replacement/insertion are excluded
+(they mostly produce mutants that cannot run, or that duplicate the kept ones).
+
+Every surviving mutant is listed in ``results/mutation_survivors.json`` with its diff and the reason found for it in
+``tests/mutation_dispositions.json`` (keyed ``module:line:operator:occurrence``; "equivalent: ..." mutants count
+as equivalent, "out of scope: ..." as out of scope, an entry without a reason as unexplained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DISPOSITIONS = REPO / "tests" / "mutation_dispositions.json"
+PINNED = "tests/test_pinned_rules.py::"
+SEMANTICS = "tests/test_semantics.py::"
+ALGORITHMS = "tests/test_algorithms.py::"
+STACK = "tests/test_stack.py::test_seed_k_of_a_stack_of_3_equals_seed_k_alone"
+EVALUATE = "tests/test_evaluate.py::"
+
+# module -> the test files (or node ids) that cover it; the run goes in this order, short modules first.
+MODULES = {
+    "eval/stats.py": ["tests/test_pinned_stats.py",
+                      EVALUATE + "test_bootstrap_ci_of_one_task_matches_scipy_percentile_bootstrap",
+                      EVALUATE + "test_bootstrap_is_stratified_by_task", EVALUATE + "test_iqm_and_summary"],
+    "eval/scores.py": [EVALUATE + "test_normalization_uses_the_d4rl_references",
+                       "tests/test_registry.py::test_normalization_against_d4rl_references"],
+    "baselines/cql.py": [PINNED + "test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets",
+                         SEMANTICS + "test_cql_penalty_lowers_q_on_out_of_distribution_actions",
+                         ALGORITHMS + "test_cql_tanh_gaussian_log_prob_matches_torch_distributions",
+                         ALGORITHMS + "test_update_save_load_and_continue[cql-hopper-medium-v2-td_loss]",
+                         STACK + "[cql-hopper-medium-v2]"],
+    "baselines/iql.py": [SEMANTICS + "test_iql_value_regresses_to_the_expectile_of_the_action_values",
+                         SEMANTICS + "test_iql_actor_loss_is_the_awr_weighted_log_likelihood",
+                         SEMANTICS + "test_iql_keeps_its_runs_cosine_horizon_on_resume",
+                         ALGORITHMS + "test_update_save_load_and_continue[iql-hopper-medium-v2-q_loss]",
+                         STACK + "[iql-hopper-medium-v2]"],
+    "baselines/td3bc.py": [SEMANTICS + "test_td3bc_actor_step_is_scale_free_in_q_and_delayed",
+                           ALGORITHMS + "test_update_save_load_and_continue[td3bc-hopper-medium-v2-critic_loss]",
+                           STACK + "[td3bc-hopper-medium-v2]"],
+    "baselines/bc.py": [ALGORITHMS + "test_update_save_load_and_continue[bc-hopper-medium-v2-loss]",
+                        STACK + "[bc-hopper-medium-v2]"],
+    "baselines/gciql.py": [SEMANTICS + "test_gciql_actor_loss_is_scale_free_in_q",
+                           ALGORITHMS + "test_update_save_load_and_continue[gciql-scene-play-v0-critic_loss]",
+                           STACK + "[gciql-scene-play-v0]"],
+    "baselines/common.py": [SEMANTICS + "test_expectile_loss_weights_positive_errors_by_the_expectile",
+                            "tests/test_semantics.py", "tests/test_algorithms.py"],
+    "eval/rollout.py": [PINNED + "test_do_nothing_ogbench_rollout_cut_short_reports_no_success",
+                        PINNED + "test_success_is_the_info_success_at_the_episodes_last_step", "tests/test_rollout.py"],
+    "baselines/dt.py": [SEMANTICS + "test_dt_is_initialised_as_the_reference_gpt2",
+                        SEMANTICS + "test_dt_action_at_step_t_depends_only_on_tokens_up_to_its_state",
+                        "tests/test_models.py"],
+    "frozen_dt/sequence_models.py": [PINNED + "test_dt_agent_return_to_go_window_is_target_minus_the_rewards_so_far",
+                                     PINNED + "test_dt_agent_window_timesteps_and_mask_follow_the_episode",
+                                     SEMANTICS + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only",
+                                     "tests/test_rollout.py", "tests/test_models.py"],
+    "frozen_dt/frozen_lm_dt.py": ["tests/test_models.py"],
+    "frozen_dt/data/views.py": [SEMANTICS + "test_sequence_windows_are_drawn_in_proportion_to_episode_length",
+                                "tests/test_views.py"],
+    "frozen_dt/data/dataset.py": ["tests/test_views.py", "tests/test_readers.py"],
+    "frozen_dt/training/trainer.py": ["tests/test_trainer.py", "tests/test_resume_state.py"],
+    "frozen_dt/training/stack.py": ["tests/test_stack.py"],
+}
+
+_KEPT_BINARY = "Add_Sub|Sub_Add|Mul_Div|Div_Mul|Pow_Mul|FloorDiv_Div"
+_KEPT_COMPARISON = "Eq_NotEq|NotEq_Eq|Lt_LtE|LtE_Lt|Gt_GtE|GtE_Gt|Lt_GtE|GtE_Lt|Gt_LtE|LtE_Gt|Is_IsNot|IsNot_Is"
+EXCLUDED_OPERATORS = [
+    rf"core/ReplaceBinaryOperator_(?!({_KEPT_BINARY})$).*",
+    rf"core/ReplaceComparisonOperator_(?!({_KEPT_COMPARISON})$).*",
+    r"core/ReplaceUnaryOperator_(?!(USub_UAdd|Delete_Not|Delete_USub)$).*",
+    r"core/ExceptionReplacer", r"core/RemoveDecorator", r"core/VariableReplacer", r"core/VariableInserter",
+]
+
+
+def tool(name: str) -> str:
+    """A console script of the running interpreter's environment (cosmic-ray's)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise SystemExit(f"{name} not found beside {sys.executable}: pip install -e '.[mutation]'")
+    return str(path)
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def snapshot(work: Path, commit: str) -> Path:
+    """The committed tree at ``commit`` under ``work/tree`` (reused when it is already that commit's)."""
+    tree = work / "tree"
+    stamp = work / "tree.commit"
+    if tree.exists() and stamp.exists() and stamp.read_text().strip() == commit:
+        return tree
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, capture_output=True, check=True)
+    with tempfile.TemporaryFile() as f:
+        f.write(archive.stdout)
+        f.seek(0)
+        with tarfile.open(fileobj=f) as tar:
+            tar.extractall(tree, filter="data")
+    for name in ("baselines", "envs", "eval"):  # pyproject's package-dir, as links
+        (tree / "frozen_dt" / name).symlink_to(Path("..") / name)
+    stamp.write_text(commit + "\n")
+    return tree
+
+
+def check_imports(tree: Path, modules: list[str]) -> None:
+    names = [module_name(m) for m in modules]
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    m = importlib.import_module(name)\n"
+            f"    assert m.__file__.startswith({str(tree)!r}), (name, m.__file__)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tree, env={**env(), "PYTHONPATH": str(tree)},
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"the copy does not import as the package:\n{proc.stderr[-2000:]}")
+
+
+def module_name(path: str) -> str:
+    parts = Path(path).with_suffix("").parts
+    return ".".join(parts if parts[0] == "frozen_dt" else ("frozen_dt", *parts))
+
+
+def slug(module: str) -> str:
+    return module.replace("/", "__").removesuffix(".py")
+
+
+def test_command(tests: list[str]) -> str:
+    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider " + " ".join(f"'{t}'" for t in tests)
+
+
+def write_config(work: Path, module: str, timeout: float) -> Path:
+    lines = ["[cosmic-ray]", f'module-path = "{module}"', f"timeout = {timeout:.0f}", "excluded-modules = []",
+             f"test-command = {json.dumps(test_command(MODULES[module]))}", "",
+             "[cosmic-ray.distributor]", 'name = "local"', "",
+             "[cosmic-ray.filters.operators-filter]",
+             "exclude-operators = [" + ", ".join(json.dumps(e) for e in EXCLUDED_OPERATORS) + "]", ""]
+    path = work / f"{slug(module)}.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def run(cmd: list[str], tree: Path, log) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=tree, env={**env(), "PYTHONPATH": str(tree)}, capture_output=True, text=True)
+    log.write(f"$ {' '.join(cmd)}\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}\n")
+    log.flush()
+    return proc
+
+
+def baseline_seconds(tree: Path, module: str, log) -> float:
+    started = time.time()
+    proc = subprocess.run(test_command(MODULES[module]), shell=True, cwd=tree, env={**env(), "PYTHONPATH": str(tree)},
+                          capture_output=True, text=True)
+    seconds = time.time() - started
+    log.write(f"baseline {module}: rc {proc.returncode} in {seconds:.1f}s\n{proc.stdout[-1500:]}\n")
+    log.flush()
+    if proc.returncode:
+        raise SystemExit(f"{module}: the unmutated tests fail in the copy:\n{proc.stdout[-2000:]}")
+    return seconds
+
+
+def forget_survivors(session: Path) -> None:
+    """Mark the session's surviving mutants as not yet run, so that ``exec`` runs them again."""
+    with sqlite3.connect(session) as db:
+        db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+
+
+def session_records(tree: Path, session: Path) -> list[dict]:
+    proc = subprocess.run([tool("cosmic-ray"), "dump", str(session)], cwd=tree, env=env(),
+                          capture_output=True, text=True, check=True)
+    records = []
+    for line in proc.stdout.splitlines():
+        job, result = json.loads(line)
+        records.append({"job": job, "result": result})
+    return records
+
+
+def classify(records: list[dict], module: str, dispositions: dict) -> tuple[dict, list[dict]]:
+    counts = dict(mutants=0, killed=0, timeout=0, survived=0, equivalent=0, out_of_scope=0, unexplained=0,
+                  incompetent=0, pending=0)
+    survivors = []
+    for r in records:
+        mutation = r["job"]["mutations"][0]
+        result = r["result"]
+        if result is None:
+            counts["pending"] += 1
+            continue
+        if result["worker_outcome"] == "skipped":
+            continue  # filtered out (an excluded operator)
+        if result["worker_outcome"] == "no-test":
+            continue  # nothing to mutate at that occurrence
+        counts["mutants"] += 1
+        outcome = result["test_outcome"]
+        if outcome == "killed":
+            counts["timeout" if (result.get("output") or "").strip() == "timeout" else "killed"] += 1
+        elif outcome == "incompetent" or result["worker_outcome"] == "exception":
+            counts["incompetent"] += 1
+        else:
+            counts["survived"] += 1
+            line = mutation["start_pos"][0]
+            key = f"{module}:{line}:{mutation['operator_name'].removeprefix('core/')}:{mutation['occurrence']}"
+            reason = dispositions.get(key, "")
+            kind = ("equivalent" if reason.startswith("equivalent") else
+                    "out_of_scope" if reason.startswith("out of scope") else "unexplained")
+            counts[kind] += 1
+            survivors.append({"key": key, "reason": reason,
+                              "diff": "\n".join(l for l in (result.get("diff") or "").splitlines()
+                                                if l.startswith(("+", "-")) and not l.startswith(("+++", "---")))})
+    return counts, survivors
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores (shared), {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modules", nargs="+", default=list(MODULES), choices=list(MODULES))
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "frozen-dt-mutation"))
+    parser.add_argument("--out", default=str(REPO / "results" / "mutation_score.json"))
+    parser.add_argument("--survivors", default=str(REPO / "results" / "mutation_survivors.json"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the JSON from the sessions; run nothing")
+    parser.add_argument("--rerun-survived", action="store_true",
+                        help="run the surviving mutants of the listed modules again (after new tests were committed)")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    tree = snapshot(work, commit)
+    dispositions = json.loads(DISPOSITIONS.read_text()) if DISPOSITIONS.exists() else {}
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    record = {"tool": "cosmic-ray " + subprocess.run([tool("cosmic-ray"), "--version"], env=env(),
+                                                     capture_output=True, text=True).stdout.strip().split()[-1],
+              "command": "python tests/mutation_score.py", "commit": commit, "hardware": hardware(),
+              "python": sys.version.split()[0], "excluded_operators": EXCLUDED_OPERATORS,
+              "modules": previous.get("modules", {})}
+    survivors_out = Path(args.survivors)
+    all_survivors = json.loads(survivors_out.read_text()) if survivors_out.exists() else {}
+    with open(work / "run.log", "a") as log:
+        if not args.report_only:
+            check_imports(tree, args.modules)
+        for module in args.modules:
+            session = work / f"{slug(module)}.sqlite"
+            if not args.report_only:
+                started = time.time()
+                fresh = not session.exists()
+                seconds = baseline_seconds(tree, module, log)
+                config = write_config(work, module, timeout=max(60.0, 4 * seconds))
+                if fresh:
+                    run([tool("cosmic-ray"), "init", str(config), str(session)], tree, log)
+                    run([tool("cr-filter-operators"), str(session), str(config)], tree, log)
+                    run([tool("cr-filter-pragma"), str(session)], tree, log)
+                if args.rerun_survived and not fresh:
+                    forget_survivors(session)
+                print(f"{module}: tests take {seconds:.1f}s unmutated; running its mutants", flush=True)
+                run([tool("cosmic-ray"), "exec", str(config), str(session)], tree, log)
+            if not session.exists():
+                continue
+            counts, survivors = classify(session_records(tree, session), module, dispositions)
+            entry = {**counts, "tests": MODULES[module], "commit": commit, "finished": counts["pending"] == 0,
+                     "score": round((counts["killed"] + counts["timeout"])
+                                    / max(1, counts["mutants"] - counts["equivalent"] - counts["incompetent"]), 3)
+                     if counts["mutants"] else None,
+                     "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")}
+            if not args.report_only:
+                entry["seconds"] = round(time.time() - started)
+            elif module in record["modules"] and "seconds" in record["modules"][module]:
+                entry["seconds"] = record["modules"][module]["seconds"]
+            record["modules"][module] = entry
+            all_survivors[module] = survivors
+            finished = [m for m in MODULES if record["modules"].get(m, {}).get("finished")]
+            record["partial"] = len(finished) < len(MODULES)
+            record["finished_modules"] = finished
+            totals = {k: sum(record["modules"][m][k] for m in record["modules"])
+                      for k in ("mutants", "killed", "timeout", "survived", "equivalent", "out_of_scope",
+                                "unexplained", "incompetent")}
+            record["totals"] = totals
+            write_json(out, record)
+            write_json(survivors_out, all_survivors)
+            print(f"{module}: {json.dumps(counts)}", flush=True)
+    return 0
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The curated mutation list (``tests/mutations.py``) stays applicable: every mutated line still exists exactly once
+in its file and every test named for it still exists, so ``python tests/mutations.py`` (slow: it runs each
+mutation's tests) cannot silently go stale as the code it pins is edited. Running the mutations is not part of this
+fast check."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from mutations import MUTATIONS, REPO, mutate
+
+
+@pytest.mark.parametrize("name,file,original,mutated,tests", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_curated_mutation_applies_and_names_existing_tests(name, file, original, mutated, tests):
+    path = REPO / file
+    changed = mutate(path, original, mutated)  # raises SystemExit unless the line is there exactly once
+    assert changed != path.read_text()
+    compile(changed, str(path), "exec")  # the mutant is still valid Python: its test fails on the rule, not a typo
+    for test in tests:
+        test_file, _, test_id = test.partition("::")
+        function = re.sub(r"\[.*\]$", "", test_id)
+        assert re.search(rf"^def {re.escape(function)}\(", (REPO / test_file).read_text(), re.M), test

@@ -1,0 +1,236 @@
+"""Rules pinned by recomputing what a step computes by hand (fixed seeds, tiny networks, exact comparisons).
+
+Each test names the one-line mutations it kills; ``tests/mutations.py`` applies the ones that matter most.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from frozen_dt.data.dataset import ObsStats, from_flat_arrays
+from frozen_dt.envs.registry import Task, get_task
+from frozen_dt.eval.rollout import episode_scores, in_blocks, rollout, summarize
+from frozen_dt.sequence_models import ReturnConditionedAgent
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+# --- DT: the evaluation-time return-to-go -----------------------------------------------------------------------
+
+
+class WindowSpy(nn.Module):
+    """Stands in for a return-conditioned model: records the windows the agent feeds it, predicts zeros."""
+
+    def __init__(self, obs_dim=3, act_dim=2, context=4):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # the agent reads the device from the parameters
+        self.obs_dim, self.act_dim, self.context, self.goal_dim = obs_dim, act_dim, context, None
+        self.seen: list[dict] = []
+
+    def forward(self, tensors: dict, last_step: bool = False) -> torch.Tensor:
+        self.seen.append({k: v.clone().numpy() for k, v in tensors.items()})
+        b, k = tensors["observations"].shape[:2]
+        return torch.zeros(b, k, self.act_dim)
+
+
+@pytest.mark.parametrize("rtg_scale", [1.0, 1000.0])
+def test_dt_agent_return_to_go_window_is_target_minus_the_rewards_so_far(rtg_scale):
+    """Two env slots interleaved, 7 steps (longer than the context of 4): at every step the window the model gets
+    holds (target - rewards received before each of its steps) / rtg_scale, left-padded with zeros. Kills: the
+    update after a reward a no-op, its sign flipped, its scale dropped, the target not divided by the scale, one
+    slot's rewards counted in another's window."""
+    spy = WindowSpy()
+    stats = ObsStats(np.zeros(3, np.float32), np.ones(3, np.float32))
+    target = 3600.0
+    agent = ReturnConditionedAgent(spy, stats, rtg_scale, target)
+    rewards = {0: [3.25, 1.5, -0.75, 2.0, 4.5, 0.25, 1.0], 1: [10.0, -2.5, 6.0, 0.5, 3.0, 7.25, -1.0]}
+    for slot in (0, 1):
+        agent.start(slot, slot)
+    expected_windows = {0: [], 1: []}
+    for t in range(7):
+        for slot in (1, 0):
+            agent.act(np.zeros((1, 3), np.float32), np.array([slot]))
+            received = rewards[slot][:t]
+            rtg = [(target - sum(received[:i])) / rtg_scale for i in range(t + 1)][-4:]
+            expected_windows[slot].append(np.array([0.0] * (4 - len(rtg)) + rtg, np.float32))
+            agent.observe(np.array([slot]), np.array([rewards[slot][t]]))
+    seen = [call["returns_to_go"][0, :, 0] for call in spy.seen]
+    expected = [w for t in range(7) for w in (expected_windows[1][t], expected_windows[0][t])]
+    for got, want in zip(seen, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert abs(rewards[0][0] / rtg_scale) > 1e-4  # a no-op update moves the window by more than the tolerance
+
+
+def test_dt_agent_window_timesteps_and_mask_follow_the_episode():
+    """Timesteps 0, 1, ... capped at max_timestep - 1, real steps masked in, left padding masked out."""
+    spy = WindowSpy()
+    agent = ReturnConditionedAgent(spy, ObsStats(np.zeros(3, np.float32), np.ones(3, np.float32)), 1.0, 10.0,
+                                   max_timestep=5)
+    agent.start(0, 0)
+    for _ in range(7):
+        agent.act(np.zeros((1, 3), np.float32), np.array([0]))
+        agent.observe(np.array([0]), np.array([1.0]))
+    timesteps = [call["timesteps"][0].tolist() for call in spy.seen]
+    masks = [call["mask"][0].tolist() for call in spy.seen]
+    assert timesteps == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 4],
+                         [3, 4, 4, 4]]
+    assert masks[:4] == [[False] * (3 - t) + [True] * (t + 1) for t in range(4)]
+    assert all(m == [True] * 4 for m in masks[4:])
+
+
+# --- CQL(H): the importance-sampled logsumexp ------------------------------------------------------------------
+
+
+def tanh_gaussian_by_hand(mean, log_std, noise):
+    """tanh(mean + std * noise) and its log-density under the tanh-squashed Gaussian, written out (float64)."""
+    mean, log_std, noise = mean.double(), log_std.double(), noise.double()
+    pre = mean + log_std.exp() * noise
+    gaussian = -0.5 * ((pre - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return torch.tanh(pre), (gaussian - torch.log(1 - torch.tanh(pre) ** 2)).sum(-1)
+
+
+def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets():
+    """The penalty CQL reports is, per critic, mean over states of logsumexp over {Q(s, u) - log(1/2^A) for uniform
+    u, Q(s, a') - log pi(a'|s') for a' ~ pi(s'), Q(s, a) - log pi(a|s) for a ~ pi(s)} minus Q(s, a_data), averaged
+    over the two critics: recomputed here from the same random draws with the networks before the update. Kills:
+    the uniform density dropped, either policy log-probability dropped or its sign flipped, the data Q term
+    dropped, the logsumexp over the wrong axis."""
+    from frozen_dt.algorithms import Problem, get_spec
+    from frozen_dt.config import RunConfig
+
+    rng = np.random.default_rng(0)
+    n, obs_dim, act_dim = 200, 3, 2
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    actions = rng.uniform(-0.9, 0.9, size=(n, act_dim)).astype(np.float32)
+    dataset = from_flat_arrays(obs, actions, rng.normal(size=n).astype(np.float32), np.arange(n) % 50 == 49,
+                               np.zeros(n, bool), where="synthetic")
+    spec = get_spec("cql")
+    config = spec.config(cql_n_actions=3, hidden_dim=16, hidden_layers=1, batch_size=8)
+    problem = Problem(obs_dim, act_dim)
+    torch.manual_seed(0)
+    model = spec.build_model(config, problem, None)
+    algo = spec.build_algorithm(config, model, dataset, problem, RunConfig(task="hopper-medium-v2", algo="cql",
+                                                                           steps=100))
+    batch = algo.sample_batch(np.random.default_rng(1))
+    before = copy.deepcopy(algo.model)
+    torch.manual_seed(123)
+    metrics = algo.update(batch)
+
+    torch.manual_seed(123)  # the update's draws, in its order
+    b, k = len(batch["observations"]), config.cql_n_actions
+    torch.randn(b, act_dim), torch.randn(b, act_dim)
+    uniform = torch.empty(b, k, act_dim).uniform_(-1.0, 1.0)
+    noise_s, noise_next = torch.randn(b, k, act_dim), torch.randn(b, k, act_dim)
+    s = torch.as_tensor(batch["observations"], dtype=torch.float32)
+    s_next = torch.as_tensor(batch["next_observations"], dtype=torch.float32)
+    a_data = torch.as_tensor(batch["actions"], dtype=torch.float32)
+    with torch.no_grad():
+        mean, log_std = before.actor.mean_log_std(s)
+        a_pi, log_pi = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], noise_s)
+        mean, log_std = before.actor.mean_log_std(s_next)
+        a_next, log_pi_next = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], noise_next)
+        penalties = []
+        for q in (before.q1, before.q2):
+            def q_of(a):
+                return q(s, a.float()).double()
+
+            sets = torch.cat([q_of(uniform) - act_dim * math.log(0.5), q_of(a_next) - log_pi_next,
+                              q_of(a_pi) - log_pi], dim=1)
+            penalties.append((torch.log(torch.exp(sets).sum(1)) - q_of(a_data)).mean())
+    expected = float(sum(penalties) / 2)
+    assert metrics["cql_penalty"] == pytest.approx(expected, abs=1e-4)
+    assert abs(act_dim * math.log(0.5)) > 1.0  # the uniform correction is far above the tolerance
+
+
+# --- OGBench success -------------------------------------------------------------------------------------------
+
+
+class ZeroAgent:
+    def __init__(self, act_dim):
+        self.act_dim = act_dim
+
+    def start(self, slot, episode, goal=None):
+        pass
+
+    def act(self, observations, slots):
+        return np.zeros((len(slots), self.act_dim), np.float32)
+
+    def observe(self, slots, rewards):
+        pass
+
+
+@pytest.mark.parametrize("name", ["cube-double-play-singletask-task1-v0", "cube-double-play-v0"])
+def test_do_nothing_ogbench_rollout_cut_short_reports_no_success(name):
+    """Doing nothing for 5 steps solves no OGBench task: every episode (cut short, so it ends) reports no success and
+    scores 0. Kills: every finished episode counted a success, success read from the info's presence mask."""
+    task = get_task(name)
+    options = {"task_id": 1, "render_goal": False} if task.goal_conditioned else None
+    runs = rollout(task, ZeroAgent(task.act_dim), 3, num_envs=2, max_steps=5, progress=False, reset_options=options)
+    assert [r["length"] for r in runs] == [5, 5, 5]
+    assert [r["success"] for r in runs] == [False, False, False]
+    assert episode_scores(task, runs).tolist() == [0.0, 0.0, 0.0]
+
+
+class ScriptedSuccessEnv(gym.Env):
+    """Observation: the step count. ``info["success"]`` at a step is whether that step's action[0] > 0; decoy fields
+    say the opposite. Episodes truncate after 4 steps."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        success = bool(action[0] > 0)
+        info = {"success": success, "is_success": not success, "goal_reached": not success}
+        return np.array([self.t], np.float32), 0.0, False, self.t >= 4, info
+
+
+@dataclass(frozen=True)
+class ScriptedTask(Task):
+    def make_env(self, version=None, **kwargs):
+        return ScriptedSuccessEnv()
+
+
+SCRIPTED = ScriptedTask(name="scripted-success", family="ogbench", score_type="success", act_dim=2,
+                        max_episode_steps=4, obs_dims={"v0": 1}, gym_name="scripted")
+
+
+class ScheduleAgent(ZeroAgent):
+    """action[0] = +1 at the steps in ``hits`` of episode ``e`` (``schedule[e]``), else -1."""
+
+    def __init__(self, schedule):
+        super().__init__(2)
+        self.schedule, self.episode = schedule, {}
+
+    def start(self, slot, episode, goal=None):
+        self.episode[slot] = episode
+
+    def act(self, observations, slots):
+        def one(o, s):
+            return [1.0 if int(o[0]) in self.schedule[self.episode[s]] else -1.0, 0.0]
+
+        return in_blocks(lambda o: o, np.array([one(o, s) for o, s in zip(observations, slots)], np.float32))
+
+
+def test_success_is_the_info_success_at_the_episodes_last_step():
+    """Episode 0 succeeds at every step, 1 only at its last, 2 at every step but its last, 3 never: success is
+    info["success"] at the last step, not any step's, not a decoy field's. Kills: success from another field, from
+    a step other than the last, every finished episode a success, never a success."""
+    agent = ScheduleAgent({0: {0, 1, 2, 3}, 1: {3}, 2: {0, 1, 2}, 3: set()})
+    runs = rollout(SCRIPTED, agent, 4, num_envs=2, progress=False)
+    assert [r["success"] for r in runs] == [True, True, False, False]
+    assert episode_scores(SCRIPTED, runs).tolist() == [100.0, 100.0, 0.0, 0.0]
+    assert summarize(SCRIPTED, runs)["score"] == 50.0
