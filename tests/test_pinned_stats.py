@@ -15,15 +15,26 @@ from frozen_dt.eval.stats import (aggregate_iqm, aggregate_median, as_matrix, se
 
 
 def test_across_seed_interval_resamples_seeds_not_episodes():
-    """With 3 seeds the bootstrap of the mean over seeds draws all three copies of the lowest (highest) seed with
-    probability 1/27 > 2.5 %, so its 95 % percentile interval is exactly [lowest, highest seed mean]. Resampling the
-    30 episodes instead gives an interval strictly inside [lowest, highest] of the episodes and not those values.
+    """From 5 seeds the interval is the bootstrap over the seed means: the same generator over the 5 means gives the
+    same interval; resampling the 50 episodes (spread +-10 around each seed's mean) gives another one.
     Kills: episodes pooled into the across-seed summary, the interval taken over the wrong unit."""
+    episodes = [np.array([m - 10.0, m + 10.0] * 5) for m in (0.0, 10.0, 20.0, 30.0, 40.0)]
+    summary = seed_summary(episodes)
+    expected = stratified_bootstrap_ci(np.array([[0.0], [10.0], [20.0], [30.0], [40.0]]))
+    assert (summary["ci_low"], summary["ci_high"]) == expected
+    assert summary["ci_over"] == "seeds (bootstrap, n=5)" and summary["n_seeds"] == 5 and summary["n_episodes"] == 50
+    assert summary["mean"] == 20.0 and summary["median"] == 20.0
+
+
+def test_few_seeds_get_a_t_interval_over_their_means():
+    """3 seeds (means 10, 20, 30: sd 10): mean +- t(0.975, 2 df) * 10 / sqrt(3), the per-seed means beside it; a
+    bootstrap of three means would be their [min, max] (each extreme resample has probability 1/27 > 2.5 %).
+    Kills: the t-interval over the 30 episodes, a bootstrap below 5 seeds."""
     episodes = [np.array([0.0, 20.0] * 5), np.array([10.0, 30.0] * 5), np.array([20.0, 40.0] * 5)]  # means 10, 20, 30
     summary = seed_summary(episodes)
-    assert (summary["ci_low"], summary["ci_high"]) == (10.0, 30.0)
-    assert summary["ci_over"] == "seeds" and summary["n_seeds"] == 3 and summary["n_episodes"] == 30
-    assert summary["mean"] == 20.0 and summary["median"] == 20.0
+    half = 4.302652729911275 * 10.0 / np.sqrt(3)
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx((20.0 - half, 20.0 + half))
+    assert summary["ci_over"] == "t over 3 seeds" and summary["per_seed"] == [10.0, 20.0, 30.0]
 
 
 def test_one_seed_interval_is_over_its_episodes_and_its_statistics_its_mean():
@@ -64,11 +75,11 @@ def test_stratified_bootstrap_interval_is_the_percentile_interval_of_the_resampl
 
 
 def test_two_seeds_are_summarized_over_seeds():
-    """Two seeds are already 'two or more': the interval is over their means (each resample's mean is a, (a+b)/2 or
-    b with probabilities 1/4, 1/2, 1/4, so the 95 % interval is exactly [a, b]), not over their 20 episodes."""
+    """Two seeds are already 'two or more': the interval is over their means, a t-interval with 1 degree of freedom
+    (30 +- 12.706 * 14.14 / 1.414 = 30 +- 127.06), never the [min, max] = [20, 40] a bootstrap would give."""
     summary = seed_summary([np.array([0.0, 40.0] * 5), np.array([20.0, 60.0] * 5)])  # seed means 20 and 40
-    assert (summary["ci_low"], summary["ci_high"]) == (20.0, 40.0)
-    assert summary["ci_over"] == "seeds" and summary["n_seeds"] == 2
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx((30.0 - 127.062047, 30.0 + 127.062047))
+    assert summary["ci_over"] == "t over 2 seeds" and summary["n_seeds"] == 2
 
 
 def test_seed_summary_refuses_no_runs_and_runs_without_episodes_but_takes_one_episode():
