@@ -9,7 +9,8 @@ A SPEC (JSON, e.g. ``results/science/recall_study.json``)::
      "common": {"backbone": "gemma3-270m", "layers": "3:5", "steps": 2000, ...},   # RunSpec fields
      "phases": {"pilot": {"arms": {"pretrained": [1e-3, 3e-3, 1e-2], ...}, "seeds": [100]},
                 "main": {"arms": ["pretrained", ...], "lr": "pilot", "seeds": [0, 1, 2, 3, 4]},
-                "replication": {"arms": [...], "lr": "pilot", "seeds": [...], "common": {"backbone": ...}}},
+                "replication-pilot": {"arms": {...}, "seeds": [100], "common": {"backbone": "smollm2-135m", ...}},
+                "replication": {"arms": [...], "lr": "replication-pilot", "seeds": [...], "common": {...}}},
      "rule": {"fixed": "L8", "long": "L12", "solve_fraction": 0.5, "last_evals": 2}}
 
 ``run --phase P`` trains the phase's runs in order (one process; a complete result file is skipped, an unfinished
