@@ -349,3 +349,69 @@ def test_analyze_phase_end_to_end(tmp_path):
     assert pre["final"] == pytest.approx(0.021)  # mean of the last two evaluations
     assert pre["steps_to_threshold"] == 500 and pre["bar"] == pytest.approx(0.18)
     assert c["p_steps"] < 0.01  # every pretrained run reached the bar, no random-init run did (ties: normal approx.)
+
+
+# --- held-out action error ------------------------------------------------------------------------------------------
+
+
+def _dataset(lengths=(5, 7, 3, 6, 4), obs_dim=3, act_dim=2):
+    from frozen_dt.data.dataset import from_flat_arrays
+
+    n = sum(lengths)
+    rng = np.random.default_rng(0)
+    ends = np.cumsum(lengths) - 1
+    terminals, timeouts = np.zeros(n, bool), np.zeros(n, bool)
+    terminals[ends[::2]] = True  # episodes 0, 2, 4 terminate (the walker fell), 1 and 3 are cut by the time limit
+    timeouts[ends[1::2]] = True
+    return from_flat_arrays(rng.normal(size=(n, obs_dim)).astype(np.float32),
+                            rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+                            rng.normal(size=n).astype(np.float32), terminals, timeouts,
+                            where="synthetic", source={"kind": "synthetic"})
+
+
+def test_heldout_split_is_seeded_disjoint_and_round_trips(tmp_path):
+    from frozen_dt.data.readers import read_file
+    from frozen_dt.science import heldout
+
+    data = _dataset()
+    assert list(heldout.heldout_episodes(5, 0.4, seed=1)) == list(heldout.heldout_episodes(5, 0.4, seed=1))
+    assert len(heldout.heldout_episodes(5, 0.01, 0)) == 1 and len(heldout.heldout_episodes(5, 0.99, 0)) == 4
+    record = heldout.split(data, tmp_path, 0.4, seed=1)
+    held = record["heldout_episodes"]
+    assert len(held) == 2
+    train, test = read_file(tmp_path / "train.pkl"), read_file(tmp_path / "heldout.pkl")
+    assert train.n_episodes == 3 and test.n_episodes == 2
+    assert test.n_transitions == record["heldout_steps"] and train.n_transitions == record["train_steps"]
+    for i, e in enumerate(held):
+        s, n = data.episode_starts[e], data.episode_lengths[e]
+        t = test.episode_starts[i]
+        np.testing.assert_array_equal(test.observations[t:t + n], data.observations[s:s + n])
+        np.testing.assert_array_equal(test.actions[t:t + n], data.actions[s:s + n])
+    np.testing.assert_array_equal(test.episode_terminated, data.episode_terminated[held])
+    kept = np.setdiff1d(np.arange(5), held)
+    np.testing.assert_array_equal(train.episode_terminated, data.episode_terminated[kept])
+    assert data.episode_terminated.any() and not data.episode_terminated.all()
+    train_obs = {tuple(o) for o in train.observations}
+    assert not any(tuple(o) in train_obs for o in test.observations)  # no held-out step is trained on
+
+
+def test_heldout_action_error_is_the_mse_over_real_steps():
+    from frozen_dt.data.views import SequenceView
+    from frozen_dt.science import heldout
+
+    view = SequenceView(_dataset(), context=4)
+
+    class Constant(nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = nn.Parameter(torch.tensor(value))
+
+        def forward(self, batch):
+            return torch.full_like(batch["actions"], float(self.value))
+
+    starts = np.random.default_rng(heldout.WINDOW_SEED).integers(0, len(view), size=10)
+    batch = view.batch_at(starts)
+    real = batch["actions"][batch["mask"]]
+    expected = float(((real - 0.5) ** 2).mean())
+    assert heldout.action_error(Constant(0.5), view, 10, chunk=3) == pytest.approx(expected, rel=1e-5)
+    assert heldout.action_error(Constant(0.0), view, 10) == pytest.approx(float((real ** 2).mean()), rel=1e-5)
