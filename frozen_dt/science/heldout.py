@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         if args.action == "split":
             from frozen_dt.data.sources import load_any
 
-            record = split(load_any(args.dataset), Path(args.out_dir), args.fraction, args.seed)
+            record = split(load_any(args.dataset)[0], Path(args.out_dir), args.fraction, args.seed)
             print(f"{len(record['heldout_episodes'])} of {record['n_episodes']} episodes held out "
                   f"({record['heldout_steps']} steps; {record['train_steps']} train steps); wrote {args.out_dir}")
         else:
