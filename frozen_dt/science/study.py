@@ -9,11 +9,13 @@ A SPEC (JSON, e.g. ``results/science/recall_study.json``)::
      "common": {"backbone": "gemma3-270m", "layers": "3:5", "steps": 2000, ...},   # RunSpec fields
      "phases": {"pilot": {"arms": {"pretrained": [1e-3, 3e-3, 1e-2], ...}, "seeds": [100]},
                 "main": {"arms": ["pretrained", ...], "lr": "pilot", "seeds": [0, 1, 2, 3, 4]},
-                "replication": {"arms": [...], "lr": "pilot", "seeds": [...], "common": {"backbone": ...}}},
+                "replication-pilot": {"arms": {...}, "seeds": [100], "common": {"backbone": "smollm2-135m", ...}},
+                "replication": {"arms": [...], "lr": "replication-pilot", "seeds": [...], "common": {...}}},
      "rule": {"fixed": "L8", "long": "L12", "solve_fraction": 0.5, "last_evals": 2}}
 
 ``run --phase P`` trains the phase's runs in order (one process; a complete result file is skipped, an unfinished
-run resumes from its checkpoint). ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
+run resumes from its checkpoint, or from the committed snapshot that ``snapshot --phase P`` copies beside an
+unfinished run's result file when its trainable state is small). ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
 the lowest final error at the fixed length, ties to the smaller rate) and its go/no-go rule (some arm's final error
 at most ``solve_fraction`` times the no-recall error), writing ``<results>/<pilot phase>_selection.json``; a phase
 whose ``lr`` names a pilot phase reads its selection. ``analyze --phase P`` writes
@@ -34,7 +36,7 @@ import torch
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.run_dir import read_json, write_json
-from frozen_dt.science.train import RunSpec, final_error, run
+from frozen_dt.science.train import RunSpec, final_error, run, snapshot
 
 RUNSPEC_FIELDS = {f.name for f in fields(RunSpec)}
 
@@ -132,7 +134,7 @@ def select(spec: dict, pilot: str = "pilot") -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m frozen_dt.science.study", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("plan", "run", "select", "analyze"))
+    parser.add_argument("action", choices=("plan", "run", "snapshot", "select", "analyze"))
     parser.add_argument("spec")
     parser.add_argument("--phase", default="pilot")
     parser.add_argument("--profile", default="cpu")
@@ -155,6 +157,12 @@ def main(argv=None) -> int:
                       f"[{record.get('wall_s', 0):.0f} s]")
         elif args.action == "run":
             run_phase(spec, args.phase, args.profile, args.only)
+        elif args.action == "snapshot":
+            for r in phase_runs(spec, args.phase, args.profile):
+                result = result_path(spec, args.phase, r)
+                if result.is_file() and read_json(result).get("status") == "running":
+                    copied = snapshot(Path(spec["runs"]) / args.phase / r.name, result)
+                    print(f"{r.name}: " + (f"snapshot {copied}" if copied else "no small checkpoint to snapshot"))
         elif args.action == "select":
             s = select(spec, args.phase)
             print(json.dumps(s, indent=2))
