@@ -57,11 +57,13 @@ class SequenceConfig:
                          check="fraction")
 
 
-def autocast(device: torch.device, precision: str = "fp32"):
-    """bf16 autocast on ``device`` with ``precision="bf16"``; otherwise (fp32) a no-op context."""
+def autocast(device: torch.device, precision: str = "fp32", cache: bool = True):
+    """bf16 autocast on ``device`` with ``precision="bf16"``; otherwise (fp32) a no-op context. ``cache=False`` for
+    a step captured as a CUDA graph (autocast's cache of cast weights must not outlive the capture)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {precision!r} (resolve 'auto' with AlgorithmSpec.precision first)")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                          cache_enabled=cache)
 
 
 def compiled(module: nn.Module, device: torch.device):
@@ -271,7 +273,7 @@ class SequenceModelAlgorithm:
 
     def loss(self, batch: dict) -> torch.Tensor:
         tensors = self.tensors(batch)
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision, cache=self.graphed is None):
             predicted = self.forward(tensors)
         return self.action_loss(predicted, tensors)
 
