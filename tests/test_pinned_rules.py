@@ -131,8 +131,11 @@ def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_set
     u, Q(s, a') - log pi(a'|s') for a' ~ pi(s'), Q(s, a) - log pi(a|s) for a ~ pi(s)} minus Q(s, a_data), averaged
     over the two critics: recomputed here from the same random draws with the networks before the update. Kills:
     the uniform density dropped, either policy log-probability dropped or its sign flipped, the data Q term
-    dropped, the logsumexp over the wrong axis."""
+    dropped, the logsumexp over the wrong axis, the uniform proposals drawn from another range."""
     algo, config, batch = cql_on_random_data()
+    with torch.no_grad():  # critics that vary with the action by O(1) (CORL's init: last layer gain 1e-2)
+        for q in (algo.model.q1, algo.model.q2):
+            [m for m in q.net if isinstance(m, nn.Linear)][-1].weight.mul_(100.0)
     before = copy.deepcopy(algo.model)
     torch.manual_seed(123)
     metrics = algo.update(batch)
@@ -156,16 +159,19 @@ def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_set
                               q_of(a_pi) - log_pi], dim=1)
             penalties.append((torch.log(torch.exp(sets).sum(1)) - q_of(a_data)).mean())
     expected = float(sum(penalties) / 2)
-    assert metrics["cql_penalty"] == pytest.approx(expected, abs=1e-4)
+    assert metrics["cql_penalty"] == pytest.approx(expected, rel=1e-5, abs=1e-5)
     assert abs(act_dim * math.log(0.5)) > 1.0  # the uniform correction is far above the tolerance
 
 
-def test_cql_td_error_and_actor_loss_are_recomputed_from_the_updates_draws():
+@pytest.mark.parametrize("normalize_reward", [False, True])
+def test_cql_td_error_and_actor_loss_are_recomputed_from_the_updates_draws(normalize_reward):
     """td_loss: mean over the critics of mean (Q(s, a) - r - discount (1 - done) min Q_target(s', a'))^2 with a' the
     policy's reparameterized action at s' (no entropy term); actor_loss: mean of alpha log pi(a|s) - min Q(s, a) with
-    a the policy's action at s and alpha = exp(log_alpha) = 1 at the start. Kills: the TD errors subtracted, the
-    online critics in the backup, the done mask dropped, the entropy term's sign."""
-    algo, config, batch = cql_on_random_data()
+    a the policy's action at s and alpha = exp(log_alpha) = 1 at the start; rewards times the run's reward scale.
+    Kills: the TD errors subtracted, the online critics or one target critic twice in the backup, the done mask
+    dropped, the rewards divided by their scale, the entropy term's sign."""
+    algo, config, batch = cql_on_random_data(normalize_reward=normalize_reward)
+    assert (algo.reward_scale != 1.0) == normalize_reward  # CORL's 1000 / (max - min episode return)
     before, targets = copy.deepcopy(algo.model), copy.deepcopy(algo.target_q)
     with torch.no_grad():  # targets that differ from the critics, so that using the wrong ones shows
         for p in targets.parameters():
@@ -182,13 +188,31 @@ def test_cql_td_error_and_actor_loss_are_recomputed_from_the_updates_draws():
     with torch.no_grad():
         a_next, _ = tanh_gaussian_by_hand(*before.actor.mean_log_std(s_next), draws["next"])
         a_next = a_next.float()
-        backup = r + config.discount * (1 - done) * torch.min(targets[0](s_next, a_next), targets[1](s_next, a_next))
+        backup = (r * algo.reward_scale
+                  + config.discount * (1 - done) * torch.min(targets[0](s_next, a_next), targets[1](s_next, a_next)))
         td = sum(((q(s, a_data) - backup) ** 2).mean() for q in (before.q1, before.q2)) / 2
         a_pi, log_pi = tanh_gaussian_by_hand(*before.actor.mean_log_std(s), draws["actor"])
         actor = (log_pi - torch.min(before.q1(s, a_pi.float()), before.q2(s, a_pi.float())).double()).mean()
+    assert all(type(v) is float for v in metrics.values())  # on CPU the metrics are plain floats
     assert metrics["td_loss"] == pytest.approx(float(td), abs=1e-5)
     assert metrics["actor_loss"] == pytest.approx(float(actor), abs=1e-4)
     assert metrics["log_pi"] == pytest.approx(float(log_pi.mean()), abs=1e-4)
+
+
+def test_cql_policy_log_std_is_scale_times_raw_plus_offset_clamped_to_minus_20_and_2():
+    """CORL's TanhGaussianPolicy: log_std = a * raw + b (trainable scalars, a=1, b=-1 at init), clamped to [-20, 2]."""
+    from frozen_dt.baselines.cql import TanhGaussianPolicy
+
+    torch.manual_seed(0)
+    policy = TanhGaussianPolicy(3, 2, 8, 1)
+    obs = torch.randn(5, 3)
+    raw = policy.trunk(obs)[:, 2:]
+    with torch.no_grad():
+        torch.testing.assert_close(policy.mean_log_std(obs)[1], raw - 1.0, rtol=0, atol=0)
+        policy.log_std_scale.fill_(0.0)
+        for offset, expected in [(-1.5, -1.5), (50.0, 2.0), (-50.0, -20.0)]:
+            policy.log_std_offset.fill_(offset)
+            assert policy.mean_log_std(obs)[1].unique().tolist() == [expected]
 
 
 def test_cql_temperature_follows_adam_on_the_entropy_gap():
