@@ -438,3 +438,18 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     actions = read_file(tmp_path / "split" / "heldout.pkl").actions
     assert result["action_mse"] < 10 * float((actions ** 2).mean()) + 10  # a finite error on the actions' scale
     assert heldout.main(["error", str(tmp_path / "run"), "--heldout", str(tmp_path / "nope.pkl")]) == 2
+
+
+@pytest.mark.parametrize("main, argv, fragment", [
+    ("slice_scan", ["not-a-backbone"], "unknown backbone"),
+    ("slice_scan", ["gemma3-270m", "--choose", "2", "--out", "/nonexistent"], "no heads table"),
+    ("study", ["plan", "/nonexistent.json"], "no such SPEC file"),
+    ("heldout", ["error", "/nonexistent-run", "--heldout", "x.pkl"], "not a directory"),
+])
+def test_bad_input_is_one_readable_error(capsys, main, argv, fragment):
+    from frozen_dt.science import heldout
+
+    module = {"slice_scan": slice_scan, "study": study, "heldout": heldout}[main]
+    assert module.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and "Traceback" not in err

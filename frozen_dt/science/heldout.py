@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from frozen_dt.data.dataset import OfflineDataset
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path
 from frozen_dt.run_dir import write_json
+from frozen_dt.science import exit_code
 
 WINDOW_SEED = 0x4E1D
 
@@ -127,24 +127,23 @@ def main(argv=None) -> int:
     e.add_argument("--windows", type=int, default=2048)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        if args.action == "split":
-            from frozen_dt.data.sources import load_any
+    return exit_code(lambda: _command(args))
 
-            record = split(load_any(args.dataset)[0], Path(args.out_dir), args.fraction, args.seed)
-            print(f"{len(record['heldout_episodes'])} of {record['n_episodes']} episodes held out "
-                  f"({record['heldout_steps']} steps; {record['train_steps']} train steps); wrote {args.out_dir}")
-        else:
-            if args.windows <= 0:
-                raise FrozenDTError(f"--windows must be positive, got {args.windows}")
-            for run_dir in args.run_dirs:
-                r = run_error(Path(run_dir), Path(args.heldout), args.windows)
-                print(f"{r['run_dir']} ({r['algo']}, seed {r['seed']}, step {r['step']}): held-out action MSE "
-                      f"{r['action_mse']:.5f} over {r['windows']} windows", flush=True)
-    except FrozenDTError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+def _command(args) -> None:
+    if args.action == "split":
+        from frozen_dt.data.sources import load_any
+
+        record = split(load_any(args.dataset)[0], Path(args.out_dir), args.fraction, args.seed)
+        print(f"{len(record['heldout_episodes'])} of {record['n_episodes']} episodes held out "
+              f"({record['heldout_steps']} steps; {record['train_steps']} train steps); wrote {args.out_dir}")
+    else:
+        if args.windows <= 0:
+            raise FrozenDTError(f"--windows must be positive, got {args.windows}")
+        for run_dir in args.run_dirs:
+            r = run_error(Path(run_dir), Path(args.heldout), args.windows)
+            print(f"{r['run_dir']} ({r['algo']}, seed {r['seed']}, step {r['step']}): held-out action MSE "
+                  f"{r['action_mse']:.5f} over {r['windows']} windows", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -36,12 +35,15 @@ import torch
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.run_dir import read_json, write_json
+from frozen_dt.science import exit_code
 from frozen_dt.science.train import RunSpec, final_error, run, snapshot
 
 RUNSPEC_FIELDS = {f.name for f in fields(RunSpec)}
 
 
 def load_spec(path: str | Path) -> dict:
+    if not Path(path).is_file():
+        raise FrozenDTError(f"no such SPEC file: {path}")
     spec = read_json(Path(path))
     for key in ("results", "runs", "profiles", "common", "phases", "rule"):
         if key not in spec:
@@ -140,40 +142,39 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--only", nargs="*", help="run only these arms")
     args = parser.parse_args(argv)
-    try:
-        spec = load_spec(args.spec)
-        if args.action == "plan":
-            for r in phase_runs(spec, args.phase, args.profile):
-                path = result_path(spec, args.phase, r)
-                if not path.is_file():
-                    print(f"{r.name}: pending")
-                    continue
-                record = read_json(path)
-                last = record["curve"][-1] if record.get("curve") else {}
-                bars = record["baselines"]
-                errors = " ".join(f"{k}={v:.4f} (no recall {bars.get('norecall_' + k[4:], float('nan')):.4f})"
-                                  for k, v in last.items() if k.startswith("err_"))
-                print(f"{r.name}: {record.get('status', '?')} at step {record.get('step', 0)}: {errors} "
-                      f"[{record.get('wall_s', 0):.0f} s]")
-        elif args.action == "run":
-            run_phase(spec, args.phase, args.profile, args.only)
-        elif args.action == "snapshot":
-            for r in phase_runs(spec, args.phase, args.profile):
-                result = result_path(spec, args.phase, r)
-                if result.is_file() and read_json(result).get("status") == "running":
-                    copied = snapshot(Path(spec["runs"]) / args.phase / r.name, result)
-                    print(f"{r.name}: " + (f"snapshot {copied}" if copied else "no small checkpoint to snapshot"))
-        elif args.action == "select":
-            s = select(spec, args.phase)
-            print(json.dumps(s, indent=2))
-        else:
-            from frozen_dt.science.analysis import analyze_phase
+    return exit_code(lambda: _command(args))
 
-            print(analyze_phase(spec, args.phase))
-    except FrozenDTError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+def _command(args) -> None:
+    spec = load_spec(args.spec)
+    if args.action == "plan":
+        for r in phase_runs(spec, args.phase, args.profile):
+            path = result_path(spec, args.phase, r)
+            if not path.is_file():
+                print(f"{r.name}: pending")
+                continue
+            record = read_json(path)
+            last = record["curve"][-1] if record.get("curve") else {}
+            bars = record["baselines"]
+            errors = " ".join(f"{k}={v:.4f} (no recall {bars.get('norecall_' + k[4:], float('nan')):.4f})"
+                              for k, v in last.items() if k.startswith("err_"))
+            print(f"{r.name}: {record.get('status', '?')} at step {record.get('step', 0)}: {errors} "
+                  f"[{record.get('wall_s', 0):.0f} s]")
+    elif args.action == "run":
+        run_phase(spec, args.phase, args.profile, args.only)
+    elif args.action == "snapshot":
+        for r in phase_runs(spec, args.phase, args.profile):
+            result = result_path(spec, args.phase, r)
+            if result.is_file() and read_json(result).get("status") == "running":
+                copied = snapshot(Path(spec["runs"]) / args.phase / r.name, result)
+                print(f"{r.name}: " + (f"snapshot {copied}" if copied else "no small checkpoint to snapshot"))
+    elif args.action == "select":
+        s = select(spec, args.phase)
+        print(json.dumps(s, indent=2))
+    else:
+        from frozen_dt.science.analysis import analyze_phase
+
+        print(analyze_phase(spec, args.phase))
 
 
 if __name__ == "__main__":
