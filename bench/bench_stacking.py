@@ -5,7 +5,7 @@ in its own fresh process:
 
 * ``stacked``: the N seeds' trainers stepped together as ``frozen-dt train --seeds`` steps them
   (:class:`frozen_dt.training.stack.StackTrainer`: a pretrained frozen slice held once and the seeds' windows sent
-  through it as one batch; IQL's networks as vmapped calls);
+  through it as one batch; per-seed random-init slices and IQL's networks as vmapped calls over stacked weights);
 * ``sequential``: N single-seed runs, one after another (each its own model, and its own copy of the slice).
 
 Reported: seed-updates per second of each arm and their ratio (stacked / sequential), each arm's peak resident
@@ -13,7 +13,11 @@ memory (``ru_maxrss`` of its process; N single-seed runs side by side would hold
 the bytes of frozen weights held (counted once per distinct tensor).
 
     python bench/bench_stacking.py [--algos dt frozen-dt iql] [--seeds 3] [--steps 10] [--backbone gemma3-270m]
-                                   [--layers 0:2] [--device cpu|cuda] [--json results/bench/stacking_cpu.json]
+                                   [--layers 0:2] [--init pretrained|random] [--device cpu|cuda]
+                                   [--json results/bench/stacking_cpu.json]
+
+The JSON is rewritten after every algorithm's row; an arm that fails is recorded with its error, the other arms and
+algorithms still run, and the exit status is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from frozen_dt.algorithms import Problem, get_spec
 from frozen_dt.config import RunConfig
 
-from bench_training import ACT, OBS, synthetic_dataset  # noqa: E402  (bench/ is run as a script directory)
+from bench_training import ACT, OBS, commit, synthetic_dataset, write_json  # noqa: E402  (bench/ is run as a script directory)
 
 DEFAULT_STEPS = {"dt": 20, "frozen-dt": 5}
 
@@ -42,7 +46,7 @@ def trainers_for(args, seeds: list[int], work: Path):
     from frozen_dt.training.trainer import Trainer
 
     spec = get_spec(args.algo)
-    values = {"backbone": args.backbone, "layers": args.layers} if args.algo == "frozen-dt" else {}
+    values = {"backbone": args.backbone, "layers": args.layers, "init": args.init} if args.algo == "frozen-dt" else {}
     config = spec.make_config(values)
     dataset = synthetic_dataset()
     problem = Problem(OBS, ACT)
@@ -127,6 +131,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--backbone", default="gemma3-270m")
     parser.add_argument("--layers", default="0:2")
+    parser.add_argument("--init", default="pretrained", choices=("pretrained", "random"),
+                        help="frozen-dt's slice: pretrained (held once, shared) or random-init (one per seed)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--json", help="also write the results here")
@@ -143,32 +149,37 @@ def main() -> None:
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     print(f"# {where}; {args.seeds} seeds, timed updates per seed: {args.steps or 'dt 20, frozen-dt 5, others 50'}; frozen-dt: {args.backbone} "
           f"{args.layers}; memory: peak RSS of each arm's process" + (" (cuda: peak allocated)" if args.device == "cuda" else ""))
-    results = []
+    record = {"device": where, "seeds": args.seeds, "steps": args.steps, "backbone": args.backbone,
+              "layers": args.layers, "init": args.init, "command": " ".join(["python", *sys.argv]),
+              "commit": commit(), "results": []}
     for algo in args.algos:
-        arms = {}
+        arms, failed = {}, {}
         for arm in ("sequential", "stacked"):
             command = [sys.executable, __file__, "--algo", algo, "--arm", arm, *sys.argv[1:]]
             out = subprocess.run(command, capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(f"{algo} {arm} failed:\n{out.stderr[-2000:]}")
+            if out.returncode != 0:  # recorded; the other arms and algorithms still run
+                failed[arm] = out.stderr.strip().splitlines()[-1][:500] if out.stderr.strip() else f"exit {out.returncode}"
+                print(f"{algo} {arm} failed: {failed[arm]}", flush=True)
+                continue
             arms[arm] = json.loads(out.stdout.strip().splitlines()[-1])
-        ratio = arms["stacked"]["seed_updates_per_s"] / arms["sequential"]["seed_updates_per_s"]
-        row = {"algo": algo, "steps": arms["stacked"]["steps"], **{f"{arm}_{k}": v for arm, r in arms.items() for k, v in r.items()
-                                if k in ("seed_updates_per_s", "peak_mb", "frozen_mb")}, "speed_ratio": ratio}
-        results.append(row)
-        print(f"{algo:10s} stacked {arms['stacked']['seed_updates_per_s']:8.2f} seed-updates/s vs sequential "
-              f"{arms['sequential']['seed_updates_per_s']:8.2f}: {ratio:.2f}x; peak memory stacked "
-              f"{arms['stacked']['peak_mb']:.0f} MB vs one run {arms['sequential']['peak_mb']:.0f} MB "
-              f"({args.seeds} side by side: {args.seeds * arms['sequential']['peak_mb']:.0f} MB); frozen weights held "
-              f"{arms['stacked']['frozen_mb']:.1f} MB once vs {arms['sequential']['frozen_mb']:.1f} MB per run",
-              flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as handle:
-            json.dump({"device": where, "seeds": args.seeds, "steps": args.steps, "backbone": args.backbone,
-                       "layers": args.layers, "command": " ".join(["python", *sys.argv]), "results": results},
-                      handle, indent=2)
-
+        row = {"algo": algo, **{f"{arm}_{k}": v for arm, r in arms.items() for k, v in r.items()
+                                if k in ("seed_updates_per_s", "peak_mb", "frozen_mb", "steps")}}
+        if failed:
+            row["failed"] = failed
+        if len(arms) == 2:
+            ratio = arms["stacked"]["seed_updates_per_s"] / arms["sequential"]["seed_updates_per_s"]
+            row.update(steps=arms["stacked"]["steps"], speed_ratio=ratio)
+            print(f"{algo:10s} stacked {arms['stacked']['seed_updates_per_s']:8.2f} seed-updates/s vs sequential "
+                  f"{arms['sequential']['seed_updates_per_s']:8.2f}: {ratio:.2f}x; peak memory stacked "
+                  f"{arms['stacked']['peak_mb']:.0f} MB vs one run {arms['sequential']['peak_mb']:.0f} MB "
+                  f"({args.seeds} side by side: {args.seeds * arms['sequential']['peak_mb']:.0f} MB); frozen weights "
+                  f"held {arms['stacked']['frozen_mb']:.1f} MB once vs {arms['sequential']['frozen_mb']:.1f} MB per run",
+                  flush=True)
+        record["results"].append(row)
+        if args.json:  # after every row: a run cut short keeps what it measured
+            write_json(args.json, record)
+    if any("failed" in r for r in record["results"]):
+        raise SystemExit(1)
 
 if __name__ == "__main__":
     main()

@@ -46,6 +46,14 @@ def cmd_data_list(ns) -> None:
         print("  ".join(r[k].ljust(w) for k, w in widths.items()) + "  " + r["dataset"])
 
 
+def cmd_export(ns) -> None:
+    from frozen_dt.export import export_run
+
+    out, meta = export_run(ns.run_dir, fmt=ns.format, out=ns.out, checkpoint=ns.checkpoint)
+    print(f"frozen-dt: {meta['algo']} policy of {meta['run_dir']} [{meta['checkpoint']}, step {meta['step']}] -> {out} "
+          f"({ns.format}; inputs {', '.join(meta['inputs'])}; output action ({meta['act_dim']},) per row)")
+
+
 def cmd_algorithms(ns) -> None:
     from frozen_dt.algorithms import algorithm_table, get_spec
 
@@ -86,6 +94,14 @@ def cmd_data_verify(ns) -> int:
     result = compare(dataset, task)
     print(json.dumps(result, indent=2) if ns.json else "\n".join(report_lines(result)))
     return 0 if result["within_tolerance"] else 1
+
+
+def cmd_data_export(ns) -> None:
+    from frozen_dt.data.minari_export import export_minari
+
+    dataset_id, path = export_minari(ns.task, dataset_id=ns.name, dataset_path=ns.dataset, author=ns.author)
+    print(f"frozen-dt: {ns.task} -> local Minari dataset {dataset_id} at {path} "
+          f"(minari.load_dataset({dataset_id!r}); publishing: docs/data.md)")
 
 
 def cmd_data_download(ns) -> None:
@@ -290,7 +306,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv or [])
     parser = argparse.ArgumentParser(prog="frozen-dt", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,eval,data,leaderboard,sweep,probe,heads,algorithms}")
+                                metavar="{train,eval,export,data,leaderboard,sweep,probe,heads,algorithms}")
 
     add_train_command(sub, argv)
     command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
@@ -299,6 +315,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command(sub, "sweep", "run a grid of train (+ eval) jobs from a SPEC file, resumably, then its leaderboard",
             SweepArgs, cmd_sweep)
     command(sub, "probe", "train a probe (associative recall, bit memory, bit XOR) on one arm", ProbeArgs, cmd_probe)
+
+    policy_export = sub.add_parser("export", help="write a trained policy that runs with torch (TorchScript) or onnxruntime "
+                                           "alone, observation normalisation and weights inside")
+    policy_export.add_argument("run_dir", metavar="RUN", help="a trained run directory")
+    policy_export.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="default: torchscript")
+    policy_export.add_argument("--out", help="file to write (default: RUN/policy-<checkpoint>.pt or .onnx)")
+    policy_export.add_argument("--checkpoint", choices=("last", "best"), default="last", help="default: last")
+    policy_export.set_defaults(func=cmd_export)
 
     algorithms = sub.add_parser("algorithms", help="the registered algorithms: what each is, its source, conditioning")
     algorithms.add_argument("--markdown", action="store_true", help="print the README's markdown table")
@@ -343,6 +367,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     verify.add_argument("--dataset", help="dataset file (default: the task's local dataset)")
     verify.add_argument("--json", action="store_true", help="print the comparison as JSON")
     verify.set_defaults(func=cmd_data_verify)
+    data_export = data_sub.add_parser("export", help="write a task's dataset as a local Minari dataset")
+    data_export.add_argument("task", help="task name")
+    data_export.add_argument("--format", choices=("minari",), default="minari", help="default: minari")
+    data_export.add_argument("--name", help="Minari dataset id (default: frozen-dt/<env>/<level>-v0)")
+    data_export.add_argument("--dataset", help="dataset file (default: the task's local dataset)")
+    data_export.add_argument("--author", help="the author recorded in the Minari metadata")
+    data_export.set_defaults(func=cmd_data_export)
     download = data_sub.add_parser("download", help="download a task's dataset into the data dir")
     download.add_argument("task", help="task name")
     download.add_argument("--source", choices=("d4rl", "ogbench", "minari"),

@@ -55,6 +55,9 @@ class RunConfig:
                          choices=("auto", "fp32", "bf16"))
     compile: bool = arg(False, "torch.compile the sequence models' forward pass (on cuda in mode reduce-overhead: "
                                "CUDA graphs); the first steps pay the compilation")
+    cuda_graph: bool = arg(False, "sequence models: capture the whole training step (device sampling, forward, "
+                                  "backward, clipping, fused AdamW) once as a CUDA graph and replay it (on cuda; "
+                                  "elsewhere the same step runs eagerly)")
     device_sampling: str = arg("auto", "draw batches on the training device from arrays copied there once (no host "
                                        "work per step; another random stream than host sampling): auto (on cuda), "
                                        "on, off. Sequence models, IQL, CQL, TD3+BC", choices=("auto", "on", "off"))
@@ -68,11 +71,16 @@ class RunConfig:
     dataset: str = arg(None, "train on this file (any supported format, checked against the task's dims) instead "
                              "of the task's dataset")
     wandb: str = arg(None, "also log to Weights & Biases", choices=("offline", "online"))
+    reference: str = arg(None, "after training, train this algorithm (its recipe) on the same data with the same "
+                               "steps, seed and evaluation episodes, in <run dir>/reference-<algo>, and print its score "
+                               "beside this run's (e.g. bc)", choices=ALGORITHMS)
 
     def validate(self) -> None:
         get_task(self.task)
         get_spec(self.algo)
         validate_fields(self)
+        if self.reference is not None and self.seeds is not None:
+            raise FrozenDTError("--reference trains beside a single run, not beside --seeds")
         if self.seeds is not None:
             parse_seeds(self.seeds)
 

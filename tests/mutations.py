@@ -1,5 +1,6 @@
 """Mutation check: each defining rule's one-line mutation must make its test fail (tests/test_semantics.py; the
-stacked seeds' rules: tests/test_stack.py; the rules recomputed by hand: tests/test_pinned_rules.py).
+stacked seeds' rules: tests/test_stack.py; the rules recomputed by hand: tests/test_pinned_rules.py,
+tests/test_pinned_stats.py).
 
     python tests/mutations.py [--out results/mutations.json]
 
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 T = "tests/test_semantics.py::"
 S = "tests/test_stack.py::test_seed_k_of_a_stack_of_3_equals_seed_k_alone"
 P = "tests/test_pinned_rules.py::"
+PS = "tests/test_pinned_stats.py::"
 MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that must fail)
     ("Baselines: observation std eps 1e-6 instead of CORL's 1e-3", "baselines/common.py",
      "return arg(1e-3, \"added to the observation std when normalizing observations (CORL's compute_mean_std eps)\",",
@@ -65,7 +67,7 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      "if True:",
      [T + "test_td3bc_actor_step_is_scale_free_in_q_and_delayed"]),
     ("DT: loss over padded steps", "frozen_dt/sequence_models.py",
-     'return ((predicted.float() - tensors["actions"]) ** 2)[mask].mean()',
+     'return masked_mean((predicted.float() - tensors["actions"]) ** 2, tensors["mask"])',
      'return ((predicted.float() - tensors["actions"]) ** 2).mean()',
      [T + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only"]),
     ("DT: attention not causal", "baselines/dt.py",
@@ -89,8 +91,8 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      "if True:",
      [S + "[dt-hopper-medium-v2]"]),
     ("Stack: every seed's vmapped networks use seed 0's parameters", "frozen_dt/training/stack.py",
-     "params = {name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}",
-     "params = {name: torch.stack([modules[0].get_parameter(name) for m in modules]) for name in names}",
+     "params = {**fixed, **{name: torch.stack([m.get_parameter(name) for m in modules]) for name in names}}",
+     "params = {**fixed, **{name: torch.stack([modules[0].get_parameter(name) for m in modules]) for name in names}}",
      [S + "[iql-hopper-medium-v2]", S + "[bc-hopper-medium-v2]", S + "[dt-hopper-medium-v2]"]),
     ("Stack: DT's vmapped seeds draw their dropout masks from the process RNG", "frozen_dt/sequence_models.py",
      "with rng():  # the seed's masks, from its own RNG as it draws them alone",
@@ -126,13 +128,17 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      [P + "test_do_nothing_ogbench_rollout_cut_short_reports_no_success",
       P + "test_success_is_the_info_success_at_the_episodes_last_step"]),
     ("Stats: the across-seed summary resamples episodes, not seeds", "eval/stats.py",
-     'summary, ci_over = summarize_runs(means[:, None]), "seeds"',
-     'summary, ci_over = summarize_runs(np.concatenate(per_run)[:, None]), "seeds"',
-     [P + "test_across_seed_interval_resamples_seeds_not_episodes"]),
+     'summary, ci_over = summarize_runs(means[:, None]), f"seeds (bootstrap, n={len(per_run)})"',
+     'summary, ci_over = summarize_runs(np.concatenate(per_run)[:, None]), f"seeds (bootstrap, n={len(per_run)})"',
+     [PS + "test_across_seed_interval_resamples_seeds_not_episodes"]),
+    ("Stats: the 2-4 seed t-interval over the episodes, not the seed means", "eval/stats.py",
+     'summary["ci_low"], summary["ci_high"] = t_interval(means)',
+     'summary["ci_low"], summary["ci_high"] = t_interval(np.concatenate(per_run))',
+     [PS + "test_two_to_four_seeds_get_a_t_interval_over_the_seed_means_not_their_episodes"]),
     ("Stats: the stratified bootstrap draws the same runs for every task", "eval/stats.py",
      "rows = rng.integers(0, n_runs, size=(size, n_runs, n_tasks))  # each task's runs resampled independently",
      "rows = rng.integers(0, n_runs, size=(size, n_runs, 1))",
-     [P + "test_stratified_bootstrap_draws_each_tasks_runs_independently"]),
+     [PS + "test_stratified_bootstrap_draws_each_tasks_runs_independently"]),
 ]
 
 

@@ -18,7 +18,6 @@ from torch import nn
 from frozen_dt.data.dataset import ObsStats, from_flat_arrays
 from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.eval.rollout import episode_scores, in_blocks, rollout, summarize
-from frozen_dt.eval.stats import seed_summary, stratified_bootstrap_ci
 from frozen_dt.sequence_models import ReturnConditionedAgent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -98,12 +97,8 @@ def tanh_gaussian_by_hand(mean, log_std, noise):
     return torch.tanh(pre), (gaussian - torch.log(1 - torch.tanh(pre) ** 2)).sum(-1)
 
 
-def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets():
-    """The penalty CQL reports is, per critic, mean over states of logsumexp over {Q(s, u) - log(1/2^A) for uniform
-    u, Q(s, a') - log pi(a'|s') for a' ~ pi(s'), Q(s, a) - log pi(a|s) for a ~ pi(s)} minus Q(s, a_data), averaged
-    over the two critics: recomputed here from the same random draws with the networks before the update. Kills:
-    the uniform density dropped, either policy log-probability dropped or its sign flipped, the data Q term
-    dropped, the logsumexp over the wrong axis."""
+def cql_on_random_data(**settings):
+    """A tiny CQL (one hidden layer of 16) on 200 random transitions, and one batch of 8."""
     from frozen_dt.algorithms import Problem, get_spec
     from frozen_dt.config import RunConfig
 
@@ -114,41 +109,106 @@ def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_set
     dataset = from_flat_arrays(obs, actions, rng.normal(size=n).astype(np.float32), np.arange(n) % 50 == 49,
                                np.zeros(n, bool), where="synthetic")
     spec = get_spec("cql")
-    config = spec.config(cql_n_actions=3, hidden_dim=16, hidden_layers=1, batch_size=8)
+    config = spec.config(cql_n_actions=3, hidden_dim=16, hidden_layers=1, batch_size=8, **settings)
     problem = Problem(obs_dim, act_dim)
     torch.manual_seed(0)
     model = spec.build_model(config, problem, None)
     algo = spec.build_algorithm(config, model, dataset, problem, RunConfig(task="hopper-medium-v2", algo="cql",
                                                                            steps=100))
-    batch = algo.sample_batch(np.random.default_rng(1))
+    return algo, config, algo.sample_batch(np.random.default_rng(1))
+
+
+def cql_draws(b: int, k: int, act_dim: int, seed: int) -> dict:
+    """The random draws of one CQL update after ``torch.manual_seed(seed)``, in the update's order."""
+    torch.manual_seed(seed)
+    return dict(actor=torch.randn(b, act_dim), next=torch.randn(b, act_dim),
+                uniform=torch.empty(b, k, act_dim).uniform_(-1.0, 1.0), at_s=torch.randn(b, k, act_dim),
+                at_next=torch.randn(b, k, act_dim))
+
+
+def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets():
+    """The penalty CQL reports is, per critic, mean over states of logsumexp over {Q(s, u) - log(1/2^A) for uniform
+    u, Q(s, a') - log pi(a'|s') for a' ~ pi(s'), Q(s, a) - log pi(a|s) for a ~ pi(s)} minus Q(s, a_data), averaged
+    over the two critics: recomputed here from the same random draws with the networks before the update. Kills:
+    the uniform density dropped, either policy log-probability dropped or its sign flipped, the data Q term
+    dropped, the logsumexp over the wrong axis."""
+    algo, config, batch = cql_on_random_data()
     before = copy.deepcopy(algo.model)
     torch.manual_seed(123)
     metrics = algo.update(batch)
 
-    torch.manual_seed(123)  # the update's draws, in its order
-    b, k = len(batch["observations"]), config.cql_n_actions
-    torch.randn(b, act_dim), torch.randn(b, act_dim)
-    uniform = torch.empty(b, k, act_dim).uniform_(-1.0, 1.0)
-    noise_s, noise_next = torch.randn(b, k, act_dim), torch.randn(b, k, act_dim)
+    b, act_dim = len(batch["observations"]), batch["actions"].shape[1]
+    draws = cql_draws(b, config.cql_n_actions, act_dim, 123)
     s = torch.as_tensor(batch["observations"], dtype=torch.float32)
     s_next = torch.as_tensor(batch["next_observations"], dtype=torch.float32)
     a_data = torch.as_tensor(batch["actions"], dtype=torch.float32)
     with torch.no_grad():
         mean, log_std = before.actor.mean_log_std(s)
-        a_pi, log_pi = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], noise_s)
+        a_pi, log_pi = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], draws["at_s"])
         mean, log_std = before.actor.mean_log_std(s_next)
-        a_next, log_pi_next = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], noise_next)
+        a_next, log_pi_next = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], draws["at_next"])
         penalties = []
         for q in (before.q1, before.q2):
             def q_of(a):
                 return q(s, a.float()).double()
 
-            sets = torch.cat([q_of(uniform) - act_dim * math.log(0.5), q_of(a_next) - log_pi_next,
+            sets = torch.cat([q_of(draws["uniform"]) - act_dim * math.log(0.5), q_of(a_next) - log_pi_next,
                               q_of(a_pi) - log_pi], dim=1)
             penalties.append((torch.log(torch.exp(sets).sum(1)) - q_of(a_data)).mean())
     expected = float(sum(penalties) / 2)
     assert metrics["cql_penalty"] == pytest.approx(expected, abs=1e-4)
     assert abs(act_dim * math.log(0.5)) > 1.0  # the uniform correction is far above the tolerance
+
+
+def test_cql_td_error_and_actor_loss_are_recomputed_from_the_updates_draws():
+    """td_loss: mean over the critics of mean (Q(s, a) - r - discount (1 - done) min Q_target(s', a'))^2 with a' the
+    policy's reparameterized action at s' (no entropy term); actor_loss: mean of alpha log pi(a|s) - min Q(s, a) with
+    a the policy's action at s and alpha = exp(log_alpha) = 1 at the start. Kills: the TD errors subtracted, the
+    online critics in the backup, the done mask dropped, the entropy term's sign."""
+    algo, config, batch = cql_on_random_data()
+    before, targets = copy.deepcopy(algo.model), copy.deepcopy(algo.target_q)
+    with torch.no_grad():  # targets that differ from the critics, so that using the wrong ones shows
+        for p in targets.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    algo.target_q.load_state_dict(targets.state_dict())
+    batch = {**batch, "dones": np.array([1, 0, 0, 1, 0, 0, 0, 0], np.float32)}
+    torch.manual_seed(7)
+    metrics = algo.update(batch)
+
+    b, act_dim = len(batch["observations"]), batch["actions"].shape[1]
+    draws = cql_draws(b, config.cql_n_actions, act_dim, 7)
+    s, s_next, a_data, r, done = (torch.as_tensor(batch[k], dtype=torch.float32) for k in
+                                  ("observations", "next_observations", "actions", "rewards", "dones"))
+    with torch.no_grad():
+        a_next, _ = tanh_gaussian_by_hand(*before.actor.mean_log_std(s_next), draws["next"])
+        a_next = a_next.float()
+        backup = r + config.discount * (1 - done) * torch.min(targets[0](s_next, a_next), targets[1](s_next, a_next))
+        td = sum(((q(s, a_data) - backup) ** 2).mean() for q in (before.q1, before.q2)) / 2
+        a_pi, log_pi = tanh_gaussian_by_hand(*before.actor.mean_log_std(s), draws["actor"])
+        actor = (log_pi - torch.min(before.q1(s, a_pi.float()), before.q2(s, a_pi.float())).double()).mean()
+    assert metrics["td_loss"] == pytest.approx(float(td), abs=1e-5)
+    assert metrics["actor_loss"] == pytest.approx(float(actor), abs=1e-4)
+    assert metrics["log_pi"] == pytest.approx(float(log_pi.mean()), abs=1e-4)
+
+
+def test_cql_temperature_follows_adam_on_the_entropy_gap():
+    """log_alpha takes Adam steps on -(log_alpha * (log pi + target_entropy)), target_entropy = -act_dim: its
+    gradient at each update is -(mean log pi - act_dim), read back from the logged log_pi; three updates recomputed
+    by hand with Adam's formula (betas 0.9, 0.999, eps 1e-8). Kills: the product turned into a quotient, the target
+    entropy's sign, the temperature's learning rate."""
+    algo, config, batch = cql_on_random_data(actor_lr=1e-2)
+    logs = []
+    for step in range(3):
+        torch.manual_seed(step)
+        logs.append(algo.update(batch))
+    act_dim = batch["actions"].shape[1]
+    log_alpha, m, v = 0.0, 0.0, 0.0
+    for t, metrics in enumerate(logs, start=1):
+        assert metrics["alpha"] == pytest.approx(math.exp(log_alpha), abs=1e-6)
+        g = -(metrics["log_pi"] - act_dim)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        log_alpha -= config.actor_lr * (m / (1 - 0.9 ** t)) / (math.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    assert float(algo.model.log_alpha) == pytest.approx(log_alpha, abs=1e-6)
 
 
 # --- OGBench success -------------------------------------------------------------------------------------------
@@ -235,55 +295,3 @@ def test_success_is_the_info_success_at_the_episodes_last_step():
     assert [r["success"] for r in runs] == [True, True, False, False]
     assert episode_scores(SCRIPTED, runs).tolist() == [100.0, 100.0, 0.0, 0.0]
     assert summarize(SCRIPTED, runs)["score"] == 50.0
-
-
-# --- the bootstrap's resampling unit ---------------------------------------------------------------------------
-
-
-def test_across_seed_interval_resamples_seeds_not_episodes():
-    """With 3 seeds the bootstrap of the mean over seeds draws all three copies of the lowest (highest) seed with
-    probability 1/27 > 2.5 %, so its 95 % percentile interval is exactly [lowest, highest seed mean]. Resampling the
-    30 episodes instead gives an interval strictly inside [lowest, highest] of the episodes and not those values.
-    Kills: episodes pooled into the across-seed summary, the interval taken over the wrong unit."""
-    episodes = [np.array([0.0, 20.0] * 5), np.array([10.0, 30.0] * 5), np.array([20.0, 40.0] * 5)]  # means 10, 20, 30
-    summary = seed_summary(episodes)
-    assert (summary["ci_low"], summary["ci_high"]) == (10.0, 30.0)
-    assert summary["ci_over"] == "seeds" and summary["n_seeds"] == 3 and summary["n_episodes"] == 30
-    assert summary["mean"] == 20.0 and summary["median"] == 20.0
-
-
-def test_one_seed_interval_is_over_its_episodes_and_its_statistics_its_mean():
-    """One seed: mean, median and IQM are its episodes' mean; the interval is the bootstrap over its episodes (two
-    episodes 0 and 100: each resample's mean is 0, 50 or 100 with probabilities 1/4, 1/2, 1/4)."""
-    summary = seed_summary([np.array([0.0, 100.0])])
-    assert (summary["mean"], summary["median"], summary["iqm"]) == (50.0, 50.0, 50.0)
-    assert (summary["ci_low"], summary["ci_high"]) == (0.0, 100.0)
-    assert summary["ci_over"] == "episodes (one seed)" and summary["n_seeds"] == 1 and summary["n_episodes"] == 2
-
-
-def test_stratified_bootstrap_draws_each_tasks_runs_independently():
-    """Runs (0, 1) and (1, 0) on two tasks: the same rows drawn for both tasks make every resample's mean 0.5;
-    independent draws per task give 0 and 1 with probability 1/16 > 2.5 % each, so the 95 % interval is exactly
-    [0, 1]. Kills: one draw of runs shared by all tasks."""
-    assert stratified_bootstrap_ci([[0.0, 1.0], [1.0, 0.0]], reps=20_000) == (0.0, 1.0)
-
-
-def test_stratified_bootstrap_interval_is_the_percentile_interval_of_the_resampled_aggregate():
-    """Per resample the aggregate sees (reps, runs, tasks) with rows drawn from the task's own runs; the interval is
-    the 2.5 % and 97.5 % quantiles of those values (recomputed here from the same generator)."""
-    m = np.array([[1.0, 5.0], [2.0, 7.0], [4.0, 6.0]])
-    seen = []
-
-    def record(resampled):
-        seen.append(resampled.copy())
-        return resampled.mean(axis=(-2, -1))
-
-    low, high = stratified_bootstrap_ci(m, record, reps=1000, chunk=400, seed=7)
-    rng = np.random.default_rng(7)
-    values = []
-    for size in (400, 400, 200):
-        rows = rng.integers(0, 3, size=(size, 3, 2))
-        values.append(np.stack([m[rows[..., j], j] for j in range(2)], -1).mean(axis=(-2, -1)))
-    values = np.concatenate(values)
-    np.testing.assert_array_equal(np.concatenate([v.mean(axis=(-2, -1)) for v in seen]), values)
-    assert (low, high) == tuple(np.quantile(values, [0.025, 0.975]))

@@ -54,7 +54,7 @@ def test_committed_sweep_files_expand(path):
 
 @pytest.mark.parametrize("change, message", [
     ({"base": {"task": "hopper-medium-v2", "batchsize": 8}}, "unknown setting 'batchsize'"),
-    ({"grid": {"algo": ["dt", "sac"]}}, "unknown algorithm 'sac'"),
+    ({"grid": {"algo": ["dt", "sac"]}}, "grid.algo[1]: must be one of"),
     ({"base": {"task": "hoper-medium-v2"}}, "unknown task"),
     ({"grid": {"algo": []}}, "grid 'algo' must be a non-empty list"),
     ({"overrides": {"bc": {"expectile": 0.9}}}, "override 'expectile' is not a setting of bc"),
@@ -185,7 +185,7 @@ def test_probe_sweep_runs_each_arm_once_and_a_rerun_does_no_work(data, capsys, t
     assert code == 0 and "0 run, 2 already done" in stdout
     code, _, err = run(capsys, "sweep", str(write_spec(tmp_path / "bad.json", {**spec, "grid": {"arm": ["gpt"]}},
                                                       out)))
-    assert_user_error(code, err, "--arm must be one of", "'gpt'")
+    assert_user_error(code, err, "grid.arm[0]: must be one of", "'gpt'")
 
 
 def loopback_only(command: str, env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -274,7 +274,7 @@ def test_missing_datasets_are_generated_once_before_the_jobs_start(data, capsys,
     path = write_spec(tmp_path / "s.json", spec, tmp_path / "out")
     sweep = load_sweep(path)
     assert datasets_to_prepare(sweep) == [
-        (str(made), ["data", "generate", "hopper-medium-v2", "--out", str(made), "--transitions=300", "--seed=3"]),
+        (str(made), ["data", "generate", "hopper-medium-v2", f"--out={made}", "--transitions=300", "--seed=3"]),
         ("hopper-medium-v2", ["data", "generate", "hopper-medium-v2"])]  # iql names no dataset and there is none
     write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
     assert [what for what, _ in datasets_to_prepare(sweep)] == [str(made)]

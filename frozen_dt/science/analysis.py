@@ -123,7 +123,10 @@ def analyze_phase(spec: dict, phase: str) -> str:
         lines.append(f"| {arm} | {ms[0]['lr']:g} | {len(ms)} | {', '.join(f'{v:.4f}' for v in finals)} | "
                      f"{np.mean(finals):.4f} {interval} | {np.mean([m['final_long'] for m in ms]):.4f} | "
                      f"{sum(m['solved'] for m in ms)}/{len(ms)} |")
-    result = {"phase": phase, "rule": rule, "arms": by_arm}
+    profiles = sorted({f"{r['spec']['device']}/{r['spec']['precision']}" for r in records})
+    lines += ["", f"Runs: {len(records)} complete, profile(s) {', '.join(profiles)}"
+              + (" (MIXED: see PROTOCOL.md)" if len(profiles) > 1 else "") + "."]
+    result = {"phase": phase, "rule": rule, "arms": by_arm, "profiles": profiles}
     if "pretrained" in by_arm and len(by_arm) > 1:
         comparisons = {arm: compare(by_arm["pretrained"], ms) for arm, ms in by_arm.items() if arm != "pretrained"}
         result["verdict"] = verdict(comparisons, by_arm["pretrained"])

@@ -21,6 +21,7 @@ chosen. Ties go to the shallower slice.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,20 @@ def run_scan(backbone: str, out_dir: Path, seed: int = 0, sentences_path: str | 
             "sentences": pre["sentences"], "copy_sentences": pre["copy_sentences"], "copy_tokens": pre["copy_tokens"]}
 
 
+def choose_from_csv(path: Path, depth: int, prev_threshold: float, copy_threshold: float) -> dict | None:
+    """:func:`choose_slice` on a heads table written by :func:`run_scan`."""
+    from frozen_dt.run_dir import read_csv
+
+    rows = read_csv(path)
+    n_layers = max(int(r["layer"]) for r in rows) + 1
+    n_heads = max(int(r["index"]) for r in rows) + 1
+    prev, copy = np.zeros((n_layers, n_heads)), np.zeros((n_layers, n_heads))
+    for r in rows:
+        prev[int(r["layer"]), int(r["index"])] = float(r["prev_token_score"])
+        copy[int(r["layer"]), int(r["index"])] = float(r["copy_score"])
+    return choose_slice(prev, copy, depth, prev_threshold, copy_threshold)
+
+
 def main(argv=None) -> int:
     """``python -m frozen_dt.science.slice_scan BACKBONE... [--out DIR] [--seed S]``: the tables of the module doc."""
     import argparse
@@ -184,8 +199,19 @@ def main(argv=None) -> int:
     parser.add_argument("backbones", nargs="+")
     parser.add_argument("--out", default="results/science/slice_scan")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init")
+    parser.add_argument("--choose", type=int, metavar="DEPTH", help="only choose a slice of DEPTH layers from the "
+                        "written heads tables (no model is run)")
+    parser.add_argument("--prev-threshold", type=float, default=0.3)
+    parser.add_argument("--copy-threshold", type=float, default=0.2)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.choose:
+        for backbone in args.backbones:
+            chosen = choose_from_csv(Path(args.out) / f"heads_{backbone}.csv", args.choose, args.prev_threshold,
+                                     args.copy_threshold)
+            print(f"{backbone}, {args.choose} layers (previous-token >= {args.prev_threshold} below copy >= "
+                  f"{args.copy_threshold}): " + (json.dumps(chosen) if chosen else "no slice qualifies"))
+        return 0
     for backbone in args.backbones:
         try:
             result = run_scan(backbone, Path(args.out), args.seed)

@@ -9,16 +9,19 @@ A SPEC (JSON, e.g. ``results/science/recall_study.json``)::
      "common": {"backbone": "gemma3-270m", "layers": "3:5", "steps": 2000, ...},   # RunSpec fields
      "phases": {"pilot": {"arms": {"pretrained": [1e-3, 3e-3, 1e-2], ...}, "seeds": [100]},
                 "main": {"arms": ["pretrained", ...], "lr": "pilot", "seeds": [0, 1, 2, 3, 4]},
-                "replication": {"arms": [...], "lr": "pilot", "seeds": [...], "common": {"backbone": ...}}},
+                "replication-pilot": {"arms": {...}, "seeds": [100], "common": {"backbone": "smollm2-135m", ...}},
+                "replication": {"arms": [...], "lr": "replication-pilot", "seeds": [...], "common": {...}}},
      "rule": {"fixed": "L8", "long": "L12", "solve_fraction": 0.5, "last_evals": 2}}
 
 ``run --phase P`` trains the phase's runs in order (one process; a complete result file is skipped, an unfinished
-run resumes from its checkpoint). ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
+run resumes from its checkpoint, or from the committed snapshot that ``snapshot --phase P`` copies beside an
+unfinished run's result file when its trainable state is small). ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
 the lowest final error at the fixed length, ties to the smaller rate) and its go/no-go rule (some arm's final error
-at most ``solve_fraction`` times the no-recall error), writing ``<results>/pilot_selection.json``; a phase whose
-``lr`` is ``"pilot"`` reads it. ``analyze --phase P`` writes ``<results>/<phase>_analysis.{json,md}`` with the
-per-seed values and the tests of :mod:`frozen_dt.science.analysis`. Every result file records its spec, so a figure
-in the study's README can be traced to a command and a file.
+at most ``solve_fraction`` times the no-recall error), writing ``<results>/<pilot phase>_selection.json``; a phase
+whose ``lr`` names a pilot phase reads its selection. ``analyze --phase P`` writes
+``<results>/<phase>_analysis.{json,md}`` with the per-seed values and the tests of
+:mod:`frozen_dt.science.analysis`. Every result file records its spec, so a figure in the study's README can be
+traced to a command and a file.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.run_dir import read_json, write_json
-from frozen_dt.science.train import RunSpec, final_error, run
+from frozen_dt.science.train import RunSpec, final_error, run, snapshot
 
 RUNSPEC_FIELDS = {f.name for f in fields(RunSpec)}
 
@@ -62,11 +65,19 @@ def phase_runs(spec: dict, phase: str, profile: str) -> list[RunSpec]:
     settings = {k: v for k, v in settings.items() if k != "threads"}
     _check_fields(f"phase {phase}", settings)
     if isinstance(p["arms"], dict):
-        grid = [(arm, lr) for arm, lrs in p["arms"].items() for lr in lrs]
+        # i-th rate of every arm before any arm's (i+1)-th: an early stop still covers every arm
+        depth = max(len(lrs) for lrs in p["arms"].values())
+        grid = [(arm, lrs[i]) for i in range(depth) for arm, lrs in p["arms"].items() if i < len(lrs)]
     else:
-        if p.get("lr") != "pilot":
-            raise FrozenDTError(f"phase {phase}: a list of arms needs lr 'pilot' (rates chosen by the pilot)")
-        chosen = read_json(Path(spec["results"]) / "pilot_selection.json")["lr"]
+        pilot = p.get("lr")
+        if pilot not in spec["phases"] or not isinstance(spec["phases"][pilot]["arms"], dict):
+            raise FrozenDTError(f"phase {phase}: a list of arms needs 'lr' naming the pilot phase whose selection "
+                                "gives the rates")
+        selection = Path(spec["results"]) / f"{pilot}_selection.json"
+        if not selection.is_file():
+            raise FrozenDTError(f"phase {phase} takes its rates from the pilot: run 'select' once the pilot is "
+                                f"complete ({selection} is missing)")
+        chosen = read_json(selection)["lr"]
         missing = [a for a in p["arms"] if a not in chosen]
         if missing:
             raise FrozenDTError(f"phase {phase}: the pilot chose no rate for {missing}")
@@ -97,16 +108,16 @@ def phase_results(spec: dict, phase: str) -> list[dict]:
     return [read_json(f) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def select(spec: dict) -> dict:
+def select(spec: dict, pilot: str = "pilot") -> dict:
     """The pilot's pre-registered learning-rate rule and go/no-go rule, from its complete result files."""
     rule = spec["rule"]
     key, last = f"err_{rule['fixed']}", int(rule["last_evals"])
-    records = [r for r in phase_results(spec, "pilot") if r["status"] == "complete"]
-    expected = {(arm, float(lr)) for arm, lrs in spec["phases"]["pilot"]["arms"].items() for lr in lrs}
+    records = [r for r in phase_results(spec, pilot) if r["status"] == "complete"]
+    expected = {(arm, float(lr)) for arm, lrs in spec["phases"][pilot]["arms"].items() for lr in lrs}
     done = {(r["spec"]["arm"], float(r["spec"]["lr"])) for r in records}
     if expected - done:
-        raise FrozenDTError(f"the pilot is not complete: {len(expected - done)} of {len(expected)} runs missing "
-                            f"({sorted(expected - done)[:4]} ...)")
+        raise FrozenDTError(f"the pilot {pilot!r} is not complete: {len(expected - done)} of {len(expected)} runs "
+                            f"missing ({sorted(expected - done)[:4]} ...)")
     table, chosen = {}, {}
     for r in records:
         table.setdefault(r["spec"]["arm"], {})[r["spec"]["lr"]] = final_error(r, key, last)
@@ -117,13 +128,13 @@ def select(spec: dict) -> dict:
     best = min(table[a][chosen[a]] for a in table)
     selection = {"lr": chosen, "final_error": table, "metric": f"{key}, mean of the last {last} evaluations",
                  "norecall": norecall, "go_bar": bar, "best_final_error": best, "go": bool(best <= bar)}
-    write_json(Path(spec["results"]) / "pilot_selection.json", selection)
+    write_json(Path(spec["results"]) / f"{pilot}_selection.json", selection)
     return selection
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m frozen_dt.science.study", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("plan", "run", "select", "analyze"))
+    parser.add_argument("action", choices=("plan", "run", "snapshot", "select", "analyze"))
     parser.add_argument("spec")
     parser.add_argument("--phase", default="pilot")
     parser.add_argument("--profile", default="cpu")
@@ -134,12 +145,26 @@ def main(argv=None) -> int:
         if args.action == "plan":
             for r in phase_runs(spec, args.phase, args.profile):
                 path = result_path(spec, args.phase, r)
-                state = read_json(path).get("status", "?") if path.is_file() else "pending"
-                print(f"{r.name}: {state}")
+                if not path.is_file():
+                    print(f"{r.name}: pending")
+                    continue
+                record = read_json(path)
+                last = record["curve"][-1] if record.get("curve") else {}
+                bars = record["baselines"]
+                errors = " ".join(f"{k}={v:.4f} (no recall {bars.get('norecall_' + k[4:], float('nan')):.4f})"
+                                  for k, v in last.items() if k.startswith("err_"))
+                print(f"{r.name}: {record.get('status', '?')} at step {record.get('step', 0)}: {errors} "
+                      f"[{record.get('wall_s', 0):.0f} s]")
         elif args.action == "run":
             run_phase(spec, args.phase, args.profile, args.only)
+        elif args.action == "snapshot":
+            for r in phase_runs(spec, args.phase, args.profile):
+                result = result_path(spec, args.phase, r)
+                if result.is_file() and read_json(result).get("status") == "running":
+                    copied = snapshot(Path(spec["runs"]) / args.phase / r.name, result)
+                    print(f"{r.name}: " + (f"snapshot {copied}" if copied else "no small checkpoint to snapshot"))
         elif args.action == "select":
-            s = select(spec)
+            s = select(spec, args.phase)
             print(json.dumps(s, indent=2))
         else:
             from frozen_dt.science.analysis import analyze_phase

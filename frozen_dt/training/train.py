@@ -69,15 +69,16 @@ def load_dataset(run, task: Task):
     return load_task_dataset(task, download=run.download, generate=True)
 
 
-def train(given: dict, explicit: frozenset = frozenset()) -> Outcome:
+def train(given: dict, explicit: frozenset = frozenset(), *, report: bool = True) -> Outcome:
     """Train as ``given`` says (flat run and algorithm settings; those in ``explicit`` were given on the command
     line); returns the run dir and its final evaluation (with ``--seeds``: the stack dir and the first seed's; every
-    seed's is in its run dir). The run directories it writes are locked (:mod:`frozen_dt.locks`) until it returns."""
+    seed's is in its run dir). ``report``: end with the reference run, the data's level and the scale (not for a
+    reference itself). The run directories it writes are locked (:mod:`frozen_dt.locks`) until it returns."""
     with ExitStack() as held:
-        return _train(given, explicit, lambda dirs: held.enter_context(run_locks(dirs)))
+        return _train(given, explicit, lambda dirs: held.enter_context(run_locks(dirs)), report=report)
 
 
-def _train(given: dict, explicit: frozenset, lock) -> Outcome:
+def _train(given: dict, explicit: frozenset, lock, *, report: bool) -> Outcome:
     from frozen_dt.config import parse_seeds
     from frozen_dt.training.stack import is_stack, read_stack
 
@@ -140,8 +141,20 @@ def _train(given: dict, explicit: frozenset, lock) -> Outcome:
                                      stack=None if stack_dir is None else {"dir": str(stack_dir), "seeds": seeds},
                                      quiet=i > 0))
     if stack_dir is None:
-        result = trainers[0].run(resume=resuming)
+        from frozen_dt.training.report import Clock, data_level_line, scale_line
+
+        with Clock() as clock:
+            result = trainers[0].run(resume=resuming)
+        reference = train_reference(run, trainers[0].run_dir) if run.reference and not resuming else None
         print(final_line(task, runs[0], trainers[0].run_dir, result), flush=True)
+        if not report:
+            return Outcome(Path(trainers[0].run_dir), result)
+        if reference is not None:
+            print(final_line(task, dataclasses.replace(run, algo=run.reference), reference.run_dir, reference.result)
+                  .replace("frozen-dt: ", "frozen-dt: reference: ", 1), flush=True)
+        for line in (data_level_line(task, dataset), scale_line(settings, clock.seconds)):
+            if line:
+                print(line, flush=True)
         return Outcome(Path(trainers[0].run_dir), result)
 
     from frozen_dt.training.stack import StackTrainer, write_stack
@@ -152,6 +165,20 @@ def _train(given: dict, explicit: frozenset, lock) -> Outcome:
     for member, trainer, result in zip(runs, trainers, results):
         print(final_line(task, member, trainer.run_dir, result), flush=True)
     return Outcome(stack_dir, results[0])
+
+
+def train_reference(run, run_dir: Path):
+    """Train ``run.reference`` with its recipe on the same data, steps, seed and evaluation as ``run``."""
+    from frozen_dt.algorithms import get_spec
+    from frozen_dt.config import RunConfig
+
+    shared = ("task", "steps", "seed", "eval_episodes", "eval_max_steps", "eval_every", "log_every", "save_every",
+              "device", "env_version", "dataset", "download")
+    fields = dataclasses.fields(RunConfig) + dataclasses.fields(get_spec(run.reference).config)
+    settings = {f.name: f.default for f in fields}
+    settings.update({k: getattr(run, k) for k in shared}, algo=run.reference,
+                    run_dir=str(Path(run_dir) / f"reference-{run.reference}"))
+    return train(settings, frozenset(shared) | {"algo", "run_dir"}, report=False)
 
 
 def build_member(spec, algo_config, run, task: Task, dataset, problem: Problem, backbone, targets, env_version, *,
