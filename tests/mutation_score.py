@@ -21,7 +21,9 @@ and <-> or, break <-> continue, numbers +/- 1, for loops run zero times. Bit ope
 
 Every surviving mutant is listed in ``results/mutation_survivors.json`` with its diff and the reason found for it in
 ``tests/mutation_dispositions.json`` (keyed ``module:line:operator:occurrence``; "equivalent: ..." mutants count
-as equivalent, "out of scope: ..." as out of scope, an entry without a reason as unexplained).
+as equivalent, "out of scope: ..." as out of scope, "killed by TEST ..." as killed by a test written after the
+module's run and checked by hand against that mutant (until ``--rerun-survived`` runs it), an entry without a reason
+as unexplained).
 """
 
 from __future__ import annotations
@@ -48,15 +50,21 @@ SEMANTICS = "tests/test_semantics.py::"
 ALGORITHMS = "tests/test_algorithms.py::"
 STACK = "tests/test_stack.py::test_seed_k_of_a_stack_of_3_equals_seed_k_alone"
 EVALUATE = "tests/test_evaluate.py::"
+REFERENCE = "tests/test_reference_configs.py"  # the defaults against CORL's configs
 
 # module -> the test files (or node ids) that cover it; the run goes in this order, short modules first.
 MODULES = {
     "eval/stats.py": ["tests/test_pinned_stats.py",
                       EVALUATE + "test_bootstrap_ci_of_one_task_matches_scipy_percentile_bootstrap",
                       EVALUATE + "test_bootstrap_is_stratified_by_task", EVALUATE + "test_iqm_and_summary"],
-    "eval/scores.py": [EVALUATE + "test_normalization_uses_the_d4rl_references",
+    "eval/scores.py": ["tests/test_pinned_stats.py::test_a_task_missing_either_reference_score_has_no_normalized_score",
+                       EVALUATE + "test_normalization_uses_the_d4rl_references",
                        "tests/test_registry.py::test_normalization_against_d4rl_references"],
     "baselines/cql.py": [PINNED + "test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets",
+                         PINNED + "test_cql_td_error_and_actor_loss_are_recomputed_from_the_updates_draws",
+                         PINNED + "test_cql_temperature_follows_adam_on_the_entropy_gap",
+                         PINNED + "test_cql_policy_log_std_is_scale_times_raw_plus_offset_clamped_to_minus_20_and_2",
+                         REFERENCE,
                          SEMANTICS + "test_cql_penalty_lowers_q_on_out_of_distribution_actions",
                          ALGORITHMS + "test_cql_tanh_gaussian_log_prob_matches_torch_distributions",
                          ALGORITHMS + "test_update_save_load_and_continue[cql-hopper-medium-v2-td_loss]",
@@ -65,7 +73,7 @@ MODULES = {
                          SEMANTICS + "test_iql_actor_loss_is_the_awr_weighted_log_likelihood",
                          SEMANTICS + "test_iql_keeps_its_runs_cosine_horizon_on_resume",
                          ALGORITHMS + "test_update_save_load_and_continue[iql-hopper-medium-v2-q_loss]",
-                         STACK + "[iql-hopper-medium-v2]"],
+                         STACK + "[iql-hopper-medium-v2]", REFERENCE],
     "baselines/td3bc.py": [SEMANTICS + "test_td3bc_actor_step_is_scale_free_in_q_and_delayed",
                            ALGORITHMS + "test_update_save_load_and_continue[td3bc-hopper-medium-v2-critic_loss]",
                            STACK + "[td3bc-hopper-medium-v2]"],
@@ -80,7 +88,7 @@ MODULES = {
                         PINNED + "test_success_is_the_info_success_at_the_episodes_last_step", "tests/test_rollout.py"],
     "baselines/dt.py": [SEMANTICS + "test_dt_is_initialised_as_the_reference_gpt2",
                         SEMANTICS + "test_dt_action_at_step_t_depends_only_on_tokens_up_to_its_state",
-                        "tests/test_models.py"],
+                        "tests/test_models.py", REFERENCE],
     "frozen_dt/sequence_models.py": [PINNED + "test_dt_agent_return_to_go_window_is_target_minus_the_rewards_so_far",
                                      PINNED + "test_dt_agent_window_timesteps_and_mask_follow_the_episode",
                                      SEMANTICS + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only",
@@ -116,11 +124,10 @@ def env() -> dict:
 
 
 def snapshot(work: Path, commit: str) -> Path:
-    """The committed tree at ``commit`` under ``work/tree`` (reused when it is already that commit's)."""
+    """The committed tree at ``commit`` under ``work/tree``, unpacked afresh on every run (a run stopped mid-mutant
+    leaves that mutant in its copy of the file)."""
     tree = work / "tree"
     stamp = work / "tree.commit"
-    if tree.exists() and stamp.exists() and stamp.read_text().strip() == commit:
-        return tree
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, capture_output=True, check=True)
@@ -207,8 +214,8 @@ def session_records(tree: Path, session: Path) -> list[dict]:
 
 
 def classify(records: list[dict], module: str, dispositions: dict) -> tuple[dict, list[dict]]:
-    counts = dict(mutants=0, killed=0, timeout=0, survived=0, equivalent=0, out_of_scope=0, unexplained=0,
-                  incompetent=0, pending=0)
+    counts = dict(mutants=0, killed=0, timeout=0, survived=0, equivalent=0, out_of_scope=0, killed_by_new_test=0,
+                  unexplained=0, incompetent=0, pending=0)
     survivors = []
     for r in records:
         mutation = r["job"]["mutations"][0]
@@ -232,7 +239,8 @@ def classify(records: list[dict], module: str, dispositions: dict) -> tuple[dict
             key = f"{module}:{line}:{mutation['operator_name'].removeprefix('core/')}:{mutation['occurrence']}"
             reason = dispositions.get(key, "")
             kind = ("equivalent" if reason.startswith("equivalent") else
-                    "out_of_scope" if reason.startswith("out of scope") else "unexplained")
+                    "out_of_scope" if reason.startswith("out of scope") else
+                    "killed_by_new_test" if reason.startswith("killed by") else "unexplained")
             counts[kind] += 1
             survivors.append({"key": key, "reason": reason,
                               "diff": "\n".join(l for l in (result.get("diff") or "").splitlines()
@@ -266,7 +274,10 @@ def main() -> int:
                             check=True).stdout.strip()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    tree = snapshot(work, commit)
+    if args.report_only:  # the sessions ran on the snapshot's commit; leave a running snapshot alone
+        tree, commit = work / "tree", (work / "tree.commit").read_text().strip()
+    else:
+        tree = snapshot(work, commit)
     dispositions = json.loads(DISPOSITIONS.read_text()) if DISPOSITIONS.exists() else {}
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
@@ -299,10 +310,12 @@ def main() -> int:
                 continue
             counts, survivors = classify(session_records(tree, session), module, dispositions)
             entry = {**counts, "tests": MODULES[module], "commit": commit, "finished": counts["pending"] == 0,
-                     "score": round((counts["killed"] + counts["timeout"])
+                     "score": round((counts["killed"] + counts["timeout"] + counts["killed_by_new_test"])
                                     / max(1, counts["mutants"] - counts["equivalent"] - counts["incompetent"]), 3)
                      if counts["mutants"] else None,
                      "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")}
+            if args.report_only and counts["pending"] == 0 and module in record["modules"]:
+                entry["commit"] = record["modules"][module]["commit"]  # the commit its (finished) run was on
             if not args.report_only:
                 entry["seconds"] = round(time.time() - started)
             elif module in record["modules"] and "seconds" in record["modules"][module]:
@@ -314,7 +327,7 @@ def main() -> int:
             record["finished_modules"] = finished
             totals = {k: sum(record["modules"][m][k] for m in record["modules"])
                       for k in ("mutants", "killed", "timeout", "survived", "equivalent", "out_of_scope",
-                                "unexplained", "incompetent")}
+                                "killed_by_new_test", "unexplained", "incompetent")}
             record["totals"] = totals
             write_json(out, record)
             write_json(survivors_out, all_survivors)

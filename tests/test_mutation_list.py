@@ -22,3 +22,18 @@ def test_curated_mutation_applies_and_names_existing_tests(name, file, original,
         test_file, _, test_id = test.partition("::")
         function = re.sub(r"\[.*\]$", "", test_id)
         assert re.search(rf"^def {re.escape(function)}\(", (REPO / test_file).read_text(), re.M), test
+
+
+def test_every_surviving_mutant_disposition_is_a_one_line_reason_of_a_known_kind():
+    """``tests/mutation_dispositions.json`` (read by ``tests/mutation_score.py``): keys name a module, line, operator
+    and occurrence; each reason is one line saying equivalent, out of scope, or which existing test kills it."""
+    import json
+
+    dispositions = json.loads((REPO / "tests" / "mutation_dispositions.json").read_text())
+    for key, reason in dispositions.items():
+        module, line, operator, occurrence = key.split(":")
+        assert (REPO / module).is_file() and line.isdigit() and occurrence.isdigit() and operator, key
+        assert "\n" not in reason and reason.startswith(("equivalent: ", "out of scope: ", "killed by tests/")), key
+        if reason.startswith("killed by "):
+            test_file, _, function = reason.removeprefix("killed by ").split()[0].partition("::")
+            assert re.search(rf"^def {re.escape(function)}\(", (REPO / test_file).read_text(), re.M), key

@@ -97,12 +97,8 @@ def tanh_gaussian_by_hand(mean, log_std, noise):
     return torch.tanh(pre), (gaussian - torch.log(1 - torch.tanh(pre) ** 2)).sum(-1)
 
 
-def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets():
-    """The penalty CQL reports is, per critic, mean over states of logsumexp over {Q(s, u) - log(1/2^A) for uniform
-    u, Q(s, a') - log pi(a'|s') for a' ~ pi(s'), Q(s, a) - log pi(a|s) for a ~ pi(s)} minus Q(s, a_data), averaged
-    over the two critics: recomputed here from the same random draws with the networks before the update. Kills:
-    the uniform density dropped, either policy log-probability dropped or its sign flipped, the data Q term
-    dropped, the logsumexp over the wrong axis."""
+def cql_on_random_data(**settings):
+    """A tiny CQL (one hidden layer of 16) on 200 random transitions, and one batch of 8."""
     from frozen_dt.algorithms import Problem, get_spec
     from frozen_dt.config import RunConfig
 
@@ -113,41 +109,130 @@ def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_set
     dataset = from_flat_arrays(obs, actions, rng.normal(size=n).astype(np.float32), np.arange(n) % 50 == 49,
                                np.zeros(n, bool), where="synthetic")
     spec = get_spec("cql")
-    config = spec.config(cql_n_actions=3, hidden_dim=16, hidden_layers=1, batch_size=8)
+    config = spec.config(cql_n_actions=3, hidden_dim=16, hidden_layers=1, batch_size=8, **settings)
     problem = Problem(obs_dim, act_dim)
     torch.manual_seed(0)
     model = spec.build_model(config, problem, None)
     algo = spec.build_algorithm(config, model, dataset, problem, RunConfig(task="hopper-medium-v2", algo="cql",
                                                                            steps=100))
-    batch = algo.sample_batch(np.random.default_rng(1))
+    return algo, config, algo.sample_batch(np.random.default_rng(1))
+
+
+def cql_draws(b: int, k: int, act_dim: int, seed: int) -> dict:
+    """The random draws of one CQL update after ``torch.manual_seed(seed)``, in the update's order."""
+    torch.manual_seed(seed)
+    return dict(actor=torch.randn(b, act_dim), next=torch.randn(b, act_dim),
+                uniform=torch.empty(b, k, act_dim).uniform_(-1.0, 1.0), at_s=torch.randn(b, k, act_dim),
+                at_next=torch.randn(b, k, act_dim))
+
+
+def test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets():
+    """The penalty CQL reports is, per critic, mean over states of logsumexp over {Q(s, u) - log(1/2^A) for uniform
+    u, Q(s, a') - log pi(a'|s') for a' ~ pi(s'), Q(s, a) - log pi(a|s) for a ~ pi(s)} minus Q(s, a_data), averaged
+    over the two critics: recomputed here from the same random draws with the networks before the update. Kills:
+    the uniform density dropped, either policy log-probability dropped or its sign flipped, the data Q term
+    dropped, the logsumexp over the wrong axis, the uniform proposals drawn from another range."""
+    algo, config, batch = cql_on_random_data()
+    with torch.no_grad():  # critics that vary with the action by O(1) (CORL's init: last layer gain 1e-2)
+        for q in (algo.model.q1, algo.model.q2):
+            [m for m in q.net if isinstance(m, nn.Linear)][-1].weight.mul_(100.0)
     before = copy.deepcopy(algo.model)
     torch.manual_seed(123)
     metrics = algo.update(batch)
 
-    torch.manual_seed(123)  # the update's draws, in its order
-    b, k = len(batch["observations"]), config.cql_n_actions
-    torch.randn(b, act_dim), torch.randn(b, act_dim)
-    uniform = torch.empty(b, k, act_dim).uniform_(-1.0, 1.0)
-    noise_s, noise_next = torch.randn(b, k, act_dim), torch.randn(b, k, act_dim)
+    b, act_dim = len(batch["observations"]), batch["actions"].shape[1]
+    draws = cql_draws(b, config.cql_n_actions, act_dim, 123)
     s = torch.as_tensor(batch["observations"], dtype=torch.float32)
     s_next = torch.as_tensor(batch["next_observations"], dtype=torch.float32)
     a_data = torch.as_tensor(batch["actions"], dtype=torch.float32)
     with torch.no_grad():
         mean, log_std = before.actor.mean_log_std(s)
-        a_pi, log_pi = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], noise_s)
+        a_pi, log_pi = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], draws["at_s"])
         mean, log_std = before.actor.mean_log_std(s_next)
-        a_next, log_pi_next = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], noise_next)
+        a_next, log_pi_next = tanh_gaussian_by_hand(mean[:, None], log_std[:, None], draws["at_next"])
         penalties = []
         for q in (before.q1, before.q2):
             def q_of(a):
                 return q(s, a.float()).double()
 
-            sets = torch.cat([q_of(uniform) - act_dim * math.log(0.5), q_of(a_next) - log_pi_next,
+            sets = torch.cat([q_of(draws["uniform"]) - act_dim * math.log(0.5), q_of(a_next) - log_pi_next,
                               q_of(a_pi) - log_pi], dim=1)
             penalties.append((torch.log(torch.exp(sets).sum(1)) - q_of(a_data)).mean())
     expected = float(sum(penalties) / 2)
-    assert metrics["cql_penalty"] == pytest.approx(expected, abs=1e-4)
+    assert metrics["cql_penalty"] == pytest.approx(expected, rel=1e-5, abs=1e-5)
     assert abs(act_dim * math.log(0.5)) > 1.0  # the uniform correction is far above the tolerance
+
+
+@pytest.mark.parametrize("normalize_reward", [False, True])
+def test_cql_td_error_and_actor_loss_are_recomputed_from_the_updates_draws(normalize_reward):
+    """td_loss: mean over the critics of mean (Q(s, a) - r - discount (1 - done) min Q_target(s', a'))^2 with a' the
+    policy's reparameterized action at s' (no entropy term); actor_loss: mean of alpha log pi(a|s) - min Q(s, a) with
+    a the policy's action at s and alpha = exp(log_alpha) = 1 at the start; rewards times the run's reward scale.
+    Kills: the TD errors subtracted, the online critics or one target critic twice in the backup, the done mask
+    dropped, the rewards divided by their scale, the entropy term's sign."""
+    algo, config, batch = cql_on_random_data(normalize_reward=normalize_reward)
+    assert (algo.reward_scale != 1.0) == normalize_reward  # CORL's 1000 / (max - min episode return)
+    before, targets = copy.deepcopy(algo.model), copy.deepcopy(algo.target_q)
+    with torch.no_grad():  # targets that differ from the critics, so that using the wrong ones shows
+        for p in targets.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    algo.target_q.load_state_dict(targets.state_dict())
+    batch = {**batch, "dones": np.array([1, 0, 0, 1, 0, 0, 0, 0], np.float32)}
+    torch.manual_seed(7)
+    metrics = algo.update(batch)
+
+    b, act_dim = len(batch["observations"]), batch["actions"].shape[1]
+    draws = cql_draws(b, config.cql_n_actions, act_dim, 7)
+    s, s_next, a_data, r, done = (torch.as_tensor(batch[k], dtype=torch.float32) for k in
+                                  ("observations", "next_observations", "actions", "rewards", "dones"))
+    with torch.no_grad():
+        a_next, _ = tanh_gaussian_by_hand(*before.actor.mean_log_std(s_next), draws["next"])
+        a_next = a_next.float()
+        backup = (r * algo.reward_scale
+                  + config.discount * (1 - done) * torch.min(targets[0](s_next, a_next), targets[1](s_next, a_next)))
+        td = sum(((q(s, a_data) - backup) ** 2).mean() for q in (before.q1, before.q2)) / 2
+        a_pi, log_pi = tanh_gaussian_by_hand(*before.actor.mean_log_std(s), draws["actor"])
+        actor = (log_pi - torch.min(before.q1(s, a_pi.float()), before.q2(s, a_pi.float())).double()).mean()
+    assert all(type(v) is float for v in metrics.values())  # on CPU the metrics are plain floats
+    assert metrics["td_loss"] == pytest.approx(float(td), abs=1e-5)
+    assert metrics["actor_loss"] == pytest.approx(float(actor), abs=1e-4)
+    assert metrics["log_pi"] == pytest.approx(float(log_pi.mean()), abs=1e-4)
+
+
+def test_cql_policy_log_std_is_scale_times_raw_plus_offset_clamped_to_minus_20_and_2():
+    """CORL's TanhGaussianPolicy: log_std = a * raw + b (trainable scalars, a=1, b=-1 at init), clamped to [-20, 2]."""
+    from frozen_dt.baselines.cql import TanhGaussianPolicy
+
+    torch.manual_seed(0)
+    policy = TanhGaussianPolicy(3, 2, 8, 1)
+    obs = torch.randn(5, 3)
+    raw = policy.trunk(obs)[:, 2:]
+    with torch.no_grad():
+        torch.testing.assert_close(policy.mean_log_std(obs)[1], raw - 1.0, rtol=0, atol=0)
+        policy.log_std_scale.fill_(0.0)
+        for offset, expected in [(-1.5, -1.5), (50.0, 2.0), (-50.0, -20.0)]:
+            policy.log_std_offset.fill_(offset)
+            assert policy.mean_log_std(obs)[1].unique().tolist() == [expected]
+
+
+def test_cql_temperature_follows_adam_on_the_entropy_gap():
+    """log_alpha takes Adam steps on -(log_alpha * (log pi + target_entropy)), target_entropy = -act_dim: its
+    gradient at each update is -(mean log pi - act_dim), read back from the logged log_pi; three updates recomputed
+    by hand with Adam's formula (betas 0.9, 0.999, eps 1e-8). Kills: the product turned into a quotient, the target
+    entropy's sign, the temperature's learning rate."""
+    algo, config, batch = cql_on_random_data(actor_lr=1e-2)
+    logs = []
+    for step in range(3):
+        torch.manual_seed(step)
+        logs.append(algo.update(batch))
+    act_dim = batch["actions"].shape[1]
+    log_alpha, m, v = 0.0, 0.0, 0.0
+    for t, metrics in enumerate(logs, start=1):
+        assert metrics["alpha"] == pytest.approx(math.exp(log_alpha), abs=1e-6)
+        g = -(metrics["log_pi"] - act_dim)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        log_alpha -= config.actor_lr * (m / (1 - 0.9 ** t)) / (math.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    assert float(algo.model.log_alpha) == pytest.approx(log_alpha, abs=1e-6)
 
 
 # --- OGBench success -------------------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
-"""The evaluation statistics pinned by exact values (the bootstrap's resampling unit, the aggregates, the summaries'
+"""The evaluation statistics (and the D4RL normalization) pinned by exact values (the bootstrap's resampling unit, the aggregates, the summaries'
 counts and refusals), computed by hand where the distribution of the resampled aggregate is small enough to write
 down. Each test names the one-line mutations it kills; ``tests/mutations.py`` applies the ones that matter most."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
+from frozen_dt.envs.registry import get_task
+from frozen_dt.eval.scores import normalized_score
 from frozen_dt.eval.stats import (aggregate_iqm, aggregate_median, as_matrix, seed_summary, stratified_bootstrap_ci,
                                   summarize_runs)
 
@@ -15,15 +20,31 @@ from frozen_dt.eval.stats import (aggregate_iqm, aggregate_median, as_matrix, se
 
 
 def test_across_seed_interval_resamples_seeds_not_episodes():
-    """From 5 seeds the interval is the bootstrap over the seed means: the same generator over the 5 means gives the
-    same interval; resampling the 50 episodes (spread +-10 around each seed's mean) gives another one.
-    Kills: episodes pooled into the across-seed summary, the interval taken over the wrong unit."""
-    episodes = [np.array([m - 10.0, m + 10.0] * 5) for m in (0.0, 10.0, 20.0, 30.0, 40.0)]
+    """Five seeds whose episodes spread from 0 to 40 but whose means are all 20: every bootstrap resample of the seeds
+    has mean 20, so the interval over seeds is exactly [20, 20]; resampling the 50 episodes would give a wide one.
+    With distinct seed means the interval is the stratified bootstrap of the seed means themselves. Kills: episodes
+    pooled into the across-seed summary, the interval taken over the wrong unit."""
+    spreads = [20.0, 15.0, 10.0, 5.0, 2.5]
+    summary = seed_summary([np.array([20.0 - d, 20.0 + d] * 5) for d in spreads])
+    assert (summary["ci_low"], summary["ci_high"]) == (20.0, 20.0)
+    assert "seeds" in summary["ci_over"] and summary["n_seeds"] == 5 and summary["n_episodes"] == 50
+    assert summary["per_seed"] == [20.0] * 5 and summary["mean"] == 20.0 and summary["median"] == 20.0
+    episodes = [np.array([0.0, 20.0] * 5) + 10.0 * i for i in range(5)]  # seed means 10, 20, 30, 40, 50
     summary = seed_summary(episodes)
-    expected = stratified_bootstrap_ci(np.array([[0.0], [10.0], [20.0], [30.0], [40.0]]))
-    assert (summary["ci_low"], summary["ci_high"]) == expected
-    assert summary["ci_over"] == "seeds (bootstrap, n=5)" and summary["n_seeds"] == 5 and summary["n_episodes"] == 50
-    assert summary["mean"] == 20.0 and summary["median"] == 20.0
+    means = np.array([10.0, 20.0, 30.0, 40.0, 50.0])
+    assert (summary["ci_low"], summary["ci_high"]) == stratified_bootstrap_ci(means[:, None])
+    assert (summary["ci_low"], summary["ci_high"]) != stratified_bootstrap_ci(np.concatenate(episodes)[:, None])
+
+
+def test_two_to_four_seeds_get_a_t_interval_over_the_seed_means_not_their_episodes():
+    """Two seeds with means 20 and 40: 30 +- t(0.975, 1) * sd / sqrt(2); two seeds with equal means and spread-out
+    episodes: exactly [30, 30] (the episodes' spread is not the seeds')."""
+    summary = seed_summary([np.array([0.0, 40.0] * 5), np.array([20.0, 60.0] * 5)])
+    half = scipy_stats.t.ppf(0.975, 1) * np.std([20.0, 40.0], ddof=1) / np.sqrt(2)
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx((30.0 - half, 30.0 + half), rel=1e-12)
+    assert summary["n_seeds"] == 2 and summary["mean"] == 30.0
+    summary = seed_summary([np.array([0.0, 60.0] * 5), np.array([20.0, 40.0] * 5), np.array([10.0, 50.0] * 5)])
+    assert (summary["ci_low"], summary["ci_high"]) == (30.0, 30.0) and summary["n_seeds"] == 3
 
 
 def test_few_seeds_get_a_t_interval_over_their_means():
@@ -74,14 +95,6 @@ def test_stratified_bootstrap_interval_is_the_percentile_interval_of_the_resampl
     assert (low, high) == tuple(np.quantile(values, [0.025, 0.975]))
 
 
-def test_two_seeds_are_summarized_over_seeds():
-    """Two seeds are already 'two or more': the interval is over their means, a t-interval with 1 degree of freedom
-    (30 +- 12.706 * 14.14 / 1.414 = 30 +- 127.06), never the [min, max] = [20, 40] a bootstrap would give."""
-    summary = seed_summary([np.array([0.0, 40.0] * 5), np.array([20.0, 60.0] * 5)])  # seed means 20 and 40
-    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx((30.0 - 127.062047, 30.0 + 127.062047))
-    assert summary["ci_over"] == "t over 2 seeds" and summary["n_seeds"] == 2
-
-
 def test_seed_summary_refuses_no_runs_and_runs_without_episodes_but_takes_one_episode():
     with pytest.raises(ValueError, match="at least one episode"):
         seed_summary([])
@@ -112,3 +125,17 @@ def test_median_and_iqm_act_on_each_resample_of_a_batch():
     iqm = [float(np.sort(x.ravel())[1:-1].mean()) for x in (a, b)]  # 6 scores: scipy cuts int(0.25 * 6) = 1 each end
     assert iqm == [3.5, 4.75]
     np.testing.assert_array_equal(aggregate_iqm(np.stack([a, b])), iqm)
+
+
+# --- D4RL normalization -----------------------------------------------------------------------------------------
+
+
+def test_a_task_missing_either_reference_score_has_no_normalized_score():
+    """A task with only one of the two D4RL references (or neither) refuses to normalize rather than compute with a
+    None. Kills: ``or`` -> ``and`` in the check."""
+    hopper = get_task("hopper-medium-v2")
+    for task in (replace(hopper, ref_max=None), replace(hopper, ref_min=None), replace(hopper, ref_min=None,
+                                                                                        ref_max=None)):
+        with pytest.raises(ValueError, match="no D4RL reference scores"):
+            normalized_score(task, 100.0)
+    assert normalized_score(hopper, [hopper.ref_min, hopper.ref_max]).tolist() == [0.0, 100.0]
