@@ -3,6 +3,7 @@ per step) against sequential batch-1 rollouts (one env, one forward of the K-ste
 Decision Transformer repo, CORL and d3rlpy evaluate), same policy, same episode seeds, same run.
 
     python bench/bench_eval.py --run-dir RUN_DIR [--episodes 100] [--num-envs 32] [--workers N] [--target 5000]
+                               [--block ROWS]
 
 RUN_DIR is a trained ``dt`` or ``frozen-dt`` run (e.g. ``frozen-dt train walker2d-medium-v2 --algo dt --steps 500
 --run-dir runs/bench-dt``).
@@ -104,6 +105,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="policy inference device (both sides)")
     parser.add_argument("--env-processes", choices=("auto", "on", "off"), default="auto",
                         help="harness envs in worker processes (auto: on cuda)")
+    parser.add_argument("--block", type=int, help=f"harness inference rows per forward (default {BLOCK}; on a GPU as "
+                                                  "wide as --num-envs)")
     parser.add_argument("--out", help="also write the measurements to this JSON file")
     args = parser.parse_args()
     run = load_run(args.run_dir, device=args.device)
@@ -118,6 +121,7 @@ def main() -> None:
     start = time.perf_counter()
     agent = ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
                                    max_timestep=run.config["max_timestep"], precision=run_precision(run.settings.run))
+    agent.block = args.block or (args.num_envs if args.device == "cuda" else BLOCK)
     vec = rollout(task, agent, args.episodes, seed=EVAL_SEED, num_envs=args.num_envs, workers=workers,
                   env_version=version, progress=False, env_processes=processes)
     t_vec = time.perf_counter() - start
@@ -131,7 +135,8 @@ def main() -> None:
     steps_seq = sum(length for _, length in seq)
     # per-step cost is what compares: the sequential reference may run fewer episodes than the harness
     rate_vec, rate_seq = steps_vec / t_vec, steps_seq / t_seq
-    where = f"{args.num_envs} envs{' in worker processes' if processes else ''}, {workers} worker threads, {args.device}"
+    where = f"{args.num_envs} envs{' in worker processes' if processes else ''}, {workers} worker threads, " \
+        f"{agent.block}-row blocks, {args.device}"
     print(f"vectorized ({where}): {args.episodes} episodes, {steps_vec} steps "
           f"in {t_vec:.1f} s ({rate_vec:.0f} steps/s); mean return {np.mean([r['return'] for r in vec]):.1f}")
     print(f"sequential batch-1 (fp32, {threads} threads): {n_seq} episodes, {steps_seq} steps in {t_seq:.1f} s "
@@ -158,6 +163,7 @@ def main() -> None:
         record = {"cpu": cpu_name(), "threads": threads, "device": args.device, "env_processes": processes, "torch": torch.__version__, "run_dir": args.run_dir,
                   "algo": run.settings.run.algo, "env_id": task.env_id(version), "precision": precision, "target": target,
                   "vectorized": {"episodes": args.episodes, "num_envs": args.num_envs, "workers": workers,
+                                 "block": agent.block,
                                  "steps": steps_vec, "seconds": round(t_vec, 2), "steps_per_s": round(rate_vec, 1)},
                   "sequential": {"episodes": n_seq, "steps": steps_seq, "seconds": round(t_seq, 2),
                                  "steps_per_s": round(rate_seq, 1)},

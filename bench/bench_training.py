@@ -6,13 +6,15 @@ same run, in fp32 and, with ``--bf16``, under bf16 autocast too.
 
     python bench/bench_training.py [--backbones gemma3-270m smollm2-135m minilm-l6] [--layers 1 2 5] [--steps 5]
                                    [--bf16 | --only-bf16] [--hold both|fp32|bf16] [--inits pretrained random]
-                                   [--sampling device|host] [--stack 3] [--no-dt] [--device cpu|cuda] [--json FILE]
+                                   [--sampling device|host] [--stack 3] [--no-dt] [--cuda-graph] [--device cpu|cuda]
+                                   [--json FILE]
 
 Under bf16 a frozen slice is measured twice in the same run (``--hold both``): held in fp32 and recast by autocast
 on every call (the reference), and running its bf16 copy (:meth:`FrozenSlice.held_weights`); the row of the latter
 carries the ratio. On CUDA it reports MFU: achieved FLOP/s against the bf16 matmul peak measured in the same run (an
 8192^3 bf16 matmul). ``--stack N`` also measures each configuration with N seeds stacked (``frozen-dt train
---seeds``). The JSON (hardware, torch, commit, command) is rewritten after every row; a row that fails is recorded
+--seeds``). Each row also counts one step's dispatched operations and host synchronisations (on cuda: kernels and
+``set_sync_debug_mode``'s count). The JSON (hardware, torch, commit, command) is rewritten after every row; a row that fails is recorded
 with its error and the others still run.
 """
 
@@ -82,7 +84,8 @@ def update_flops(step) -> float:
     return float(counter.get_total_flops())
 
 
-def training_step(name: str, build, args, device: torch.device, precision: str, seeds: int, work: Path):
+def training_step(name: str, build, args, device: torch.device, precision: str, seeds: int, work: Path,
+                  graph: bool = False):
     """The step ``frozen-dt train`` takes: ``seeds`` members built as its trainers build them (the spec's
     ``build_algorithm``: the device sampler with ``--sampling device``), updated by the trainer's own call (one seed:
     ``update(sample_batch(rng))``; several: :class:`~frozen_dt.training.stack.StackTrainer`'s update)."""
@@ -97,7 +100,8 @@ def training_step(name: str, build, args, device: torch.device, precision: str, 
     for seed in range(seeds):
         torch.manual_seed(seed)
         run = RunConfig(task="walker2d-medium-v2", algo=algo, steps=10**9, seed=seed, device=device.type,
-                        precision=precision, device_sampling="on" if args.sampling == "device" else "off")
+                        precision=precision, device_sampling="on" if args.sampling == "device" else "off",
+                        cuda_graph=graph)
         algorithm = spec.build_algorithm(config, build(seed), dataset(), Problem(OBS, ACT), run)
         trainer = Trainer(algorithm, work / f"seed{seed}", steps=10**9, seed=seed, log_every=10**9, eval_every=0,
                           save_every=10**9, progress=False)
@@ -111,13 +115,16 @@ def training_step(name: str, build, args, device: torch.device, precision: str, 
     return lambda: stack.update([t.algorithm.sample_batch(t.rng) for t in trainers]), trainers
 
 
-def measure(name: str, build, args, device: torch.device, precision: str, seeds: int = 1) -> dict:
-    """Seconds per training step of ``seeds`` members (stacked when more than one), FLOPs counted on one step."""
+def measure(name: str, build, args, device: torch.device, precision: str, seeds: int = 1, graph: bool = False) -> dict:
+    """Seconds per training step of ``seeds`` members (stacked when more than one), FLOPs counted on one step (with
+    ``graph``: on an eager warm-up step; the capture and a replay are not timed)."""
+    from frozen_dt.training.graphed import WARMUP_STEPS
+
     with tempfile.TemporaryDirectory() as tmp:
-        step, trainers = training_step(name, build, args, device, precision, seeds, Path(tmp))
-        for _ in range(args.warmup):
-            step()
+        step, trainers = training_step(name, build, args, device, precision, seeds, Path(tmp), graph)
         flops = update_flops(step)
+        for _ in range(max(args.warmup, WARMUP_STEPS + 1) if graph else args.warmup):
+            step()
         sync(device)
         start = time.perf_counter()
         for _ in range(args.steps):
@@ -125,10 +132,46 @@ def measure(name: str, build, args, device: torch.device, precision: str, seeds:
         sync(device)
         seconds = (time.perf_counter() - start) / args.steps
         counts = param_counts(trainers[0].algorithm.model)
+        dispatched = step_counts(step, trainers, device)
     return {"model": name if seeds == 1 else f"{name}, {seeds} seeds stacked", "seeds": seeds, "precision": precision,
-            "sampling": args.sampling, "steps_per_s": 1 / seconds, "s_per_step": seconds,
+            "sampling": args.sampling, "cuda_graph": graph, "steps_per_s": 1 / seconds, "s_per_step": seconds,
             "gflop_per_step": flops / 1e9, "gflops": flops / seconds / 1e9,
-            "trainable_params": counts["trainable_params"] * seeds, "frozen_params": counts["frozen_params"]}
+            "trainable_params": counts["trainable_params"] * seeds, "frozen_params": counts["frozen_params"],
+            **dispatched}
+
+
+def step_counts(step, trainers, device: torch.device) -> dict:
+    """One more step, counted: aten operations dispatched from the host and those among them that would
+    synchronise (:class:`~frozen_dt.training.sync_check.DispatchCounter`; a replayed CUDA graph dispatches none of
+    its own); on cuda also the synchronisations ``torch.cuda.set_sync_debug_mode`` reports and the kernels the
+    profiler sees."""
+    import warnings
+
+    from frozen_dt.training.sync_check import DispatchCounter, optimizer_step_counters
+
+    optimizers = [t.algorithm.optimizer for t in trainers]
+    with DispatchCounter(optimizer_step_counters(optimizers)) as counter:
+        step()
+    out = {"ops_per_step": counter.ops, "host_syncs_per_step_dispatched": counter.syncs}
+    if device.type == "cuda":
+        sync(device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                step()
+                sync_count = sum("synchroniz" in str(w.message).lower() for w in caught)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        sync(device)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            sync(device)
+        kernels = sum(1 for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
+        out.update(host_syncs_per_step_cuda=sync_count, kernels_per_step=kernels)
+    return out
 
 
 _SLICES: dict = {}
@@ -190,6 +233,8 @@ def main() -> None:
     parser.add_argument("--sampling", default="device", choices=("device", "host"),
                         help="batches from the device sampler (the training path) or sampled on the host")
     parser.add_argument("--no-dt", action="store_true", help="skip the DT baseline's rows")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="also measure each row with the graph-ready step (--cuda-graph; captured on cuda)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--stack", type=int, default=3, help="also measure frozen-dt slices with this many seeds "
                                                              "stacked (0: not)")
@@ -226,14 +271,15 @@ def main() -> None:
     for name, build in configs:
         frozen_row = name.startswith("frozen-dt")
         for precision in precisions:
-            for seeds in [1] + ([args.stack] if args.stack > 1 else []):
+            for seeds, graph in [(n, g) for n in [1] + ([args.stack] if args.stack > 1 else [])
+                                 for g in [False] + ([True] if args.cuda_graph else [])]:
                 reference = None
                 for held, on in hold_settings(args, device, precision, frozen_row):
                     for s in _SLICES.values():
                         s.hold_bf16_on = on
                     global_hold(on)
                     try:
-                        r = measure(name, build, args, device, precision, seeds)
+                        r = measure(name, build, args, device, precision, seeds, graph)
                     except Exception as error:  # noqa: BLE001 - a failed row is recorded; the others still run
                         r = {"model": name, "seeds": seeds, "precision": precision, "error": f"{type(error).__name__}: "
                              f"{str(error).splitlines()[0][:300] if str(error) else ''}"}
@@ -253,12 +299,15 @@ def main() -> None:
                     if args.json:
                         write_json(args.json, record)
                     mfu = f", MFU {r['mfu']:.1%}" if "mfu" in r else ""
-                    label = f"{precision}" + (f", slice held {held}" if held else "")
+                    label = f"{precision}" + (f", slice held {held}" if held else "") + (", graph" if graph else "")
                     ratio = f"; {r['speedup_vs_fp32_held']:.2f}x the fp32-held slice" if "speedup_vs_fp32_held" in r \
                         else ""
                     print(f"{r['model']:60s} {label:24s}: {r['steps_per_s']:7.2f} steps/s "
                           f"({r['s_per_step'] * 1000:8.1f} ms), {r['gflop_per_step']:7.1f} GFLOP/step, "
-                          f"{r['gflops']:6.1f} GFLOP/s = {r['fraction_of_matmul']:.2f}x plain matmul{mfu}{ratio}",
+                          f"{r['gflops']:6.1f} GFLOP/s = {r['fraction_of_matmul']:.2f}x plain matmul{mfu}{ratio}; "
+                          f"{r['ops_per_step']} ops/step, {r['host_syncs_per_step_dispatched']} syncing"
+                          + (f", {r['kernels_per_step']} kernels, {r['host_syncs_per_step_cuda']} cuda syncs"
+                             if "kernels_per_step" in r else ""),
                           flush=True)
     global_hold(HOLD_BF16_ON)
 

@@ -25,14 +25,14 @@
 #   bash bench/device_check.sh --steps smoke,compile # a rerun of some steps (their prerequisites run too)
 #   bash bench/device_check.sh --rehearse            # here, on CPU: the device's run in an environment like its own
 #   bash bench/device_check.sh --dry-run             # here, on CPU, in the development environment, tiny sizes
-# Options: --deadline SECONDS (or DEADLINE_S); OUT (default results/bench/device_check); HEADLINE_SECONDS.
+# Options: --deadline SECONDS (or DEADLINE_S; default 480 on the device, 3000 on CPU); OUT (default results/bench/device_check); HEADLINE_SECONDS.
 set -uo pipefail
 {  # the whole script is read before it runs: editing this file during a run cannot change that run
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=device
 STEPS=""
-DEADLINE_S=${DEADLINE_S:-480}
+DEADLINE_S=${DEADLINE_S:-}
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -47,6 +47,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+[ -z "$DEADLINE_S" ] && { [ $MODE = device ] && DEADLINE_S=480 || DEADLINE_S=3000; }  # CPU modes: one slow thread
 case $DEADLINE_S in ''|*[!0-9]*) echo "device_check.sh: --deadline takes whole seconds, got '$DEADLINE_S'" >&2; exit 2 ;; esac
 ALL_STEPS="versions install-wheels install-package imports generate-full generate-smoke import-slice peak attention
   bench-training bench-stacking smoke headline-pretrained headline-random headline-dt headline-rates compile"
@@ -71,6 +72,9 @@ OUT=${OUT:-$ROOT/results/bench/device_check}
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")
 RES=$WORK/results  # everything measured; packed into $OUT/results.tgz after every step
+STEP_PID=""
+trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "$STEP_PID" ] && kill -TERM $STEP_PID 2>/dev/null; wait; exit 143' TERM INT  # no step outlives the script
 mkdir -p "$RES"
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable PYTHONDONTWRITEBYTECODE=1
 export FROZEN_DT_DATA=$WORK/data FROZEN_DT_CACHE=$WORK/backbones
@@ -83,15 +87,16 @@ if [ $MODE = device ]; then
   DEVICE=cuda SITE=${DEVICE_CHECK_SITE:-/tmp/site} WHEELS=.whl
   SMOKE_STEPS=100 SMOKE_EPISODES=2 SMOKE_DATA="--episodes 20" FULL_DATA="" NUM_ENVS=8 EVAL_CUT="" BATCH=""
   HEADLINE_STEPS=100000 HEADLINE_EPISODES=10 SAVE_EVERY=250 HEADLINE_SECONDS=${HEADLINE_SECONDS:-45}
-  BENCH="--steps 10 --warmup 3 --bf16" BENCH_LAYERS=5 STACK_BENCH="--steps 20 --warmup 5" ATTENTION="--bf16"
-  PEAK="" COMPILE_BUDGET=240
+  BENCH="--steps 10 --warmup 3 --only-bf16" BENCH_LAYERS=5 STACK_BENCH="--steps 20 --warmup 5" ATTENTION="--bf16"
+  PEAK="" COMPILE_BUDGET=240 BUDGET_SCALE=1
 else  # dry-run and rehearse: CPU, tiny sizes
   DEVICE=cpu SITE=$WORK/site
   SMOKE_STEPS=4 SMOKE_EPISODES=1 SMOKE_DATA="--episodes 3" FULL_DATA="--episodes 6" NUM_ENVS=2
-  EVAL_CUT="--max-steps 5" BATCH="--batch-size 4"
+  EVAL_CUT="--max-steps 5 --env-processes on" BATCH="--batch-size 4"  # env workers as on cuda
   HEADLINE_STEPS=4 HEADLINE_EPISODES=1 SAVE_EVERY=2 HEADLINE_SECONDS=${HEADLINE_SECONDS:-300}
   BENCH="--steps 1 --warmup 1 --batch-size 4" STACK_BENCH="--steps 1 --warmup 1 --algos iql" ATTENTION="--batch 4"
-  PEAK="--size 256 --reps 3" BENCH_LAYERS=5 COMPILE_BUDGET=900  # torch.compile's C++ build on one CPU thread
+  # the steps' budgets are the device's, times 4 here (one CPU thread, often shared); the deadline still bounds all
+  PEAK="--size 256 --reps 3" BENCH_LAYERS=5 COMPILE_BUDGET=240 BUDGET_SCALE=4
   if [ $MODE = rehearse ]; then
     WHEELS=$REHEARSE_WHEELS
   else  # the development environment already holds the wheels' packages; a 0:1 slice exported here is enough
@@ -141,6 +146,7 @@ step() {
   shift 2
   [ "$1" = "--" ] && shift
   wanted "$name" || return 0
+  budget=$(( budget * BUDGET_SCALE ))
   local left; left=$(remaining)
   if [ "$left" -lt 2 ]; then
     record "$name" null 0 0 false true
@@ -149,8 +155,12 @@ step() {
   fi
   [ "$budget" -gt "$left" ] && budget=$left
   local t0; t0=$(date +%s)
-  timeout -k 10 "$budget" "$@" > "$RES/$name.log" 2>&1
+  # in the background and waited for, so that a TERM or INT to this script reaches the step (timeout passes it on)
+  timeout -k 10 "$budget" "$@" > "$RES/$name.log" 2>&1 < /dev/null &
+  STEP_PID=$!
+  wait $STEP_PID
   local rc=$? took=$(( $(date +%s) - t0 ))
+  STEP_PID=""
   local timed_out=false
   if [ $rc = 124 ] || [ $rc = 137 ]; then timed_out=true; fi
   record "$name" "$rc" "$took" "$budget" "$timed_out" false
@@ -200,12 +210,14 @@ if wanted generate-full; then
   say "generate-full: started in the background (pid $GEN_PID)"
 fi
 step generate-smoke 120 -- $FDT data generate walker2d-medium-v2 $SMOKE_DATA --num-envs $NUM_ENVS
-if [ $MODE = dry-run ] && wanted import-slice; then
-  step export 120 -- $FDT backbone export gemma3-270m --layers "$LAYERS" --out "$SLICE"
-fi
 
 # --- 2. the slice, the peak, attention on a left-padded batch ----------------------------------------------------------
-step import-slice 90 -- $FDT backbone import "$SLICE"
+if [ $MODE = dry-run ]; then  # the development environment exports a 0:1 slice from the package on the spot
+  step import-slice 240 -- bash -c "$FDT backbone export gemma3-270m --layers $LAYERS --out $SLICE \
+    && $FDT backbone import $SLICE"
+else
+  step import-slice 90 -- $FDT backbone import "$SLICE"
+fi
 step peak 60 -- $PY -P bench/device_probe.py peak "$RES/peak.json" --device $DEVICE $PEAK
 step attention 120 -- $PY -P bench/device_probe.py attention "$RES/attention.json" --device $DEVICE \
   --layers "$LAYERS" $ATTENTION
@@ -213,7 +225,7 @@ step attention 120 -- $PY -P bench/device_probe.py attention "$RES/attention.jso
 # --- 3. throughput through the training path -------------------------------------------------------------------------
 # bench/ scripts run as scripts: sys.path[0] is bench/, never the repository root
 step bench-training 150 -- $PY bench/bench_training.py --device $DEVICE --backbones gemma3-270m \
-  --layers $BENCH_LAYERS --stack 3 $BENCH --json "$RES/training_$DEVICE.json"
+  --layers $BENCH_LAYERS --inits pretrained random --stack 3 $BENCH --json "$RES/training_$DEVICE.json"
 step bench-stacking 120 -- $PY bench/bench_stacking.py --device $DEVICE --layers "$LAYERS" $STACK_BENCH \
   --json "$RES/stacking_$DEVICE.json"
 
@@ -279,6 +291,5 @@ fi
 publish
 failed=$(grep -c '"rc": [1-9]' "$STATUS" || true)
 say "done in $(elapsed)s: $failed step(s) failed; $OUT/summary.json, results.tgz, status.jsonl"
-rm -rf "$WORK"
 [ "$failed" = 0 ]
 exit; }

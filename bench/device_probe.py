@@ -164,6 +164,13 @@ def rates(args) -> dict:
 
 
 SUMMARY_INLINE_BYTES = 65_536
+# what the CPU rehearsal (bench/device_check.sh --rehearse) cannot match of the lent machine (KINDS.md, 2026-11)
+REHEARSAL_DIFFERENCES = {
+    "python": "3.12.3 on the device; 3.11 here, so the carried wheels are the cp311 builds of the same pins",
+    "torch": "2.11.0+cu130 on the device; this machine's 2.13.0+cpu here (2.11 has no CPU build here)",
+    "numpy": "2.5.2 on the device; 2.4.6 here (the newest PyPI serves for CPython 3.11)",
+    "device": "cuda under bf16 autocast on the device; cpu in fp32 here, at tiny sizes",
+}
 
 
 def summary(args) -> dict:
@@ -186,7 +193,8 @@ def summary(args) -> dict:
     return {"mode": args.mode, "device": args.device, "deadline_s": args.deadline, "versions": versions,
             "steps": steps, "failed": [s.get("step") for s in steps if s.get("rc") not in (0, None)],
             "skipped": [s.get("step") for s in steps if s.get("skipped")],
-            "timed_out": [s.get("step") for s in steps if s.get("timed_out")], "results": results}
+            "timed_out": [s.get("step") for s in steps if s.get("timed_out")], "results": results,
+            **({"differences_from_device": REHEARSAL_DIFFERENCES} if args.mode == "rehearse" else {})}
 
 
 def one_line(what: str, r: dict) -> str:

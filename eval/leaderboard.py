@@ -121,10 +121,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 def interval_label(r: dict) -> str:
     """The row's 95 % interval with what it is over; with 2-4 seeds (a t-interval) the per-seed means beside it."""
-    per_seed = [g for g in r.get("_runs", [])]
+    runs = r.get("_runs", [])
     seeds = ""
-    if 2 <= r["n_seeds"] < 5 and per_seed:
-        seeds = "; seeds " + ", ".join(f"{float(np.mean(g['episode_scores'])):.1f}" for g in per_seed)
+    if 2 <= r["n_seeds"] < 5 and runs:
+        seeds = "; seeds " + ", ".join(f"{float(np.mean(g['episode_scores'])):.1f}" for g in runs)
     return f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] (95 %, {r['ci_over']}{seeds})"
 
 

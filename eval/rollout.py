@@ -82,13 +82,16 @@ def make_vector_env(task: Task, num_envs: int, env_version: str | None = None, p
 def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_envs: int = 16, workers: int = 1,
             env_version: str | None = None, record: bool = False, max_steps: int | None = None,
             progress: bool = True, desc: str | None = None, reset_options: dict | None = None,
-            env_processes: bool = False) -> list[dict]:
+            env_processes: bool = False, seed_period: int | None = None) -> list[dict]:
     """Run exactly the given episodes (an int N means ids 0..N-1); one result per episode, in id order.
 
     A result holds ``return``, ``length``, ``success`` (``info["success"]`` at the episode's last step) and, with
     ``record``, the episode's D4RL arrays. ``max_steps`` cuts episodes short (recorded as timeouts).
     ``reset_options`` go to every reset (OGBench's ``task_id``). ``env_processes``: each env steps in its own
     process (:func:`make_vector_env`; results unchanged).
+
+    ``seed_period``: episode ``i`` is reset with seed ``seed + i % seed_period`` (several conditions' episodes in
+    one vector env, each condition on the same episode seeds: :class:`ConditionRouter`).
 
     ``workers`` > 1 splits the ``num_envs`` env slots into that many groups, each with its own vector env stepped
     by its own thread, all taking episodes from one queue (:class:`worker_settings`: one torch thread per worker).
@@ -107,7 +110,8 @@ def rollout(task: Task, agent: Agent, episodes, *, seed: int = EVAL_SEED, num_en
     queue = EpisodeQueue(ids)
     results: dict[int, dict] = {}
     bar = progress_bar(total=len(ids), unit="ep", desc=desc or f"{task.name} rollouts", enabled=progress, leave=False)
-    group = dict(task=task, agent=agent, queue=queue, results=results, bar=bar, seed=seed, env_version=env_version,
+    seeds = (lambda e: seed + e) if seed_period is None else (lambda e: seed + e % seed_period)
+    group = dict(task=task, agent=agent, queue=queue, results=results, bar=bar, seed=seeds, env_version=env_version,
                  record=record, max_steps=max_steps, reset_options=reset_options, env_processes=env_processes)
     sizes = [n // workers + (w < n % workers) for w in range(workers)]
     first_slots = np.cumsum([0] + sizes[:-1])
@@ -187,11 +191,11 @@ class worker_settings:
         sys.setswitchinterval(self.saved[1])
 
 
-def run_slots(slots: range, *, task: Task, agent: Agent, queue: EpisodeQueue, results: dict, bar, seed: int,
+def run_slots(slots: range, *, task: Task, agent: Agent, queue: EpisodeQueue, results: dict, bar, seed,
               env_version: str | None, record: bool, max_steps: int | None, reset_options: dict | None,
               env_processes: bool = False) -> None:
     """Run episodes from ``queue`` in the env slots ``slots`` (one vector env) until it is empty; results go into
-    ``results`` by episode id. Agent calls use the global slot numbers."""
+    ``results`` by episode id. Agent calls use the global slot numbers. ``seed(e)``: episode e's reset seed."""
     n, base = len(slots), slots.start
     slot_episode: list[int | None] = [queue.take() for _ in range(n)]
     if all(e is None for e in slot_episode):
@@ -201,7 +205,7 @@ def run_slots(slots: range, *, task: Task, agent: Agent, queue: EpisodeQueue, re
     returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
     steps: list[dict | None] = [None] * n
     try:
-        seeds = [None if e is None else seed + e for e in slot_episode]
+        seeds = [None if e is None else seed(e) for e in slot_episode]
         obs, infos = envs.reset(seed=seeds, options=dict(reset_options or {}))
         for s, e in enumerate(slot_episode):
             if e is not None:
@@ -241,7 +245,7 @@ def run_slots(slots: range, *, task: Task, agent: Agent, queue: EpisodeQueue, re
                         slot_episode[s] = queue.take()
                         returns[s], lengths[s] = 0.0, 0
                         if slot_episode[s] is not None:
-                            seeds[s] = seed + slot_episode[s]
+                            seeds[s] = seed(slot_episode[s])
                             pending_start.append(s)
                 obs, infos = envs.reset(seed=seeds, options={**(reset_options or {}), "reset_mask": reset})
                 for s in pending_start:
@@ -293,36 +297,101 @@ def target_label(target: float | None) -> str:
     return "none" if target is None else f"{target:g}"
 
 
-def evaluate_agent(task: Task, make_agent, *, targets: tuple, episodes: int, num_envs: int = EVAL_NUM_ENVS,
-                   workers: int = 1, env_version: str | None = None, seed: int = EVAL_SEED,
-                   max_steps: int | None = None, progress: bool = True, keep_episodes: bool = False,
-                   env_processes: bool = False) -> dict:
-    """``score`` and ``score@L``/``return@L``/``length@L`` for each evaluation condition L.
+class ConditionRouter:
+    """Several agents in one vector env: episode id ``c * n + e`` is episode ``e`` of agent ``c`` (a return target of
+    a run, or a seed x target of several runs). Each agent gets the calls of the slots running its episodes, with
+    its own episode numbers; a slot's action is its own agent's, computed in that agent's fixed-shape blocks, so it
+    does not depend on which other agents' episodes share the env."""
 
-    Conditions are the return targets (``make_agent(target)`` builds the agent for one; stateless agents ignore
-    it and ``targets`` may be ``(None,)``), and ``score`` is the first target's mean score. Goal-conditioned
-    OGBench tasks are evaluated on each of their evaluation goals instead (L = ``task1`` ... ``task5``, the env
-    reset with that ``task_id``), and ``score`` is the mean success over them, as OGBench reports it. The same
-    episode seeds serve every condition. With ``keep_episodes`` the per-episode results are returned too, under
-    ``episodes@L``. ``num_envs``, ``workers`` and ``env_processes`` go to :func:`rollout`.
+    def __init__(self, agents: list, n: int):
+        self.agents, self.n = list(agents), int(n)
+        self.owner: dict[int, int] = {}
+
+    def start(self, slot: int, episode: int, goal=None) -> None:
+        self.owner[slot] = episode // self.n
+        self.agents[episode // self.n].start(slot, episode % self.n, goal)
+
+    def groups(self, slots: np.ndarray):
+        owners = np.array([self.owner[s] for s in slots])
+        for c in np.unique(owners):
+            yield self.agents[c], np.flatnonzero(owners == c)
+
+    def act(self, observations: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        parts = [(rows, agent.act(observations[rows], slots[rows])) for agent, rows in self.groups(slots)]
+        actions = np.empty((len(slots), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype)
+        for rows, part in parts:
+            actions[rows] = part
+        return actions
+
+    def observe(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        for agent, rows in self.groups(slots):
+            agent.observe(slots[rows], rewards[rows])
+
+
+def evaluate_agent(task: Task, make_agent, **kwargs) -> dict:
+    """:func:`evaluate_agents` of one policy."""
+    return evaluate_agents(task, [make_agent], **kwargs)[0]
+
+
+def evaluate_agents(task: Task, make_agents: list, *, targets: tuple, episodes: int, num_envs: int = EVAL_NUM_ENVS,
+                    workers: int = 1, env_version: str | None = None, seed: int = EVAL_SEED,
+                    max_steps: int | None = None, progress: bool = True, keep_episodes: bool = False,
+                    env_processes: bool = False, block: int | None = None) -> list[dict]:
+    """For each policy (``make_agents[i](target)`` builds its agent for a target: the seeds of a stack, or one run),
+    ``score`` and ``score@L``/``return@L``/``length@L`` for each evaluation condition L.
+
+    Conditions are the return targets (stateless agents ignore them and ``targets`` may be ``(None,)``), and
+    ``score`` is the first target's mean score. Every policy x target runs in one vector env (created once, its
+    width ``num_envs``; :class:`ConditionRouter`), on the same episode seeds. Goal-conditioned OGBench tasks are
+    evaluated on each of their evaluation goals instead (L = ``task1`` ... ``task5``, the env reset with that
+    ``task_id``: one vector env per goal, as a reset takes one ``task_id``), and ``score`` is the mean success over
+    them, as OGBench reports it. With ``keep_episodes`` the per-episode results are returned too, under
+    ``episodes@L``. ``num_envs``, ``workers`` and ``env_processes`` go to :func:`rollout`; ``block``: the rows of
+    each inference call (default :data:`BLOCK`; a row's action never depends on the other rows of its block).
     """
     if task.goal_conditioned:
         conditions = [(f"task{i}", None, {"task_id": i, "render_goal": False}) for i in task.eval_task_ids]
     else:
         conditions = [(target_label(t), t, None) for t in targets]
-    results = {}
-    for label, target, options in conditions:
-        runs = rollout(task, make_agent(target), episodes, seed=seed, num_envs=num_envs, workers=workers,
-                       env_version=env_version, max_steps=max_steps, progress=progress,
-                       desc=f"eval {task.name} {label}", reset_options=options, env_processes=env_processes)
-        for key, value in summarize(task, runs).items():
-            if key != "episodes":
-                results[f"{key}@{label}"] = value
-        if keep_episodes:
-            scores = episode_scores(task, runs)
-            results[f"episodes@{label}"] = [{"episode": r["episode"], "return": r["return"], "length": r["length"],
-                                             "success": r["success"], "score": float(sc)} for r, sc in zip(runs, scores)]
+
+    def agent(make, target):
+        built = make(target)
+        if block is not None and hasattr(built, "block"):
+            built.block = int(block)
+        return built
+
+    runs = {}  # (policy, label) -> its episodes
+    common = dict(seed=seed, num_envs=num_envs, workers=workers, env_version=env_version, max_steps=max_steps,
+                  progress=progress)
+    if task.goal_conditioned:
+        for label, target, options in conditions:
+            router = ConditionRouter([agent(make, target) for make in make_agents], episodes)
+            done = rollout(task, router, episodes * len(make_agents), desc=f"eval {task.name} {label}",
+                           reset_options=options, env_processes=env_processes, seed_period=episodes, **common)
+            for i in range(len(make_agents)):
+                runs[i, label] = done[i * episodes:(i + 1) * episodes]
+    else:
+        pairs = [(i, label, target) for i in range(len(make_agents)) for label, target, _ in conditions]
+        router = ConditionRouter([agent(make_agents[i], target) for i, _, target in pairs], episodes)
+        done = rollout(task, router, episodes * len(pairs), desc=f"eval {task.name}", env_processes=env_processes,
+                       seed_period=episodes, **common)
+        for c, (i, label, _) in enumerate(pairs):
+            runs[i, label] = done[c * episodes:(c + 1) * episodes]
     labels = [label for label, _, _ in conditions]
-    results["score"] = float(np.mean([results[f"score@{k}"] for k in labels])) if task.goal_conditioned \
-        else results[f"score@{labels[0]}"]
-    return results
+    out = []
+    for i in range(len(make_agents)):
+        results = {}
+        for label in labels:
+            episode_runs = [{**r, "episode": r["episode"] % episodes} for r in runs[i, label]]
+            for key, value in summarize(task, episode_runs).items():
+                if key != "episodes":
+                    results[f"{key}@{label}"] = value
+            if keep_episodes:
+                scores = episode_scores(task, episode_runs)
+                results[f"episodes@{label}"] = [{"episode": r["episode"], "return": r["return"], "length": r["length"],
+                                                 "success": r["success"], "score": float(sc)}
+                                                for r, sc in zip(episode_runs, scores)]
+        results["score"] = float(np.mean([results[f"score@{k}"] for k in labels])) if task.goal_conditioned \
+            else results[f"score@{labels[0]}"]
+        out.append(results)
+    return out

@@ -3,8 +3,8 @@
 Each run directory gets ``eval-<checkpoint>.json`` (written atomically, only once the evaluation is complete):
 every episode's return, length and score per return target, the checkpoint's step, the eval seed, the env version
 and the hardware. Runs of the same configuration (they differ only in their seed) aggregate into one line: mean,
-IQM and a 95 % CI over seeds (stratified bootstrap, :mod:`frozen_dt.eval.stats`); a single run's CI is over its
-episodes, and says so.
+IQM and a 95 % interval over seeds (:mod:`frozen_dt.eval.stats`: a Student-t interval with the per-seed means
+beside it for 2-4 seeds, the stratified bootstrap from 5); a single run's interval is over its episodes, and says so.
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ def config_key(settings: RunSettings, eval_task: str) -> tuple:
 
 
 def aggregate(records: list[dict], target: str | None = None) -> dict:
-    """Mean, IQM and 95 % CI of runs of one configuration at one target (default: each run's primary target)."""
+    """Mean, IQM and 95 % interval of runs of one configuration at one target (default: each run's primary target);
+    :func:`frozen_dt.eval.stats.seed_summary` says which interval (``ci_over``)."""
     from frozen_dt.eval.stats import seed_summary
 
     return seed_summary([[e["score"] for e in r["targets"][target or r["primary_target"]]["episodes"]]

@@ -55,6 +55,9 @@ class RunConfig:
                          choices=("auto", "fp32", "bf16"))
     compile: bool = arg(False, "torch.compile the sequence models' forward pass (on cuda in mode reduce-overhead: "
                                "CUDA graphs); the first steps pay the compilation")
+    cuda_graph: bool = arg(False, "sequence models: capture the whole training step (device sampling, forward, "
+                                  "backward, clipping, fused AdamW) once as a CUDA graph and replay it (on cuda; "
+                                  "elsewhere the same step runs eagerly)")
     device_sampling: str = arg("auto", "draw batches on the training device from arrays copied there once (no host "
                                        "work per step; another random stream than host sampling): auto (on cuda), "
                                        "on, off. Sequence models, IQL, CQL, TD3+BC", choices=("auto", "on", "off"))

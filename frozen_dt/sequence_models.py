@@ -38,6 +38,7 @@ from frozen_dt.data.dataset import ObsStats
 from frozen_dt.data.views import SequenceView, sampled_on
 from frozen_dt.parameters import load_trainable_state_dict, trainable_state_dict
 from frozen_dt.settings import arg
+from frozen_dt.training.graphed import GraphedStep
 from frozen_dt.training.stack import stacked_call, stacked_frozen
 from frozen_dt.training.trainer import metrics
 
@@ -56,11 +57,13 @@ class SequenceConfig:
                          check="fraction")
 
 
-def autocast(device: torch.device, precision: str = "fp32"):
-    """bf16 autocast on ``device`` with ``precision="bf16"``; otherwise (fp32) a no-op context."""
+def autocast(device: torch.device, precision: str = "fp32", cache: bool = True):
+    """bf16 autocast on ``device`` with ``precision="bf16"``; otherwise (fp32) a no-op context. ``cache=False`` for
+    a step captured as a CUDA graph (autocast's cache of cast weights must not outlive the capture)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {precision!r} (resolve 'auto' with AlgorithmSpec.precision first)")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                          cache_enabled=cache)
 
 
 def compiled(module: nn.Module, device: torch.device):
@@ -206,7 +209,8 @@ class SequenceModelAlgorithm:
     """A :class:`ReturnConditionedTransformer` trained on :class:`SequenceView` windows by action regression."""
 
     def __init__(self, model: ReturnConditionedTransformer, view: SequenceView, config: SequenceConfig, *,
-                 device: str | torch.device = "cpu", precision: str = "fp32", compile: bool = False):
+                 device: str | torch.device = "cpu", precision: str = "fp32", compile: bool = False,
+                 cuda_graph: bool = False):
         self.device = torch.device(device)
         self.precision = precision
         self.model = model.to(self.device)
@@ -217,10 +221,46 @@ class SequenceModelAlgorithm:
         self.batch_size = config.batch_size
         self.grad_clip = config.grad_clip
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_warmup(config.warmup_steps))
+        self.base_lr, self.schedule = config.lr, linear_warmup(config.warmup_steps)
+        self.graphed = self.graph_ready(config) if cuda_graph else None
+        if self.graphed is None:
+            self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
 
-    def sample_batch(self, rng: np.random.Generator) -> dict:
+    def graph_ready(self, config: SequenceConfig) -> GraphedStep:
+        """``--cuda-graph``: the whole step as one function of static device tensors (:meth:`graph_step`), captured
+        as a CUDA graph on cuda (:class:`~frozen_dt.training.graphed.GraphedStep`), run eagerly elsewhere. Its AdamW
+        is fused (capturable on cuda) and reads its learning rate from a device tensor the schedule fills."""
+        from frozen_dt.data.views import DeviceSampler
+        from frozen_dt.errors import FrozenDTError
+
+        if self.compile:
+            raise FrozenDTError("--cuda-graph and --compile both make CUDA graphs: choose one")
+        if not isinstance(self.view, DeviceSampler):
+            raise FrozenDTError("--cuda-graph draws its batches on the device: use --device-sampling on (or auto on "
+                                "cuda); goal-conditioned windows are sampled on the host")
+        lr = torch.tensor(float(config.lr), device=self.device)
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=config.weight_decay, fused=True,
+                                           capturable=self.device.type == "cuda")
+        draw = lambda out: torch.randint(0, len(self.view), out.shape, device=self.device,  # noqa: E731
+                                         generator=self.view.generator, out=out)
+        return GraphedStep(self.graph_step, draw, self.batch_size, self.device, enabled=True)
+
+    def graph_step(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training step on the windows starting at ``indices`` (a device tensor): gather, forward, loss,
+        backward, clipping, optimizer step; (loss, grad_norm) as device tensors. Static shapes, no host work."""
+        self.model.train()
+        loss = self.loss(self.view.batch_at(indices))
+        self.optimizer.zero_grad(set_to_none=False)  # the gradients stay where a captured graph wrote them
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        return loss.detach(), grad_norm.detach()
+
+    def sample_batch(self, rng: np.random.Generator) -> dict | None:
+        """The next batch; None with ``--cuda-graph``, whose step draws its batch on the device itself."""
+        if self.graphed is not None:
+            return None
         return self.view.sample(self.batch_size, rng)
 
     def tensors(self, batch: dict) -> dict:
@@ -233,16 +273,22 @@ class SequenceModelAlgorithm:
 
     def loss(self, batch: dict) -> torch.Tensor:
         tensors = self.tensors(batch)
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision, cache=self.graphed is None):
             predicted = self.forward(tensors)
         return self.action_loss(predicted, tensors)
 
     def update(self, batch: dict) -> dict:
         return metrics(self.train_step(batch))
 
-    def train_step(self, batch: dict) -> dict:
+    def train_step(self, batch: dict | None) -> dict:
         """One update; its metrics as tensors on the device. Nothing in it waits for the device (no host
-        synchronisation: tests/test_sync_free.py runs it under a mode that fails on one)."""
+        synchronisation: tests/test_sync_free.py runs it under a mode that fails on one). With ``--cuda-graph``
+        (``batch`` None) the graph-ready step draws its own batch."""
+        if self.graphed is not None:
+            lr = self.base_lr * self.schedule(self.scheduler.last_epoch)  # the rate this step uses, as a number
+            loss, grad_norm = self.graphed()
+            self.scheduler.step()  # fills the optimizer's device-tensor rate for the next step
+            return {"loss": loss, "grad_norm": grad_norm, "lr": lr}
         self.model.train()
         loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -276,6 +322,12 @@ class SequenceModelAlgorithm:
           stacked once (:meth:`stacked_bodies`) and each seed's slice runs on its own windows in the same call.
         * Otherwise (slices that train) each instance updates in turn.
         """
+        if any(a.graphed is not None for a in algorithms):  # each seed replays its own graph
+            steps = []
+            for algorithm, batch, rng in zip(algorithms, batches, rngs):
+                with rng():
+                    steps.append(algorithm.train_step(batch))
+            return steps
         models = [a.model for a in algorithms]
         body = models[0].body
         frozen = [not any(p.requires_grad for p in m.body.parameters()) for m in models]
@@ -342,6 +394,9 @@ class SequenceModelAlgorithm:
     def load_state_dict(self, state: dict) -> None:
         load_trainable_state_dict(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.graphed is not None:  # the graph-ready AdamW reads its rate from a device tensor
+            for group in self.optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         self.scheduler.load_state_dict(state["scheduler"])
         if hasattr(self.view, "load_state_dict"):
             self.view.load_state_dict(state["sampler"])
@@ -372,7 +427,7 @@ def build_sequence_algorithm(config: SequenceConfig, model, dataset, problem, ru
     view = SequenceView(dataset, config.context, rtg_scale=problem.rtg_scale, max_timestep=problem.max_timestep,
                         goal_conditioned=problem.goal_dim is not None)
     return SequenceModelAlgorithm(model, sampled_on(view, run), config, device=run.device, precision=run_precision(run),
-                                  compile=getattr(run, "compile", False))
+                                  compile=getattr(run, "compile", False), cuda_graph=getattr(run, "cuda_graph", False))
 
 
 def make_sequence_agent(config, model, obs_stats, problem, target, precision: str = "fp32"):

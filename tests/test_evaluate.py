@@ -142,7 +142,10 @@ def test_leaderboard_rows_csv_markdown_and_figures(trained_runs, capsys, tmp_pat
     assert float(row["score_mean"]) == pytest.approx(np.mean([r["score"] for r in records]), abs=0.01)
     assert float(row["ci_low"]) <= float(row["score_mean"]) <= float(row["ci_high"])
     assert row["ci_over"] == "t over 2 seeds" and int(row["trainable_params"]) > 0 and row["steps"] == "4"
-    assert "| hopper-medium-v2 | 1800 | dt |" in (tmp_path / "results" / "lb.md").read_text()
+    table = (tmp_path / "results" / "lb.md").read_text()
+    assert "| hopper-medium-v2 | 1800 | dt |" in table
+    per_seed = ", ".join(f"{r['score']:.1f}" for r in records)  # 2 seeds: the t-interval with the seeds beside it
+    assert f"(95 %, t over 2 seeds; seeds {per_seed})" in table
     for figure in ("scores.png", "curves.png"):
         assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"
 
@@ -163,7 +166,7 @@ def test_every_score_says_whether_its_data_was_generated_or_d4rls(trained_runs, 
     code, out, err = run(capsys, "eval", *map(str, trained_runs), *EVAL)
     assert code == 0, err
     assert all(json.loads((d / "eval-last.json").read_text())["data"] == "generated" for d in trained_runs)
-    score_lines = [line for line in out.splitlines() if "normalized score" in line or "95% CI" in line]
+    score_lines = [line for line in out.splitlines() if "normalized score" in line or "95 % interval" in line]
     assert len(score_lines) == 3 and all("(generated data)" in line for line in score_lines)
     titles = []
     monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, text, **kw: titles.append(text))

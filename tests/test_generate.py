@@ -60,7 +60,7 @@ def test_actor_policy_matches_stable_baselines3(tmp_path):
 BLAS_THREADS = int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
 
 
-@pytest.mark.xfail(BLAS_THREADS == 1, strict=True,
+@pytest.mark.xfail(BLAS_THREADS == 1, strict=False,
                    reason="single-threaded OpenBLAS gives a row 2e-5 apart by its place in the block (README, Rollouts)")
 def test_batched_actions_equal_single_row_actions():
     from frozen_dt.eval.rollout import in_blocks

@@ -88,3 +88,13 @@ def test_a_sweep_output_root_name_too_long_is_one_message(tmp_path):
 def test_other_os_errors_are_bugs_and_keep_their_traceback():
     assert os_error_message(OSError(errno.EIO, "Input/output error")) is None
     assert "too long" in os_error_message(OSError(errno.ENAMETOOLONG, "File name too long", "x"))
+
+
+def test_a_sweep_job_whose_run_dir_cannot_be_made_fails_alone(tmp_path):
+    from frozen_dt.sweeps.jobs import execute
+    from frozen_dt.sweeps.spec import SweepRun
+
+    run = SweepRun({"task": "hopper-medium-v2", "algo": "bc"}, "bc", tmp_path / ("z" * 300) / "seed0", 0, 2,
+                   evaluation={"episodes": 0})
+    [outcome] = execute(run, threads=1, retries=0)
+    assert outcome["status"] == "failed" and "too long" in outcome["error"] and outcome["state"] == "unknown"

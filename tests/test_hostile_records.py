@@ -53,3 +53,14 @@ def test_a_bad_run_config_is_refused(tmp_path, text, expect):
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(FrozenDTError, match=expect):
         read_run_config(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"steps": "6"}', "[" * 50_000 + "]" * 50_000, '{"episodes": []}'])
+def test_a_sweep_reads_a_bad_summary_or_eval_record_as_not_done(tmp_path, text):
+    from frozen_dt.sweeps.jobs import run_state
+    from frozen_dt.sweeps.spec import SweepRun
+
+    probe = SweepRun({"task": "bit-xor"}, "p", tmp_path / "probe", 0, 6, command="probe")
+    probe.run_dir.mkdir()
+    (probe.run_dir / "summary.json").write_text(text)
+    assert run_state(probe) == "new"

@@ -59,8 +59,10 @@ def test_a_second_training_of_one_run_dir_is_refused_naming_the_holder(data, tmp
 
 
 def test_a_second_sweep_of_one_root_is_refused_and_sweep_json_is_kept(data, tmp_path, holder, capsys):
+    from test_cli import write_d4rl_hdf5
     from test_sweeps import TINY, write_spec
 
+    write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")  # were the lock not held, the sweep would train, not generate
     out = tmp_path / "out"
     out.mkdir()
     (out / "sweep.json").write_text('{"the first sweep": "wrote this"}')

@@ -1,4 +1,4 @@
-"""bench/parity/recipe_swap.py's arms change exactly what they name, only while their block runs."""
+"""experiments/parity/recipe_swap.py's arms change exactly what they name, only while their block runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from frozen_dt.training.trainer import load_checkpoint
 from test_cli import run, write_d4rl_hdf5
 
 HERE = Path(__file__).resolve().parent
-spec = importlib.util.spec_from_file_location("recipe_swap", HERE.parent / "bench" / "parity" / "recipe_swap.py")
+spec = importlib.util.spec_from_file_location("recipe_swap", HERE.parent / "experiments" / "parity" / "recipe_swap.py")
 recipe_swap = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(recipe_swap)
 

@@ -47,6 +47,17 @@ def test_two_to_four_seeds_get_a_t_interval_over_the_seed_means_not_their_episod
     assert (summary["ci_low"], summary["ci_high"]) == (30.0, 30.0) and summary["n_seeds"] == 3
 
 
+def test_few_seeds_get_a_t_interval_over_their_means():
+    """3 seeds (means 10, 20, 30: sd 10): mean +- t(0.975, 2 df) * 10 / sqrt(3), the per-seed means beside it; a
+    bootstrap of three means would be their [min, max] (each extreme resample has probability 1/27 > 2.5 %).
+    Kills: the t-interval over the 30 episodes, a bootstrap below 5 seeds."""
+    episodes = [np.array([0.0, 20.0] * 5), np.array([10.0, 30.0] * 5), np.array([20.0, 40.0] * 5)]  # means 10, 20, 30
+    summary = seed_summary(episodes)
+    half = 4.302652729911275 * 10.0 / np.sqrt(3)
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx((20.0 - half, 20.0 + half))
+    assert summary["ci_over"] == "t over 3 seeds" and summary["per_seed"] == [10.0, 20.0, 30.0]
+
+
 def test_one_seed_interval_is_over_its_episodes_and_its_statistics_its_mean():
     """One seed: mean, median and IQM are its episodes' mean; the interval is the bootstrap over its episodes (two
     episodes 0 and 100: each resample's mean is 0, 50 or 100 with probabilities 1/4, 1/2, 1/4)."""

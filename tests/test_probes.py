@@ -306,6 +306,8 @@ def test_probe_model_checkpoint_roundtrip():
 @pytest.mark.parametrize("task, arm, extra, metric", [
     ("bit-xor", "random-transformer", [], "err_all"),
     ("bit-memory", "random-init", ["--bit-length", "20", "--patch", "5"], "err_all"),
+    ("bit-xor", "lstm", [], "err_all"),  # FPT's frozen random LSTM control
+    ("bit-xor", "shuffled", [], "err_all"),
 ])
 def test_cli_bit_tasks_run(tmp_path, capsys, cache, task, arm, extra, metric):
     code, out, err = run(capsys, "probe", task, "--arm", arm, "--backbone", "minilm-l6", "--layers", "0:1",

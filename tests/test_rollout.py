@@ -12,7 +12,7 @@ from factories import make_dt
 from frozen_dt.data.dataset import ObsStats
 from frozen_dt.envs.registry import get_task
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.eval.rollout import default_workers, evaluate_agent, in_blocks, rollout
+from frozen_dt.eval.rollout import EVAL_SEED, default_workers, evaluate_agent, in_blocks, rollout
 from frozen_dt.sequence_models import ReturnConditionedAgent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -199,3 +199,42 @@ def test_env_workers_start_from_a_forkserver(monkeypatch):
         assert os.environ["MUJOCO_GL"] == "disable"
     finally:
         envs.close()
+
+
+def test_every_seed_and_target_in_one_vector_env_equals_each_alone(monkeypatch):
+    """Two policies x two targets share one vector env (created once); each one's episodes are those it runs
+    alone, bit for bit: same seeds, and a row's action does not depend on the rows beside it."""
+    from frozen_dt.eval import rollout as rollout_module
+    from frozen_dt.eval.rollout import evaluate_agents
+
+    models = [small_dt(0), small_dt(1)]
+    made = []
+    make_vector_env = rollout_module.make_vector_env
+    monkeypatch.setattr(rollout_module, "make_vector_env", lambda *a, **k: made.append(a[1]) or make_vector_env(*a, **k))
+    together = evaluate_agents(HOPPER, [lambda t, m=m: dt_agent(m, t) for m in models], targets=(3600.0, 1800.0),
+                               episodes=3, num_envs=5, max_steps=25, progress=False, keep_episodes=True)
+    assert made == [5]  # one vector env for 2 seeds x 2 targets x 3 episodes
+    for model, result in zip(models, together):
+        for target in (3600.0, 1800.0):
+            alone = rollout(HOPPER, dt_agent(model, target), 3, seed=EVAL_SEED, num_envs=2, max_steps=25,
+                            progress=False)
+            label = f"{target:g}"
+            assert [(e["episode"], e["return"], e["length"]) for e in result[f"episodes@{label}"]] == \
+                [(r["episode"], r["return"], r["length"]) for r in alone]
+    assert together[0]["score@3600"] != together[1]["score@3600"]
+
+
+def test_wide_blocks_keep_a_rows_action_independent_of_its_neighbours():
+    model = small_dt()
+
+    def wide(target=3600.0):
+        agent = dt_agent(model, target)
+        agent.block = 64
+        return agent
+
+    one = rollout(HOPPER, wide(), 4, seed=1, num_envs=1, max_steps=30, progress=False)
+    four = rollout(HOPPER, wide(), 4, seed=1, num_envs=4, max_steps=30, progress=False)
+    assert [r["return"] for r in one] == [r["return"] for r in four]
+    result = evaluate_agent(HOPPER, lambda t: dt_agent(model, t), targets=(3600.0,), episodes=4, num_envs=4,
+                            max_steps=30, progress=False, block=64, seed=1)
+    assert result["return@3600"] == pytest.approx(np.mean([r["return"] for r in four]), rel=1e-12)

@@ -293,7 +293,13 @@ def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache)
     record = json.loads((tmp_path / "b.json").read_text())
     record["status"] = "running"  # pretend the run was cut after step 2
     (tmp_path / "b.json").write_text(json.dumps(record))
-    resumed = run(RunSpec(**base), tmp_path / "b", tmp_path / "b.json", log=lambda m: None)
+    from frozen_dt.science.train import snapshot
+
+    assert snapshot(tmp_path / "b", tmp_path / "b.json") == tmp_path / "b.pt"
+    (tmp_path / "b" / "checkpoint.pt").unlink()  # a fresh checkout: only the committed snapshot is there
+    messages = []
+    resumed = run(RunSpec(**base), tmp_path / "b", tmp_path / "b.json", log=messages.append)
+    assert any("resumed at step 2" in m for m in messages)
     assert resumed["status"] == "complete" and resumed["step"] == 4
     for r1, r2 in zip(whole["curve"], resumed["curve"]):
         assert r1["err_L3"] == pytest.approx(r2["err_L3"]) and r1["train_loss"] == pytest.approx(r2["train_loss"])
@@ -343,3 +349,107 @@ def test_analyze_phase_end_to_end(tmp_path):
     assert pre["final"] == pytest.approx(0.021)  # mean of the last two evaluations
     assert pre["steps_to_threshold"] == 500 and pre["bar"] == pytest.approx(0.18)
     assert c["p_steps"] < 0.01  # every pretrained run reached the bar, no random-init run did (ties: normal approx.)
+
+
+# --- held-out action error ------------------------------------------------------------------------------------------
+
+
+def _dataset(lengths=(5, 7, 3, 6, 4), obs_dim=3, act_dim=2):
+    from frozen_dt.data.dataset import from_flat_arrays
+
+    n = sum(lengths)
+    rng = np.random.default_rng(0)
+    ends = np.cumsum(lengths) - 1
+    terminals, timeouts = np.zeros(n, bool), np.zeros(n, bool)
+    terminals[ends[::2]] = True  # episodes 0, 2, 4 terminate (the walker fell), 1 and 3 are cut by the time limit
+    timeouts[ends[1::2]] = True
+    return from_flat_arrays(rng.normal(size=(n, obs_dim)).astype(np.float32),
+                            rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+                            rng.normal(size=n).astype(np.float32), terminals, timeouts,
+                            where="synthetic", source={"kind": "synthetic"})
+
+
+def test_heldout_split_is_seeded_disjoint_and_round_trips(tmp_path):
+    from frozen_dt.data.readers import read_file
+    from frozen_dt.science import heldout
+
+    data = _dataset()
+    assert list(heldout.heldout_episodes(5, 0.4, seed=1)) == list(heldout.heldout_episodes(5, 0.4, seed=1))
+    assert len(heldout.heldout_episodes(5, 0.01, 0)) == 1 and len(heldout.heldout_episodes(5, 0.99, 0)) == 4
+    record = heldout.split(data, tmp_path, 0.4, seed=1)
+    held = record["heldout_episodes"]
+    assert len(held) == 2
+    train, test = read_file(tmp_path / "train.pkl"), read_file(tmp_path / "heldout.pkl")
+    assert train.n_episodes == 3 and test.n_episodes == 2
+    assert test.n_transitions == record["heldout_steps"] and train.n_transitions == record["train_steps"]
+    for i, e in enumerate(held):
+        s, n = data.episode_starts[e], data.episode_lengths[e]
+        t = test.episode_starts[i]
+        np.testing.assert_array_equal(test.observations[t:t + n], data.observations[s:s + n])
+        np.testing.assert_array_equal(test.actions[t:t + n], data.actions[s:s + n])
+    np.testing.assert_array_equal(test.episode_terminated, data.episode_terminated[held])
+    kept = np.setdiff1d(np.arange(5), held)
+    np.testing.assert_array_equal(train.episode_terminated, data.episode_terminated[kept])
+    assert data.episode_terminated.any() and not data.episode_terminated.all()
+    train_obs = {tuple(o) for o in train.observations}
+    assert not any(tuple(o) in train_obs for o in test.observations)  # no held-out step is trained on
+
+
+def test_heldout_action_error_is_the_mse_over_real_steps():
+    from frozen_dt.data.views import SequenceView
+    from frozen_dt.science import heldout
+
+    view = SequenceView(_dataset(), context=4)
+
+    class Constant(nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = nn.Parameter(torch.tensor(value))
+
+        def forward(self, batch):
+            return torch.full_like(batch["actions"], float(self.value))
+
+    starts = np.random.default_rng(heldout.WINDOW_SEED).integers(0, len(view), size=10)
+    batch = view.batch_at(starts)
+    real = batch["actions"][batch["mask"]]
+    expected = float(((real - 0.5) ** 2).mean())
+    assert heldout.action_error(Constant(0.5), view, 10, chunk=3) == pytest.approx(expected, rel=1e-5)
+    assert heldout.action_error(Constant(0.0), view, 10) == pytest.approx(float((real ** 2).mean()), rel=1e-5)
+
+
+def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monkeypatch, capsys):
+    """A tiny hopper file split, DT trained 4 steps on its train part (frozen-dt train --dataset), its held-out
+    action error measured: the same command-line path the locomotion protocol uses."""
+    from frozen_dt.data.readers import read_file
+    from frozen_dt.science import heldout
+    from test_cli import run as cli_run
+    from test_cli import write_d4rl_hdf5
+    from test_trainer import SMOKE
+
+    source = data / "hopper-medium-v2.hdf5"
+    write_d4rl_hdf5(source)
+    monkeypatch.chdir(tmp_path)
+    assert heldout.main(["split", str(source), str(tmp_path / "split"), "--fraction", "0.3"]) == 0
+    code, _, err = cli_run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--dataset",
+                           str(tmp_path / "split" / "train.pkl"), "--run-dir", str(tmp_path / "run"), *SMOKE)
+    assert code == 0, err
+    result = heldout.run_error(tmp_path / "run", tmp_path / "split" / "heldout.pkl", 16)
+    assert result["algo"] == "dt" and result["step"] == 4 and result["action_mse"] > 0
+    actions = read_file(tmp_path / "split" / "heldout.pkl").actions
+    assert result["action_mse"] < 10 * float((actions ** 2).mean()) + 10  # a finite error on the actions' scale
+    assert heldout.main(["error", str(tmp_path / "run"), "--heldout", str(tmp_path / "nope.pkl")]) == 2
+
+
+@pytest.mark.parametrize("main, argv, fragment", [
+    ("slice_scan", ["not-a-backbone"], "unknown backbone"),
+    ("slice_scan", ["gemma3-270m", "--choose", "2", "--out", "/nonexistent"], "no heads table"),
+    ("study", ["plan", "/nonexistent.json"], "no such SPEC file"),
+    ("heldout", ["error", "/nonexistent-run", "--heldout", "x.pkl"], "not a directory"),
+])
+def test_bad_input_is_one_readable_error(capsys, main, argv, fragment):
+    from frozen_dt.science import heldout
+
+    module = {"slice_scan": slice_scan, "study": study, "heldout": heldout}[main]
+    assert module.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and "Traceback" not in err

@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--eval-seed", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save-policy", help="bc: also write the trained policy (weights, scaler) to this npz, for "
-                                              "cross_eval.py to roll out in frozen-dt's harness")
+                                              "experiments/parity/cross_eval.py to roll out in frozen-dt's harness")
     args = parser.parse_args()
 
     import d3rlpy

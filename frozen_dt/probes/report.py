@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from frozen_dt.paths import atomic_path, atomic_write_text
+from frozen_dt.probes.models import ARMS as ARM_ORDER  # pretrained first, then the controls
 from frozen_dt.run_dir import read_csv, read_json
-
-ARM_ORDER = ("pretrained", "random-init", "random-transformer", "scratch")
 
 
 def collect(results: Path, task: str) -> list[dict]:

@@ -30,6 +30,7 @@ import torch
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.probes.heads import copy_targets, head_name, load_full_model, sentence_copy_scores, sentences
 from frozen_dt.run_dir import write_csv
+from frozen_dt.science import exit_code
 
 
 def previous_token_pairs(token_ids, special=()) -> list[tuple[int, int]]:
@@ -153,6 +154,9 @@ def choose_slice(prev: np.ndarray, copy: np.ndarray, depth: int, prev_threshold:
 
 
 def run_scan(backbone: str, out_dir: Path, seed: int = 0, sentences_path: str | None = None) -> dict:
+    from frozen_dt.backbones.catalog import check_backbone_name
+
+    check_backbone_name(backbone)
     texts = sentences(sentences_path)
     model, tokenizer = load_full_model(backbone)
     pre = scan(model, tokenizer, texts)
@@ -205,19 +209,22 @@ def main(argv=None) -> int:
     parser.add_argument("--copy-threshold", type=float, default=0.2)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.choose:
-        for backbone in args.backbones:
-            chosen = choose_from_csv(Path(args.out) / f"heads_{backbone}.csv", args.choose, args.prev_threshold,
-                                     args.copy_threshold)
-            print(f"{backbone}, {args.choose} layers (previous-token >= {args.prev_threshold} below copy >= "
-                  f"{args.copy_threshold}): " + (json.dumps(chosen) if chosen else "no slice qualifies"))
-        return 0
+    return exit_code(lambda: _choose_all(args) if args.choose else _scan_all(args))
+
+
+def _choose_all(args) -> None:
     for backbone in args.backbones:
-        try:
-            result = run_scan(backbone, Path(args.out), args.seed)
-        except FrozenDTError as error:
-            print(f"error: {error}")
-            return 2
+        table = Path(args.out) / f"heads_{backbone}.csv"
+        if not table.is_file():
+            raise FrozenDTError(f"no heads table {table}: run the scan of {backbone} first")
+        chosen = choose_from_csv(table, args.choose, args.prev_threshold, args.copy_threshold)
+        print(f"{backbone}, {args.choose} layers (previous-token >= {args.prev_threshold} below copy >= "
+              f"{args.copy_threshold}): " + (json.dumps(chosen) if chosen else "no slice qualifies"))
+
+
+def _scan_all(args) -> None:
+    for backbone in args.backbones:
+        result = run_scan(backbone, Path(args.out), args.seed)
         print(f"{backbone}: {result['sentences']} sentences ({result['copy_sentences']} with repeats, "
               f"{result['copy_tokens']} repeated tokens)")
         print("layer | best prev-token head | best copy head | rewrite pretrained | rewrite random-init")
@@ -225,7 +232,6 @@ def main(argv=None) -> int:
             print(f"{row['layer']:>5} | {row['max_prev_head']} {row['max_prev_token']:.3f} | {row['max_copy_head']} "
                   f"{row['max_copy']:.3f} | {row['rewrite_pretrained']:.3f} | {row['rewrite_random_init']:.3f}",
                   flush=True)
-    return 0
 
 
 if __name__ == "__main__":

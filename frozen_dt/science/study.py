@@ -9,11 +9,13 @@ A SPEC (JSON, e.g. ``results/science/recall_study.json``)::
      "common": {"backbone": "gemma3-270m", "layers": "3:5", "steps": 2000, ...},   # RunSpec fields
      "phases": {"pilot": {"arms": {"pretrained": [1e-3, 3e-3, 1e-2], ...}, "seeds": [100]},
                 "main": {"arms": ["pretrained", ...], "lr": "pilot", "seeds": [0, 1, 2, 3, 4]},
-                "replication": {"arms": [...], "lr": "pilot", "seeds": [...], "common": {"backbone": ...}}},
+                "replication-pilot": {"arms": {...}, "seeds": [100], "common": {"backbone": "smollm2-135m", ...}},
+                "replication": {"arms": [...], "lr": "replication-pilot", "seeds": [...], "common": {...}}},
      "rule": {"fixed": "L8", "long": "L12", "solve_fraction": 0.5, "last_evals": 2}}
 
 ``run --phase P`` trains the phase's runs in order (one process; a complete result file is skipped, an unfinished
-run resumes from its checkpoint). ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
+run resumes from its checkpoint, or from the committed snapshot that ``snapshot --phase P`` copies beside an
+unfinished run's result file when its trainable state is small). ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
 the lowest final error at the fixed length, ties to the smaller rate) and its go/no-go rule (some arm's final error
 at most ``solve_fraction`` times the no-recall error), writing ``<results>/<pilot phase>_selection.json``; a phase
 whose ``lr`` names a pilot phase reads its selection. ``analyze --phase P`` writes
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -34,12 +35,15 @@ import torch
 
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.run_dir import read_json, write_json
-from frozen_dt.science.train import RunSpec, final_error, run
+from frozen_dt.science import exit_code
+from frozen_dt.science.train import RunSpec, final_error, run, snapshot
 
 RUNSPEC_FIELDS = {f.name for f in fields(RunSpec)}
 
 
 def load_spec(path: str | Path) -> dict:
+    if not Path(path).is_file():
+        raise FrozenDTError(f"no such SPEC file: {path}")
     spec = read_json(Path(path))
     for key in ("results", "runs", "profiles", "common", "phases", "rule"):
         if key not in spec:
@@ -132,40 +136,45 @@ def select(spec: dict, pilot: str = "pilot") -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m frozen_dt.science.study", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("plan", "run", "select", "analyze"))
+    parser.add_argument("action", choices=("plan", "run", "snapshot", "select", "analyze"))
     parser.add_argument("spec")
     parser.add_argument("--phase", default="pilot")
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--only", nargs="*", help="run only these arms")
     args = parser.parse_args(argv)
-    try:
-        spec = load_spec(args.spec)
-        if args.action == "plan":
-            for r in phase_runs(spec, args.phase, args.profile):
-                path = result_path(spec, args.phase, r)
-                if not path.is_file():
-                    print(f"{r.name}: pending")
-                    continue
-                record = read_json(path)
-                last = record["curve"][-1] if record.get("curve") else {}
-                bars = record["baselines"]
-                errors = " ".join(f"{k}={v:.4f} (no recall {bars.get('norecall_' + k[4:], float('nan')):.4f})"
-                                  for k, v in last.items() if k.startswith("err_"))
-                print(f"{r.name}: {record.get('status', '?')} at step {record.get('step', 0)}: {errors} "
-                      f"[{record.get('wall_s', 0):.0f} s]")
-        elif args.action == "run":
-            run_phase(spec, args.phase, args.profile, args.only)
-        elif args.action == "select":
-            s = select(spec, args.phase)
-            print(json.dumps(s, indent=2))
-        else:
-            from frozen_dt.science.analysis import analyze_phase
+    return exit_code(lambda: _command(args))
 
-            print(analyze_phase(spec, args.phase))
-    except FrozenDTError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+def _command(args) -> None:
+    spec = load_spec(args.spec)
+    if args.action == "plan":
+        for r in phase_runs(spec, args.phase, args.profile):
+            path = result_path(spec, args.phase, r)
+            if not path.is_file():
+                print(f"{r.name}: pending")
+                continue
+            record = read_json(path)
+            last = record["curve"][-1] if record.get("curve") else {}
+            bars = record["baselines"]
+            errors = " ".join(f"{k}={v:.4f} (no recall {bars.get('norecall_' + k[4:], float('nan')):.4f})"
+                              for k, v in last.items() if k.startswith("err_"))
+            print(f"{r.name}: {record.get('status', '?')} at step {record.get('step', 0)}: {errors} "
+                  f"[{record.get('wall_s', 0):.0f} s]")
+    elif args.action == "run":
+        run_phase(spec, args.phase, args.profile, args.only)
+    elif args.action == "snapshot":
+        for r in phase_runs(spec, args.phase, args.profile):
+            result = result_path(spec, args.phase, r)
+            if result.is_file() and read_json(result).get("status") == "running":
+                copied = snapshot(Path(spec["runs"]) / args.phase / r.name, result)
+                print(f"{r.name}: " + (f"snapshot {copied}" if copied else "no small checkpoint to snapshot"))
+    elif args.action == "select":
+        s = select(spec, args.phase)
+        print(json.dumps(s, indent=2))
+    else:
+        from frozen_dt.science.analysis import analyze_phase
+
+        print(analyze_phase(spec, args.phase))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ on the fixed test sets (``n_test`` sequences at each of ``eval_lengths``), and a
 
 * ``<run_dir>/checkpoint.pt``: step, trainable parameters and Adam state (``torch.load(weights_only=True)``), from
   which an interrupted run resumes (batches are a function of (seed, step), so the resumed run equals an
-  uninterrupted one);
+  uninterrupted one); when it is absent, a committed snapshot ``<result_file stem>.pt`` beside the result file
+  (:func:`snapshot`, for runs whose trainable state is small) is resumed from instead;
 * ``<result_file>`` (JSON): the spec, the evaluations so far (``curve``), the no-recall baseline of each test
   set, ``status`` ``running`` or ``complete``, the hardware and wall time. A complete result file is never rerun.
 """
@@ -86,14 +87,15 @@ def run(spec: RunSpec, run_dir: Path, result_file: Path, log=print) -> dict:
     optimizer = torch.optim.Adam(params, lr=spec.lr)
     checkpoint = run_dir / "checkpoint.pt"
     step, curve, wall = 0, [], 0.0
-    if checkpoint.is_file():
-        state = load_checkpoint(checkpoint, map_location=device)
+    source = checkpoint if checkpoint.is_file() else snapshot_path(result_file)
+    if source.is_file():
+        state = load_checkpoint(source, map_location=device)
         model.load_trainable_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, wall = int(state["step"]), float(state["wall_s"])
         curve = [row for row in (read_json(result_file).get("curve", []) if result_file.is_file() else [])
                  if row["step"] <= step]
-        log(f"{spec.name}: resumed at step {step}")
+        log(f"{spec.name}: resumed at step {step} from {source}")
     record = {"spec": asdict(spec), "name": spec.name, "trainable_params": counts["trainable_params"],
               "frozen_params": counts["frozen_params"], "baselines": bars,
               "hardware": f"{torch.get_num_threads()} torch thread(s), CPU" if spec.device == "cpu"
@@ -121,6 +123,28 @@ def run(spec: RunSpec, run_dir: Path, result_file: Path, log=print) -> dict:
             log(f"{spec.name} step {step}: " + " ".join(f"{k}={v:.4f} (no recall {bars['norecall_' + k[4:]]:.4f})"
                                                         for k, v in errors.items()) + f" [{wall:.0f}s]")
     return read_json(result_file)
+
+
+def snapshot_path(result_file: Path) -> Path:
+    return result_file.with_suffix(".pt")
+
+
+SNAPSHOT_LIMIT = 1 << 20  # bytes: frozen-body arms' interface and Adam state (~0.2 MB) fit, a scratch model does not
+
+
+def snapshot(run_dir: Path, result_file: Path) -> Path | None:
+    """Copy an unfinished run's checkpoint beside its result file (to be committed), if it is small; else None."""
+    import shutil
+
+    from frozen_dt.paths import atomic_path
+
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.is_file() or checkpoint.stat().st_size > SNAPSHOT_LIMIT:
+        return None
+    target = snapshot_path(result_file)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(checkpoint, tmp)
+    return target
 
 
 def steps_to_threshold(curve: list[dict], key: str, threshold: float) -> int | None:

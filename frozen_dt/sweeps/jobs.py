@@ -20,8 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from frozen_dt.errors import FrozenDTError
-from frozen_dt.locks import HOLDER_ENV, LockHeld, holder_id, run_locks
+from frozen_dt.errors import FrozenDTError, os_error_message
+from frozen_dt.locks import HOLDER_ENV, holder_id, run_locks
 from frozen_dt.run_dir import checkpoint_path, eval_path, read_json
 from frozen_dt.schema import integer, record
 from frozen_dt.sweeps.spec import SweepRun, probe_argv, stack_train_argv, train_argv
@@ -145,22 +145,30 @@ def execute(job: SweepRun | list[SweepRun], *, threads: int, retries: int, child
     runs = job if isinstance(job, list) else [job]
     children = children or Children()
     started = time.time()
-    for run in runs:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
     log_path = (runs[0].run_dir if len(runs) == 1 else runs[0].run_dir.parent) / "job.log"
     env = job_env(threads)
 
     def outcomes(attempts: int = 0, **fields) -> list[dict]:
         return [{"run_dir": str(run.run_dir), "config": run.config_name, "seed": run.seed, "algo": run.algo,
                  "task": run.task, "node": node or socket.gethostname(), "attempts": attempts,
-                 "state": run_state(run), "seconds": round(time.time() - started, 1), **fields} for run in runs]
+                 "state": state_of(run), "seconds": round(time.time() - started, 1), **fields} for run in runs]
 
-    try:
+    try:  # run_locks makes the run dirs
         with run_locks([run.run_dir for run in runs] + ([runs[0].run_dir.parent] if len(runs) > 1 else [])):
             return attempt_job(runs, argvs_of=lambda: job_argvs(runs, threads), retries=retries, children=children,
                                log_path=log_path, env={**env, HOLDER_ENV: holder_id()}, outcomes=outcomes)
-    except LockHeld as error:  # another process writes one of its run dirs: this job fails, the others go on
-        return outcomes(status="failed", error=str(error))
+    except (FrozenDTError, OSError) as error:  # a run dir held by another process, a disk full...: this job
+        # fails, the others go on, and sweep.json records it
+        return outcomes(status="failed", error=(os_error_message(error) if isinstance(error, OSError) else None)
+                        or str(error))
+
+
+def state_of(run: SweepRun) -> str:
+    """:func:`run_state`, or ``unknown`` when its files cannot be looked at (a name too long, no permission)."""
+    try:
+        return run_state(run)
+    except OSError:
+        return "unknown"
 
 
 def attempt_job(runs: list[SweepRun], *, argvs_of, retries: int, children: Children, log_path: Path, env: dict,

@@ -24,11 +24,11 @@ swapped in, one arm per difference, and all of them together (arm ``d3rlpy``):
 
 Writes ``<out>/<task>-<algo>-recipe.json``; run dirs (``<work>/<arm>/seed<k>``) are reused: train once, evaluate once.
 
-    python bench/parity/recipe_swap.py --algo cql --dataset DATA/hopper-medium-v2.hdf5 --task hopper-medium-v2 \
+    python experiments/parity/recipe_swap.py --algo cql --dataset DATA/hopper-medium-v2.hdf5 --task hopper-medium-v2 \
         --arms d3rlpy raw-rewards --seeds 0 1 --out results/parity
-    python bench/parity/recipe_swap.py --algo iql --dataset DATA/walker2d-medium-v2.hdf5 --task walker2d-medium-v2 \
+    python experiments/parity/recipe_swap.py --algo iql --dataset DATA/walker2d-medium-v2.hdf5 --task walker2d-medium-v2 \
         --arms d3rlpy --seeds 0 1 --out results/parity
-    python bench/parity/recipe_swap.py --algo dt --dataset DATA/hopper-medium-v2.hdf5 --arms timestep-init
+    python experiments/parity/recipe_swap.py --algo dt --dataset DATA/hopper-medium-v2.hdf5 --arms timestep-init
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "parity"))
 from run_parity import DT_TARGET_RETURN, EVAL_SEED, REPO, our_flags  # noqa: E402  (the parity arm's settings)
 
 STEPS = {"cql": 5000, "iql": 50000, "dt": 5000}  # run_parity.py's sizes for these arms in results/parity

@@ -3,7 +3,7 @@ frozen-dt's harness, on the same episodes as both sides' own evaluations. If it 
 evaluation gave, the two evaluations agree and the gap is in training; if it scores what our BC scores, the gap is
 in d3rlpy's evaluation loop.
 
-    python bench/parity/cross_eval.py --policy d3rlpy-bc.npz --task hopper-medium-v2 --episodes 20
+    python experiments/parity/cross_eval.py --policy d3rlpy-bc.npz --task hopper-medium-v2 --episodes 20
 """
 
 from __future__ import annotations
