@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats
 
 from frozen_dt.eval.stats import probability_of_improvement_ci, t_interval
-from frozen_dt.run_dir import atomic_write_text, write_json
+from frozen_dt.run_dir import atomic_write_text, read_json, write_json
 from frozen_dt.science.train import final_error, steps_to_threshold
 
 PRIMARY = ("random-init", "shuffled")
@@ -99,9 +99,13 @@ def verdict(comparisons: dict[str, dict], pretrained: list[dict]) -> str:
     return "cannot tell at this power"
 
 
-def analyze_phase(spec: dict, phase: str) -> str:
-    from frozen_dt.science.study import phase_results
+def phase_results(spec: dict, phase: str) -> list[dict]:
+    """Every result file of a study phase, in name order (none when the phase has not started)."""
+    folder = Path(spec["results"]) / phase
+    return [read_json(f) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
+
+def analyze_phase(spec: dict, phase: str) -> str:
     rule = spec["rule"]
     records = [r for r in phase_results(spec, phase) if r["status"] == "complete"]
     by_arm: dict[str, list[dict]] = {}

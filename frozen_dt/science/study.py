@@ -36,6 +36,7 @@ import torch
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.run_dir import read_json, write_json
 from frozen_dt.science import exit_code
+from frozen_dt.science.analysis import analyze_phase, phase_results
 from frozen_dt.science.train import RunSpec, final_error, run, snapshot
 
 RUNSPEC_FIELDS = {f.name for f in fields(RunSpec)}
@@ -105,11 +106,6 @@ def run_phase(spec: dict, phase: str, profile: str, only: list[str] | None = Non
     return out
 
 
-def phase_results(spec: dict, phase: str) -> list[dict]:
-    folder = Path(spec["results"]) / phase
-    return [read_json(f) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-
-
 def select(spec: dict, pilot: str = "pilot") -> dict:
     """The pilot's pre-registered learning-rate rule and go/no-go rule, from its complete result files."""
     rule = spec["rule"]
@@ -172,8 +168,6 @@ def _command(args) -> None:
         s = select(spec, args.phase)
         print(json.dumps(s, indent=2))
     else:
-        from frozen_dt.science.analysis import analyze_phase
-
         print(analyze_phase(spec, args.phase))
 
 
