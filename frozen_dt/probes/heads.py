@@ -119,7 +119,12 @@ def copy_targets(token_ids, special=()) -> list[tuple[int, int]]:
 def sentence_copy_scores(attentions: np.ndarray, token_ids, special=()) -> np.ndarray | None:
     """Per-head copy score of one sentence from its attention weights ``(layers, heads, T, T)`` (query, key);
     None if the sentence has no repeated token."""
-    pairs = copy_targets(list(token_ids), special)
+    return pair_scores(attentions, copy_targets(list(token_ids), special))
+
+
+def pair_scores(attentions: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray | None:
+    """Per-head mean attention weight over the (query, key) ``pairs`` of ``(layers, heads, T, T)`` weights; None
+    when there are no pairs."""
     if not pairs:
         return None
     rows = np.array([j for j, _ in pairs])

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.probes.heads import copy_targets, head_name, load_full_model, sentence_copy_scores, sentences
+from frozen_dt.probes.heads import (copy_targets, head_name, load_full_model, pair_scores, sentence_copy_scores,
+                                    sentences)
 from frozen_dt.run_dir import write_csv
 from frozen_dt.science import exit_code
 
@@ -41,12 +42,7 @@ def previous_token_pairs(token_ids, special=()) -> list[tuple[int, int]]:
 
 def sentence_previous_token_scores(attentions: np.ndarray, token_ids, special=()) -> np.ndarray | None:
     """Per-head previous-token score of one sentence from ``(layers, heads, T, T)`` attention (query, key)."""
-    pairs = previous_token_pairs(list(token_ids), special)
-    if not pairs:
-        return None
-    rows = np.array([j for j, _ in pairs])
-    cols = np.array([k for _, k in pairs])
-    return attentions[:, :, rows, cols].mean(axis=-1)
+    return pair_scores(attentions, previous_token_pairs(list(token_ids), special))
 
 
 def rewrite_ratio(x: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> float:
