@@ -13,7 +13,7 @@ import pytest
 
 from frozen_dt.cli import main
 from frozen_dt.eval.leaderboard import safe_cell
-from tests.hostile import refused, snapshot
+from hostile import refused, snapshot
 
 
 def fake_run(path, *, seed=0, scores=(10.0, 20.0, 30.0), **record):

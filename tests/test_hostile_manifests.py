@@ -13,7 +13,7 @@ from frozen_dt.envs.behavior import main as behavior_main
 from frozen_dt.envs.behavior import read_manifest, restore_resume_state
 from frozen_dt.envs.generate import level_checkpoints
 from frozen_dt.errors import FrozenDTError
-from tests.hostile import refused, snapshot
+from hostile import refused, snapshot
 
 GOOD = {"file": "hopper-sac-seed0-step0000000.safetensors", "env_id": "Hopper-v5", "steps": 0, "seed": 0,
         "return_mean": 9.0, "return_std": 1.0, "normalized_return": 0.9, "length_mean": 17.0, "eval_episodes": 50,

@@ -12,8 +12,8 @@ from frozen_dt.cli import main
 from frozen_dt.errors import os_error_message
 from frozen_dt.run_dir import checkpoint_path
 from frozen_dt.training.trainer import load_checkpoint
-from tests.hostile import assert_refused, cli, refused, snapshot
-from tests.test_hostile_leaderboard import fake_run
+from hostile import assert_refused, cli, refused, snapshot
+from test_hostile_leaderboard import fake_run
 
 DISK_FULL_AT_SECOND_SAVE = """
 import errno, sys, torch
@@ -36,7 +36,7 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_last_one_and_says_so(data
     import sys
 
     from test_cli import write_d4rl_hdf5
-    from tests.hostile import REPO
+    from hostile import REPO
 
     write_d4rl_hdf5(data / "hopper-medium-v2.hdf5")
     run_dir = tmp_path / "run"

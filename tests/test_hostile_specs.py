@@ -11,7 +11,7 @@ import pytest
 from frozen_dt.cli import main
 from frozen_dt.sweeps.jobs import job_argvs
 from frozen_dt.sweeps.spec import MAX_SPEC_BYTES, load_sweep
-from tests.hostile import refused, snapshot
+from hostile import refused, snapshot
 
 BASE = {"task": "hopper-medium-v2", "algo": "bc", "steps": 6, "eval_episodes": 0}
 

@@ -18,7 +18,7 @@ from frozen_dt.cli import main
 from frozen_dt.locks import HOLDER_ENV, LOCK_FILE, LockHeld, run_lock
 from frozen_dt.run_dir import checkpoint_path
 from frozen_dt.training.trainer import load_checkpoint
-from tests.hostile import REPO, refused, snapshot
+from hostile import REPO, refused, snapshot
 
 HOLD = "import sys\nfrom frozen_dt.locks import run_lock\nwith run_lock(sys.argv[1]):\n" \
        "    print('held', flush=True)\n    sys.stdin.read()\n"
