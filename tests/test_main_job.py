@@ -17,9 +17,10 @@ from frozen_dt.envs.registry import get_task
 from frozen_dt.eval.scores import normalized_score
 from test_cli import REPO, run, write_d4rl_hdf5
 
-# The README's main command must score at least this (normalized, mean of its 5 episodes at the first target). It
-# scored 0 (-0.3) when its learning rate was 1e-4: a policy that falls at once. See docs/main-job.md.
-MAIN_JOB_FLOOR = 10.0
+# The README's main command must score at least this (normalized, mean of its 5 episodes at the first target): it
+# scores -0.3 at lr 1e-4 (a policy that falls at once) and measured 16.6 on one thread and 11.3 on two (the BLAS
+# threads change the bits) at lr 1e-3. See docs/main-job.md.
+MAIN_JOB_FLOOR = 5.0
 
 
 def test_train_ends_with_reference_level_and_scale(data, capsys, tmp_path):
