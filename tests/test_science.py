@@ -284,6 +284,21 @@ def test_phase_with_pilot_rates_reads_the_selection(tmp_path):
     assert [(r.arm, r.lr, r.seed) for r in runs] == [("a", 0.003, 0), ("a", 0.003, 1)]
 
 
+def test_a_run_locked_by_another_worker_is_skipped(tmp_path, monkeypatch, capsys):
+    from frozen_dt.locks import run_lock
+
+    spec = _spec(tmp_path, {"a": [1e-3, 3e-3]})
+    trained = []
+    monkeypatch.setattr(study, "run", lambda run_spec, run_dir, result, log: trained.append(run_spec.lr) or {})
+    held = tmp_path / "runs" / "pilot" / study.phase_runs(spec, "pilot", "cpu")[0].name
+    held.mkdir(parents=True)
+    with run_lock(held, "study run"):
+        study.run_phase(spec, "pilot", "cpu")
+    assert trained == [3e-3] and "skipped" in capsys.readouterr().out
+    study.run_phase(spec, "pilot", "cpu")  # the lock is released: the run is trained now
+    assert trained == [3e-3, 1e-3, 3e-3]
+
+
 @needs_minilm
 def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache):
     base = dict(arm="pretrained", lr=3e-3, seed=0, backbone="minilm-l6", layers="0:1", steps=4, batch_size=4,

@@ -13,9 +13,10 @@ A SPEC (JSON, e.g. ``results/science/recall_study.json``)::
                 "replication": {"arms": [...], "lr": "replication-pilot", "seeds": [...], "common": {...}}},
      "rule": {"fixed": "L8", "long": "L12", "solve_fraction": 0.5, "last_evals": 2}}
 
-``run --phase P`` trains the phase's runs in order (one process; a complete result file is skipped, an unfinished
+``run --phase P`` trains the phase's runs in order (a complete result file is skipped, an unfinished
 run resumes from its checkpoint, or from the committed snapshot that ``snapshot --phase P`` copies beside an
-unfinished run's result file when its trainable state is small). ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
+unfinished run's result file when its trainable state is small). Several ``run`` workers may share a phase (one
+torch thread each on a small machine): each run is locked by the worker that trains it and skipped by the others. ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
 the lowest final error at the fixed length, ties to the smaller rate) and its go/no-go rule (some arm's final error
 at most ``solve_fraction`` times the no-recall error), writing ``<results>/<pilot phase>_selection.json``; a phase
 whose ``lr`` names a pilot phase reads its selection. ``analyze --phase P`` writes
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.locks import LockHeld, run_lock
 from frozen_dt.run_dir import read_json, write_json
 from frozen_dt.science import exit_code
 from frozen_dt.science.analysis import analyze_phase, phase_results
@@ -102,7 +104,12 @@ def run_phase(spec: dict, phase: str, profile: str, only: list[str] | None = Non
             continue
         run_dir = Path(spec["runs"]) / phase / run_spec.name
         run_dir.mkdir(parents=True, exist_ok=True)
-        out.append(run(run_spec, run_dir, result_path(spec, phase, run_spec), log=lambda m: print(m, flush=True)))
+        try:  # several workers may share a phase: each run is trained by whichever worker locks it first
+            with run_lock(run_dir, "study run"):
+                out.append(run(run_spec, run_dir, result_path(spec, phase, run_spec),
+                               log=lambda m: print(m, flush=True)))
+        except LockHeld as held:
+            print(f"{run_spec.name}: skipped, {held}", flush=True)
     return out
 
 
