@@ -30,6 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 EVAL_SEED = 10_000
+PREFIX_ATTR = "parity_prefix"  # what a --transitions file holds: its source, the steps asked for and kept, episodes
 DT_TARGET_RETURN = 3600  # both sides' DT is conditioned on this return (hopper's in kzl/decision-transformer)
 # What both sides share per algorithm: batch size and network (the rest is each side's published setting; see
 # d3rlpy_side.py and our recipes).
@@ -37,6 +38,39 @@ SHARED = {"bc": {"batch_size": 256, "hidden": 256, "layers": 2, "lr": 3e-4},
           "iql": {"batch_size": 256, "hidden": 256, "layers": 2},
           "cql": {"batch_size": 256, "hidden": 256, "layers": 3},
           "dt": {"batch_size": 64, "lr": 1e-4}}
+
+
+def prefix_file(dataset: str, transitions: int, folder: Path) -> tuple[str, dict]:
+    """The whole episodes at the start of ``dataset`` that fit in ``transitions`` steps (cut after the last episode
+    end at or before it), as a D4RL-layout file in ``folder`` that both sides train on, and what it holds. The file
+    carries the source's attributes (a generated file's ``frozen_dt_metadata``) and a ``parity_prefix`` one; an
+    existing file is reused when that attribute matches."""
+    import h5py
+
+    from frozen_dt.data.readers import D4RL_KEYS
+    from frozen_dt.paths import atomic_path
+
+    source = Path(dataset).expanduser().resolve()
+    path = (folder / f"{source.stem}-first{transitions}.hdf5").resolve()
+    with h5py.File(source, "r") as f:
+        ends = np.flatnonzero(f["terminals"][()].astype(bool) | f["timeouts"][()].astype(bool))
+        if transitions >= len(f["rewards"]) or not len(ends) or ends[0] >= transitions:
+            raise SystemExit(f"{source}: --transitions {transitions} must cover at least one whole episode and fewer "
+                             f"steps than the file's {len(f['rewards'])}")
+        used = int(ends[ends < transitions][-1]) + 1
+        prefix = {"source": str(source), "requested": transitions, "transitions": used,
+                  "episodes": int((ends < used).sum())}
+        if path.is_file():
+            with h5py.File(path, "r") as g:
+                if json.loads(g.attrs.get(PREFIX_ATTR, "{}")) == prefix:
+                    return str(path), prefix
+        with atomic_path(path, ".hdf5") as tmp, h5py.File(tmp, "w") as g:
+            for key in (*D4RL_KEYS, "next_observations"):
+                if key in f:
+                    g.create_dataset(key, data=f[key][:used])
+            g.attrs.update(dict(f.attrs))
+            g.attrs[PREFIX_ATTR] = json.dumps(prefix)
+    return str(path), prefix
 
 
 def parity_python(given: str | None) -> str:
@@ -83,7 +117,7 @@ def our_rates(run_dir: Path) -> list[float]:
 
 
 def ours(args, algo: str, seed: int, env: dict) -> dict:
-    run_dir = Path(args.work) / args.task / algo / f"seed{seed}"
+    run_dir = Path(args.work) / args.label / algo / f"seed{seed}"
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         our_train(args, algo, seed, env, run_dir, args.steps[algo])
     target = ["--target-return", str(DT_TARGET_RETURN)] if algo == "dt" else []
@@ -122,7 +156,7 @@ def their_argv(args, algo: str, seed: int, python: str, steps: int, episodes: in
 def theirs(args, algo: str, seed: int, python: str, env: dict) -> dict:
     """d3rlpy's run of ``algo`` with ``seed``; its record is kept beside our run dirs, so a rerun adding seeds
     (or resuming after an interruption) trains only the seeds not yet measured."""
-    saved = Path(args.work) / args.task / algo / f"d3rlpy-seed{seed}-{args.steps[algo]}.json"
+    saved = Path(args.work) / args.label / algo / f"d3rlpy-seed{seed}-{args.steps[algo]}.json"
     if saved.is_file():
         return json.loads(saved.read_text())
     argv = their_argv(args, algo, seed, python, args.steps[algo], args.episodes)
@@ -206,6 +240,9 @@ def main() -> None:
     parser.add_argument("--d3rlpy-python", help="python of a venv with bench/parity/requirements.txt installed")
     parser.add_argument("--work", default="runs/parity", help="our run dirs")
     parser.add_argument("--out", default="results/parity")
+    parser.add_argument("--transitions", type=int,
+                        help="train both sides on the whole episodes among the file's first N transitions (a file "
+                             "written under --work; results are named <task>-first<N>-<algo>.json)")
     parser.add_argument("--throughput-only", action="store_true",
                         help="only updates/s of each side alone, --steps updates each (no scores): run it with "
                              "nothing else on the machine; writes <task>-throughput.json")
@@ -233,6 +270,13 @@ def main() -> None:
     python = parity_python(args.d3rlpy_python)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.work).mkdir(parents=True, exist_ok=True)  # our CLI runs there (its relative paths stay out of a checkout)
+    args.dataset, prefix, name = str(Path(args.dataset).expanduser().resolve()), None, args.task
+    if args.transitions:  # run dirs, d3rlpy records and results of a prefix are kept apart from the whole file's
+        args.dataset, prefix = prefix_file(args.dataset, args.transitions, Path(args.work) / "data")
+        name = f"{args.task}-first{args.transitions}"
+        print(f"training on {args.dataset}: {prefix['transitions']} transitions, {prefix['episodes']} episodes",
+              flush=True)
+    args.label = name
     if args.throughput_only:  # measured algorithms replace their rows; the others' rows (and commits) stay
         path = Path(args.out) / f"{args.task}-throughput.json"
         record = json.loads(path.read_text()) if path.is_file() else {"algos": {}}
@@ -256,7 +300,8 @@ def main() -> None:
             print(f"{algo} seed {seed}: ours {np.mean(normalize(a[-1]['returns'])):.1f} "
                   f"({a[-1]['updates_per_s']:.0f} updates/s), d3rlpy {np.mean(normalize(b[-1]['returns'])):.1f} "
                   f"({b[-1]['updates_per_s']:.0f} updates/s)", flush=True)
-        record = {"task": args.task, "algo": algo, "dataset": str(args.dataset), "steps": args.steps[algo],
+        record = {"task": args.task, "algo": algo, "dataset": str(args.dataset), "prefix": prefix,
+                  "steps": args.steps[algo],
                   "seeds": args.seeds, "episodes": args.episodes, "eval_seed": EVAL_SEED, "env_id": args.env_id,
                   "shared_settings": SHARED[algo], "ours": side_summary(a, normalize), "d3rlpy": side_summary(b, normalize),
                   "difference": difference(a, b, normalize),
@@ -265,12 +310,12 @@ def main() -> None:
                   "threads": args.threads, "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
                   "cpu_count": os.cpu_count(), "versions": {"ours": package_versions(), "d3rlpy": b[0]["versions"]},
                   "git": git_commit(REPO), "runs": {"ours": a, "d3rlpy": b}}
-        path = Path(args.out) / f"{args.task}-{algo}.json"
+        path = Path(args.out) / f"{name}-{algo}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, path)
         d = record["difference"]
-        print(f"{args.task} {algo}: ours {record['ours']['score']:.1f}, d3rlpy {record['d3rlpy']['score']:.1f}, "
+        print(f"{name} {algo}: ours {record['ours']['score']:.1f}, d3rlpy {record['d3rlpy']['score']:.1f}, "
               f"difference {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over {d['ci_over']}; "
               f"updates/s ratio {record['updates_per_s_ratio']:.2f} -> {path}", flush=True)
 
