@@ -269,6 +269,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     python = parity_python(args.d3rlpy_python)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    args.work = str(Path(args.work).resolve())  # our CLI runs there, so the run dirs it is given are absolute
     Path(args.work).mkdir(parents=True, exist_ok=True)  # our CLI runs there (its relative paths stay out of a checkout)
     args.dataset, prefix, name = str(Path(args.dataset).expanduser().resolve()), None, args.task
     if args.transitions:  # run dirs, d3rlpy records and results of a prefix are kept apart from the whole file's
