@@ -51,6 +51,7 @@ ALGORITHMS = "tests/test_algorithms.py::"
 STACK = "tests/test_stack.py::test_seed_k_of_a_stack_of_3_equals_seed_k_alone"
 EVALUATE = "tests/test_evaluate.py::"
 REFERENCE = "tests/test_reference_configs.py"  # the defaults against CORL's configs
+TARGETS = PINNED + "test_target_networks_move_by_tau_toward_the_online_networks_after_an_update"  # Polyak, [algo]
 
 # module -> the test files (or node ids) that cover it; the run goes in this order, short modules first.
 MODULES = {
@@ -64,6 +65,7 @@ MODULES = {
                          PINNED + "test_cql_td_error_and_actor_loss_are_recomputed_from_the_updates_draws",
                          PINNED + "test_cql_temperature_follows_adam_on_the_entropy_gap",
                          PINNED + "test_cql_policy_log_std_is_scale_times_raw_plus_offset_clamped_to_minus_20_and_2",
+                         TARGETS + "[cql]",
                          REFERENCE,
                          SEMANTICS + "test_cql_penalty_lowers_q_on_out_of_distribution_actions",
                          ALGORITHMS + "test_cql_tanh_gaussian_log_prob_matches_torch_distributions",
@@ -71,19 +73,19 @@ MODULES = {
                          STACK + "[cql-hopper-medium-v2]"],
     "baselines/iql.py": [SEMANTICS + "test_iql_value_regresses_to_the_expectile_of_the_action_values",
                          SEMANTICS + "test_iql_actor_loss_is_the_awr_weighted_log_likelihood",
-                         SEMANTICS + "test_iql_keeps_its_runs_cosine_horizon_on_resume",
+                         SEMANTICS + "test_iql_keeps_its_runs_cosine_horizon_on_resume", TARGETS + "[iql]",
                          ALGORITHMS + "test_update_save_load_and_continue[iql-hopper-medium-v2-q_loss]",
                          STACK + "[iql-hopper-medium-v2]", REFERENCE],
-    "baselines/td3bc.py": [SEMANTICS + "test_td3bc_actor_step_is_scale_free_in_q_and_delayed",
+    "baselines/td3bc.py": [SEMANTICS + "test_td3bc_actor_step_is_scale_free_in_q_and_delayed", TARGETS + "[td3bc]",
                            ALGORITHMS + "test_update_save_load_and_continue[td3bc-hopper-medium-v2-critic_loss]",
                            STACK + "[td3bc-hopper-medium-v2]"],
     "baselines/bc.py": [ALGORITHMS + "test_update_save_load_and_continue[bc-hopper-medium-v2-loss]",
                         STACK + "[bc-hopper-medium-v2]"],
-    "baselines/gciql.py": [SEMANTICS + "test_gciql_actor_loss_is_scale_free_in_q",
+    "baselines/gciql.py": [SEMANTICS + "test_gciql_actor_loss_is_scale_free_in_q", TARGETS + "[gciql]",
                            ALGORITHMS + "test_update_save_load_and_continue[gciql-scene-play-v0-critic_loss]",
                            STACK + "[gciql-scene-play-v0]"],
     "baselines/common.py": [SEMANTICS + "test_expectile_loss_weights_positive_errors_by_the_expectile",
-                            "tests/test_semantics.py", "tests/test_algorithms.py"],
+                            "tests/test_semantics.py", "tests/test_algorithms.py", TARGETS],
     "eval/rollout.py": [PINNED + "test_do_nothing_ogbench_rollout_cut_short_reports_no_success",
                         PINNED + "test_success_is_the_info_success_at_the_episodes_last_step", "tests/test_rollout.py"],
     "baselines/dt.py": [SEMANTICS + "test_dt_is_initialised_as_the_reference_gpt2",

@@ -122,6 +122,16 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      "stacked_call(qs, obs, current_actions) - current_log_pi], dim=2)",
      "stacked_call(qs, obs, current_actions)], dim=2)",
      [P + "test_cql_penalty_is_the_importance_sampled_logsumexp_of_its_three_action_sets"]),
+    ("Target networks: Polyak's weights swapped (target <- tau * target + (1 - tau) * online)", "baselines/common.py",
+     "p_t.mul_(1.0 - tau).add_(p, alpha=tau)",
+     "p_t.mul_(tau).add_(p, alpha=1.0 - tau)",
+     [P + f"test_target_networks_move_by_tau_toward_the_online_networks_after_an_update[{name}]"
+      for name in ("cql", "iql", "td3bc", "gciql")]),
+    ("Target networks: the target critics never move", "baselines/common.py",
+     "soft_update(self.target_q, nn.ModuleList([self.model.q1, self.model.q2]), self.tau)",
+     "pass",
+     [P + f"test_target_networks_move_by_tau_toward_the_online_networks_after_an_update[{name}]"
+      for name in ("cql", "iql", "td3bc", "gciql")]),
     ("OGBench: every finished episode counted a success", "eval/rollout.py",
      'success = bool(infos.get("success", np.zeros(n))[s]) if infos.get("_success", np.zeros(n))[s] else False',
      "success = bool(done[s])",

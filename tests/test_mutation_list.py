@@ -36,4 +36,5 @@ def test_every_surviving_mutant_disposition_is_a_one_line_reason_of_a_known_kind
         assert "\n" not in reason and reason.startswith(("equivalent: ", "out of scope: ", "killed by tests/")), key
         if reason.startswith("killed by "):
             test_file, _, function = reason.removeprefix("killed by ").split()[0].partition("::")
+            function = function.partition("[")[0]  # a parametrized case names its function
             assert re.search(rf"^def {re.escape(function)}\(", (REPO / test_file).read_text(), re.M), key

@@ -235,6 +235,77 @@ def test_cql_temperature_follows_adam_on_the_entropy_gap():
     assert float(algo.model.log_alpha) == pytest.approx(log_alpha, abs=1e-6)
 
 
+# --- target networks: Polyak averaging -------------------------------------------------------------------------
+
+
+def twin_critic_algorithm(name: str, tmp_path, **settings):
+    """A tiny ``name`` (one hidden layer of 16, tau 0.25) on random transitions (GCIQL: a two-trajectory OGBench
+    file), and one batch."""
+    from test_download import write_ogbench_npz
+
+    from frozen_dt.algorithms import Problem, get_spec
+    from frozen_dt.config import RunConfig
+    from frozen_dt.data.sources import load_any
+
+    if name == "gciql":
+        dataset = load_any(str(write_ogbench_npz(tmp_path / "scene-play-v0.npz")), task_name="scene-play-v0")[0]
+        task = "scene-play-v0"
+    else:
+        rng = np.random.default_rng(0)
+        n = 200
+        dataset = from_flat_arrays(rng.normal(size=(n, 3)).astype(np.float32),
+                                   rng.uniform(-0.9, 0.9, size=(n, 2)).astype(np.float32),
+                                   rng.normal(size=n).astype(np.float32), np.arange(n) % 50 == 49, np.zeros(n, bool),
+                                   where="synthetic")
+        task = "hopper-medium-v2"
+    spec = get_spec(name)
+    config = spec.config(hidden_dim=16, hidden_layers=1, batch_size=8, tau=0.25, **settings)
+    problem = Problem(dataset.obs_dim, dataset.act_dim)
+    torch.manual_seed(0)
+    model = spec.build_model(config, problem, None)
+    algo = spec.build_algorithm(config, model, dataset, problem, RunConfig(task=task, algo=name, steps=100))
+    return algo, algo.sample_batch(np.random.default_rng(1))
+
+
+def target_pairs(algo) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(target parameter, online parameter) of each target network: the twin critics, and TD3+BC's actor."""
+    pairs = [(t, o) for pair, online in zip(algo.target_q, (algo.model.q1, algo.model.q2))
+             for t, o in zip(pair.parameters(), online.parameters(), strict=True)]
+    if hasattr(algo, "target_actor"):
+        pairs += list(zip(algo.target_actor.parameters(), algo.model.actor.parameters(), strict=True))
+    return pairs
+
+
+@pytest.mark.parametrize("name", ["cql", "iql", "td3bc", "gciql"])
+def test_target_networks_move_by_tau_toward_the_online_networks_after_an_update(name, tmp_path):
+    """After an update every target parameter is (1 - tau) * its value before + tau * the online parameter after
+    the update (recomputed in float64, tau 0.25); the targets start away from the online networks so that both
+    terms count. TD3+BC's targets (critics and actor) move only on its delayed actor steps. Kills: the Polyak loop
+    run zero times, tau and 1 - tau swapped, the target copied from (or left at) either side, TD3+BC's targets
+    moved on every update."""
+    algo, batch = twin_critic_algorithm(name, tmp_path, **({"policy_freq": 2} if name == "td3bc" else {}))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for target, _ in target_pairs(algo):
+            target.add_(0.5 * torch.randn_like(target))
+    if name == "td3bc":  # update 1 of policy_freq 2: the critics step, no target moves
+        before = [t.detach().clone() for t, _ in target_pairs(algo)]
+        algo.update(batch)
+        for b, (t, _) in zip(before, target_pairs(algo)):
+            assert torch.equal(t, b)
+    before = [t.detach().double().clone() for t, _ in target_pairs(algo)]
+    online_before = [o.detach().clone() for _, o in target_pairs(algo)]
+    torch.manual_seed(2)
+    algo.update(batch)
+    moved = 0.0
+    for b, ob, (t, o) in zip(before, online_before, target_pairs(algo)):
+        expected = 0.75 * b + 0.25 * o.detach().double()
+        torch.testing.assert_close(t.detach().double(), expected, rtol=0, atol=1e-6)
+        moved = max(moved, float((t.detach().double() - b).abs().max()))
+    assert moved > 1e-2  # a no-op update is far outside the tolerance
+    assert any(not torch.equal(o, ob) for ob, (_, o) in zip(online_before, target_pairs(algo)))  # the update stepped
+
+
 # --- OGBench success -------------------------------------------------------------------------------------------
 
 
