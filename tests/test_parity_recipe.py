@@ -85,3 +85,24 @@ def test_mean_backup_arm_backs_up_the_actors_squashed_mean_at_the_next_state():
     assert swapped == pytest.approx(expected, rel=1e-5)
     plain, expected = td_losses(set())  # CORL's sampled backup action, and so the patch is undone after its block
     assert plain != pytest.approx(expected, rel=1e-3)
+
+
+def test_std_sigmoid_arm_is_d3rlpys_sigmoid_log_std_through_training():
+    """IQL's state-independent log-std in the arm: -5 + 7 sigmoid(p), p stored and trained from 0 (log-std -1.5 at
+    init; one Adam step of lr 1e-2 moves p by 1e-2); after the block the plain CORL parameter (log-std 0) again."""
+    import numpy as np
+    import torch
+
+    from test_semantics import action_reward_dataset, value_algorithm
+
+    dataset = action_reward_dataset(n=200)
+    with recipe_swap.patched("iql", {"std-sigmoid"}):
+        swapped = value_algorithm("iql", dataset, hidden_dim=16, hidden_layers=1, batch_size=32, lr=1e-2)
+    assert torch.equal(swapped.model.actor.log_std.detach(), torch.full((2,), -1.5))
+    swapped.update(swapped.sample_batch(np.random.default_rng(0)))
+    p = swapped.model.actor.parametrizations.log_std.original.detach()
+    torch.testing.assert_close(p.abs(), torch.full((2,), 1e-2), rtol=1e-4, atol=0)
+    torch.testing.assert_close(swapped.model.actor.log_std.detach(), -5.0 + 7.0 * torch.sigmoid(p))
+    plain = value_algorithm("iql", dataset, hidden_dim=16, hidden_layers=1, batch_size=32, lr=1e-2)
+    assert not hasattr(plain.model.actor, "parametrizations")
+    assert torch.equal(plain.model.actor.log_std.detach(), torch.zeros(2))

@@ -17,12 +17,17 @@ swapped in, one arm per difference, and all of them together (arm ``d3rlpy``):
   the order of the steps (d3rlpy's actor steps on the critics after their step, ours before).
 * iql (d3rlpy's reproductions/offline/iql.py against CORL's walker2d/halfcheetah files):
   ``scaled-rewards`` rewards x 1000 / (max - min episode return) (d3rlpy's ReturnBasedRewardScaler, the same rule
-  as our --normalize-reward), not as stored; ``raw-obs`` as above.
+  as our --normalize-reward), not as stored; ``raw-obs`` as above; ``std-sigmoid`` the actor's state-independent
+  log-std is -5 + 7 sigmoid(p) with p = 0 at init (d3rlpy's ``NormalPolicy(use_std_parameter=True)``: log-std
+  -1.5 at init, inside [-5, 2] by construction), not CORL's free parameter at 0 clamped to [-5, 2]; arm
+  ``d3rlpy-all`` is ``d3rlpy`` with it.
 * dt (d3rlpy's ContinuousDecisionTransformer against kzl/decision-transformer, which ours follows):
   ``timestep-init`` the timestep table drawn from N(0, 0.02) at init (d3rlpy's ``_init_weights`` covers the
   position encoding), not PyTorch's N(0, 1) (kzl). Evaluated with run_parity.py's target return, 3600.
 
 Writes ``<out>/<task>-<algo>-recipe.json``; run dirs (``<work>/<arm>/seed<k>``) are reused: train once, evaluate once.
+``--transitions N`` trains on the whole episodes among the file's first N transitions (run_parity.py's prefix file,
+the same one its ``--transitions`` arm trains both sides on): ``<out>/<task>-first<N>-<algo>-recipe.json``.
 
     python experiments/parity/recipe_swap.py --algo cql --dataset DATA/hopper-medium-v2.hdf5 --task hopper-medium-v2 \
         --arms d3rlpy raw-rewards --seeds 0 1 --out results/parity
@@ -43,9 +48,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "parity"))
-from run_parity import DT_TARGET_RETURN, EVAL_SEED, REPO, our_flags  # noqa: E402  (the parity arm's settings)
+from run_parity import DT_TARGET_RETURN, EVAL_SEED, REPO, our_flags, prefix_file  # noqa: E402  (the parity arm's settings)
 
 STEPS = {"cql": 5000, "iql": 50000, "dt": 5000}  # run_parity.py's sizes for these arms in results/parity
 FLAGS = {"actor-lr": ["--actor-lr", "0.0001"], "raw-rewards": ["--no-normalize-reward"],
@@ -56,17 +63,30 @@ ARMS = {"cql": {"actor-lr": {"actor-lr"}, "raw-rewards": {"raw-rewards"}, "raw-o
                 "d3rlpy-all": {"actor-lr", "raw-rewards", "raw-obs", "default-init", "mean-backup", "log-std-head"},
                 "d3rlpy+mean-backup": {"actor-lr", "raw-rewards", "raw-obs", "default-init", "mean-backup"},
                 "d3rlpy+log-std-head": {"actor-lr", "raw-rewards", "raw-obs", "default-init", "log-std-head"}},
-        "iql": {"scaled-rewards": {"scaled-rewards"}, "raw-obs": {"raw-obs"}, "d3rlpy": {"scaled-rewards", "raw-obs"}},
+        "iql": {"scaled-rewards": {"scaled-rewards"}, "raw-obs": {"raw-obs"}, "d3rlpy": {"scaled-rewards", "raw-obs"},
+                "std-sigmoid": {"std-sigmoid"}, "d3rlpy-all": {"scaled-rewards", "raw-obs", "std-sigmoid"}},
         "dt": {"timestep-init": {"timestep-init"}}}
+
+
+class SigmoidLogStd(nn.Module):
+    """d3rlpy's state-independent log-std, ``low + sigmoid(p) * (high - low)``, as a parametrization of IQL's
+    ``actor.log_std`` whose stored value p starts at 0 (log-std -1.5)."""
+
+    def __init__(self, low: float = -5.0, high: float = 2.0):
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        return self.low + torch.sigmoid(p) * (self.high - self.low)
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:  # registering keeps p = 0, d3rlpy's initial value
+        return torch.zeros_like(value)
 
 
 @contextlib.contextmanager
 def patched(algo: str, parts: set):
-    """The registered ``algo`` with ``raw-obs``, ``default-init``, ``timestep-init``, ``log-std-head`` and
-    ``mean-backup`` applied while the block runs (flags do the rest)."""
-    import torch
-    from torch import nn
-
+    """The registered ``algo`` with ``raw-obs``, ``default-init``, ``timestep-init``, ``log-std-head``,
+    ``std-sigmoid`` and ``mean-backup`` applied while the block runs (flags do the rest)."""
     from frozen_dt.algorithms import REGISTRY
     from frozen_dt.data import views
 
@@ -75,7 +95,7 @@ def patched(algo: str, parts: set):
     spec = plain_spec
     plain_gaussian, plain_update = getattr(module, "tanh_gaussian", None), getattr(module, "CQL", None)
     plain_update = plain_update and plain_update.__dict__["update_stack"]
-    if parts & {"default-init", "timestep-init", "log-std-head"}:
+    if parts & {"default-init", "timestep-init", "log-std-head", "std-sigmoid"}:
         def build_model(config, problem, backbone=None):
             model = plain_spec.build_model(config, problem, backbone)
             if "default-init" in parts:
@@ -91,6 +111,8 @@ def patched(algo: str, parts: set):
                     model.actor.log_std_offset.fill_(0.0)
                 model.actor.log_std_scale.requires_grad_(False)
                 model.actor.log_std_offset.requires_grad_(False)
+            if "std-sigmoid" in parts:
+                nn.utils.parametrize.register_parametrization(model.actor, "log_std", SigmoidLogStd())
             return model
 
         spec = dataclasses.replace(spec, build_model=build_model)
@@ -133,13 +155,20 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=500, help="dt's lr warm-up (the parity arm's)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--work", help="run dirs (default: runs/parity/<algo>-recipe)")
+    parser.add_argument("--transitions", type=int,
+                        help="train on the whole episodes among the file's first N transitions (run_parity.py's prefix)")
+    parser.add_argument("--work", help="run dirs (default: runs/parity/<algo>-recipe, with --transitions "
+                                       "runs/parity/<task>-first<N>/<algo>-recipe)")
     parser.add_argument("--out", default="results/parity")
     args = parser.parse_args()
     unknown = sorted(set(args.arms) - set(ARMS[args.algo]))
     if unknown:
         parser.error(f"{args.algo} has no arm {', '.join(unknown)}; its arms: {', '.join(ARMS[args.algo])}")
-    steps, work = args.steps or STEPS[args.algo], Path(args.work or f"runs/parity/{args.algo}-recipe")
+    steps, name, prefix = args.steps or STEPS[args.algo], args.task, None
+    if args.transitions:
+        args.dataset, prefix = prefix_file(args.dataset, args.transitions, Path("runs/parity/data"))
+        name = f"{args.task}-first{args.transitions}"
+    work = Path(args.work or (f"runs/parity/{name}/{args.algo}-recipe" if prefix else f"runs/parity/{args.algo}-recipe"))
     from frozen_dt.cli import main as cli
     from frozen_dt.envs.registry import get_task
     from frozen_dt.eval.scores import normalized_score
@@ -147,9 +176,10 @@ def main() -> None:
 
     shared_flags = our_flags(args, args.algo)
     target = ["--target-return", str(DT_TARGET_RETURN)] if args.algo == "dt" else []
-    out = Path(args.out) / f"{args.task}-{args.algo}-recipe.json"
+    out = Path(args.out) / f"{name}-{args.algo}-recipe.json"
     record = json.loads(out.read_text()) if out.is_file() else {"arms": {}}
-    record.update(task=args.task, algo=args.algo, dataset=str(args.dataset), steps=steps, episodes=args.episodes,
+    record.update(task=args.task, algo=args.algo, dataset=str(args.dataset), prefix=prefix, steps=steps,
+                  episodes=args.episodes,
                   eval_seed=EVAL_SEED, shared_flags=shared_flags)
     commit = git_commit(REPO)  # the checkout this script runs from, as run_parity.py records it
     record["git"] = commit  # the last run that wrote this file; each seed says where it was trained
@@ -170,7 +200,8 @@ def main() -> None:
                     if code:
                         raise SystemExit(code)
                 if not (run_dir / "eval-last.json").is_file():
-                    code = cli(["eval", str(run_dir), "--episodes", str(args.episodes), "--num-envs", "10",
+                    code = cli(["eval", str(run_dir), "--episodes", str(args.episodes),
+                                "--num-envs", str(min(args.episodes, 10)),
                                 "--eval-seed", str(EVAL_SEED), "--workers", "1", *target])
                     if code:
                         raise SystemExit(code)
@@ -185,7 +216,7 @@ def main() -> None:
         tmp = out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, out)
-        print(f"{args.task} {args.algo}, arm {arm}: " + ", ".join(f"seed {s['seed']} {s['score']:.1f}" for s in rows)
+        print(f"{name} {args.algo}, arm {arm}: " + ", ".join(f"seed {s['seed']} {s['score']:.1f}" for s in rows)
               + f" -> {out}", flush=True)
 
 
