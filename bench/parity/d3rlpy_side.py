@@ -95,6 +95,24 @@ def evaluate(algo, args) -> list[float]:
     return returns
 
 
+class SavedPolicy:
+    """A tanh MLP policy from ``save_policy``'s layout (or experiments/parity/cross_eval.py --export of ours), with
+    d3rlpy's ``predict`` signature: ReLU hidden layers, tanh output, observations scaled as (x - mean) / (std + eps)."""
+
+    def __init__(self, path: str):
+        saved = np.load(path)
+        n = len([k for k in saved.files if k.startswith("W")])
+        self.layers = [(saved[f"W{i}"].astype(np.float64), saved[f"b{i}"].astype(np.float64)) for i in range(n)]
+        self.mean, self.scale = saved["mean"], saved["std"] + saved["eps"]
+
+    def predict(self, observations: np.ndarray) -> np.ndarray:
+        h = (observations - self.mean) / self.scale
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w.T + b
+            h = np.tanh(h) if i == len(self.layers) - 1 else np.maximum(h, 0.0)
+        return h.astype(np.float32)
+
+
 def save_policy(algo, path: str) -> None:
     """The BC policy's linear layers in order (encoder hidden layers, then the output layer) and its observation
     scaler, as plain arrays: ``W<i>``, ``b<i>``, ``mean``, ``std``, ``eps``."""
@@ -127,6 +145,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--eval-seed", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-policy", help="evaluate this saved MLP policy (npz, save_policy's layout) in this "
+                                              "loop instead of training: the other direction of cross_eval.py")
     parser.add_argument("--save-policy", help="bc: also write the trained policy (weights, scaler) to this npz, for "
                                               "experiments/parity/cross_eval.py to roll out in frozen-dt's harness")
     args = parser.parse_args()
@@ -135,6 +155,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.eval_policy:
+        args.algo = "bc"  # a stateless policy: evaluate's predict path
+        returns = evaluate(SavedPolicy(args.eval_policy), args)
+        print(json.dumps({"side": "d3rlpy-harness", "policy": args.eval_policy, "returns": returns,
+                          "episodes": args.episodes, "eval_seed": args.eval_seed, "env_id": args.env_id,
+                          "versions": {"gymnasium": __import__("gymnasium").__version__,
+                                       "mujoco": __import__("mujoco").__version__}}))
+        return
     d3rlpy.seed(args.seed)
     dataset = load_hdf5(args.dataset)
     algo = make_algo(args).create(device="cpu:0")

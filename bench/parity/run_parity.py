@@ -223,7 +223,22 @@ def difference(a: list[dict], b: list[dict], normalize, reps: int = 10_000) -> d
              - xb[rng.integers(0, len(xb), size=(reps, len(xb)))].mean(1))
     low, high = np.quantile(diffs, [0.025, 0.975])
     return {"difference": float(xa.mean() - xb.mean()), "ci": [float(low), float(high)], "ci_over": over,
-            "within_ci": bool(low <= 0.0 <= high)}
+            "n": [len(xa), len(xb)], "within_ci": bool(low <= 0.0 <= high), "welch": welch(xa, xb)}
+
+
+def welch(xa: np.ndarray, xb: np.ndarray) -> dict | None:
+    """Welch's t-test of mean(xa) = mean(xb) and the 95 % t-interval of their difference (Welch-Satterthwaite
+    degrees of freedom); None with fewer than 2 values a side or no spread."""
+    from scipy import stats
+
+    va, vb = (xa.var(ddof=1) / len(xa), xb.var(ddof=1) / len(xb)) if min(len(xa), len(xb)) >= 2 else (0.0, 0.0)
+    if va + vb == 0.0:
+        return None
+    df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
+    t = (xa.mean() - xb.mean()) / np.sqrt(va + vb)
+    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    return {"t": float(t), "df": float(df), "p": float(2 * stats.t.sf(abs(t), df)),
+            "ci": [float(xa.mean() - xb.mean() - half), float(xa.mean() - xb.mean() + half)]}
 
 
 def main() -> None:
@@ -317,7 +332,9 @@ def main() -> None:
         os.replace(tmp, path)
         d = record["difference"]
         print(f"{name} {algo}: ours {record['ours']['score']:.1f}, d3rlpy {record['d3rlpy']['score']:.1f}, "
-              f"difference {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over {d['ci_over']}; "
+              f"difference {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over {d['ci_over']} "
+              f"(n {d['n'][0]} vs {d['n'][1]}"
+              + (f", Welch p {d['welch']['p']:.3f}" if d["welch"] and d["ci_over"] == "seeds" else "") + "); "
               f"updates/s ratio {record['updates_per_s_ratio']:.2f} -> {path}", flush=True)
 
 

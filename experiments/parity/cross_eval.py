@@ -4,6 +4,11 @@ evaluation gave, the two evaluations agree and the gap is in training; if it sco
 in d3rlpy's evaluation loop.
 
     python experiments/parity/cross_eval.py --policy d3rlpy-bc.npz --task hopper-medium-v2 --episodes 20
+
+The other direction: ``--export RUN_DIR --policy ours-bc.npz`` writes our trained BC policy (a run dir of
+``frozen-dt train --algo bc``) in the same layout, and ``d3rlpy_side.py --eval-policy ours-bc.npz`` rolls it out in
+d3rlpy's evaluation loop (its gymnasium and MuJoCo): if it scores there what it scores in ours, our evaluation is
+not what costs our BC its score.
 """
 
 from __future__ import annotations
@@ -15,13 +20,36 @@ import numpy as np
 import torch
 
 
+def export(run_dir: str, path: str) -> None:
+    """Our BC run's last checkpoint as ``d3rlpy_side.save_policy``'s layout: ``W<i>``, ``b<i>`` of the linear
+    layers in order, ``mean``, ``std`` (ours already holds the eps) and ``eps`` 0."""
+    from pathlib import Path
+
+    from frozen_dt.training.trainer import load_checkpoint
+
+    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
+    model, stats = state["algorithm"]["model"], state["obs_stats"]
+    names = sorted({k.rsplit(".", 1)[0] for k in model}, key=lambda n: int(n.split(".")[1]))  # net.0, net.2, ...
+    arrays = {}
+    for i, name in enumerate(names):
+        arrays[f"W{i}"] = model[f"{name}.weight"].numpy()
+        arrays[f"b{i}"] = model[f"{name}.bias"].numpy()
+    np.savez(path, mean=np.asarray(stats["mean"], np.float64), std=np.asarray(stats["std"], np.float64),
+             eps=np.float64(0.0), **arrays)
+    print(f"{run_dir} -> {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", required=True)
     parser.add_argument("--task", default="hopper-medium-v2")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--eval-seed", type=int, default=10_000)
+    parser.add_argument("--export", metavar="RUN_DIR", help="write this BC run's policy to --policy, roll out nothing")
     args = parser.parse_args()
+    if args.export:
+        export(args.export, args.policy)
+        return
 
     from frozen_dt.baselines.bc import MLPPolicy
     from frozen_dt.baselines.common import ObservationPolicyAgent
