@@ -308,17 +308,28 @@ def main() -> None:
         os.replace(tmp, path)
         print(f"-> {path}")
         return
+    from frozen_dt.locks import LockHeld, run_lock
+
     for algo in args.algos:
         a, b = [], []
         for seed in args.seeds:
-            a.append(ours(args, algo, seed, env))
-            b.append(theirs(args, algo, seed, python, env))
+            try:  # several instances may share a run (e.g. one taking the seeds in reverse): one trains each seed
+                with run_lock(Path(args.work) / name / algo / "locks" / f"seed{seed}", "parity seed"):
+                    a.append(ours(args, algo, seed, env))
+                    b.append(theirs(args, algo, seed, python, env))
+            except LockHeld:
+                print(f"{algo} seed {seed}: another instance is running it; skipped here (a rerun collects it)",
+                      flush=True)
+                continue
             print(f"{algo} seed {seed}: ours {np.mean(normalize(a[-1]['returns'])):.1f} "
                   f"({a[-1]['updates_per_s']:.0f} updates/s), d3rlpy {np.mean(normalize(b[-1]['returns'])):.1f} "
                   f"({b[-1]['updates_per_s']:.0f} updates/s)", flush=True)
+        if not a:
+            continue
         record = {"task": args.task, "algo": algo, "dataset": str(args.dataset), "prefix": prefix,
                   "steps": args.steps[algo],
-                  "seeds": args.seeds, "episodes": args.episodes, "eval_seed": EVAL_SEED, "env_id": args.env_id,
+                  "seeds": [r["seed"] for r in a], "episodes": args.episodes, "eval_seed": EVAL_SEED,
+                  "env_id": args.env_id,
                   "shared_settings": SHARED[algo], "ours": side_summary(a, normalize), "d3rlpy": side_summary(b, normalize),
                   "difference": difference(a, b, normalize),
                   "updates_per_s_ratio": float(np.mean([r["updates_per_s"] for r in a])

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "parity"))
-from run_parity import DT_TARGET_RETURN, EVAL_SEED, REPO, our_flags, prefix_file  # noqa: E402  (the parity arm's settings)
+from run_parity import DT_TARGET_RETURN, EVAL_SEED, REPO, our_flags, prefix_file  # noqa: E402  (the parity arm's)
 
 STEPS = {"cql": 5000, "iql": 50000, "dt": 5000}  # run_parity.py's sizes for these arms in results/parity
 FLAGS = {"actor-lr": ["--actor-lr", "0.0001"], "raw-rewards": ["--no-normalize-reward"],
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--transitions", type=int,
-                        help="train on the whole episodes among the file's first N transitions (run_parity.py's prefix)")
+                        help="train on the whole episodes among the file's first N transitions (run_parity's prefix)")
     parser.add_argument("--work", help="run dirs (default: runs/parity/<algo>-recipe, with --transitions "
                                        "runs/parity/<task>-first<N>/<algo>-recipe)")
     parser.add_argument("--out", default="results/parity")
@@ -168,7 +168,7 @@ def main() -> None:
     if args.transitions:
         args.dataset, prefix = prefix_file(args.dataset, args.transitions, Path("runs/parity/data"))
         name = f"{args.task}-first{args.transitions}"
-    work = Path(args.work or (f"runs/parity/{name}/{args.algo}-recipe" if prefix else f"runs/parity/{args.algo}-recipe"))
+    work = Path(args.work or f"runs/parity/{name + '/' if prefix else ''}{args.algo}-recipe")
     from frozen_dt.cli import main as cli
     from frozen_dt.envs.registry import get_task
     from frozen_dt.eval.scores import normalized_score
