@@ -106,3 +106,20 @@ def test_std_sigmoid_arm_is_d3rlpys_sigmoid_log_std_through_training():
     plain = value_algorithm("iql", dataset, hidden_dim=16, hidden_layers=1, batch_size=32, lr=1e-2)
     assert not hasattr(plain.model.actor, "parametrizations")
     assert torch.equal(plain.model.actor.log_std.detach(), torch.zeros(2))
+
+
+def test_an_arm_is_compared_with_both_sides_of_the_parity_record_by_welchs_test(tmp_path):
+    import json
+
+    from scipy import stats
+
+    record = tmp_path / "task-iql.json"
+    record.write_text(json.dumps({"ours": {"per_seed": [50.0, 40.0, 45.0]}, "d3rlpy": {"per_seed": [20.0, 30.0]}}))
+    rows = [{"score": 35.0}, {"score": 25.0}, {"score": 30.0}]
+    got = recipe_swap.against_parity(record, rows)
+    for side, other in (("ours", [50.0, 40.0, 45.0]), ("d3rlpy", [20.0, 30.0])):
+        assert got[f"vs_{side}"]["n"] == [3, len(other)]
+        assert got[f"vs_{side}"]["difference"] == pytest.approx(30.0 - sum(other) / len(other))
+        assert got[f"vs_{side}"]["welch"]["p"] == pytest.approx(
+            stats.ttest_ind([35.0, 25.0, 30.0], other, equal_var=False).pvalue)
+    assert recipe_swap.against_parity(tmp_path / "absent.json", rows) == {}

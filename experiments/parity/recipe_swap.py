@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "parity"))
-from run_parity import DT_TARGET_RETURN, EVAL_SEED, REPO, our_flags, prefix_file  # noqa: E402  (the parity arm's)
+from run_parity import DT_TARGET_RETURN, EVAL_SEED, REPO, our_flags, prefix_file, welch  # noqa: E402
 
 STEPS = {"cql": 5000, "iql": 50000, "dt": 5000}  # run_parity.py's sizes for these arms in results/parity
 FLAGS = {"actor-lr": ["--actor-lr", "0.0001"], "raw-rewards": ["--no-normalize-reward"],
@@ -145,6 +145,21 @@ def patched(algo: str, parts: set):
             module.TransitionView = plain_view
 
 
+def against_parity(path: Path, rows: list[dict]) -> dict:
+    """The arm's seed means against each side of run_parity.py's record of the same arm (``path``, when it exists):
+    the difference of the means with Welch's test and t-interval, n each side (``vs_ours``, ``vs_d3rlpy``)."""
+    if not path.is_file() or len(rows) < 2:
+        return {}
+    parity = json.loads(path.read_text())
+    arm = np.array([r["score"] for r in rows])
+    out = {}
+    for side in ("ours", "d3rlpy"):
+        other = np.array(parity[side]["per_seed"])
+        out[f"vs_{side}"] = {"difference": float(arm.mean() - other.mean()), "n": [len(arm), len(other)],
+                             "welch": welch(arm, other), "record": str(path)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", required=True, choices=tuple(ARMS))
@@ -211,7 +226,8 @@ def main() -> None:
                            "score": float(np.mean(normalized_score(get_task(args.task), np.asarray(returns))))}
         rows = [seeds[k] for k in sorted(seeds)]
         record["arms"][arm] = {"changes": sorted(parts), "flags": flags,
-                               "score": float(np.mean([s["score"] for s in rows])), "seeds": rows}
+                               "score": float(np.mean([s["score"] for s in rows])), "seeds": rows,
+                               **against_parity(Path(args.out) / f"{name}-{args.algo}.json", rows)}
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
