@@ -92,6 +92,8 @@ class EvalArgs:
     num_envs: int = arg(32, "environments stepped side by side (policy inference runs in blocks of 16 rows)")
     workers: int = arg(None, "rollout threads, each stepping its share of the envs with one torch thread (default: "
                              "one per CPU core while each keeps a 16-env block; 1 on cuda)")
+    block: int = arg(None, "rows of each policy inference call (default: 16 on cpu, --num-envs on cuda); a row's "
+                           "action never depends on the rows beside it", check="positive")
     checkpoint: str = arg("last", "which checkpoint", choices=("last", "best"))
     target_return: float = arg(None, "return-to-go target (default: the task's targets, each reported)")
     eval_seed: int = arg(10_000, "seed of evaluation episode 0 (episode i uses eval_seed + i; independent of the "

@@ -161,7 +161,8 @@ def _train(given: dict, explicit: frozenset, lock, *, report: bool) -> Outcome:
 
     if not resuming:
         write_stack(stack_dir, task=task.name, algo=spec.name, seeds=seeds)
-    results = StackTrainer(trainers, seeds, stack_dir).run(resume=resuming)
+    evaluate = policy_evaluation(spec, settings.algo, problem, task, targets, env_version, runs[0])
+    results = StackTrainer(trainers, seeds, stack_dir, evaluate=evaluate).run(resume=resuming)
     for member, trainer, result in zip(runs, trainers, results):
         print(final_line(task, member, trainer.run_dir, result), flush=True)
     return Outcome(stack_dir, results[0])
@@ -218,22 +219,37 @@ def build_member(spec, algo_config, run, task: Task, dataset, problem: Problem, 
             config["stack"] = stack  # trained beside these seeds, in one process (frozen_dt.training.stack)
         write_run_metadata(run_dir, config=config, dataset=dataset, params=params)
 
-    def evaluate(algo, step: int) -> dict:
-        from frozen_dt.eval.rollout import EVAL_NUM_ENVS, default_workers, evaluate_agent
-
-        return evaluate_agent(task, lambda target: spec.make_agent(algo_config, algo.model, algo.obs_stats, problem,
-                                                                   target, run_precision(run)),
-                              targets=targets, episodes=run.eval_episodes, num_envs=EVAL_NUM_ENVS,
-                              workers=default_workers(EVAL_NUM_ENVS, run.eval_episodes, run.device),
-                              env_version=env_version, max_steps=run.eval_max_steps, progress=False)
-
+    evaluate_many = policy_evaluation(spec, algo_config, problem, task, targets, env_version, run)
     sinks = (WandbSink(run.wandb, run_dir, config),) if run.wandb else ()
     trainer = Trainer(algorithm, run_dir, steps=run.steps, seed=run.seed, log_every=run.log_every,
                       eval_every=run.eval_every, save_every=run.save_every,
-                      evaluate=evaluate if run.eval_episodes > 0 else None, sinks=sinks)
+                      evaluate=(lambda algo, step: evaluate_many([algo], step)[0]) if evaluate_many else None,
+                      sinks=sinks)
     if stack is not None:
         trainer.own_torch_rng = torch_rng
     return trainer
+
+
+def policy_evaluation(spec, algo_config, problem: Problem, task: Task, targets, env_version, run):
+    """The periodic evaluation of ``run``'s settings: ``evaluate(algorithms, step) -> [results]`` runs every
+    algorithm's policy x every return target in one vector env (:func:`frozen_dt.eval.rollout.evaluate_agents`;
+    each policy's episodes are those it runs alone); None when ``run`` evaluates nothing (``--eval-episodes 0``)."""
+    if run.eval_episodes <= 0:
+        return None
+
+    def evaluate(algorithms: list, step: int) -> list[dict]:
+        from frozen_dt.eval.rollout import EVAL_NUM_ENVS, default_block, default_workers, evaluate_agents
+
+        episodes = run.eval_episodes * len(algorithms) * len(targets)
+        return evaluate_agents(task, [lambda target, algo=algo: spec.make_agent(algo_config, algo.model, algo.obs_stats,
+                                                                                problem, target, run_precision(run))
+                                      for algo in algorithms],
+                               targets=targets, episodes=run.eval_episodes, num_envs=EVAL_NUM_ENVS,
+                               workers=default_workers(EVAL_NUM_ENVS, episodes, run.device),
+                               block=default_block(EVAL_NUM_ENVS, run.device),
+                               env_version=env_version, max_steps=run.eval_max_steps, progress=False)
+
+    return evaluate
 
 
 def final_line(task: Task, run, run_dir: Path, result: dict | None) -> str:
