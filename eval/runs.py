@@ -49,7 +49,7 @@ def read_eval_record(path: Path) -> dict:
 
 # Settings that do not change what a run learns: runs differing only in these (and the seed) are seeds of one config.
 NOT_CONFIG = ("seed", "run_dir", "resume", "wandb", "download", "log_every", "save_every", "eval_every",
-              "eval_episodes", "eval_max_steps", "config", "reference")
+              "eval_episodes", "eval_max_steps", "config", "reference", "stop_after")
 
 
 @dataclass

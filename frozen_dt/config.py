@@ -48,6 +48,9 @@ class RunConfig:
     eval_max_steps: int = arg(None, "cut evaluation episodes after this many steps (smoke tests; scores then "
                                     "differ from full-episode ones)", check="positive")
     save_every: int = arg(5000, "steps between checkpoints (checkpoints/last.pt)", check="positive")
+    stop_after: float = arg(None, "stop at the first checkpoint written once this many seconds have passed since "
+                                  "the command started (a job's time limit); the run continues with --resume",
+                            check="positive")
     device: str = arg("cpu", "device", choices=("cpu", "cuda"))
     precision: str = arg("auto", "matmul precision of the sequence models: fp32, bf16 autocast (faster on GPUs and on "
                                  "CPUs with bf16 matrix instructions), or auto: the algorithm's choice on the device "

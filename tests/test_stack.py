@@ -392,3 +392,40 @@ def test_eval_of_a_stack_runs_its_seeds_and_targets_in_one_vector_env_as_each_se
             assert alone["targets"][label]["episodes"] == target["episodes"], (seed, label)
     assert made == [3] * 4  # each seed and target alone: its 3 episodes
     assert together["seed0"]["targets"]["3600"]["episodes"] != together["seed1"]["targets"]["3600"]["episodes"]
+
+
+@pytest.mark.parametrize("seeds", ["3", "3,4"])
+def test_stop_after_stops_at_the_first_checkpoint_past_the_deadline_and_the_resumed_run_equals_the_whole(
+        seeds, data, capsys, tmp_path, monkeypatch):
+    """``--stop-after``: once the time has passed, training stops right after the next checkpoint (a single run or
+    every member of a stack at the same step), and ``--resume`` continues it to what an uninterrupted run gives."""
+    from frozen_dt.training import trainer as trainer_module
+
+    write_dataset("hopper-medium-v2", data)
+    small = ("--algo", "dt", "--seeds", seeds, "--steps", "6", "--save-every", "2", "--log-every", "2",
+             "--eval-episodes", "0", "--batch-size", "8", "--embed-dim", "16", "--context", "4")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", *small, "--run-dir", str(whole))
+    assert code == 0, err
+    now, after_update, real_time = [0.0], trainer_module.Trainer.after_update, trainer_module.time.time
+
+    def time_passes_at_step_3(self, *args):  # the deadline passes after the step-2 checkpoint...
+        if self.step == 3:
+            now[0] = 1e9
+        return after_update(self, *args)
+
+    monkeypatch.setattr(trainer_module.time, "time", lambda: now[0])
+    monkeypatch.setattr(trainer_module.Trainer, "after_update", time_passes_at_step_3)
+    code, out, err = run(capsys, "train", "hopper-medium-v2", *small, "--run-dir", str(split), "--stop-after", "60")
+    monkeypatch.setattr(trainer_module.time, "time", real_time)
+    monkeypatch.setattr(trainer_module.Trainer, "after_update", after_update)
+    assert code == 0 and f"stopped at step 4 of 6 (--stop-after); its checkpoints hold it: continue with --resume {split}" \
+        in out, (out, err)  # ...and the run stops at the next one, step 4
+    members = [f"seed{s}" for s in seeds.split(",")]
+    assert [load_checkpoint(split / m / "checkpoints" / "last.pt")["step"] for m in members] == [4] * len(members)
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(split), "--stop-after", "3600")
+    assert code == 0 and "stopped" not in out, err
+    for member in members:
+        assert torch.equal(torch.cat([v.flatten() for v in model_state(whole / member)["model"].values()]),
+                           torch.cat([v.flatten() for v in model_state(split / member)["model"].values()]))
+        assert metrics(whole / member) == metrics(split / member)

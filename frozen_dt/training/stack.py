@@ -173,6 +173,10 @@ class StackTrainer:
                 if rows[0]:
                     bar.set_postfix({f"loss{s}": f"{r['loss']:.4g}" for s, r in zip(self.seeds, rows) if "loss" in r})
                 bar.update(1)
+                if all(t.stop_due() for t in self.trainers):  # every member saved this step
+                    for trainer in self.trainers:
+                        trainer.stopped = True
+                    break
         except KeyboardInterrupt:
             bar.close()
             saved = {t.saved_step for t in self.trainers}
