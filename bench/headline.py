@@ -380,10 +380,16 @@ def write_results(state: Path, protocol: dict) -> int:
     runs = [str(m) for arm in protocol["arms"] for m in members(state / arm, protocol)]
     code = subprocess.call([sys.executable, "-P", "-m", "frozen_dt", "leaderboard", *runs,
                             "--out", str(state / "leaderboard.csv")])
-    if code == 0:
-        say(f"every arm finished: {state / 'leaderboard.csv'} and .md written (the device is in the CSV's device "
-            "column and in each run's eval-last.json)")
-    return code
+    if code != 0:
+        return code
+    devices = sorted({json.loads((Path(r) / "eval-last.json").read_text()).get("device", "?") for r in runs})
+    trained = sorted({c["device"] for arm in protocol["arms"] for c in read_chunks(state / arm)})
+    atomic_write(state / "results.md", f"# The seeds' headline ({protocol['scale']} protocol: {PROTOCOL_FILE})\n\n"
+                 f"Trained on {', '.join(trained)}; evaluated on {', '.join(devices)}; every arm's chunks in its "
+                 f"{CHUNKS}.\n\n" + (state / "leaderboard.md").read_text())
+    say(f"every arm finished: {state / 'results.md'} and leaderboard.csv/.md written, labelled with "
+        f"{', '.join(devices)}")
+    return 0
 
 
 # --- plan: before a lease ---------------------------------------------------------------------------------------

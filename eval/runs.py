@@ -1,5 +1,8 @@
 """``frozen-dt eval``: load trained runs, roll them out through the vectorized harness, write and aggregate scores.
 
+Runs evaluated on the same conditions (eval task, return targets, env version, precision: the seeds of a stack) run
+together, every run x target in one vector env; each run's episodes are the ones it runs alone.
+
 Each run directory gets ``eval-<checkpoint>.json`` (written atomically, only once the evaluation is complete):
 every episode's return, length and score per return target, the checkpoint's step, the eval seed, the env version
 and the hardware. Runs of the same configuration (they differ only in their seed) aggregate into one line: mean,
@@ -126,11 +129,6 @@ def eval_conditions(run: LoadedRun, args: EvalArgs) -> tuple:
         targets = (args.target_return,)
     env_version = args.env_version or run.config.get("env_version")
     return task, targets, env_version, args.precision or run_precision(run.settings.run)
-
-
-def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
-    """Evaluate one loaded run; writes ``eval-<checkpoint>.json`` into its run dir and returns its content."""
-    return evaluate_together([run], args, progress)[0]
 
 
 def evaluate_together(runs: list[LoadedRun], args: EvalArgs, progress: bool = True) -> list[dict]:

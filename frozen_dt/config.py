@@ -92,7 +92,8 @@ class RunConfig:
 class EvalArgs:
     run_dirs: list = arg(None, "run directories (default: the most recent run)", positional=True, nargs="*")
     episodes: int = arg(100, "evaluation episodes per run")
-    num_envs: int = arg(32, "environments stepped side by side (policy inference runs in blocks of 16 rows)")
+    num_envs: int = arg(32, "environments stepped side by side, shared by every run x return target evaluated "
+                            "together (the seeds of a stack)")
     workers: int = arg(None, "rollout threads, each stepping its share of the envs with one torch thread (default: "
                              "one per CPU core while each keeps a 16-env block; 1 on cuda)")
     block: int = arg(None, "rows of each policy inference call (default: 16 on cpu, --num-envs on cuda); a row's "

@@ -82,3 +82,20 @@ def test_chunks_across_leases_resume_exactly_and_a_changed_dataset_is_reported(t
     out = chunk(other, tmp_path / "out", data, 0, capsys, monkeypatch)
     assert "THE DATASET CHANGED" in out and "dt: steps [2] -> [4]" in out, out
     assert [c["data_changed"] for c in chunks(other / "dt")] == [False, True]
+
+
+@pytest.mark.slow
+def test_the_rehearsal_runs_every_arm_across_two_chunks_to_the_leaderboard(tmp_path):
+    """``bash bench/headline.sh --rehearse``: the device-like environment (bench/device_rehearse.sh), the tiny
+    protocol with the carried 0:5 slice, chunk 1 cut at its first checkpoints, chunk 2 resumed from the unpacked pack
+    to the end and evaluated, the leaderboard written. Online (PyPI) the first time; minutes on CPU."""
+    import os
+    import subprocess
+
+    state, out = tmp_path / "state", tmp_path / "out"
+    done = subprocess.run(["bash", "bench/headline.sh", "--rehearse"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "STATE": str(state), "OUT": str(out)}, timeout=3600)
+    assert done.returncode == 0 and "rehearsal done" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (state / "leaderboard.csv").is_file() and (state / "results.md").is_file()
+    for arm in ("pretrained", "random", "dt"):
+        assert [(c["from_step"], c["to_step"]) for c in chunks(state / arm)] == [([0], [2]), ([2], [6])]
