@@ -186,6 +186,18 @@ def device_name(device: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()}"
 
 
+def eval_reserve(chunks: list[dict], before: dict, protocol: dict, left: float) -> float:
+    """Seconds kept for the arm's evaluation after its training in this chunk: when the chunk may finish the arm
+    (no earlier chunk's rate to judge by, or that rate finishes it with the reserve to spare), else none: an arm
+    that cannot finish trains to the deadline and is evaluated in a later chunk."""
+    reserve = protocol["eval_reserve_s"]
+    rates = [(max(c["to_step"]) - max(c["from_step"])) / c["seconds"] for c in chunks if c["seconds"] > 0]
+    if not rates or rates[-1] <= 0:
+        return reserve
+    needed = (protocol["steps"] - max(before["steps"])) / rates[-1]
+    return reserve if needed <= left - reserve else 0.0
+
+
 def train_arm(arm: str, arm_dir: Path, protocol: dict, device: str, budget: float, extra: list[str]) -> tuple[int, str]:
     common = ["--stop-after", f"{budget:.3f}", "--device", device]
     if arm_state(arm_dir, protocol)["started"]:
@@ -231,7 +243,8 @@ def run(args) -> int:
         before = arm_state(arm_dir, protocol)
         note = {"before": before}
         if not before["finished"]:
-            budget = args.deadline_at - time.time() - protocol["eval_reserve_s"] - protocol["pack_reserve_s"]
+            left = args.deadline_at - time.time() - protocol["pack_reserve_s"]
+            budget = left - eval_reserve(read_chunks(arm_dir), before, protocol, left)
             if protocol["min_chunk_s"] is not None and budget < protocol["min_chunk_s"]:
                 say(f"{arm}: not started in this chunk ({budget:.0f} s left for training)")
                 summary["arms"][arm] = {**note, "trained": False}

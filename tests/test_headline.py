@@ -99,3 +99,16 @@ def test_the_rehearsal_runs_every_arm_across_two_chunks_to_the_leaderboard(tmp_p
     assert (state / "leaderboard.csv").is_file() and (state / "results.md").is_file()
     for arm in ("pretrained", "random", "dt"):
         assert [(c["from_step"], c["to_step"]) for c in chunks(state / arm)] == [([0], [2]), ([2], [6])]
+
+
+def test_the_evaluation_reserve_is_kept_only_when_the_chunk_may_finish_the_arm():
+    headline = driver()
+    full = headline.PROTOCOLS["full"]
+
+    def chunk_at(rate_steps, seconds=200.0):
+        return [{"from_step": [0], "to_step": [rate_steps], "seconds": seconds}]
+
+    assert headline.eval_reserve([], {"steps": [0]}, full, 300) == 150  # no rate yet: keep it
+    assert headline.eval_reserve(chunk_at(20_000), {"steps": [20_000]}, full, 300) == 0  # 800 s to go: train on
+    assert headline.eval_reserve(chunk_at(90_000), {"steps": [90_000]}, full, 300) == 150  # 22 s to go: keep it
+    assert headline.eval_reserve(chunk_at(20_000), {"steps": [80_000]}, full, 300) == 0  # 200 s: 150 more won't fit
