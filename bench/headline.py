@@ -9,7 +9,7 @@ touched it: device, steps from and to, seconds, the dataset's SHA-256 and whethe
     python3 bench/headline.py run --state DIR --out OUT --deadline-at EPOCH [--device cuda] [--arms a,b]
     python3 bench/headline.py unpack PACK_DIR --state DIR     # a returned pack into the state; the leaderboard when done
     python3 bench/headline.py plan --state DIR                # what is left, what the next lease carries, its size
-    python3 bench/headline.py needs-slice --state DIR         # exit 0 when an unfinished arm has a frozen slice
+    python3 bench/headline.py needs-slice --state DIR [--arms a,b]  # exit 0 when one still needs the slice
 
 ``run`` (on the device, from ``bench/headline.sh``, after the dataset is generated into ``$FROZEN_DT_DATA``): for
 each arm in order that is not finished, train (new, or ``--resume`` of the packed checkpoints: the trainer's exact
@@ -418,10 +418,11 @@ def travel_bytes(paths: list[str]) -> int:
     return total
 
 
-def needs_slice(state: Path, protocol: dict) -> bool:
-    """Whether an arm with a frozen slice still trains or evaluates (the lease then carries .carry/ too)."""
+def needs_slice(state: Path, protocol: dict, arms: list[str] | None = None) -> bool:
+    """Whether one of ``arms`` (default: all) with a frozen slice still trains or evaluates (the lease then carries
+    .carry/ too)."""
     return any(not arm_state(state / arm, protocol)["evaluated"] and "frozen-dt" in protocol["arms"][arm]
-               for arm in protocol["arms"])
+               for arm in arms or protocol["arms"])
 
 
 def plan(args) -> int:
@@ -454,8 +455,10 @@ def main() -> int:
     u = sub.add_parser("unpack", help="a returned pack into the state")
     u.add_argument("pack_dir")
     u.add_argument("--state", required=True)
-    for name in ("plan", "needs-slice"):
-        sub.add_parser(name).add_argument("--state", required=True)
+    sub.add_parser("plan").add_argument("--state", required=True)
+    n = sub.add_parser("needs-slice", help="exit 0 when one of the arms still needs the frozen slice")
+    n.add_argument("--state", required=True)
+    n.add_argument("--arms", help="comma-separated arms (default: all)")
     args = parser.parse_args()
     state = Path(args.state)
     if args.command == "run" and args.scale == "tiny" and not (state / PROTOCOL_FILE).exists():
@@ -465,7 +468,7 @@ def main() -> int:
     if args.command == "unpack":
         return unpack(args)
     if args.command == "needs-slice":
-        return 0 if needs_slice(state, read_protocol(state)) else 1
+        return 0 if needs_slice(state, read_protocol(state), args.arms.split(",") if args.arms else None) else 1
     return plan(args)
 
 

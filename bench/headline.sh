@@ -22,6 +22,7 @@ ROOT=$PWD
 MODE=device
 DEADLINE_S=${DEADLINE_S:-480}
 PASS=()
+ARMS=""
 FRESH=false
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --rehearse) MODE=rehearse ;;
     --fresh-state) FRESH=true ;;
     --deadline) DEADLINE_S=${2:-}; shift ;;
-    --arms) PASS+=(--arms "${2:-}"); shift ;;
+    --arms) ARMS=${2:-}; PASS+=(--arms "$ARMS"); shift ;;
     --train-flag=*) PASS+=("$1") ;;
     --unpack) exec python3 bench/headline.py unpack "${2:?--unpack DIR}" --state "${STATE:-results/headline}" ;;
     --plan) exec python3 bench/headline.py plan --state "${STATE:-results/headline}" ;;
@@ -68,7 +69,7 @@ bash bench/device_site.sh package "$SITE" || { say "package copy failed"; exit 1
 chunk() {  # one lease's chunk: DEADLINE seconds from now
   local deadline_at=$(( $(date +%s) + $1 ))
   shift
-  if [ ! -f "$STATE/headline.json" ] || python3 -P bench/headline.py needs-slice --state "$STATE"; then
+  if [ ! -f "$STATE/headline.json" ] || python3 -P bench/headline.py needs-slice --state "$STATE" ${ARMS:+--arms "$ARMS"}; then
     python3 -P -m frozen_dt backbone import .carry/gemma3-270m-0-5.gguf || { say "slice import failed"; return 1; }
   fi
   python3 -P -m frozen_dt data generate walker2d-medium-v2 $GENERATE --num-envs 16 || { say "generation failed"; return 1; }

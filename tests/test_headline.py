@@ -112,3 +112,28 @@ def test_the_evaluation_reserve_is_kept_only_when_the_chunk_may_finish_the_arm()
     assert headline.eval_reserve(chunk_at(20_000), {"steps": [20_000]}, full, 300) == 0  # 800 s to go: train on
     assert headline.eval_reserve(chunk_at(90_000), {"steps": [90_000]}, full, 300) == 150  # 22 s to go: keep it
     assert headline.eval_reserve(chunk_at(20_000), {"steps": [80_000]}, full, 300) == 0  # 200 s: 150 more won't fit
+
+
+@pytest.mark.parametrize("entry", ["../evil.txt", "/abs/evil.txt", "other/evil.txt", "dt/link"])
+def test_unpack_refuses_an_archive_with_anything_but_files_inside_the_arms(entry, tmp_path, monkeypatch, capsys):
+    import io
+    import tarfile
+
+    headline = driver()
+    state, packs = tmp_path / "state", tmp_path / "packs"
+    headline.write_protocol(state, "tiny")
+    packs.mkdir()
+    with tarfile.open(packs / "headline-dt.tgz", "w:gz") as tar:
+        info = tarfile.TarInfo(entry)
+        if entry.endswith("link"):
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "unpack", str(packs), "--state", str(state)])
+    with pytest.raises(SystemExit) as stopped:
+        headline.main()
+    assert "unexpected entry" in str(stopped.value) and entry[:20] in str(stopped.value)
+    assert sorted(p.name for p in state.iterdir()) == ["headline.json"]  # nothing unpacked, no staging left
+    assert not (tmp_path / "evil.txt").exists()
