@@ -12,7 +12,8 @@ says how its seeds update together with an ``update_stack`` staticmethod: the se
 body one batch, and DT (whose transformer trains), BC and the value baselines run their networks as vmapped calls
 over the seeds' stacked parameters (:func:`stacked_call`; random draws such as dropout masks are drawn before the
 call from each seed's own RNG). Per-seed frozen slices (random inits), and algorithms without an ``update_stack``,
-update seed by seed in the same process.
+update seed by seed in the same process. The seeds' periodic evaluations run as one call, every seed x return target
+in one vector env, each seed's episodes those it runs alone (:meth:`StackTrainer.shared_evaluation`).
 
 Layout: ``<stack dir>/stack.json`` (task, algorithm, seeds, member dirs) and ``<stack dir>/seed<k>/``, an ordinary
 run directory whose ``config.json`` records the stack under ``"stack"``. ``--resume <stack dir>`` continues every
