@@ -430,7 +430,9 @@ def plan(args) -> int:
     protocol = read_protocol(state)
     for arm in protocol["arms"]:
         s = arm_state(state / arm, protocol)
-        print(f"{arm}: steps {s['steps']} of {protocol['steps']}, finished {s['finished']}, evaluated {s['evaluated']}")
+        held = sum(c.stat().st_size for c in (state / arm).glob("seed*/checkpoints/last.pt"))
+        print(f"{arm}: steps {s['steps']} of {protocol['steps']}, finished {s['finished']}, evaluated {s['evaluated']}"
+              + (f"; its checkpoints: {held / 2**20:.1f} MiB (they travel until it is evaluated)" if held else ""))
     carry = [".whl"] + ([".carry"] if needs_slice(state, protocol) else [])
     total = travel_bytes(carry)
     print(f"next lease: carry {carry}; travels {total / 2**20:.1f} MiB of {TRAVEL_LIMIT / 2**20:.0f}")
