@@ -154,7 +154,8 @@ def add_chunk(arm_dir: Path, chunk: dict) -> None:
 
 def frozen_dt(*args: str, budget: float) -> tuple[int, str]:
     """``python3 -P -m frozen_dt ARGS`` (the repository root never on sys.path), its output echoed; SIGINT at
-    ``budget`` seconds (the trainer keeps its last checkpoint), killed 30 s later."""
+    ``budget`` seconds (the trainer keeps its last checkpoint), killed 30 s later. Training gets 60 s past its
+    ``--stop-after``: the soft stop comes at the next checkpoint, every 1000 steps."""
     command = [sys.executable, "-P", "-m", "frozen_dt", *args]
     say("+ frozen-dt " + " ".join(args))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -201,14 +202,14 @@ def eval_reserve(chunks: list[dict], before: dict, protocol: dict, left: float) 
 def train_arm(arm: str, arm_dir: Path, protocol: dict, device: str, budget: float, extra: list[str]) -> tuple[int, str]:
     common = ["--stop-after", f"{budget:.3f}", "--device", device]
     if arm_state(arm_dir, protocol)["started"]:
-        return frozen_dt("train", protocol["task"], "--resume", str(arm_dir), *common, budget=budget + 120)
+        return frozen_dt("train", protocol["task"], "--resume", str(arm_dir), *common, budget=budget + 60)
     if arm_dir.exists():
         shutil.rmtree(arm_dir)  # a chunk that stopped before the stack's first checkpoint left nothing to resume
     return frozen_dt("train", protocol["task"], *protocol["arms"][arm], "--seeds", protocol["seeds"],
                      "--steps", str(protocol["steps"]), "--batch-size", str(protocol["batch_size"]),
                      "--eval-episodes", "0", "--save-every", str(protocol["save_every"]),
                      "--log-every", str(protocol["log_every"]), *extra, "--run-dir", str(arm_dir), *common,
-                     budget=budget + 120)
+                     budget=budget + 60)
 
 
 def evaluate_arm(arm_dir: Path, protocol: dict, device: str, budget: float) -> int:
