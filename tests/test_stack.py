@@ -381,6 +381,11 @@ def test_eval_of_a_stack_runs_its_seeds_and_targets_in_one_vector_env_as_each_se
     assert code == 0, err
     assert made == [4] and "for the 2 run(s) evaluated together" in out
     together = {seed: json.loads((stack / seed / "eval-last.json").read_text()) for seed in ("seed0", "seed1")}
+    code, _, err = run(capsys, "eval", str(stack), *cut, "--block", "64")  # blocks as wide as a GPU wants
+    assert code == 0, err
+    for seed, record in together.items():
+        wide = json.loads((stack / seed / "eval-last.json").read_text())
+        assert wide["block"] == 64 and record["block"] == 16 and wide["targets"] == record["targets"]
     made.clear()
     for seed, record in together.items():
         assert record["evaluated_with"] == 2 and set(record["targets"]) == {"3600", "1800"}
