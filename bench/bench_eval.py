@@ -1,12 +1,16 @@
-"""Evaluation throughput: N episodes of a DT policy, vectorized (the harness: a vector of envs, one batched forward
-per step) against sequential batch-1 rollouts (one env, one forward of the K-step window per step: the way the
-Decision Transformer repo, CORL and d3rlpy evaluate), same policy, same episode seeds, same run.
+"""Evaluation throughput: the batched evaluation path (``frozen-dt eval``: every seed x return target of a run in one
+vector env, one batched forward per policy and env step) against sequential batch-1 rollouts (one env, one forward of
+the K-step window per step: the way the Decision Transformer repo, CORL and d3rlpy evaluate), same policy, same
+episode seeds, same run.
 
-    python bench/bench_eval.py --run-dir RUN_DIR [--episodes 100] [--num-envs 32] [--workers N] [--target 5000]
-                               [--block ROWS]
+    python bench/bench_eval.py --run-dir RUN_OR_STACK_DIR [--episodes 100] [--num-envs 32] [--workers N]
+                               [--targets first|all] [--sequential-episodes N] [--block ROWS] [--out FILE]
 
-RUN_DIR is a trained ``dt`` or ``frozen-dt`` run (e.g. ``frozen-dt train walker2d-medium-v2 --algo dt --steps 500
---run-dir runs/bench-dt``).
+RUN_OR_STACK_DIR is a trained ``dt`` or ``frozen-dt`` run or stack of seeds (e.g. ``frozen-dt train
+walker2d-medium-v2 --algo dt --steps 500 --seeds 0,1,2 --run-dir runs/bench-dt``). ``--episodes`` is the batched
+path's total, split evenly over the seeds x targets (at least one each); the sequential reference runs the first
+seed's first target (``--sequential-episodes``, default as many; fewer are extrapolated by steps/s). Like
+``frozen-dt eval``, the batched path writes each run's ``eval-last.json``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import numpy as np
 import torch
 
 from frozen_dt.algorithms import run_precision
-from frozen_dt.eval.rollout import BLOCK, EVAL_NUM_ENVS, EVAL_SEED, default_workers, rollout
-from frozen_dt.eval.runs import load_run
+from frozen_dt.config import EvalArgs
+from frozen_dt.eval.rollout import BLOCK, EVAL_NUM_ENVS, EVAL_SEED
+from frozen_dt.eval.runs import evaluate_together, load_run
+from frozen_dt.training.stack import runs_in
 from frozen_dt.paths import atomic_write_text
-from frozen_dt.sequence_models import ReturnConditionedAgent, autocast
+from frozen_dt.sequence_models import autocast
 
 from bench_sequence_sampling import cpu_name  # noqa: E402  (bench/ is run as a script directory)
 
@@ -96,38 +102,45 @@ def env_step_ms(task, version, steps: int = 2000) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--run-dir", required=True, help="a run, or a stack of seeds (all its seeds are evaluated)")
+    parser.add_argument("--episodes", type=int, default=100, help="the batched path's episodes in all")
     parser.add_argument("--num-envs", type=int, default=EVAL_NUM_ENVS)
     parser.add_argument("--workers", type=int, help="rollout worker threads (default: as frozen-dt eval chooses)")
-    parser.add_argument("--target", type=float, help="return target (default: the run's first)")
-    parser.add_argument("--sequential-episodes", type=int, help="episodes for the sequential reference (default: all)")
+    parser.add_argument("--targets", choices=("first", "all"), default="all",
+                        help="the batched path's return targets: the run's first, or all (as frozen-dt eval)")
+    parser.add_argument("--sequential-episodes", type=int, help="episodes for the sequential reference (default: "
+                                                                "--episodes)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="policy inference device (both sides)")
     parser.add_argument("--env-processes", choices=("auto", "on", "off"), default="auto",
                         help="harness envs in worker processes (auto: on cuda)")
-    parser.add_argument("--block", type=int, help=f"harness inference rows per forward (default {BLOCK}; on a GPU as "
-                                                  "wide as --num-envs)")
+    parser.add_argument("--block", type=int, help=f"harness inference rows per forward (default {BLOCK} on cpu, "
+                                                  "--num-envs on cuda)")
+    parser.add_argument("--label", default="", help="recorded with the measurement (e.g. 'CPU, reduced scale')")
     parser.add_argument("--out", help="also write the measurements to this JSON file")
     args = parser.parse_args()
-    run = load_run(args.run_dir, device=args.device)
-    processes = args.env_processes == "on" or (args.env_processes == "auto" and args.device == "cuda")
+    runs = [load_run(d, device=args.device) for d in runs_in(Path(args.run_dir))]
+    run = runs[0]
     task, version = run.task, run.config.get("env_version")
-    target = args.target if args.target is not None else run.config["eval_targets"][0]
+    targets = run.config["eval_targets"][:1] if args.targets == "first" else run.config["eval_targets"]
+    per_policy = max(1, round(args.episodes / (len(runs) * len(targets))))
     threads = torch.get_num_threads()
-    print(f"# {cpu_name()}, {threads} threads; {run.settings.run.algo} from {args.run_dir} on {task.env_id(version)}, "
-          f"target {target:g}, inference in {run_precision(run.settings.run)}")
+    print(f"# {cpu_name()}, {threads} threads; {run.settings.run.algo} from {args.run_dir} ({len(runs)} seed(s)) on "
+          f"{task.env_id(version)}, targets {', '.join(f'{t:g}' for t in targets)}, inference in "
+          f"{run_precision(run.settings.run)}{'; ' + args.label if args.label else ''}")
 
-    workers = args.workers or default_workers(args.num_envs, args.episodes, args.device)
+    eval_args = EvalArgs(run_dirs=[], episodes=per_policy, num_envs=args.num_envs, workers=args.workers,
+                         device=args.device, env_processes=args.env_processes, block=args.block,
+                         target_return=targets[0] if len(targets) == 1 else None)
     start = time.perf_counter()
-    agent = ReturnConditionedAgent(run.model, run.obs_stats, run.config["rtg_scale"], target,
-                                   max_timestep=run.config["max_timestep"], precision=run_precision(run.settings.run))
-    agent.block = args.block or (args.num_envs if args.device == "cuda" else BLOCK)
-    vec = rollout(task, agent, args.episodes, seed=EVAL_SEED, num_envs=args.num_envs, workers=workers,
-                  env_version=version, progress=False, env_processes=processes)
+    records = evaluate_together(runs, eval_args, progress=False)  # writes each run's eval-last.json, as eval does
     t_vec = time.perf_counter() - start
-    steps_vec = sum(r["length"] for r in vec)
+    vec = [e for r in records for t in r["targets"].values() for e in t["episodes"]]
+    first = records[0]["targets"][f"{targets[0]:g}"]["episodes"]
+    steps_vec = sum(e["length"] for e in vec)
+    workers, processes, rows = records[0]["workers"], records[0]["env_processes"], records[0]["block"]
+    target = targets[0]
 
-    n_seq = args.sequential_episodes or args.episodes
+    n_seq = args.sequential_episodes or len(vec)
     env = task.make_env(version)
     start = time.perf_counter()
     seq = [sequential_episode(task, run, env, target, EVAL_SEED + i, version) for i in range(n_seq)]
@@ -135,9 +148,9 @@ def main() -> None:
     steps_seq = sum(length for _, length in seq)
     # per-step cost is what compares: the sequential reference may run fewer episodes than the harness
     rate_vec, rate_seq = steps_vec / t_vec, steps_seq / t_seq
-    where = f"{args.num_envs} envs{' in worker processes' if processes else ''}, {workers} worker threads, " \
-        f"{agent.block}-row blocks, {args.device}"
-    print(f"vectorized ({where}): {args.episodes} episodes, {steps_vec} steps "
+    where = f"{len(runs)} seed(s) x {len(targets)} target(s) in one vector env of {args.num_envs} envs" \
+        f"{' in worker processes' if processes else ''}, {workers} worker threads, {rows}-row blocks, {args.device}"
+    print(f"batched ({where}): {len(vec)} episodes, {steps_vec} steps "
           f"in {t_vec:.1f} s ({rate_vec:.0f} steps/s); mean return {np.mean([r['return'] for r in vec]):.1f}")
     print(f"sequential batch-1 (fp32, {threads} threads): {n_seq} episodes, {steps_seq} steps in {t_seq:.1f} s "
           f"({rate_seq:.0f} steps/s); mean return {np.mean([r for r, _ in seq]):.1f}")
@@ -154,17 +167,19 @@ def main() -> None:
           f"last step only, 1 thread; {block_full / BLOCK:.3f} computing every step's action), reference "
           f"{single:.3f} ms (batch 1, fp32, {threads} threads); a 1-step window, all a K/V cache would leave: "
           f"{one_step / BLOCK:.3f} core-ms; an env step {env_ms:.3f} core-ms")
-    same = max(abs(vec[i]["return"] - seq[i][0]) for i in range(n_seq))
+    same = max(abs(first[i]["return"] - seq[i][0]) for i in range(min(n_seq, len(first))))
     speedup = rate_vec / rate_seq
-    print(f"speed-up {speedup:.2f}x (steps/s); time for {args.episodes} episodes: {t_vec:.1f} s vs "
+    print(f"speed-up {speedup:.2f}x (steps/s); time for {len(vec)} episodes: {t_vec:.1f} s vs "
           f"{t_seq * steps_vec / max(steps_seq, 1):.1f} s (sequential, extrapolated when fewer episodes ran); "
           f"largest per-episode return difference {same:.3g} (bf16 vs fp32 inference diverge in MuJoCo)")
     if args.out:
-        record = {"cpu": cpu_name(), "threads": threads, "device": args.device, "env_processes": processes, "torch": torch.__version__, "run_dir": args.run_dir,
-                  "algo": run.settings.run.algo, "env_id": task.env_id(version), "precision": precision, "target": target,
-                  "vectorized": {"episodes": args.episodes, "num_envs": args.num_envs, "workers": workers,
-                                 "block": agent.block,
-                                 "steps": steps_vec, "seconds": round(t_vec, 2), "steps_per_s": round(rate_vec, 1)},
+        record = {"label": args.label, "cpu": cpu_name(), "threads": threads, "device": args.device,
+                  "env_processes": processes, "torch": torch.__version__, "run_dir": args.run_dir,
+                  "algo": run.settings.run.algo, "env_id": task.env_id(version), "precision": precision,
+                  "seeds": len(runs), "targets": targets, "checkpoint_step": records[0]["checkpoint_step"],
+                  "batched": {"episodes": len(vec), "per_seed_and_target": per_policy, "num_envs": args.num_envs,
+                              "workers": workers, "block": rows,
+                              "steps": steps_vec, "seconds": round(t_vec, 2), "steps_per_s": round(rate_vec, 1)},
                   "sequential": {"episodes": n_seq, "steps": steps_seq, "seconds": round(t_seq, 2),
                                  "steps_per_s": round(rate_seq, 1)},
                   "speedup": round(speedup, 2),

@@ -181,13 +181,12 @@ publish
 # --- 1. environment ------------------------------------------------------------------------------------------------
 # (a failed step never stops the script: what does not need it, the peak say, still runs and returns)
 step versions 60 -- $PY -P bench/device_probe.py versions "$RES/versions.json"
+export PY  # bench/device_site.sh installs with it
 if [ -n "$WHEELS" ]; then
-  step install-wheels 120 -- bash -c "$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --disable-pip-version-check --upgrade --target '$SITE' '$WHEELS'/*.whl"
+  step install-wheels 120 -- bash bench/device_site.sh wheels "$SITE" "$WHEELS"
 fi
 # the package as pyproject installs it (baselines, envs and eval inside frozen_dt), without a build step
-step install-package 30 -- bash -c "mkdir -p '$SITE' && rm -rf '$SITE/frozen_dt' && cp -r frozen_dt '$SITE/' \
-  && cp -r baselines envs eval '$SITE/frozen_dt/' && find '$SITE/frozen_dt' -name __pycache__ -prune -exec rm -rf {} +"
+step install-package 30 -- bash bench/device_site.sh package "$SITE"
 IMPORTS="
 import frozen_dt, frozen_dt.envs.registry, frozen_dt.eval.rollout, frozen_dt.baselines.iql, gguf, gymnasium as gym
 import os

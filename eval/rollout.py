@@ -269,6 +269,12 @@ def default_workers(num_envs: int, episodes: int, device: str = "cpu") -> int:
     return max(1, min(os.cpu_count() or 1, min(num_envs, episodes) // BLOCK))
 
 
+def default_block(num_envs: int, device: str = "cpu") -> int:
+    """Rows of each inference call: :data:`BLOCK` on CPU; on an accelerator as wide as the vector env, so that a
+    policy's rows of one env step go through in one call."""
+    return BLOCK if device == "cpu" else max(BLOCK, int(num_envs))
+
+
 def reset_goal(task: Task, infos: dict, slot: int) -> np.ndarray | None:
     """The goal observation a vector env's reset reported for ``slot`` on a goal-conditioned task, else None
     (OGBench's single-task envs report a goal too; their policies do not take it)."""

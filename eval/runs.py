@@ -1,5 +1,8 @@
 """``frozen-dt eval``: load trained runs, roll them out through the vectorized harness, write and aggregate scores.
 
+Runs evaluated on the same conditions (eval task, return targets, env version, precision: the seeds of a stack) run
+together, every run x target in one vector env; each run's episodes are the ones it runs alone.
+
 Each run directory gets ``eval-<checkpoint>.json`` (written atomically, only once the evaluation is complete):
 every episode's return, length and score per return target, the checkpoint's step, the eval seed, the env version
 and the hardware. Runs of the same configuration (they differ only in their seed) aggregate into one line: mean,
@@ -49,7 +52,7 @@ def read_eval_record(path: Path) -> dict:
 
 # Settings that do not change what a run learns: runs differing only in these (and the seed) are seeds of one config.
 NOT_CONFIG = ("seed", "run_dir", "resume", "wandb", "download", "log_every", "save_every", "eval_every",
-              "eval_episodes", "eval_max_steps", "config", "reference")
+              "eval_episodes", "eval_max_steps", "config", "reference", "stop_after")
 
 
 @dataclass
@@ -117,48 +120,67 @@ def eval_task_for(run: LoadedRun, name: str | None, env_version: str | None = No
     return task
 
 
-def evaluate_run(run: LoadedRun, args: EvalArgs, progress: bool = True) -> dict:
-    """Evaluate one loaded run; writes ``eval-<checkpoint>.json`` into its run dir and returns its content."""
-    from frozen_dt.eval.rollout import default_workers, evaluate_agent, target_label
-
+def eval_conditions(run: LoadedRun, args: EvalArgs) -> tuple:
+    """What an evaluation of ``run`` runs on: the eval task, the return targets, the env version and the inference
+    precision. Runs that agree on all four share one vector env (:func:`evaluate_together`)."""
     task = eval_task_for(run, args.task, args.env_version)
     targets = tuple(run.config["eval_targets"])
     if args.target_return is not None and run.settings.spec.return_conditioned:
         targets = (args.target_return,)
     env_version = args.env_version or run.config.get("env_version")
-    precision = args.precision or run_precision(run.settings.run)
-    workers = args.workers or default_workers(args.num_envs, args.episodes, args.device)
+    return task, targets, env_version, args.precision or run_precision(run.settings.run)
+
+
+def evaluate_together(runs: list[LoadedRun], args: EvalArgs, progress: bool = True) -> list[dict]:
+    """Evaluate ``runs`` (the seeds of a stack, or any runs with the same :func:`eval_conditions`) in one vector env
+    created once for every run x target (:func:`frozen_dt.eval.rollout.evaluate_agents`): each run's episodes are
+    the ones it runs alone, on the same episode seeds, bit for bit. Writes each run's ``eval-<checkpoint>.json``;
+    returns their contents in order."""
+    from frozen_dt.eval.rollout import default_block, default_workers, evaluate_agents, target_label
+
+    conditions = {(task.name, *rest) for task, *rest in (eval_conditions(run, args) for run in runs)}
+    if len(conditions) != 1:
+        raise ValueError("runs evaluated together share their eval task, targets, env version and precision")
+    task, targets, env_version, precision = eval_conditions(runs[0], args)
+    total = args.episodes * len(runs) * (len(task.eval_task_ids) if task.goal_conditioned else len(targets))
+    workers = args.workers or default_workers(args.num_envs, total, args.device)
     processes = args.env_processes == "on" or (args.env_processes == "auto" and args.device == "cuda")
+    block = args.block or default_block(args.num_envs, args.device)
 
     started = time.time()
-    results = evaluate_agent(task, lambda t: run.agent(t, precision), targets=targets, episodes=args.episodes,
-                             num_envs=args.num_envs, workers=workers, env_version=env_version, seed=args.eval_seed,
-                             progress=progress, keep_episodes=True, env_processes=processes, max_steps=args.max_steps)
-    labels = [k[len("score@"):] for k in results if k.startswith("score@")]  # targets, or OGBench goals
-    returns = dict.fromkeys(labels) if task.goal_conditioned else {target_label(t): t for t in targets}
-    per_target = {label: {"target_return": returns[label], "score": results[f"score@{label}"],
-                          "return": results[f"return@{label}"], "length": results[f"length@{label}"],
-                          "episodes": results[f"episodes@{label}"]} for label in labels}
-    if task.goal_conditioned:  # OGBench's overall success: every evaluation goal's episodes together
-        episodes = [{**e, "goal": label} for label in labels for e in per_target[label]["episodes"]]
-        per_target = {"all": {"target_return": None, "score": results["score"],
-                              "return": float(np.mean([e["return"] for e in episodes])),
-                              "length": float(np.mean([e["length"] for e in episodes])), "episodes": episodes},
-                      **per_target}
-    record = {
-        "run_dir": str(run.run_dir), "checkpoint": run.checkpoint, "checkpoint_step": run.step,
-        "train_task": run.settings.run.task, "task": task.name, "data": run_data_label(run.run_dir),
-        "score_type": task.score_type,
-        "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
-        "num_envs": args.num_envs, "workers": workers, "env_processes": processes, "eval_seed": args.eval_seed,
-        "max_steps": args.max_steps,
-        "precision": precision,
-        "primary_target": next(iter(per_target)), "score": results["score"], "targets": per_target,
-        "seconds": round(time.time() - started, 1), "device": device_name(args.device),
-        "created_at": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    write_json(eval_file(run, task.name, env_version), record)
-    return record
+    evaluated = evaluate_agents(task, [lambda t, run=run: run.agent(t, precision) for run in runs], targets=targets,
+                                episodes=args.episodes, num_envs=args.num_envs, workers=workers,
+                                env_version=env_version, seed=args.eval_seed, progress=progress, keep_episodes=True,
+                                env_processes=processes, max_steps=args.max_steps, block=block)
+    seconds = round(time.time() - started, 1)
+    records = []
+    for run, results in zip(runs, evaluated):
+        labels = [k[len("score@"):] for k in results if k.startswith("score@")]  # targets, or OGBench goals
+        returns = dict.fromkeys(labels) if task.goal_conditioned else {target_label(t): t for t in targets}
+        per_target = {label: {"target_return": returns[label], "score": results[f"score@{label}"],
+                              "return": results[f"return@{label}"], "length": results[f"length@{label}"],
+                              "episodes": results[f"episodes@{label}"]} for label in labels}
+        if task.goal_conditioned:  # OGBench's overall success: every evaluation goal's episodes together
+            episodes = [{**e, "goal": label} for label in labels for e in per_target[label]["episodes"]]
+            per_target = {"all": {"target_return": None, "score": results["score"],
+                                  "return": float(np.mean([e["return"] for e in episodes])),
+                                  "length": float(np.mean([e["length"] for e in episodes])), "episodes": episodes},
+                          **per_target}
+        record = {
+            "run_dir": str(run.run_dir), "checkpoint": run.checkpoint, "checkpoint_step": run.step,
+            "train_task": run.settings.run.task, "task": task.name, "data": run_data_label(run.run_dir),
+            "score_type": task.score_type,
+            "env_id": task.env_id(env_version), "env_version": env_version, "episodes": args.episodes,
+            "num_envs": args.num_envs, "workers": workers, "env_processes": processes, "block": block,
+            "evaluated_with": len(runs), "eval_seed": args.eval_seed, "max_steps": args.max_steps,
+            "precision": precision,
+            "primary_target": next(iter(per_target)), "score": results["score"], "targets": per_target,
+            "seconds": seconds, "device": device_name(args.device),
+            "created_at": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+        write_json(eval_file(run, task.name, env_version), record)
+        records.append(record)
+    return records
 
 
 def run_data_label(run_dir: Path) -> str:
@@ -236,16 +258,23 @@ def evaluate_runs(run_dirs: list[Path], args: EvalArgs) -> list[dict]:
     loaded = [load_run(d, args.checkpoint, args.device) for d in run_dirs]  # every run checked before any rollout
     for run in loaded:
         eval_task_for(run, args.task, args.env_version)
+    together: dict[tuple, list[LoadedRun]] = {}  # runs on the same conditions: one vector env (a stack's seeds)
+    for run in loaded:
+        task, *rest = eval_conditions(run, args)
+        together.setdefault((task.name, *rest), []).append(run)
+    evaluated = {id(run): record for group in together.values()
+                 for run, record in zip(group, evaluate_together(group, args))}
     records = []
     for run in loaded:
-        record = evaluate_run(run, args)
+        record = evaluated[id(run)]
         records.append((run, record))
         kind = "success rate" if record["score_type"] == "success" else "normalized score"
         targets = "; ".join(f"target {k}: {kind} {v['score']:.1f} (return {v['return']:.1f})"
                             for k, v in record["targets"].items())
         cut = f", cut at {args.max_steps} steps" if args.max_steps else ""
         print(f"{run.run_dir} [{run.checkpoint}, step {run.step}] {record['task']} ({record['data']} data): {targets} "
-              f"({record['episodes']} episodes{cut}, {record['seconds']:.0f} s)", flush=True)
+              f"({record['episodes']} episodes{cut}; {record['seconds']:.0f} s for the {record['evaluated_with']} "
+              "run(s) evaluated together)", flush=True)
     groups: dict[tuple, list] = {}
     for run, record in records:
         groups.setdefault(config_key(run.settings, record["task"]), []).append((run, record))

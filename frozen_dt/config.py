@@ -48,6 +48,9 @@ class RunConfig:
     eval_max_steps: int = arg(None, "cut evaluation episodes after this many steps (smoke tests; scores then "
                                     "differ from full-episode ones)", check="positive")
     save_every: int = arg(5000, "steps between checkpoints (checkpoints/last.pt)", check="positive")
+    stop_after: float = arg(None, "stop at the first checkpoint written once this many seconds have passed since "
+                                  "the command started (a job's time limit); the run continues with --resume",
+                            check="positive")
     device: str = arg("cpu", "device", choices=("cpu", "cuda"))
     precision: str = arg("auto", "matmul precision of the sequence models: fp32, bf16 autocast (faster on GPUs and on "
                                  "CPUs with bf16 matrix instructions), or auto: the algorithm's choice on the device "
@@ -89,9 +92,12 @@ class RunConfig:
 class EvalArgs:
     run_dirs: list = arg(None, "run directories (default: the most recent run)", positional=True, nargs="*")
     episodes: int = arg(100, "evaluation episodes per run")
-    num_envs: int = arg(32, "environments stepped side by side (policy inference runs in blocks of 16 rows)")
+    num_envs: int = arg(32, "environments stepped side by side, shared by every run x return target evaluated "
+                            "together (the seeds of a stack)")
     workers: int = arg(None, "rollout threads, each stepping its share of the envs with one torch thread (default: "
                              "one per CPU core while each keeps a 16-env block; 1 on cuda)")
+    block: int = arg(None, "rows of each policy inference call (default: 16 on cpu, --num-envs on cuda); a row's "
+                           "action never depends on the rows beside it", check="positive")
     checkpoint: str = arg("last", "which checkpoint", choices=("last", "best"))
     target_return: float = arg(None, "return-to-go target (default: the task's targets, each reported)")
     eval_seed: int = arg(10_000, "seed of evaluation episode 0 (episode i uses eval_seed + i; independent of the "

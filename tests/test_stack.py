@@ -322,3 +322,115 @@ def test_random_init_slices_update_as_one_batched_call_equal_to_seed_by_seed(arc
     for a, b in zip(together, alone):
         for p, q in zip(a.params, b.params):
             torch.testing.assert_close(p, q, **tolerance)
+
+
+def counted_vector_envs(monkeypatch) -> list[int]:
+    """The widths of the vector envs the rollout engine creates from now on."""
+    from frozen_dt.eval import rollout as rollout_module
+
+    made, make = [], rollout_module.make_vector_env
+    monkeypatch.setattr(rollout_module, "make_vector_env", lambda *a, **k: made.append(a[1]) or make(*a, **k))
+    return made
+
+
+def test_a_stacks_periodic_evaluation_runs_every_seed_in_one_vector_env_with_each_seeds_results(data, capsys,
+                                                                                                   tmp_path, monkeypatch):
+    """The stack evaluates its seeds x targets in one vector env per evaluation; every seed's scores, metrics rows
+    and best checkpoint are those of the seed-after-seed evaluation (the members' own hooks), exactly."""
+    from frozen_dt.training.stack import StackTrainer
+
+    write_dataset("hopper-medium-v2", data)
+    small = ("--steps", "6", "--save-every", "3", "--log-every", "3", "--eval-every", "3", "--eval-episodes", "2",
+             "--eval-max-steps", "12", "--batch-size", "8", "--embed-dim", "16", "--context", "4")
+    made = counted_vector_envs(monkeypatch)
+    shared = tmp_path / "shared"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--seeds", "0,1", "--run-dir",
+                       str(shared), *small)
+    assert code == 0, err
+    assert made == [8, 8]  # two evaluations (steps 3, 6), each one env for 2 seeds x 2 targets x 2 episodes
+    made.clear()
+    init = StackTrainer.__init__
+    monkeypatch.setattr(StackTrainer, "__init__", lambda self, *a, evaluate=None, **k: init(self, *a, **k))
+    apart = tmp_path / "apart"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--seeds", "0,1", "--run-dir",
+                       str(apart), *small)
+    assert code == 0, err
+    assert made == [4] * 4  # seed after seed
+    for seed in ("seed0", "seed1"):
+        rows = metrics(shared / seed)
+        assert [r["score@3600"] for r in rows] and rows == metrics(apart / seed)
+        for which in ("last", "best"):
+            a = load_checkpoint(shared / seed / "checkpoints" / f"{which}.pt")
+            b = load_checkpoint(apart / seed / "checkpoints" / f"{which}.pt")
+            assert a["last_eval"] == b["last_eval"] and a["best_score"] == b["best_score"], (seed, which)
+    assert metrics(shared / "seed0") != metrics(shared / "seed1")
+
+
+def test_eval_of_a_stack_runs_its_seeds_and_targets_in_one_vector_env_as_each_seed_and_target_alone(data, capsys,
+                                                                                                 tmp_path, monkeypatch):
+    """``frozen-dt eval STACK``: one vector env for every seed x target; each seed's record holds the episodes
+    (same reset seeds, returns, lengths, scores) that evaluating it alone, one target at a time, gives."""
+    write_dataset("hopper-medium-v2", data)
+    stack = tmp_path / "stack"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--seeds", "0,1", "--run-dir", str(stack),
+                       *flags("dt"))
+    assert code == 0, err
+    made = counted_vector_envs(monkeypatch)
+    cut = ("--episodes", "3", "--num-envs", "4", "--max-steps", "15", "--workers", "1")
+    code, out, err = run(capsys, "eval", str(stack), *cut)
+    assert code == 0, err
+    assert made == [4] and "for the 2 run(s) evaluated together" in out
+    together = {seed: json.loads((stack / seed / "eval-last.json").read_text()) for seed in ("seed0", "seed1")}
+    code, _, err = run(capsys, "eval", str(stack), *cut, "--block", "64")  # blocks as wide as a GPU wants
+    assert code == 0, err
+    for seed, record in together.items():
+        wide = json.loads((stack / seed / "eval-last.json").read_text())
+        assert wide["block"] == 64 and record["block"] == 16 and wide["targets"] == record["targets"]
+    made.clear()
+    for seed, record in together.items():
+        assert record["evaluated_with"] == 2 and set(record["targets"]) == {"3600", "1800"}
+        for label, target in record["targets"].items():
+            code, _, err = run(capsys, "eval", str(stack / seed), *cut, "--target-return", label)
+            assert code == 0, err
+            alone = json.loads((stack / seed / "eval-last.json").read_text())
+            assert alone["evaluated_with"] == 1 and list(alone["targets"]) == [label]
+            assert alone["targets"][label]["episodes"] == target["episodes"], (seed, label)
+    assert made == [3] * 4  # each seed and target alone: its 3 episodes
+    assert together["seed0"]["targets"]["3600"]["episodes"] != together["seed1"]["targets"]["3600"]["episodes"]
+
+
+@pytest.mark.parametrize("seeds", ["3", "3,4"])
+def test_stop_after_stops_at_the_first_checkpoint_past_the_deadline_and_the_resumed_run_equals_the_whole(
+        seeds, data, capsys, tmp_path, monkeypatch):
+    """``--stop-after``: once the time has passed, training stops right after the next checkpoint (a single run or
+    every member of a stack at the same step), and ``--resume`` continues it to what an uninterrupted run gives."""
+    from frozen_dt.training import trainer as trainer_module
+
+    write_dataset("hopper-medium-v2", data)
+    small = ("--algo", "dt", "--seeds", seeds, "--steps", "6", "--save-every", "2", "--log-every", "2",
+             "--eval-episodes", "0", "--batch-size", "8", "--embed-dim", "16", "--context", "4")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", *small, "--run-dir", str(whole))
+    assert code == 0, err
+    now, after_update, real_time = [0.0], trainer_module.Trainer.after_update, trainer_module.time.time
+
+    def time_passes_at_step_3(self, *args):  # the deadline passes after the step-2 checkpoint...
+        if self.step == 3:
+            now[0] = 1e9
+        return after_update(self, *args)
+
+    monkeypatch.setattr(trainer_module.time, "time", lambda: now[0])
+    monkeypatch.setattr(trainer_module.Trainer, "after_update", time_passes_at_step_3)
+    code, out, err = run(capsys, "train", "hopper-medium-v2", *small, "--run-dir", str(split), "--stop-after", "60")
+    monkeypatch.setattr(trainer_module.time, "time", real_time)
+    monkeypatch.setattr(trainer_module.Trainer, "after_update", after_update)
+    assert code == 0 and f"stopped at step 4 of 6 (--stop-after); its checkpoints hold it: continue with --resume {split}" \
+        in out, (out, err)  # ...and the run stops at the next one, step 4
+    members = [f"seed{s}" for s in seeds.split(",")]
+    assert [load_checkpoint(split / m / "checkpoints" / "last.pt")["step"] for m in members] == [4] * len(members)
+    code, out, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(split), "--stop-after", "3600")
+    assert code == 0 and "stopped" not in out, err
+    for member in members:
+        assert torch.equal(torch.cat([v.flatten() for v in model_state(whole / member)["model"].values()]),
+                           torch.cat([v.flatten() for v in model_state(split / member)["model"].values()]))
+        assert metrics(whole / member) == metrics(split / member)

@@ -72,7 +72,7 @@ TOP_CHECKS = {"out": text(1000), "name": text(200),
 EVAL_CHECKS = {"episodes": integer(0, 10**6), "num_envs": integer(1, 4096), "eval_seed": integer(0, 2**32 - 1),
                "checkpoint": choice("last", "best")}
 # where runs live, what they continue, which seeds run (the SPEC's 'seeds' list): the sweep's own
-NOT_IN_SWEEPS = ("run_dir", "resume", "config", "wandb", "seeds")
+NOT_IN_SWEEPS = ("run_dir", "resume", "config", "wandb", "seeds", "stop_after")
 
 
 @dataclass

@@ -12,7 +12,8 @@ says how its seeds update together with an ``update_stack`` staticmethod: the se
 body one batch, and DT (whose transformer trains), BC and the value baselines run their networks as vmapped calls
 over the seeds' stacked parameters (:func:`stacked_call`; random draws such as dropout masks are drawn before the
 call from each seed's own RNG). Per-seed frozen slices (random inits), and algorithms without an ``update_stack``,
-update seed by seed in the same process.
+update seed by seed in the same process. The seeds' periodic evaluations run as one call, every seed x return target
+in one vector env, each seed's episodes those it runs alone (:meth:`StackTrainer.shared_evaluation`).
 
 Layout: ``<stack dir>/stack.json`` (task, algorithm, seeds, member dirs) and ``<stack dir>/seed<k>/``, an ordinary
 run directory whose ``config.json`` records the stack under ``"stack"``. ``--resume <stack dir>`` continues every
@@ -101,7 +102,11 @@ def runs_in(path: Path) -> list[Path]:
 class StackTrainer:
     """Train the ``trainers`` (one per seed in ``seeds``, same algorithm and steps) together; see the module doc."""
 
-    def __init__(self, trainers: list[Trainer], seeds: list[int], stack_dir: Path, *, progress: bool | None = None):
+    def __init__(self, trainers: list[Trainer], seeds: list[int], stack_dir: Path, *, progress: bool | None = None,
+                 evaluate=None):
+        """``evaluate(algorithms, step) -> [results]``: the members' periodic evaluation as one call (every seed x
+        target in one vector env: :func:`frozen_dt.training.train.policy_evaluation`); it replaces the members'
+        own hooks, which would evaluate seed after seed. Each member books its own results as before."""
         if len({t.steps for t in trainers}) != 1:
             raise ValueError("the members of a stack train for the same number of steps")
         self.trainers, self.seeds, self.stack_dir = trainers, list(seeds), Path(stack_dir)
@@ -109,6 +114,21 @@ class StackTrainer:
         self.progress = progress
         kinds = {type(t.algorithm) for t in trainers}
         self.update_stack = getattr(kinds.pop(), "update_stack", None) if len(kinds) == 1 else None
+        if evaluate is not None:
+            self.evaluate_all, self.evaluated = evaluate, (None, [])
+            for i, trainer in enumerate(trainers):
+                if trainer.evaluate is not None:
+                    trainer.evaluate = self.shared_evaluation(i)
+
+    def shared_evaluation(self, index: int):
+        """Member ``index``'s evaluation hook: the first member due at a step evaluates every member (all have
+        taken that step's update by then: the stack updates all seeds before booking any), the others read theirs."""
+        def evaluate(algorithm, step: int) -> dict:
+            if self.evaluated[0] != step:
+                self.evaluated = (step, self.evaluate_all([t.algorithm for t in self.trainers], step))
+            return self.evaluated[1][index]
+
+        return evaluate
 
     def update(self, batches: list[dict]) -> list[dict]:
         algorithms = [t.algorithm for t in self.trainers]
@@ -154,6 +174,10 @@ class StackTrainer:
                 if rows[0]:
                     bar.set_postfix({f"loss{s}": f"{r['loss']:.4g}" for s, r in zip(self.seeds, rows) if "loss" in r})
                 bar.update(1)
+                if all(t.stop_due() for t in self.trainers):  # every member saved this step
+                    for trainer in self.trainers:
+                        trainer.stopped = True
+                    break
         except KeyboardInterrupt:
             bar.close()
             saved = {t.saved_step for t in self.trainers}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import random
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from frozen_dt.training.recipes import apply_recipes
 from frozen_dt.training.sinks import WandbSink, import_wandb
 from frozen_dt.training.trainer import Trainer
 
-RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download")
+RESUME_MAY_CHANGE = ("task", "resume", "steps", "wandb", "download", "stop_after")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,8 @@ def resumed_settings(given: dict, explicit: frozenset) -> tuple[RunSettings, dic
         raise FrozenDTError(f"--resume continues a run exactly; {flags} cannot change (only --steps, --wandb, "
                             "--download can)")
     run = dataclasses.replace(saved.run, resume=str(run_dir), run_dir=str(run_dir), download=given["download"],
-                              wandb=given["wandb"], steps=given["steps"] if "steps" in explicit else saved.run.steps)
+                              wandb=given["wandb"], stop_after=given.get("stop_after"),
+                              steps=given["steps"] if "steps" in explicit else saved.run.steps)
     run.validate()
     return RunSettings(run, saved.spec, saved.algo), config
 
@@ -82,6 +84,7 @@ def _train(given: dict, explicit: frozenset, lock, *, report: bool) -> Outcome:
     from frozen_dt.config import parse_seeds
     from frozen_dt.training.stack import is_stack, read_stack
 
+    started = time.time()  # --stop-after counts from here
     resuming = bool(given.get("resume"))
     stack_dir, members = None, None
     if resuming and Path(given["resume"]).expanduser().is_dir():
@@ -140,11 +143,15 @@ def _train(given: dict, explicit: frozenset, lock, *, report: bool) -> Outcome:
                                      env_version, config=config, recipe_record=None if resuming else recipe_record,
                                      stack=None if stack_dir is None else {"dir": str(stack_dir), "seeds": seeds},
                                      quiet=i > 0))
+        trainers[-1].stop_at = started + run.stop_after if run.stop_after else None
     if stack_dir is None:
         from frozen_dt.training.report import Clock, data_level_line, scale_line
 
         with Clock() as clock:
             result = trainers[0].run(resume=resuming)
+        if trainers[0].stopped:
+            print(stopped_line(trainers[0].step, run.steps, trainers[0].run_dir), flush=True)
+            return Outcome(Path(trainers[0].run_dir), None)
         reference = train_reference(run, trainers[0].run_dir) if run.reference and not resuming else None
         print(final_line(task, runs[0], trainers[0].run_dir, result), flush=True)
         if not report:
@@ -161,7 +168,11 @@ def _train(given: dict, explicit: frozenset, lock, *, report: bool) -> Outcome:
 
     if not resuming:
         write_stack(stack_dir, task=task.name, algo=spec.name, seeds=seeds)
-    results = StackTrainer(trainers, seeds, stack_dir).run(resume=resuming)
+    evaluate = policy_evaluation(spec, settings.algo, problem, task, targets, env_version, runs[0])
+    results = StackTrainer(trainers, seeds, stack_dir, evaluate=evaluate).run(resume=resuming)
+    if trainers[0].stopped:
+        print(stopped_line(trainers[0].step, run.steps, stack_dir), flush=True)
+        return Outcome(stack_dir, None)
     for member, trainer, result in zip(runs, trainers, results):
         print(final_line(task, member, trainer.run_dir, result), flush=True)
     return Outcome(stack_dir, results[0])
@@ -218,22 +229,42 @@ def build_member(spec, algo_config, run, task: Task, dataset, problem: Problem, 
             config["stack"] = stack  # trained beside these seeds, in one process (frozen_dt.training.stack)
         write_run_metadata(run_dir, config=config, dataset=dataset, params=params)
 
-    def evaluate(algo, step: int) -> dict:
-        from frozen_dt.eval.rollout import EVAL_NUM_ENVS, default_workers, evaluate_agent
-
-        return evaluate_agent(task, lambda target: spec.make_agent(algo_config, algo.model, algo.obs_stats, problem,
-                                                                   target, run_precision(run)),
-                              targets=targets, episodes=run.eval_episodes, num_envs=EVAL_NUM_ENVS,
-                              workers=default_workers(EVAL_NUM_ENVS, run.eval_episodes, run.device),
-                              env_version=env_version, max_steps=run.eval_max_steps, progress=False)
-
+    evaluate_many = policy_evaluation(spec, algo_config, problem, task, targets, env_version, run)
     sinks = (WandbSink(run.wandb, run_dir, config),) if run.wandb else ()
     trainer = Trainer(algorithm, run_dir, steps=run.steps, seed=run.seed, log_every=run.log_every,
                       eval_every=run.eval_every, save_every=run.save_every,
-                      evaluate=evaluate if run.eval_episodes > 0 else None, sinks=sinks)
+                      evaluate=(lambda algo, step: evaluate_many([algo], step)[0]) if evaluate_many else None,
+                      sinks=sinks)
     if stack is not None:
         trainer.own_torch_rng = torch_rng
     return trainer
+
+
+def policy_evaluation(spec, algo_config, problem: Problem, task: Task, targets, env_version, run):
+    """The periodic evaluation of ``run``'s settings: ``evaluate(algorithms, step) -> [results]`` runs every
+    algorithm's policy x every return target in one vector env (:func:`frozen_dt.eval.rollout.evaluate_agents`;
+    each policy's episodes are those it runs alone); None when ``run`` evaluates nothing (``--eval-episodes 0``)."""
+    if run.eval_episodes <= 0:
+        return None
+
+    def evaluate(algorithms: list, step: int) -> list[dict]:
+        from frozen_dt.eval.rollout import EVAL_NUM_ENVS, default_block, default_workers, evaluate_agents
+
+        episodes = run.eval_episodes * len(algorithms) * len(targets)
+        return evaluate_agents(task, [lambda target, algo=algo: spec.make_agent(algo_config, algo.model, algo.obs_stats,
+                                                                                problem, target, run_precision(run))
+                                      for algo in algorithms],
+                               targets=targets, episodes=run.eval_episodes, num_envs=EVAL_NUM_ENVS,
+                               workers=default_workers(EVAL_NUM_ENVS, episodes, run.device),
+                               block=default_block(EVAL_NUM_ENVS, run.device),
+                               env_version=env_version, max_steps=run.eval_max_steps, progress=False)
+
+    return evaluate
+
+
+def stopped_line(step: int, steps: int, run_dir: Path) -> str:
+    return (f"frozen-dt: stopped at step {step} of {steps} (--stop-after); its checkpoints hold it: continue with "
+            f"--resume {run_dir}")
 
 
 def final_line(task: Task, run, run_dir: Path, result: dict | None) -> str:

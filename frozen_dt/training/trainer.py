@@ -153,6 +153,8 @@ class Trainer:
         self.last_eval: dict | None = None
         self.saved_step: int | None = None  # step of checkpoints/last.pt
         self.own_torch_rng: tuple | None = None  # (cpu state, cuda states) in a stack; None: the process's RNG
+        self.stop_at: float | None = None  # a time.time(): stop at the first checkpoint written after it
+        self.stopped = False  # the run stopped at stop_at, before its last step
 
     @contextmanager
     def own_rng(self):
@@ -227,6 +229,9 @@ class Trainer:
                 if row:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "score")})
                 bar.update(1)
+                if self.stop_due():
+                    self.stopped = True
+                    break
         except KeyboardInterrupt:
             bar.close()
             print(f"frozen-dt: training interrupted at step {self.step}; {self.where_to_continue()}", flush=True)
@@ -235,6 +240,11 @@ class Trainer:
             bar.close()
             self.close()
         return self.last_eval
+
+    def stop_due(self) -> bool:
+        """``stop_at`` has passed and the step just taken wrote ``checkpoints/last.pt`` (and is not the last one):
+        the run stops there, resumable exactly."""
+        return self.stop_at is not None and self.saved_step == self.step < self.steps and time.time() >= self.stop_at
 
     def start(self) -> None:
         for sink in self.sinks:
