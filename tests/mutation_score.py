@@ -66,6 +66,7 @@ MODULES = {
                          PINNED + "test_cql_temperature_follows_adam_on_the_entropy_gap",
                          PINNED + "test_cql_policy_log_std_is_scale_times_raw_plus_offset_clamped_to_minus_20_and_2",
                          TARGETS + "[cql]",
+                         PINNED + "test_cql_critics_hidden_layers_are_orthogonal_with_gain_sqrt_2_and_zero_bias",
                          REFERENCE,
                          SEMANTICS + "test_cql_penalty_lowers_q_on_out_of_distribution_actions",
                          ALGORITHMS + "test_cql_tanh_gaussian_log_prob_matches_torch_distributions",

@@ -235,6 +235,21 @@ def test_cql_temperature_follows_adam_on_the_entropy_gap():
     assert float(algo.model.log_alpha) == pytest.approx(log_alpha, abs=1e-6)
 
 
+def test_cql_critics_hidden_layers_are_orthogonal_with_gain_sqrt_2_and_zero_bias():
+    """CORL's CQL critics: hidden layers orthogonal with gain sqrt(2) (W^T W = 2 I for a tall W), biases zero.
+    Kills: the critics' orthogonal init switched off (PyTorch's default hidden layers)."""
+    from frozen_dt.baselines.cql import QNetwork
+
+    torch.manual_seed(0)
+    critic = QNetwork(3, 2, 32, 2)
+    hidden = [m for m in critic.net if isinstance(m, nn.Linear)][:-1]
+    assert len(hidden) == 2
+    for layer in hidden:
+        w = layer.weight.detach().double()
+        torch.testing.assert_close(w.T @ w, 2.0 * torch.eye(w.shape[1], dtype=torch.float64), rtol=0, atol=1e-5)
+        assert torch.equal(layer.bias.detach(), torch.zeros_like(layer.bias))
+
+
 # --- target networks: Polyak averaging -------------------------------------------------------------------------
 
 
