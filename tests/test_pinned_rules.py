@@ -405,3 +405,49 @@ def test_success_is_the_info_success_at_the_episodes_last_step():
     assert [r["success"] for r in runs] == [True, True, False, False]
     assert episode_scores(SCRIPTED, runs).tolist() == [100.0, 100.0, 0.0, 0.0]
     assert summarize(SCRIPTED, runs)["score"] == 50.0
+
+
+# --- IQL: every quantity of one update, recomputed ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_iql_update_rows_are_recomputed_from_the_networks_before_it(deterministic, tmp_path):
+    """value_loss = expectile loss of min(Q1_t, Q2_t)(s, a) - V(s); q_loss = the mean of the two critics' squared
+    errors to r + gamma (1 - d) V(s'); actor_loss = mean(min(exp(beta adv), 100) * bc), bc the negative
+    log-likelihood (or, deterministic, the squared error of the mean summed over action dims); advantage = its mean.
+    The second target critic is shifted so that the min takes each side on some rows. Kills: either target critic
+    read twice, the critics' average doubled, the squared error's sign or power changed."""
+    from frozen_dt.baselines.common import expectile_loss
+    from frozen_dt.baselines.iql import EXP_ADV_MAX, gaussian_log_prob
+
+    algo, batch = twin_critic_algorithm("iql", tmp_path, deterministic_actor=deterministic, beta=3.0)
+    t = {k: torch.as_tensor(v) for k, v in batch.items()}
+    sa = torch.cat([t["observations"], t["actions"]], -1)
+    with torch.no_grad():
+        gap = (algo.target_q[0](sa) - algo.target_q[1](sa)).median()
+        algo.target_q[1][-1].bias += gap
+        q1t, q2t = algo.target_q[0](sa).squeeze(-1), algo.target_q[1](sa).squeeze(-1)
+        assert (q1t < q2t).any() and (q2t < q1t).any()
+        before = copy.deepcopy(algo.model)
+        advantage = torch.min(q1t, q2t) - before.value(t["observations"]).squeeze(-1)
+        backup = t["rewards"] + algo.discount * (1 - t["dones"]) * before.value(t["next_observations"]).squeeze(-1)
+        q_loss = (((before.q1(sa).squeeze(-1) - backup) ** 2).mean() + ((before.q2(sa).squeeze(-1) - backup) ** 2).mean()) / 2
+        mean = before.actor(t["observations"])
+        bc = ((mean - t["actions"]) ** 2).sum(-1) if deterministic else \
+            -gaussian_log_prob(mean, before.actor.log_std, t["actions"])
+        actor_loss = (torch.exp(3.0 * advantage).clamp(max=EXP_ADV_MAX) * bc).mean()
+    rows = algo.update(batch)
+    assert rows["value_loss"] == pytest.approx(expectile_loss(advantage, algo.expectile).item(), rel=1e-5)
+    assert rows["q_loss"] == pytest.approx(q_loss.item(), rel=1e-5)
+    assert rows["actor_loss"] == pytest.approx(actor_loss.item(), rel=1e-5)
+    assert rows["advantage"] == pytest.approx(advantage.mean().item(), rel=1e-5, abs=1e-7)
+
+
+def test_iql_defaults_are_corls():
+    """CORL's iql.py (from gwthomas/IQL-PyTorch): 2 hidden layers of 256, the log-std clamped to [-5, 2], the
+    advantage weight clipped at 100."""
+    from frozen_dt.baselines import iql
+
+    config = iql.IQLConfig()
+    assert (config.hidden_dim, config.hidden_layers) == (256, 2)
+    assert (iql.LOG_STD_MIN, iql.LOG_STD_MAX, iql.EXP_ADV_MAX) == (-5.0, 2.0, 100.0)
