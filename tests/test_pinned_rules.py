@@ -415,12 +415,15 @@ def test_iql_update_rows_are_recomputed_from_the_networks_before_it(deterministi
     """value_loss = expectile loss of min(Q1_t, Q2_t)(s, a) - V(s); q_loss = the mean of the two critics' squared
     errors to r + gamma (1 - d) V(s'); actor_loss = mean(min(exp(beta adv), 100) * bc), bc the negative
     log-likelihood (or, deterministic, the squared error of the mean summed over action dims); advantage = its mean.
-    The second target critic is shifted so that the min takes each side on some rows. Kills: either target critic
-    read twice, the critics' average doubled, the squared error's sign or power changed."""
+    The second target critic is shifted so that the min takes each side on some rows; half the rows are terminal;
+    rewards are scaled by 0.5. Kills: either target critic read twice, the critics' average doubled, the squared
+    error's sign or power changed, the done mask's sign, the reward scale divided, the rows left as tensors."""
     from frozen_dt.baselines.common import expectile_loss
     from frozen_dt.baselines.iql import EXP_ADV_MAX, gaussian_log_prob
 
     algo, batch = twin_critic_algorithm("iql", tmp_path, deterministic_actor=deterministic, beta=3.0)
+    batch["dones"] = (np.arange(len(batch["dones"])) % 2).astype(batch["dones"].dtype)  # both kinds of rows
+    algo.reward_scale = 0.5  # as --normalize-reward would set it
     t = {k: torch.as_tensor(v) for k, v in batch.items()}
     sa = torch.cat([t["observations"], t["actions"]], -1)
     with torch.no_grad():
@@ -430,13 +433,14 @@ def test_iql_update_rows_are_recomputed_from_the_networks_before_it(deterministi
         assert (q1t < q2t).any() and (q2t < q1t).any()
         before = copy.deepcopy(algo.model)
         advantage = torch.min(q1t, q2t) - before.value(t["observations"]).squeeze(-1)
-        backup = t["rewards"] + algo.discount * (1 - t["dones"]) * before.value(t["next_observations"]).squeeze(-1)
+        backup = 0.5 * t["rewards"] + algo.discount * (1 - t["dones"]) * before.value(t["next_observations"]).squeeze(-1)
         q_loss = (((before.q1(sa).squeeze(-1) - backup) ** 2).mean() + ((before.q2(sa).squeeze(-1) - backup) ** 2).mean()) / 2
         mean = before.actor(t["observations"])
         bc = ((mean - t["actions"]) ** 2).sum(-1) if deterministic else \
             -gaussian_log_prob(mean, before.actor.log_std, t["actions"])
         actor_loss = (torch.exp(3.0 * advantage).clamp(max=EXP_ADV_MAX) * bc).mean()
     rows = algo.update(batch)
+    assert all(type(v) is float for v in rows.values())  # on the CPU the rows are floats, not tensors
     assert rows["value_loss"] == pytest.approx(expectile_loss(advantage, algo.expectile).item(), rel=1e-5)
     assert rows["q_loss"] == pytest.approx(q_loss.item(), rel=1e-5)
     assert rows["actor_loss"] == pytest.approx(actor_loss.item(), rel=1e-5)
