@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from frozen_dt.paths import atomic_write_text
+
 TASK = "walker2d-medium-v2"
 PROTOCOL_FILE = "headline.json"
 CHUNKS = "chunks.jsonl"
@@ -80,17 +82,8 @@ def write_protocol(state: Path, scale: str) -> dict:
     """A new state dir's protocol (the full one is committed; the tiny one is written on first use)."""
     protocol = {"scale": scale, **PROTOCOLS[scale]}
     state.mkdir(parents=True, exist_ok=True)
-    atomic_write(state / PROTOCOL_FILE, json.dumps(protocol, indent=2) + "\n")
+    atomic_write_text(state / PROTOCOL_FILE, json.dumps(protocol, indent=2) + "\n")
     return protocol
-
-
-def atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def data_sha256(path: Path) -> str:
@@ -283,7 +276,7 @@ def run(args) -> int:
     summary["packs"] = pack(work, touched, protocol, out)
     summary["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
     summary["failed"] = failed
-    atomic_write(out / "headline-summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "headline-summary.json", json.dumps(summary, indent=2) + "\n")
     after = {a: summary["arms"].get(a, {}).get("after") or arm_state(state / a, protocol) for a in protocol["arms"]}
     left = [a for a, s in after.items() if not s["evaluated"]]
     say(f"packed {', '.join(summary['packs']) or 'nothing'} into {out}; arms still to finish: {', '.join(left) or 'none'}")
@@ -398,7 +391,7 @@ def write_results(state: Path, protocol: dict) -> int:
         return code
     devices = sorted({json.loads((Path(r) / "eval-last.json").read_text()).get("device", "?") for r in runs})
     trained = sorted({c["device"] for arm in protocol["arms"] for c in read_chunks(state / arm)})
-    atomic_write(state / "results.md", f"# The seeds' headline ({protocol['scale']} protocol: {PROTOCOL_FILE})\n\n"
+    atomic_write_text(state / "results.md", f"# The seeds' headline ({protocol['scale']} protocol: {PROTOCOL_FILE})\n\n"
                  f"Trained on {', '.join(trained)}; evaluated on {', '.join(devices)}; every arm's chunks in its "
                  f"{CHUNKS}.\n\n" + (state / "leaderboard.md").read_text())
     say(f"every arm finished: {state / 'results.md'} and leaderboard.csv/.md written, labelled with "
