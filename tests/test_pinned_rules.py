@@ -297,8 +297,9 @@ def test_target_networks_move_by_tau_toward_the_online_networks_after_an_update(
     the update (recomputed in float64, tau 0.25); the targets start away from the online networks so that both
     terms count. TD3+BC's targets (critics and actor) move only on its delayed actor steps. Kills: the Polyak loop
     run zero times, tau and 1 - tau swapped, the target copied from (or left at) either side, TD3+BC's targets
-    moved on every update."""
+    moved on every update, a target network left requiring gradients."""
     algo, batch = twin_critic_algorithm(name, tmp_path, **({"policy_freq": 2} if name == "td3bc" else {}))
+    assert not any(t.requires_grad for t, _ in target_pairs(algo))  # targets never take gradients
     torch.manual_seed(1)
     with torch.no_grad():
         for target, _ in target_pairs(algo):
@@ -455,3 +456,74 @@ def test_iql_defaults_are_corls():
     config = iql.IQLConfig()
     assert (config.hidden_dim, config.hidden_layers) == (256, 2)
     assert (iql.LOG_STD_MIN, iql.LOG_STD_MAX, iql.EXP_ADV_MAX) == (-5.0, 2.0, 100.0)
+
+
+# --- TD3+BC: the critic and the delayed actor step, recomputed ------------------------------------------------------
+
+
+def test_td3bc_update_rows_are_recomputed_from_the_networks_before_it(tmp_path):
+    """critic_loss = the sum over Q1, Q2 of the mean squared error to r + gamma (1 - d) min(Q1_t, Q2_t)(s', a'),
+    a' = clip(pi_t(s') + clip(policy_noise * eps, -noise_clip, noise_clip), -1, 1) with eps the update's N(0, 1)
+    draw; on the actor step (every policy_freq-th update) actor_q_term = -alpha / (mean |Q1(s, pi(s))| + 1e-6) *
+    mean Q1(s, pi(s)) with the critic just stepped and the actor before its step, bc_loss = mean (pi(s) - a)^2.
+    Set up so every rule shows: the noise clipped on both sides (policy_noise 0.4, noise_clip 0.3), the target actor
+    saturated (its first action near +1, its second near -1) so that the outer clip binds, the min taking each target
+    critic on some rows, half the rows terminal, Q1 scaled down so that the 1e-6 is 0.1 % of mean |Q|.
+    Kills: the noise scaled by 1/policy_noise, unclipped or clipped to a point, subtracted; the second target critic
+    read twice; the squared errors' power or sign; the eps's sign; the BC term's power or sign."""
+    algo, batch = twin_critic_algorithm("td3bc", tmp_path, policy_noise=0.4, noise_clip=0.3, policy_freq=2,
+                                        alpha=2.5)
+    batch["dones"] = (np.arange(len(batch["dones"])) % 2).astype(batch["dones"].dtype)
+    t = {k: torch.as_tensor(v) for k, v in batch.items()}
+    sa = torch.cat([t["observations"], t["actions"]], -1)
+    with torch.no_grad():
+        algo.target_actor[-2].bias.copy_(torch.tensor([3.0, -3.0]))  # the Linear before the tanh
+        next_sa_no_noise = torch.cat([t["next_observations"], algo.target_actor(t["next_observations"])], -1)
+        gap = (algo.target_q[0](next_sa_no_noise) - algo.target_q[1](next_sa_no_noise)).median()
+        algo.target_q[1][-1].bias += gap
+        algo.model.q1[-1].weight.mul_(1e-2)
+        algo.model.q1[-1].bias.mul_(1e-2)
+
+    def expected_critic_loss(model, seed):
+        with torch.no_grad():
+            torch.manual_seed(seed)
+            eps = torch.randn_like(t["actions"])
+            noise = (eps * 0.4).clamp(-0.3, 0.3)
+            assert (noise == 0.3).any() and (noise == -0.3).any()
+            raw = algo.target_actor(t["next_observations"]) + noise
+            assert (raw > 1).any() and (raw < -1).any()
+            next_sa = torch.cat([t["next_observations"], raw.clamp(-1, 1)], -1)
+            q1t, q2t = algo.target_q[0](next_sa).squeeze(-1), algo.target_q[1](next_sa).squeeze(-1)
+            assert (q1t < q2t).any() and (q2t < q1t).any()
+            backup = t["rewards"] + algo.config.discount * (1 - t["dones"]) * torch.min(q1t, q2t)
+            return sum(((q(sa).squeeze(-1) - backup) ** 2).mean() for q in (model.q1, model.q2)).item()
+
+    expected = expected_critic_loss(algo.model, seed=11)
+    torch.manual_seed(11)
+    rows = algo.update(batch)  # update 1: the critics only
+    assert set(rows) == {"critic_loss"}
+    assert rows["critic_loss"] == pytest.approx(expected, rel=1e-5)
+
+    expected = expected_critic_loss(algo.model, seed=12)
+    actor_before = copy.deepcopy(algo.model.actor)
+    torch.manual_seed(12)
+    rows = algo.update(batch)  # update 2: the critics, then the actor
+    assert rows["critic_loss"] == pytest.approx(expected, rel=1e-5)
+    with torch.no_grad():
+        pi = actor_before(t["observations"])
+        q = algo.model.q1(torch.cat([t["observations"], pi], -1)).squeeze(-1)  # the critic after its step
+        assert 1e-6 / q.abs().mean() > 1e-4  # the eps is visible at the test's tolerance
+        q_term = -2.5 / (q.abs().mean() + 1e-6) * q.mean()
+        bc = ((pi - t["actions"]) ** 2).mean()
+    assert rows["actor_q_term"] == pytest.approx(q_term.item(), rel=1e-6)
+    assert rows["bc_loss"] == pytest.approx(bc.item(), rel=1e-5)
+
+
+def test_td3bc_defaults_are_the_papers_and_corls():
+    """Fujimoto & Gu (2021) and CORL's td3_bc configs: batch 256, Adam 3e-4, alpha 2.5, policy noise 0.2 clipped at
+    0.5, an actor step every 2 critic steps, 2 hidden layers of 256, discount 0.99, tau 0.005."""
+    from frozen_dt.baselines.td3bc import TD3BCConfig
+
+    c = TD3BCConfig()
+    assert (c.batch_size, c.lr, c.alpha, c.policy_noise, c.noise_clip, c.policy_freq) == (256, 3e-4, 2.5, 0.2, 0.5, 2)
+    assert (c.hidden_dim, c.hidden_layers, c.discount, c.tau) == (256, 2, 0.99, 0.005)
