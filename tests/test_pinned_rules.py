@@ -527,3 +527,47 @@ def test_td3bc_defaults_are_the_papers_and_corls():
     c = TD3BCConfig()
     assert (c.batch_size, c.lr, c.alpha, c.policy_noise, c.noise_clip, c.policy_freq) == (256, 3e-4, 2.5, 0.2, 0.5, 2)
     assert (c.hidden_dim, c.hidden_layers, c.discount, c.tau) == (256, 2, 0.99, 0.005)
+
+
+# --- BC: the loss and its optimizer step --------------------------------------------------------------------------
+
+
+def test_bc_update_is_one_adamw_step_on_the_mean_squared_error():
+    """loss = mean over rows and action dims of (pi(s) - a)^2 with pi's tanh head; the step is AdamW's (lr 1e-2,
+    weight decay 0.1) on that loss, checked against torch's AdamW on a copy. Kills: the error's sign or power, a
+    missing tanh, the weight decay or the learning rate not reaching the optimizer."""
+    from frozen_dt.algorithms import Problem, get_spec
+    from frozen_dt.config import RunConfig
+
+    rng = np.random.default_rng(0)
+    n = 200
+    dataset = from_flat_arrays(rng.normal(size=(n, 3)).astype(np.float32),
+                               rng.uniform(-0.9, 0.9, size=(n, 2)).astype(np.float32), rng.normal(size=n).astype(np.float32),
+                               np.arange(n) % 50 == 49, np.zeros(n, bool), where="synthetic")
+    spec = get_spec("bc")
+    config = spec.config(hidden_dim=16, hidden_layers=1, batch_size=8, lr=1e-2, weight_decay=0.1)
+    torch.manual_seed(0)
+    model = spec.build_model(config, Problem(3, 2), None)
+    with torch.no_grad():
+        model.net[-2].bias.copy_(torch.tensor([2.0, -2.0]))  # the tanh saturates: without it the loss differs
+    algo = spec.build_algorithm(config, model, dataset, Problem(3, 2), RunConfig(task="hopper-medium-v2", algo="bc"))
+    batch = algo.sample_batch(np.random.default_rng(1))
+    t = {k: torch.as_tensor(v) for k, v in batch.items()}
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1)
+    loss = ((torch.tanh(reference.net[:-1](t["observations"])) - t["actions"]) ** 2).mean()
+    loss.backward()
+    optimizer.step()
+    rows = algo.update(batch)
+    assert rows["loss"] == pytest.approx(loss.item(), rel=1e-6)
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
+
+
+def test_bc_defaults_are_corls():
+    """CORL's any_percent_bc: 2 hidden layers of 256, a tanh head, lr 3e-4, batch 256, no weight decay."""
+    from frozen_dt.baselines.bc import BCConfig, MLPPolicy
+
+    c = BCConfig()
+    assert (c.batch_size, c.lr, c.weight_decay, c.hidden_dim, c.hidden_layers) == (256, 3e-4, 0.0, 256, 2)
+    assert isinstance(MLPPolicy(3, 2, 8, 2).net[-1], nn.Tanh)
