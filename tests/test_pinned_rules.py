@@ -571,3 +571,68 @@ def test_bc_defaults_are_corls():
     c = BCConfig()
     assert (c.batch_size, c.lr, c.weight_decay, c.hidden_dim, c.hidden_layers) == (256, 3e-4, 0.0, 256, 2)
     assert isinstance(MLPPolicy(3, 2, 8, 2).net[-1], nn.Tanh)
+
+
+# --- GCIQL: every quantity of one update, recomputed --------------------------------------------------------------
+
+
+def test_gciql_update_rows_are_recomputed_from_the_networks_before_it(tmp_path):
+    """As OGBench's gciql.py: value_loss = expectile loss of min(Q1_t, Q2_t)(s, a, g_v) - V(s, g_v); critic_loss =
+    the sum of the two critics' squared errors to r + gamma * mask * V(s', g_v); q_loss = -mean min(Q1, Q2)(s,
+    clip(mu, -1, 1), g_a) / (mean |.| + 1e-6); bc_loss = -alpha * mean log N(a; mu, 1) (the full Gaussian log density,
+    summed over action dims); v_mean = mean V. Set up so every rule shows: the min takes each critic on some rows
+    (target and online), half the masks 0, the actor's mean past +-1 on some entries, Q scaled down so the 1e-6 is
+    visible. Kills: a critic read twice, the mask's or an error's sign or power, the clip of mu dropped or moved,
+    the log density's constant or sign, alpha not applied."""
+    from frozen_dt.baselines.common import expectile_loss
+
+    algo, batch = twin_critic_algorithm("gciql", tmp_path, alpha=0.7)
+    batch["masks"] = (np.arange(len(batch["masks"])) % 2).astype(batch["masks"].dtype)
+    t = {k: torch.as_tensor(v) for k, v in batch.items()}
+    m = algo.model
+    value_in = torch.cat([t["observations"], t["value_goals"], t["actions"]], -1)
+    with torch.no_grad():
+        m.actor[-1].bias.copy_(torch.linspace(-2.5, 2.5, m.act_dim))  # some means beyond the clip, some inside
+        actor_in = torch.cat([t["observations"], t["actor_goals"]], -1)
+        mean = m.actor(actor_in)
+        assert (mean > 1).any() and (mean < -1).any() and (mean.abs() < 1).any()
+        for q in (m.q1, m.q2):
+            q[-1].weight.mul_(1e-2)
+            q[-1].bias.mul_(1e-2)
+        policy_in = torch.cat([t["observations"], t["actor_goals"], mean.clamp(-1, 1)], -1)
+        m.q2[-1].bias += (m.q1(policy_in) - m.q2(policy_in)).median()
+        algo.target_q[1][-1].bias += (algo.target_q[0](value_in) - algo.target_q[1](value_in)).median()
+        target = torch.min(algo.target_q[0](value_in), algo.target_q[1](value_in)).squeeze(-1)
+        q1, q2 = m.q1(policy_in).squeeze(-1), m.q2(policy_in).squeeze(-1)
+        assert (q1 < q2).any() and (q2 < q1).any()
+        t1, t2 = algo.target_q[0](value_in).squeeze(-1), algo.target_q[1](value_in).squeeze(-1)
+        assert (t1 < t2).any() and (t2 < t1).any()
+        v = m.value(torch.cat([t["observations"], t["value_goals"]], -1)).squeeze(-1)
+        next_v = m.value(torch.cat([t["next_observations"], t["value_goals"]], -1)).squeeze(-1)
+        backup = t["rewards"] + algo.discount * t["masks"] * next_v
+        critic_loss = sum(((q(value_in).squeeze(-1) - backup) ** 2).mean() for q in (m.q1, m.q2))
+        q = torch.min(q1, q2)
+        assert 1e-6 / q.abs().mean() > 1e-4
+        q_loss = -q.mean() / (q.abs().mean() + 1e-6)
+        log_prob = torch.distributions.Normal(mean, 1.0).log_prob(t["actions"]).sum(-1)
+        expected = {"value_loss": expectile_loss(target - v, 0.9).item(), "critic_loss": critic_loss.item(),
+                    "q_loss": q_loss.item(), "bc_loss": (-0.7 * log_prob.mean()).item(), "v_mean": v.mean().item()}
+    rows = algo.update(batch)
+    assert all(type(value) is float for value in rows.values())
+    assert rows == pytest.approx(expected, rel=1e-5, abs=1e-9)
+
+
+def test_gciql_defaults_are_ogbenchs():
+    """OGBench's gciql get_config: lr 3e-4, batch 1024, 3 hidden layers of 512, discount 0.99, tau 0.005, expectile
+    0.9, alpha 0.3; GELU everywhere, LayerNorm in the value and critic networks only."""
+    from frozen_dt.baselines.gciql import GCIQLConfig, GoalConditionedNetworks
+
+    c = GCIQLConfig()
+    assert (c.lr, c.batch_size, c.hidden_dim, c.hidden_layers) == (3e-4, 1024, 512, 3)
+    assert (c.discount, c.tau, c.expectile, c.alpha) == (0.99, 0.005, 0.9, 0.3)
+    nets = GoalConditionedNetworks(3, 2, 8, 2)
+    for net in (nets.value, nets.q1, nets.q2):
+        assert sum(isinstance(layer, nn.LayerNorm) for layer in net) == 2
+        assert sum(isinstance(layer, nn.GELU) for layer in net) == 2
+    assert not any(isinstance(layer, nn.LayerNorm) for layer in nets.actor)
+    assert sum(isinstance(layer, nn.GELU) for layer in nets.actor) == 2
