@@ -92,6 +92,14 @@ MODULES = {
                            ALGORITHMS + "test_update_save_load_and_continue[gciql-scene-play-v0-critic_loss]",
                            STACK + "[gciql-scene-play-v0]"],
     "baselines/common.py": [SEMANTICS + "test_expectile_loss_weights_positive_errors_by_the_expectile",
+                            PINNED + "test_reward_scale_is_1000_over_the_spread_of_episode_returns",
+                            PINNED + "test_scale_last_layer_gives_the_last_layer_gain_and_zero_bias_and_keeps_or_"
+                                     "orthogonalizes_the_rest",
+                            PINNED + "test_no_param_grads_passes_gradients_to_inputs_only_and_restores_what_was_"
+                                     "trainable",
+                            PINNED + "test_observation_agent_feeds_the_policy_normalized_observations_and_goals",
+                            PINNED + "test_shared_defaults_are_corls",
+                            PINNED + "test_bc_update_is_one_adamw_step_on_the_mean_squared_error",
                             "tests/test_semantics.py", "tests/test_algorithms.py", TARGETS],
     "eval/rollout.py": [PINNED + "test_do_nothing_ogbench_rollout_cut_short_reports_no_success",
                         PINNED + "test_success_is_the_info_success_at_the_episodes_last_step", "tests/test_rollout.py"],

@@ -534,8 +534,9 @@ def test_td3bc_defaults_are_the_papers_and_corls():
 
 def test_bc_update_is_one_adamw_step_on_the_mean_squared_error():
     """loss = mean over rows and action dims of (pi(s) - a)^2 with pi's tanh head; the step is AdamW's (lr 1e-2,
-    weight decay 0.1) on that loss, checked against torch's AdamW on a copy. Kills: the error's sign or power, a
-    missing tanh, the weight decay or the learning rate not reaching the optimizer."""
+    weight decay 0.1) on that loss, checked against torch's AdamW on a copy over two steps. Kills: the error's sign
+    or power, a missing tanh, the weight decay or the learning rate not reaching the optimizer, gradients not
+    zeroed between steps."""
     from frozen_dt.algorithms import Problem, get_spec
     from frozen_dt.config import RunConfig
 
@@ -555,13 +556,15 @@ def test_bc_update_is_one_adamw_step_on_the_mean_squared_error():
     t = {k: torch.as_tensor(v) for k, v in batch.items()}
     reference = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1)
-    loss = ((torch.tanh(reference.net[:-1](t["observations"])) - t["actions"]) ** 2).mean()
-    loss.backward()
-    optimizer.step()
-    rows = algo.update(batch)
-    assert rows["loss"] == pytest.approx(loss.item(), rel=1e-6)
-    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
+    for _ in range(2):  # two steps: each one's gradient is its own loss's (none carried over)
+        optimizer.zero_grad()
+        loss = ((torch.tanh(reference.net[:-1](t["observations"])) - t["actions"]) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        rows = algo.update(batch)
+        assert rows["loss"] == pytest.approx(loss.item(), rel=1e-6)
+        for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
 
 
 def test_bc_defaults_are_corls():
@@ -636,3 +639,102 @@ def test_gciql_defaults_are_ogbenchs():
         assert sum(isinstance(layer, nn.GELU) for layer in net) == 2
     assert not any(isinstance(layer, nn.LayerNorm) for layer in nets.actor)
     assert sum(isinstance(layer, nn.GELU) for layer in nets.actor) == 2
+
+
+# --- what the baselines share (baselines/common.py) ---------------------------------------------------------------
+
+
+def test_reward_scale_is_1000_over_the_spread_of_episode_returns():
+    """CORL's normalization: 1000 / (max - min) of the episode returns (here 10, 30 and 70: 1000 / 60); one return
+    (no spread) scales by 1; a spread of 0.5 by 2000."""
+    from frozen_dt.baselines.common import reward_scale
+
+    def dataset(returns):
+        rewards = np.concatenate([[r / 2, r / 2] for r in returns]).astype(np.float32)
+        n = len(rewards)
+        return from_flat_arrays(np.zeros((n, 3), np.float32), np.zeros((n, 2), np.float32), rewards,
+                                np.arange(n) % 2 == 1, np.zeros(n, bool), where="synthetic")
+
+    assert reward_scale(dataset([30.0, 10.0, 70.0])) == pytest.approx(1000.0 / 60.0, rel=1e-12)
+    assert reward_scale(dataset([0.2, 0.7])) == pytest.approx(2000.0, rel=1e-6)  # a spread below 1 still divides
+    assert reward_scale(dataset([5.0, 5.0])) == 1.0
+
+
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_scale_last_layer_gives_the_last_layer_gain_and_zero_bias_and_keeps_or_orthogonalizes_the_rest(orthogonal):
+    """CORL's init: the last layer xavier-uniform (or orthogonal) with the gain, its bias zero; the hidden layers
+    untouched, or (orthogonal) orthogonal with gain sqrt 2 and zero bias."""
+    from frozen_dt.baselines.common import mlp, scale_last_layer
+
+    torch.manual_seed(0)
+    net = mlp(40, 30, 64, 2)
+    before = copy.deepcopy(net)
+    scale_last_layer(net, gain=0.1, orthogonal=orthogonal)
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    last = linears[-1].weight.detach()
+    assert torch.equal(linears[-1].bias.detach(), torch.zeros(30))
+    if orthogonal:
+        torch.testing.assert_close(last @ last.T, 0.01 * torch.eye(30), rtol=0, atol=1e-5)  # rows of norm 0.1
+        for layer in linears[:-1]:
+            w = layer.weight.detach()
+            gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # the smaller side is orthonormal
+            torch.testing.assert_close(gram, 2.0 * torch.eye(min(w.shape)), rtol=0, atol=1e-4)
+            assert torch.equal(layer.bias.detach(), torch.zeros_like(layer.bias))
+    else:
+        bound = 0.1 * math.sqrt(6.0 / (64 + 30))
+        assert last.abs().max() <= bound and last.abs().max() > 0.9 * bound
+        assert last.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+        for layer, old in zip(linears[:-1], [m for m in before if isinstance(m, nn.Linear)]):
+            assert torch.equal(layer.weight, old.weight) and torch.equal(layer.bias, old.bias)
+
+
+def test_no_param_grads_passes_gradients_to_inputs_only_and_restores_what_was_trainable():
+    from frozen_dt.baselines.common import no_param_grads
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    net[1].bias.requires_grad_(False)  # frozen before: stays frozen after
+    x = torch.randn(5, 3, requires_grad=True)
+    with no_param_grads(net):
+        assert not any(p.requires_grad for p in net.parameters())
+        net(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.parameters())
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+
+
+def test_observation_agent_feeds_the_policy_normalized_observations_and_goals():
+    """The agent acts with model(normalize(obs)[, normalize(goal)]), the goal being the one its slot's episode
+    started with; without statistics it feeds the raw arrays."""
+    from frozen_dt.baselines.common import ObservationPolicyAgent
+
+    class Echo(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.anchor = nn.Parameter(torch.zeros(()))
+
+        def forward(self, observations, goals=None):
+            return observations if goals is None else observations + 10 * goals
+
+    stats = ObsStats(np.array([1.0, -2.0], np.float32), np.array([2.0, 4.0], np.float32))
+    obs = np.array([[3.0, 2.0], [1.0, -2.0]], np.float32)
+    agent = ObservationPolicyAgent(Echo(), stats)
+    agent.start(0, 0)
+    np.testing.assert_allclose(agent.act(obs, np.array([0, 1])), [[1.0, 1.0], [0.0, 0.0]])
+    agent = ObservationPolicyAgent(Echo(), stats)
+    agent.start(0, 0, goal=np.array([5.0, 6.0], np.float32))
+    agent.start(1, 0, goal=np.array([1.0, -2.0], np.float32))
+    np.testing.assert_allclose(agent.act(obs, np.array([1, 0])), [[1.0, 1.0], [20.0, 20.0]])
+    raw = ObservationPolicyAgent(Echo(), None)
+    raw.start(0, 0, goal=np.array([1.0, 1.0], np.float32))
+    np.testing.assert_allclose(raw.act(obs[:1], np.array([0])), [[13.0, 12.0]])
+
+
+def test_shared_defaults_are_corls():
+    """Every twin-critic baseline's discount 0.99 and tau 0.005; the observation std's eps 1e-3 (CORL's
+    compute_mean_std); rewards not normalized unless asked."""
+    from frozen_dt.baselines.common import TwinCriticConfig, normalize_reward_field, obs_eps_field
+
+    assert (TwinCriticConfig().discount, TwinCriticConfig().tau) == (0.99, 0.005)
+    assert obs_eps_field().default == 1e-3
+    assert normalize_reward_field().default is False
