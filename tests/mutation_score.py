@@ -107,6 +107,9 @@ MODULES = {
                         SEMANTICS + "test_dt_action_at_step_t_depends_only_on_tokens_up_to_its_state",
                         "tests/test_models.py", REFERENCE],
     "frozen_dt/sequence_models.py": [PINNED + "test_dt_agent_return_to_go_window_is_target_minus_the_rewards_so_far",
+                                     PINNED + "test_sequence_update_is_adamw_on_the_masked_mse_with_warmup_and_"
+                                              "clipping",
+                                     PINNED + "test_masked_mean_averages_the_real_steps_entries_only",
                                      PINNED + "test_dt_agent_window_timesteps_and_mask_follow_the_episode",
                                      SEMANTICS + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only",
                                      "tests/test_rollout.py", "tests/test_models.py"],

@@ -738,3 +738,77 @@ def test_shared_defaults_are_corls():
     assert (TwinCriticConfig().discount, TwinCriticConfig().tau) == (0.99, 0.005)
     assert obs_eps_field().default == 1e-3
     assert normalize_reward_field().default is False
+
+
+# --- the sequence models' update (frozen_dt/sequence_models.py) ------------------------------------------------------
+
+
+def sequence_dataset(seed: int = 0):
+    """Episodes of 3 to 9 steps (many windows of context 4 are left-padded)."""
+    rng = np.random.default_rng(seed)
+    lengths = [3, 9, 4, 7, 5, 8, 3, 6]
+    n = sum(lengths)
+    dones = np.zeros(n, bool)
+    dones[np.cumsum(lengths) - 1] = True
+    return from_flat_arrays(rng.normal(size=(n, 3)).astype(np.float32),
+                            rng.uniform(-0.9, 0.9, size=(n, 2)).astype(np.float32),
+                            rng.normal(size=n).astype(np.float32), dones, dones.copy(), where="synthetic")
+
+
+def test_sequence_update_is_adamw_on_the_masked_mse_with_warmup_and_clipping():
+    """Four DT updates (dropout 0, lr 1e-2, weight decay 0.1, warm-up 3, clip 0.05), each checked against a copy
+    trained by hand: loss = the mean of (predicted - action)^2 over the real steps' action entries (padded steps
+    left out), its gradient's norm (the row reports it before clipping) clipped to 0.05, AdamW at lr 1e-2 * min((k +
+    1) / 3, 1) at update k. Kills: padded steps counted, the error's power, the warm-up's offset or cap, the clip's
+    threshold, the weight decay or the rate not reaching AdamW, the row's lr one update late."""
+    from frozen_dt.algorithms import Problem, get_spec
+    from frozen_dt.config import RunConfig
+    from frozen_dt.sequence_models import SequenceConfig
+
+    spec = get_spec("dt")
+    config = spec.config(context=4, batch_size=6, embed_dim=16, dt_layers=1, dt_heads=1, dropout=0.0, lr=1e-2,
+                         weight_decay=0.1, warmup_steps=3, grad_clip=0.05)
+    problem = Problem(3, 2, rtg_scale=10.0, max_timestep=20)
+    torch.manual_seed(0)
+    model = spec.build_model(config, problem, None)
+    algo = spec.build_algorithm(config, model, sequence_dataset(), problem,
+                                RunConfig(task="hopper-medium-v2", algo="dt", precision="fp32",
+                                          device_sampling="off"))
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1)
+    rng = np.random.default_rng(1)
+    padded = 0
+    for k in range(4):
+        batch = algo.sample_batch(rng)
+        t = {key: torch.as_tensor(v) for key, v in batch.items()}
+        real = t["mask"]
+        padded += int((~real).sum())
+        lr = 1e-2 * min((k + 1) / 3, 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad()
+        predicted = reference(t)
+        loss = ((predicted - t["actions"]) ** 2)[real].mean()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.05)
+        assert norm > 0.05  # the clip binds
+        optimizer.step()
+        rows = algo.update(batch)
+        assert rows["loss"] == pytest.approx(loss.item(), rel=1e-5)
+        assert rows["grad_norm"] == pytest.approx(norm.item(), rel=1e-5)
+        assert rows["lr"] == pytest.approx(lr, rel=1e-12)
+        for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert padded > 0
+    defaults = SequenceConfig()
+    assert (defaults.context, defaults.batch_size, defaults.lr, defaults.weight_decay, defaults.warmup_steps,
+            defaults.grad_clip, defaults.dropout) == (20, 64, 1e-4, 1e-4, 10_000, 0.25, 0.1)  # the DT paper's
+
+
+def test_masked_mean_averages_the_real_steps_entries_only():
+    from frozen_dt.sequence_models import masked_mean
+
+    values = torch.arange(12.0).reshape(2, 3, 2)
+    mask = torch.tensor([[False, True, True], [False, False, True]])
+    assert masked_mean(values, mask).item() == pytest.approx((2 + 3 + 4 + 5 + 10 + 11) / 6)
+    assert masked_mean(values[..., 0], mask).item() == pytest.approx((2 + 4 + 10) / 3)
