@@ -470,7 +470,8 @@ def test_td3bc_update_rows_are_recomputed_from_the_networks_before_it(tmp_path):
     saturated (its first action near +1, its second near -1) so that the outer clip binds, the min taking each target
     critic on some rows, half the rows terminal, Q1 scaled down so that the 1e-6 is 0.1 % of mean |Q|.
     Kills: the noise scaled by 1/policy_noise, unclipped or clipped to a point, subtracted; the second target critic
-    read twice; the squared errors' power or sign; the eps's sign; the BC term's power or sign."""
+    read twice; the squared errors' power or sign; the eps's sign; the BC term's power or sign, in the row or in the
+    actor's step (checked against Adam's first step on the hand-computed loss)."""
     algo, batch = twin_critic_algorithm("td3bc", tmp_path, policy_noise=0.4, noise_clip=0.3, policy_freq=2,
                                         alpha=2.5)
     batch["dones"] = (np.arange(len(batch["dones"])) % 2).astype(batch["dones"].dtype)
@@ -517,6 +518,15 @@ def test_td3bc_update_rows_are_recomputed_from_the_networks_before_it(tmp_path):
         bc = ((pi - t["actions"]) ** 2).mean()
     assert rows["actor_q_term"] == pytest.approx(q_term.item(), rel=1e-6)
     assert rows["bc_loss"] == pytest.approx(bc.item(), rel=1e-5)
+    # the actor's step: Adam (lr 3e-4, its first step) on q_term + bc_loss, the critic's parameters untouched by it
+    critic = copy.deepcopy(algo.model.q1).requires_grad_(False)
+    optimizer = torch.optim.Adam(actor_before.parameters(), lr=algo.config.lr)
+    pi = actor_before(t["observations"])
+    q = critic(torch.cat([t["observations"], pi], -1)).squeeze(-1)
+    (-2.5 / (q.abs().mean().detach() + 1e-6) * q.mean() + ((pi - t["actions"]) ** 2).mean()).backward()
+    optimizer.step()
+    for ours, theirs in zip(algo.model.actor.parameters(), actor_before.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
 
 
 def test_td3bc_defaults_are_the_papers_and_corls():
