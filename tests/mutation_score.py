@@ -113,7 +113,12 @@ MODULES = {
                                      PINNED + "test_dt_agent_window_timesteps_and_mask_follow_the_episode",
                                      SEMANTICS + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only",
                                      "tests/test_rollout.py", "tests/test_models.py"],
-    "frozen_dt/frozen_lm_dt.py": ["tests/test_models.py"],
+    "frozen_dt/frozen_lm_dt.py": [PINNED + "test_sinusoidal_timestep_features_are_sin_then_cos_at_periods_2pi_to_2pi_"
+                                            "10000",
+                                  PINNED + "test_only_a_pretrained_wholly_frozen_slice_is_shared_between_seeds",
+                                  PINNED + "test_context_is_refused_only_when_its_tokens_exceed_the_slices_positions",
+                                  PINNED + "test_frozen_dt_defaults_are_the_borrowed_geometry_setting",
+                                  "tests/test_models.py"],
     "frozen_dt/data/views.py": [SEMANTICS + "test_sequence_windows_are_drawn_in_proportion_to_episode_length",
                                 "tests/test_views.py"],
     "frozen_dt/data/dataset.py": ["tests/test_views.py", "tests/test_readers.py"],

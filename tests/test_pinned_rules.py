@@ -822,3 +822,67 @@ def test_masked_mean_averages_the_real_steps_entries_only():
     mask = torch.tensor([[False, True, True], [False, False, True]])
     assert masked_mean(values, mask).item() == pytest.approx((2 + 3 + 4 + 5 + 10 + 11) / 6)
     assert masked_mean(values[..., 0], mask).item() == pytest.approx((2 + 4 + 10) / 3)
+
+
+# --- the frozen-LM DT (frozen_dt/frozen_lm_dt.py) ----------------------------------------------------------------
+
+
+def test_sinusoidal_timestep_features_are_sin_then_cos_at_periods_2pi_to_2pi_10000():
+    """With the projection set to the identity the embedding of t is [sin(t w_0..w_{h-1}), cos(t w_0..)], w_i =
+    10000^(-i / h), h = features / 2 (as "Attention is all you need")."""
+    from frozen_dt.frozen_lm_dt import SinusoidalTimestepEmbedding
+
+    embed = SinusoidalTimestepEmbedding(width=8, features=8)
+    with torch.no_grad():
+        embed.project.weight.copy_(torch.eye(8))
+        embed.project.bias.zero_()
+    t = torch.tensor([0, 1, 37, 999])
+    w = [10_000.0 ** (-i / 4) for i in range(4)]
+    expected = torch.tensor([[math.sin(s * f) for f in w] + [math.cos(s * f) for f in w] for s in t.tolist()])
+    torch.testing.assert_close(embed(t), expected, rtol=0, atol=2e-4)  # float32 angles up to 999 rad
+
+
+class FakeSlice(nn.Module):
+    def __init__(self, width=8, max_positions=None):
+        super().__init__()
+        self.width, self.max_positions = width, max_positions
+        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+
+def test_only_a_pretrained_wholly_frozen_slice_is_shared_between_seeds(monkeypatch):
+    """Seeds stacked in one process share the slice object when it is pretrained and frozen (its weights held
+    once); a random-init, shuffled or partly trainable slice is each seed's own."""
+    from frozen_dt.backbones import slice as slice_module
+    from frozen_dt.frozen_lm_dt import FrozenDTConfig, load_backbone
+
+    monkeypatch.setattr(slice_module, "load_backbone", lambda *args, **kwargs: FakeSlice())
+    config = FrozenDTConfig()
+    a, b = load_backbone(config, seed=0), load_backbone(config, seed=1)
+    assert a is b
+    for other in (FrozenDTConfig(init="random"), FrozenDTConfig(init="shuffled"), FrozenDTConfig(freeze="ln")):
+        x, y = load_backbone(other, seed=0), load_backbone(other, seed=1)
+        assert x is not y and x is not a
+
+
+def test_context_is_refused_only_when_its_tokens_exceed_the_slices_positions():
+    """3 tokens per step: context 10 fits 30 learned positions exactly, 11 does not; no positions, no limit."""
+    from frozen_dt.algorithms import Problem
+    from frozen_dt.errors import FrozenDTError
+    from frozen_dt.frozen_lm_dt import FrozenDTConfig, build_model
+
+    problem = Problem(3, 2)
+    assert build_model(FrozenDTConfig(context=10), problem, FakeSlice(max_positions=30)).context == 10
+    with pytest.raises(FrozenDTError, match="33 tokens"):
+        build_model(FrozenDTConfig(context=11), problem, FakeSlice(max_positions=30))
+    assert build_model(FrozenDTConfig(context=500), problem, FakeSlice()).context == 500
+
+
+def test_frozen_dt_defaults_are_the_borrowed_geometry_setting():
+    """A frozen 5-layer Gemma 3 270M slice (0:5), pretrained, wholly frozen, 128 timestep features; the DT paper's
+    optimisation."""
+    from frozen_dt.frozen_lm_dt import FrozenDTConfig
+
+    c = FrozenDTConfig()
+    assert (c.backbone, c.layers, c.init, c.freeze, c.timestep_features) == ("gemma3-270m", "0:5", "pretrained", "all",
+                                                                              128)
+    assert (c.context, c.lr, c.warmup_steps) == (20, 1e-4, 10_000)
