@@ -60,11 +60,6 @@ class GoalConditionedNetworks(nn.Module):
     def forward(self, observations: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
         return self.actor(torch.cat([observations, goals], -1)).clamp(-1.0, 1.0)
 
-    def min_q(self, observations, actions, goals, critics=None) -> torch.Tensor:
-        inputs = torch.cat([observations, goals, actions], -1)
-        q1, q2 = critics or (self.q1, self.q2)
-        return torch.min(q1(inputs), q2(inputs)).squeeze(-1)
-
 
 class GCIQL(TwinCriticAlgorithm):
     """:class:`frozen_dt.training.trainer.Algorithm` for :class:`GoalConditionedNetworks` on a :class:`GoalView`."""

@@ -595,8 +595,9 @@ def test_gciql_update_rows_are_recomputed_from_the_networks_before_it(tmp_path):
     clip(mu, -1, 1), g_a) / (mean |.| + 1e-6); bc_loss = -alpha * mean log N(a; mu, 1) (the full Gaussian log density,
     summed over action dims); v_mean = mean V. Set up so every rule shows: the min takes each critic on some rows
     (target and online), half the masks 0, the actor's mean past +-1 on some entries, Q scaled down so the 1e-6 is
-    visible. Kills: a critic read twice, the mask's or an error's sign or power, the clip of mu dropped or moved,
-    the log density's constant or sign, alpha not applied."""
+    visible; then the step, against Adam's first step on the four losses' sum. Kills: a critic read twice, the mask's
+    or an error's sign or power, the clip of mu dropped or moved, the log density's constant or sign, alpha not
+    applied, a loss's sign in the sum."""
     from frozen_dt.baselines.common import expectile_loss
 
     algo, batch = twin_critic_algorithm("gciql", tmp_path, alpha=0.7)
@@ -630,9 +631,27 @@ def test_gciql_update_rows_are_recomputed_from_the_networks_before_it(tmp_path):
         log_prob = torch.distributions.Normal(mean, 1.0).log_prob(t["actions"]).sum(-1)
         expected = {"value_loss": expectile_loss(target - v, 0.9).item(), "critic_loss": critic_loss.item(),
                     "q_loss": q_loss.item(), "bc_loss": (-0.7 * log_prob.mean()).item(), "v_mean": v.mean().item()}
+    reference = copy.deepcopy(m)
     rows = algo.update(batch)
     assert all(type(value) is float for value in rows.values())
     assert rows == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    # the step: one Adam (lr 3e-4, its first step) over every network on the sum of the four losses, the actor's
+    # loss reaching the actor only
+    r = reference
+    optimizer = torch.optim.Adam(r.parameters(), lr=algo.optimizer.param_groups[0]["lr"])
+    v = r.value(torch.cat([t["observations"], t["value_goals"]], -1)).squeeze(-1)
+    loss = expectile_loss(target - v, 0.9)
+    loss = loss + sum(((q(value_in).squeeze(-1) - backup) ** 2).mean() for q in (r.q1, r.q2))
+    mean = r.actor(actor_in)
+    frozen = copy.deepcopy(r).requires_grad_(False)
+    policy_in = torch.cat([t["observations"], t["actor_goals"], mean.clamp(-1, 1)], -1)
+    q = torch.min(frozen.q1(policy_in), frozen.q2(policy_in)).squeeze(-1)
+    loss = loss - q.mean() / (q.abs().mean().detach() + 1e-6)
+    loss = loss - 0.7 * torch.distributions.Normal(mean, 1.0).log_prob(t["actions"]).sum(-1).mean()
+    loss.backward()
+    optimizer.step()
+    for ours, theirs in zip(m.parameters(), r.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
 
 
 def test_gciql_defaults_are_ogbenchs():
@@ -886,3 +905,19 @@ def test_frozen_dt_defaults_are_the_borrowed_geometry_setting():
     assert (c.backbone, c.layers, c.init, c.freeze, c.timestep_features) == ("gemma3-270m", "0:5", "pretrained", "all",
                                                                               128)
     assert (c.context, c.lr, c.warmup_steps) == (20, 1e-4, 10_000)
+
+
+def test_gciql_acts_with_the_clipped_mean_on_raw_observations(tmp_path):
+    """The evaluation action is clip(mu(s, g), -1, 1) (the actor's mean pushed past both bounds); GCIQL trains and acts
+    on raw observations (OGBench normalizes none), so its runs carry no statistics and evaluation accepts that."""
+    from frozen_dt.algorithms import get_spec
+
+    algo, batch = twin_critic_algorithm("gciql", tmp_path)
+    m = algo.model
+    with torch.no_grad():
+        m.actor[-1].bias.copy_(torch.linspace(-2.5, 2.5, m.act_dim))
+        obs, goals = torch.as_tensor(batch["observations"]), torch.as_tensor(batch["actor_goals"])
+        mean = m.actor(torch.cat([obs, goals], -1))
+        assert (mean > 1).any() and (mean < -1).any()
+        assert torch.equal(m(obs, goals), mean.clamp(-1.0, 1.0))
+    assert algo.obs_stats is None and get_spec("gciql").raw_observations
