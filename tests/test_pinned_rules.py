@@ -253,6 +253,14 @@ def test_cql_critics_hidden_layers_are_orthogonal_with_gain_sqrt_2_and_zero_bias
 # --- target networks: Polyak averaging -------------------------------------------------------------------------
 
 
+def random_transitions(n: int = 200):
+    """n random transitions (3-d observations, 2-d actions in (-0.9, 0.9)), episodes of 50 steps."""
+    rng = np.random.default_rng(0)
+    return from_flat_arrays(rng.normal(size=(n, 3)).astype(np.float32),
+                            rng.uniform(-0.9, 0.9, size=(n, 2)).astype(np.float32), rng.normal(size=n).astype(np.float32),
+                            np.arange(n) % 50 == 49, np.zeros(n, bool), where="synthetic")
+
+
 def twin_critic_algorithm(name: str, tmp_path, **settings):
     """A tiny ``name`` (one hidden layer of 16, tau 0.25) on random transitions (GCIQL: a two-trajectory OGBench
     file), and one batch."""
@@ -266,13 +274,7 @@ def twin_critic_algorithm(name: str, tmp_path, **settings):
         dataset = load_any(str(write_ogbench_npz(tmp_path / "scene-play-v0.npz")), task_name="scene-play-v0")[0]
         task = "scene-play-v0"
     else:
-        rng = np.random.default_rng(0)
-        n = 200
-        dataset = from_flat_arrays(rng.normal(size=(n, 3)).astype(np.float32),
-                                   rng.uniform(-0.9, 0.9, size=(n, 2)).astype(np.float32),
-                                   rng.normal(size=n).astype(np.float32), np.arange(n) % 50 == 49, np.zeros(n, bool),
-                                   where="synthetic")
-        task = "hopper-medium-v2"
+        dataset, task = random_transitions(), "hopper-medium-v2"
     spec = get_spec(name)
     config = spec.config(hidden_dim=16, hidden_layers=1, batch_size=8, tau=0.25, **settings)
     problem = Problem(dataset.obs_dim, dataset.act_dim)
@@ -550,11 +552,7 @@ def test_bc_update_is_one_adamw_step_on_the_mean_squared_error():
     from frozen_dt.algorithms import Problem, get_spec
     from frozen_dt.config import RunConfig
 
-    rng = np.random.default_rng(0)
-    n = 200
-    dataset = from_flat_arrays(rng.normal(size=(n, 3)).astype(np.float32),
-                               rng.uniform(-0.9, 0.9, size=(n, 2)).astype(np.float32), rng.normal(size=n).astype(np.float32),
-                               np.arange(n) % 50 == 49, np.zeros(n, bool), where="synthetic")
+    dataset = random_transitions()
     spec = get_spec("bc")
     config = spec.config(hidden_dim=16, hidden_layers=1, batch_size=8, lr=1e-2, weight_decay=0.1)
     torch.manual_seed(0)
