@@ -689,14 +689,16 @@ def test_reward_scale_is_1000_over_the_spread_of_episode_returns():
 
 @pytest.mark.parametrize("orthogonal", [False, True])
 def test_scale_last_layer_gives_the_last_layer_gain_and_zero_bias_and_keeps_or_orthogonalizes_the_rest(orthogonal):
-    """CORL's init: the last layer xavier-uniform (or orthogonal) with the gain, its bias zero; the hidden layers
-    untouched, or (orthogonal) orthogonal with gain sqrt 2 and zero bias."""
+    """CORL's init: the last layer xavier-uniform (by default; or orthogonal) with the gain (by default 1e-2), its bias
+    zero; the hidden layers untouched, or (orthogonal) orthogonal with gain sqrt 2 and zero bias. Plain MLPs have no
+    LayerNorm unless asked."""
     from frozen_dt.baselines.common import mlp, scale_last_layer
 
     torch.manual_seed(0)
     net = mlp(40, 30, 64, 2)
+    assert not any(isinstance(layer, nn.LayerNorm) for layer in net)  # CORL's MLPs have none (OGBench's ask for it)
     before = copy.deepcopy(net)
-    scale_last_layer(net, gain=0.1, orthogonal=orthogonal)
+    scale_last_layer(net, gain=0.1, orthogonal=True) if orthogonal else scale_last_layer(net, gain=0.1)
     linears = [m for m in net if isinstance(m, nn.Linear)]
     last = linears[-1].weight.detach()
     assert torch.equal(linears[-1].bias.detach(), torch.zeros(30))
@@ -713,6 +715,8 @@ def test_scale_last_layer_gives_the_last_layer_gain_and_zero_bias_and_keeps_or_o
         assert last.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
         for layer, old in zip(linears[:-1], [m for m in before if isinstance(m, nn.Linear)]):
             assert torch.equal(layer.weight, old.weight) and torch.equal(layer.bias, old.bias)
+        scale_last_layer(net)  # the default gain: CORL's 1e-2
+        assert net[-1].weight.abs().max() <= 1e-2 * math.sqrt(6.0 / (64 + 30))
 
 
 def test_no_param_grads_passes_gradients_to_inputs_only_and_restores_what_was_trainable():
