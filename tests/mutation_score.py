@@ -111,6 +111,15 @@ MODULES = {
                                      PINNED + "test_sequence_update_is_adamw_on_the_masked_mse_with_warmup_and_"
                                               "clipping",
                                      PINNED + "test_masked_mean_averages_the_real_steps_entries_only",
+                                     PINNED + "test_goal_conditioned_agent_windows_hold_the_normalized_goal_on_every_"
+                                              "real_step",
+                                     PINNED + "test_tokens_are_the_layer_normed_modality_embeddings_plus_the_"
+                                              "timestep_embedding",
+                                     PINNED + "test_dropout_masks_are_zero_or_one_over_the_keep_probability",
+                                     "tests/test_graphed_step.py",
+                                     "tests/test_stack.py::test_random_init_slices_update_as_one_batched_call_equal_"
+                                     "to_seed_by_seed",
+                                     STACK + "[dt-hopper-medium-v2]", STACK + "[frozen-dt-hopper-medium-v2]",
                                      PINNED + "test_dt_agent_window_timesteps_and_mask_follow_the_episode",
                                      SEMANTICS + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only",
                                      "tests/test_rollout.py", "tests/test_models.py"],

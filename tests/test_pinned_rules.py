@@ -923,3 +923,69 @@ def test_gciql_acts_with_the_clipped_mean_on_raw_observations(tmp_path):
         assert (mean > 1).any() and (mean < -1).any()
         assert torch.equal(m(obs, goals), mean.clamp(-1.0, 1.0))
     assert algo.obs_stats is None and get_spec("gciql").raw_observations
+
+
+def test_goal_conditioned_agent_windows_hold_the_normalized_goal_on_every_real_step():
+    """An OGBench DT agent needs each episode's goal (a clear error without one); every real step of its window holds
+    the goal normalized like the observations, padded steps zero."""
+    spy = WindowSpy()
+    spy.goal_dim = 3
+    stats = ObsStats(np.array([1.0, 0.0, -1.0], np.float32), np.array([2.0, 1.0, 4.0], np.float32))
+    agent = ReturnConditionedAgent(spy, stats, 1.0, None)
+    with pytest.raises(ValueError, match="goal"):
+        agent.start(0, 0)
+    agent.start(0, 0, goal=np.array([3.0, 5.0, 7.0], np.float32))
+    for _ in range(6):
+        agent.act(np.zeros((1, 3), np.float32), np.array([0]))
+        agent.observe(np.array([0]), np.array([0.0]))
+    goal = np.array([1.0, 5.0, 2.0], np.float32)
+    for t, call in enumerate(spy.seen):
+        real = min(t + 1, 4)
+        np.testing.assert_array_equal(call["goals"][0], [[0.0] * 3] * (4 - real) + [goal] * real)
+
+
+# --- the sequence models' tokens and dropout --------------------------------------------------------------------------
+
+
+def tiny_dt(dropout: float = 0.0):
+    from frozen_dt.algorithms import Problem, get_spec
+    from frozen_dt.config import RunConfig
+
+    spec = get_spec("dt")
+    config = spec.config(context=4, batch_size=6, embed_dim=16, dt_layers=1, dt_heads=1, dropout=dropout)
+    problem = Problem(3, 2, rtg_scale=10.0, max_timestep=20)
+    torch.manual_seed(0)
+    model = spec.build_model(config, problem, None)
+    algo = spec.build_algorithm(config, model, sequence_dataset(), problem,
+                                RunConfig(task="hopper-medium-v2", algo="dt", precision="fp32", device_sampling="off"))
+    batch = {k: torch.as_tensor(v) for k, v in algo.sample_batch(np.random.default_rng(1)).items()}
+    return model, batch
+
+
+def test_tokens_are_the_layer_normed_modality_embeddings_plus_the_timestep_embedding():
+    """Token 3k is embed_return(R_k) + time_k, 3k + 1 embed_state(s_k) + time_k, 3k + 2 embed_action(a_k) + time_k,
+    then the input LayerNorm; the token mask repeats each step's mask three times."""
+    model, batch = tiny_dt()
+    model.eval()
+    with torch.no_grad():
+        x, mask = model.tokens(batch)
+        time = model.embed_timestep(batch["timesteps"])
+        parts = (model.embed_return(batch["returns_to_go"]), model.embed_state(batch["observations"]),
+                 model.embed_action(batch["actions"]))
+        for k in range(4):
+            for j, part in enumerate(parts):
+                torch.testing.assert_close(x[:, 3 * k + j], model.input_ln(part[:, k] + time[:, k]), rtol=0, atol=1e-6)
+                assert torch.equal(mask[:, 3 * k + j], batch["mask"][:, k])
+    assert (batch["timesteps"] > 0).any()  # the timestep embedding is not the same everywhere
+
+
+def test_dropout_masks_are_zero_or_one_over_the_keep_probability():
+    """Each training mask entry is 0 (dropped, probability p) or 1 / (1 - p) (kept): the expected activation is
+    unchanged."""
+    model, _ = tiny_dt(dropout=0.25)
+    torch.manual_seed(3)
+    masks = model.draw_dropout(64)
+    assert set(masks) == set(model.dropout_shapes(64))
+    values = torch.cat([m.flatten() for m in masks.values()])
+    assert torch.unique(values).tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert (values == 0).float().mean().item() == pytest.approx(0.25, abs=0.01)
