@@ -989,3 +989,44 @@ def test_dropout_masks_are_zero_or_one_over_the_keep_probability():
     values = torch.cat([m.flatten() for m in masks.values()])
     assert torch.unique(values).tolist() == pytest.approx([0.0, 1 / 0.75])
     assert (values == 0).float().mean().item() == pytest.approx(0.25, abs=0.01)
+
+
+# --- DT's GPT-2 blocks with dropout (baselines/dt.py) -------------------------------------------------------------
+
+
+def test_dt_blocks_apply_each_dropout_mask_where_gpt2_drops():
+    """With dropout masks (0 or 2, drawn at random) a block computes GPT-2's eager path by hand: attention
+    probabilities = softmax of (q k^T / sqrt(head dim), causal and padding masked) times the probabilities' mask,
+    the attention output times its mask, the MLP output times its mask, each added to the residual stream; with
+    all-ones masks this equals the fused (no-dropout) path. Kills: a mask applied to the wrong tensor or not at all,
+    the score scale, the causal or padding mask, the residual additions."""
+    from frozen_dt.baselines.dt import GPT
+
+    torch.manual_seed(0)
+    b, t, d, heads = 2, 6, 8, 2
+    gpt = GPT(d, 2, heads)
+    x = torch.randn(b, t, d)
+    mask = torch.tensor([[False, False, True, True, True, True], [True] * 6])
+    g = torch.Generator().manual_seed(1)
+
+    def draw(*shape):
+        return 2.0 * torch.randint(0, 2, shape, generator=g).float()
+
+    noise = {}
+    for i in range(2):
+        noise.update({f"attn{i}": draw(b, heads, t, t), f"resid{i}": draw(b, t, d), f"mlp{i}": draw(b, t, d)})
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    allowed = (causal & (mask[:, None, :] | torch.eye(t, dtype=torch.bool)))[:, None]
+    h = x
+    with torch.no_grad():
+        for i, block in enumerate(gpt.blocks):
+            q, k, v = block.attn.c_attn(block.ln_1(h)).split(d, -1)
+            q, k, v = (y.reshape(b, t, heads, d // heads).transpose(1, 2) for y in (q, k, v))
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // heads)
+            probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1) * noise[f"attn{i}"]
+            attn = block.attn.c_proj((probs @ v).transpose(1, 2).reshape(b, t, d)) * noise[f"resid{i}"]
+            h = h + attn
+            h = h + block.mlp(block.ln_2(h)) * noise[f"mlp{i}"]
+        torch.testing.assert_close(gpt(x, mask, noise=noise), h, rtol=1e-5, atol=1e-5)
+        ones = {k: torch.ones_like(v) for k, v in noise.items()}
+        torch.testing.assert_close(gpt(x, mask, noise=ones), gpt(x, mask), rtol=1e-5, atol=1e-5)
