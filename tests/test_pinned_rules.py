@@ -1030,3 +1030,58 @@ def test_dt_blocks_apply_each_dropout_mask_where_gpt2_drops():
         torch.testing.assert_close(gpt(x, mask, noise=noise), h, rtol=1e-5, atol=1e-5)
         ones = {k: torch.ones_like(v) for k, v in noise.items()}
         torch.testing.assert_close(gpt(x, mask, noise=ones), gpt(x, mask), rtol=1e-5, atol=1e-5)
+
+
+# --- the trainer's schedule (frozen_dt/training/trainer.py) ---------------------------------------------------------
+
+
+class CountingAlgorithm:
+    """Update k (1-based) reports loss k; nothing trains."""
+
+    def __init__(self):
+        self.model, self.obs_stats, self.updates = nn.Linear(1, 1), None, 0
+
+    def sample_batch(self, rng):
+        return None
+
+    def update(self, batch):
+        self.updates += 1
+        return {"loss": float(self.updates)}
+
+    def state_dict(self):
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.updates = state["updates"]
+
+
+def test_trainer_logs_interval_means_evaluates_saves_and_keeps_the_strictly_best(tmp_path):
+    """7 steps, a log row every 3 (and at the end), an evaluation every 2 (and at the end), last.pt every 4 (and at
+    the end): rows at steps 2, 3, 4, 6, 7; each log row's loss is the mean over its interval (2, 5, 7); best.pt
+    written when the score beats every earlier one (scores 1, 3, 3, 2: at steps 2 and 4 only, a tie is not better).
+    Kills: a row's mean over a wrong interval, the final step's row or checkpoint skipped, ties replacing best, a
+    schedule's boundary off by one."""
+    import json as json_module
+
+    from frozen_dt.training.trainer import Trainer
+
+    scores = iter([1.0, 3.0, 3.0, 2.0])
+    evaluated = []
+
+    def evaluate(algorithm, step):
+        evaluated.append(step)
+        return {"score": next(scores)}
+
+    trainer = Trainer(CountingAlgorithm(), tmp_path, steps=7, seed=0, log_every=3, eval_every=2, save_every=4,
+                      evaluate=evaluate, progress=False)
+    saves = []
+    save = trainer.save
+    trainer.save = lambda which: (saves.append((which, trainer.step)), save(which))
+    trainer.run()
+    rows = [json_module.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 3, 4, 6, 7]
+    assert [r.get("loss") for r in rows] == [None, 2.0, None, 5.0, 7.0]
+    assert [r.get("score") for r in rows] == [1.0, None, 3.0, 3.0, 2.0]
+    assert evaluated == [2, 4, 6, 7]
+    assert saves == [("best", 2), ("best", 4), ("last", 4), ("last", 7)]
+    assert trainer.best_score == 3.0 and trainer.last_eval == {"step": 7, "score": 2.0}
