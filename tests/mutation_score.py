@@ -113,6 +113,7 @@ MODULES = {
                                      PINNED + "test_sequence_update_is_adamw_on_the_masked_mse_with_warmup_and_"
                                               "clipping",
                                      PINNED + "test_masked_mean_averages_the_real_steps_entries_only",
+                                     PINNED + "test_linear_warmup_factor_rises_to_one_and_no_warmup_is_one_throughout",
                                      PINNED + "test_goal_conditioned_agent_windows_hold_the_normalized_goal_on_every_"
                                               "real_step",
                                      PINNED + "test_tokens_are_the_layer_normed_modality_embeddings_plus_the_"

@@ -1085,3 +1085,10 @@ def test_trainer_logs_interval_means_evaluates_saves_and_keeps_the_strictly_best
     assert evaluated == [2, 4, 6, 7]
     assert saves == [("best", 2), ("best", 4), ("last", 4), ("last", 7)]
     assert trainer.best_score == 3.0 and trainer.last_eval == {"step": 7, "score": 2.0}
+
+
+def test_linear_warmup_factor_rises_to_one_and_no_warmup_is_one_throughout():
+    from frozen_dt.sequence_models import linear_warmup
+
+    assert [linear_warmup(4)(k) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [linear_warmup(0)(k) for k in range(3)] == [1.0, 1.0, 1.0]
