@@ -255,11 +255,9 @@ def run_eval(args: EvalArgs) -> list[dict]:
 
 def evaluate_runs(run_dirs: list[Path], args: EvalArgs) -> list[dict]:
     """Evaluate ``run_dirs`` (each checked before any rollout), print each and each configuration's aggregate."""
-    loaded = [load_run(d, args.checkpoint, args.device) for d in run_dirs]  # every run checked before any rollout
-    for run in loaded:
-        eval_task_for(run, args.task, args.env_version)
+    loaded = [load_run(d, args.checkpoint, args.device) for d in run_dirs]
     together: dict[tuple, list[LoadedRun]] = {}  # runs on the same conditions: one vector env (a stack's seeds)
-    for run in loaded:
+    for run in loaded:  # every run's eval task checked (eval_task_for) before any rollout
         task, *rest = eval_conditions(run, args)
         together.setdefault((task.name, *rest), []).append(run)
     evaluated = {id(run): record for group in together.values()
