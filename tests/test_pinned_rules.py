@@ -786,25 +786,32 @@ def sequence_dataset(seed: int = 0):
                             rng.normal(size=n).astype(np.float32), dones, dones.copy(), where="synthetic")
 
 
+def tiny_dt_algorithm(**settings):
+    """DT (width 16, one layer, context 4, batch 6, dropout 0 unless ``settings`` say otherwise) on
+    :func:`sequence_dataset`, fp32, batches drawn on the host."""
+    from frozen_dt.algorithms import Problem, get_spec
+    from frozen_dt.config import RunConfig
+
+    spec = get_spec("dt")
+    config = spec.config(**{"context": 4, "batch_size": 6, "embed_dim": 16, "dt_layers": 1, "dt_heads": 1,
+                            "dropout": 0.0, **settings})
+    problem = Problem(3, 2, rtg_scale=10.0, max_timestep=20)
+    torch.manual_seed(0)
+    model = spec.build_model(config, problem, None)
+    return spec.build_algorithm(config, model, sequence_dataset(), problem,
+                                RunConfig(task="hopper-medium-v2", algo="dt", precision="fp32", device_sampling="off"))
+
+
 def test_sequence_update_is_adamw_on_the_masked_mse_with_warmup_and_clipping():
     """Four DT updates (dropout 0, lr 1e-2, weight decay 0.1, warm-up 3, clip 0.05), each checked against a copy
     trained by hand: loss = the mean of (predicted - action)^2 over the real steps' action entries (padded steps
     left out), its gradient's norm (the row reports it before clipping) clipped to 0.05, AdamW at lr 1e-2 * min((k +
     1) / 3, 1) at update k. Kills: padded steps counted, the error's power, the warm-up's offset or cap, the clip's
     threshold, the weight decay or the rate not reaching AdamW, the row's lr one update late."""
-    from frozen_dt.algorithms import Problem, get_spec
-    from frozen_dt.config import RunConfig
     from frozen_dt.sequence_models import SequenceConfig
 
-    spec = get_spec("dt")
-    config = spec.config(context=4, batch_size=6, embed_dim=16, dt_layers=1, dt_heads=1, dropout=0.0, lr=1e-2,
-                         weight_decay=0.1, warmup_steps=3, grad_clip=0.05)
-    problem = Problem(3, 2, rtg_scale=10.0, max_timestep=20)
-    torch.manual_seed(0)
-    model = spec.build_model(config, problem, None)
-    algo = spec.build_algorithm(config, model, sequence_dataset(), problem,
-                                RunConfig(task="hopper-medium-v2", algo="dt", precision="fp32",
-                                          device_sampling="off"))
+    algo = tiny_dt_algorithm(lr=1e-2, weight_decay=0.1, warmup_steps=3, grad_clip=0.05)
+    model = algo.model
     reference = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1)
     rng = np.random.default_rng(1)
@@ -947,25 +954,12 @@ def test_goal_conditioned_agent_windows_hold_the_normalized_goal_on_every_real_s
 # --- the sequence models' tokens and dropout --------------------------------------------------------------------------
 
 
-def tiny_dt(dropout: float = 0.0):
-    from frozen_dt.algorithms import Problem, get_spec
-    from frozen_dt.config import RunConfig
-
-    spec = get_spec("dt")
-    config = spec.config(context=4, batch_size=6, embed_dim=16, dt_layers=1, dt_heads=1, dropout=dropout)
-    problem = Problem(3, 2, rtg_scale=10.0, max_timestep=20)
-    torch.manual_seed(0)
-    model = spec.build_model(config, problem, None)
-    algo = spec.build_algorithm(config, model, sequence_dataset(), problem,
-                                RunConfig(task="hopper-medium-v2", algo="dt", precision="fp32", device_sampling="off"))
-    batch = {k: torch.as_tensor(v) for k, v in algo.sample_batch(np.random.default_rng(1)).items()}
-    return model, batch
-
-
 def test_tokens_are_the_layer_normed_modality_embeddings_plus_the_timestep_embedding():
     """Token 3k is embed_return(R_k) + time_k, 3k + 1 embed_state(s_k) + time_k, 3k + 2 embed_action(a_k) + time_k,
     then the input LayerNorm; the token mask repeats each step's mask three times."""
-    model, batch = tiny_dt()
+    algo = tiny_dt_algorithm()
+    model = algo.model
+    batch = {k: torch.as_tensor(v) for k, v in algo.sample_batch(np.random.default_rng(1)).items()}
     model.eval()
     with torch.no_grad():
         x, mask = model.tokens(batch)
@@ -982,7 +976,7 @@ def test_tokens_are_the_layer_normed_modality_embeddings_plus_the_timestep_embed
 def test_dropout_masks_are_zero_or_one_over_the_keep_probability():
     """Each training mask entry is 0 (dropped, probability p) or 1 / (1 - p) (kept): the expected activation is
     unchanged."""
-    model, _ = tiny_dt(dropout=0.25)
+    model = tiny_dt_algorithm(dropout=0.25).model
     torch.manual_seed(3)
     masks = model.draw_dropout(64)
     assert set(masks) == set(model.dropout_shapes(64))
