@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from frozen_dt.paths import atomic_write_text
+from frozen_dt.run_dir import read_jsonl
 
 TASK = "walker2d-medium-v2"
 PROTOCOL_FILE = "headline.json"
@@ -134,8 +135,7 @@ def arm_state(arm_dir: Path, protocol: dict) -> dict:
 
 
 def read_chunks(arm_dir: Path) -> list[dict]:
-    path = arm_dir / CHUNKS
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_jsonl(arm_dir / CHUNKS)
 
 
 def add_chunk(arm_dir: Path, chunk: dict) -> None:
