@@ -138,10 +138,10 @@ def evaluate_together(runs: list[LoadedRun], args: EvalArgs, progress: bool = Tr
     returns their contents in order."""
     from frozen_dt.eval.rollout import default_block, default_workers, evaluate_agents, target_label
 
-    conditions = {(task.name, *rest) for task, *rest in (eval_conditions(run, args) for run in runs)}
-    if len(conditions) != 1:
+    conditions = [eval_conditions(run, args) for run in runs]
+    if len({(task.name, *rest) for task, *rest in conditions}) != 1:
         raise ValueError("runs evaluated together share their eval task, targets, env version and precision")
-    task, targets, env_version, precision = eval_conditions(runs[0], args)
+    task, targets, env_version, precision = conditions[0]
     total = args.episodes * len(runs) * (len(task.eval_task_ids) if task.goal_conditioned else len(targets))
     workers = args.workers or default_workers(args.num_envs, total, args.device)
     processes = args.env_processes == "on" or (args.env_processes == "auto" and args.device == "cuda")
