@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-0:5}
+# The slice export runs the installed package: the development environment (pip install -e .), not a bare python3,
+# whose `-m frozen_dt` would import the repository's frozen_dt/ without its envs/, eval/ and baselines/.
+if ! python3 -c "import frozen_dt.envs.registry" 2>/dev/null; then
+  echo "device_prepare.sh: python3 ($(command -v python3)) does not import the installed frozen_dt (frozen_dt.envs);" \
+    "activate the development environment first (. .venv/bin/activate)" >&2
+  exit 2
+fi
 rm -rf .whl  # one version of each wheel: a stale second one stops the install there
 mkdir -p .whl .carry
 platforms=""
