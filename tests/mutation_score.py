@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,6 +124,9 @@ MODULES = {
                                      "tests/test_graphed_step.py",
                                      "tests/test_stack.py::test_random_init_slices_update_as_one_batched_call_equal_"
                                      "to_seed_by_seed",
+                                     "tests/test_stack.py::test_stacked_updates_take_the_batched_route_their_bodies_"
+                                     "allow",
+                                     ALGORITHMS + "test_update_save_load_and_continue[dt-scene-play-v0-loss]",
                                      STACK + "[dt-hopper-medium-v2]", STACK + "[frozen-dt-hopper-medium-v2]",
                                      PINNED + "test_dt_agent_window_timesteps_and_mask_follow_the_episode",
                                      SEMANTICS + "test_dt_loss_is_the_mean_squared_error_over_real_steps_only",
@@ -318,16 +323,11 @@ def main() -> int:
         tree, commit = work / "tree", (work / "tree.commit").read_text().strip()
     else:
         tree = snapshot(work, commit)
-    dispositions = json.loads(DISPOSITIONS.read_text()) if DISPOSITIONS.exists() else {}
-    out = Path(args.out)
-    previous = json.loads(out.read_text()) if out.exists() else {}
-    record = {"tool": "cosmic-ray " + subprocess.run([tool("cosmic-ray"), "--version"], env=env(),
+    out, survivors_out = Path(args.out), Path(args.survivors)
+    header = {"tool": "cosmic-ray " + subprocess.run([tool("cosmic-ray"), "--version"], env=env(),
                                                      capture_output=True, text=True).stdout.strip().split()[-1],
               "command": "python tests/mutation_score.py", "commit": commit, "hardware": hardware(),
-              "python": sys.version.split()[0], "excluded_operators": EXCLUDED_OPERATORS,
-              "modules": previous.get("modules", {})}
-    survivors_out = Path(args.survivors)
-    all_survivors = json.loads(survivors_out.read_text()) if survivors_out.exists() else {}
+              "python": sys.version.split()[0], "excluded_operators": EXCLUDED_OPERATORS}
     with open(work / "run.log", "a") as log:
         if not args.report_only:
             check_imports(tree, args.modules)
@@ -348,31 +348,58 @@ def main() -> int:
                 run([tool("cosmic-ray"), "exec", str(config), str(session)], tree, log)
             if not session.exists():
                 continue
+            dispositions = json.loads(DISPOSITIONS.read_text()) if DISPOSITIONS.exists() else {}  # as they are now
             counts, survivors = classify(session_records(tree, session), module, dispositions)
             entry = {**counts, "tests": MODULES[module], "commit": commit, "finished": counts["pending"] == 0,
                      "score": round((counts["killed"] + counts["timeout"] + counts["killed_by_new_test"])
                                     / max(1, counts["mutants"] - counts["equivalent"] - counts["incompetent"]), 3)
                      if counts["mutants"] else None,
                      "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")}
-            if args.report_only and counts["pending"] == 0 and module in record["modules"]:
-                entry["commit"] = record["modules"][module]["commit"]  # the commit its (finished) run was on
-            if not args.report_only:
-                entry["seconds"] = round(time.time() - started)
-            elif module in record["modules"] and "seconds" in record["modules"][module]:
-                entry["seconds"] = record["modules"][module]["seconds"]
-            record["modules"][module] = entry
-            all_survivors[module] = survivors
-            finished = [m for m in MODULES if record["modules"].get(m, {}).get("finished")]
-            record["partial"] = len(finished) < len(MODULES)
-            record["finished_modules"] = finished
-            totals = {k: sum(record["modules"][m].get(k, 0) for m in record["modules"])
-                      for k in ("mutants", "killed", "timeout", "survived", "equivalent", "out_of_scope",
-                                "killed_by_new_test", "unexplained", "incompetent")}
-            record["totals"] = totals
-            write_json(out, record)
-            write_json(survivors_out, all_survivors)
+            with report_lock(out):  # another run (or --report-only) may have written other modules meanwhile
+                record = {**header, "modules": read_json(out).get("modules", {})}
+                all_survivors = read_json(survivors_out)
+                seconds = None if args.report_only else round(time.time() - started)
+                update(record, all_survivors, module, entry, survivors, seconds)
+                write_json(out, record)
+                write_json(survivors_out, all_survivors)
             print(f"{module}: {json.dumps(counts)}", flush=True)
     return 0
+
+
+def update(record: dict, all_survivors: dict, module: str, entry: dict, survivors: list, seconds: int | None) -> None:
+    """``module``'s entry and survivors into the files' current contents, and the totals over every module.
+    ``seconds``: the run's time; None for a report of sessions run before (--report-only)."""
+    report_only = seconds is None
+    if report_only and entry["pending"] == 0 and module in record["modules"]:
+        entry["commit"] = record["modules"][module]["commit"]  # the commit its (finished) run was on
+    if not report_only:
+        entry["seconds"] = seconds
+    elif module in record["modules"] and "seconds" in record["modules"][module]:
+        entry["seconds"] = record["modules"][module]["seconds"]
+    record["modules"][module] = entry
+    all_survivors[module] = survivors
+    finished = [m for m in MODULES if record["modules"].get(m, {}).get("finished")]
+    record["partial"] = len(finished) < len(MODULES)
+    record["finished_modules"] = finished
+    totals = {k: sum(record["modules"][m].get(k, 0) for m in record["modules"])
+              for k in ("mutants", "killed", "timeout", "survived", "equivalent", "out_of_scope",
+                        "killed_by_new_test", "unexplained", "incompetent")}
+    record["totals"] = totals
+
+
+@contextmanager
+def report_lock(out: Path):
+    """The score and survivors files have one writer at a time (a second run waits here), which reads them afresh."""
+    with open(out.parent / f".{out.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_json(path: Path, data) -> None:

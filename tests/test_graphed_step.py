@@ -65,3 +65,20 @@ def test_the_graph_ready_step_needs_device_sampling(tiny_slice):
     view.obs_stats = host.obs_stats
     with pytest.raises(FrozenDTError, match="device"):
         SequenceModelAlgorithm(make_dt(OBS, ACT, context=K), view, SequenceConfig(batch_size=8), cuda_graph=True)
+
+
+def test_graph_ready_seeds_in_a_stack_each_replay_their_own_step(tiny_slice):
+    """With ``--seeds``, each graph-ready seed runs (on cuda: replays) its own step: the stack's rows are each seed's
+    step alone."""
+    from contextlib import nullcontext
+
+    together = [build("frozen-dt", tiny_slice, True) for _ in range(2)]
+    alone = [build("frozen-dt", tiny_slice, True) for _ in range(2)]
+    torch.manual_seed(7)
+    rows = SequenceModelAlgorithm.train_stack(together, [None, None], [nullcontext] * 2)
+    torch.manual_seed(7)
+    expected = [a.train_step(None) for a in alone]
+    assert len(rows) == 2
+    for row, e in zip(rows, expected):
+        assert row == e
+    assert [a.graphed.calls for a in together] == [1, 1]

@@ -975,7 +975,7 @@ def test_tokens_are_the_layer_normed_modality_embeddings_plus_the_timestep_embed
 
 def test_dropout_masks_are_zero_or_one_over_the_keep_probability():
     """Each training mask entry is 0 (dropped, probability p) or 1 / (1 - p) (kept): the expected activation is
-    unchanged."""
+    unchanged. In eval mode, or with p = 0, there are no masks (and nothing is drawn)."""
     model = tiny_dt_algorithm(dropout=0.25).model
     torch.manual_seed(3)
     masks = model.draw_dropout(64)
@@ -983,6 +983,15 @@ def test_dropout_masks_are_zero_or_one_over_the_keep_probability():
     values = torch.cat([m.flatten() for m in masks.values()])
     assert torch.unique(values).tolist() == pytest.approx([0.0, 1 / 0.75])
     assert (values == 0).float().mean().item() == pytest.approx(0.25, abs=0.01)
+    batch = {"mask": torch.ones(4, 3, dtype=torch.bool)}
+    model.train()
+    assert model.dropout_masks(batch) is not None
+    model.eval()
+    assert model.dropout_masks(batch) is None  # acting drops nothing
+    without = tiny_dt_algorithm(dropout=0.0).model.train()
+    state = torch.get_rng_state()
+    assert without.dropout_masks(batch) is None  # p = 0: no masks, and no draw from the RNG
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 # --- DT's GPT-2 blocks with dropout (baselines/dt.py) -------------------------------------------------------------

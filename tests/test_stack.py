@@ -434,3 +434,77 @@ def test_stop_after_stops_at_the_first_checkpoint_past_the_deadline_and_the_resu
         assert torch.equal(torch.cat([v.flatten() for v in model_state(whole / member)["model"].values()]),
                            torch.cat([v.flatten() for v in model_state(split / member)["model"].values()]))
         assert metrics(whole / member) == metrics(split / member)
+
+
+def tiny_gemma_dir(tmp_path):
+    from frozen_dt.backbones.slice import _transformers
+
+    transformers = _transformers()
+    config = transformers.Gemma3TextConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+        head_dim=8, vocab_size=11, sliding_window=3, layer_types=["sliding_attention", "full_attention"])
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(config).save_pretrained(tmp_path)
+    return f"hf:{tmp_path}"
+
+
+def test_stacked_updates_take_the_batched_route_their_bodies_allow(tmp_path):
+    """Which route a stacked update takes, read from the bodies: one shared, wholly frozen body runs once for all
+    seeds' rows; per-seed, wholly frozen bodies of one architecture (random inits, two seeds or more) run as one
+    stacked call; slices that train update seed by seed; a stack of one seed runs as that seed. Every route returns
+    each seed's own update, as alone."""
+    from contextlib import nullcontext
+
+    from frozen_dt.backbones.slice import load_backbone
+    from frozen_dt.sequence_models import SequenceModelAlgorithm, per_seed_frozen_bodies
+    from test_sync_free import ACT, K, OBS, algorithm, make_frozen_dt
+
+    name = tiny_gemma_dir(tmp_path)
+    shared = load_backbone(name, "0:2")
+    random = [load_backbone(name, "0:2", init="random", seed=s) for s in range(3)]
+    trainable = [load_backbone(name, "0:2", init="random", freeze="none", seed=s) for s in range(3)]
+    model = lambda body, seed: torch.manual_seed(seed) and make_frozen_dt(body, OBS, ACT, context=K)  # noqa: E731
+
+    assert per_seed_frozen_bodies([model(b, s) for s, b in enumerate(random)])
+    assert per_seed_frozen_bodies([model(b, s) for s, b in enumerate(random[:2])])
+    assert not per_seed_frozen_bodies([model(random[0], 0)])  # one seed: nothing to stack
+    assert not per_seed_frozen_bodies([model(shared, s) for s in range(3)])  # one body: the shared route
+    assert not per_seed_frozen_bodies([model(b, s) for s, b in enumerate(trainable)])  # slices that train
+    other = load_backbone(name, "0:1", init="random", seed=3)
+    assert not per_seed_frozen_bodies([model(random[0], 0), model(other, 1)])  # another architecture
+
+    def members(bodies):
+        return [algorithm(model(b, s), s) for s, b in enumerate(bodies)]
+
+    for bodies, body_calls in (([shared] * 3, 1), (trainable, 3)):
+        calls = []
+        hooks = [b.register_forward_hook(lambda *_: calls.append(1)) for b in {id(b): b for b in bodies}.values()]
+        together, alone = members(bodies), members(bodies if bodies[0] is shared else
+                                                   [load_backbone(name, "0:2", init="random", freeze="none", seed=s)
+                                                    for s in range(3)])
+        for step in range(2):
+            calls.clear()
+            torch.manual_seed(step)
+            out = SequenceModelAlgorithm.train_stack(together, [a.sample_batch(None) for a in together],
+                                                     [nullcontext] * 3)
+            assert len(calls) == body_calls
+            torch.manual_seed(step)
+            expected = [a.train_step(a.sample_batch(None)) for a in alone]
+            assert len(out) == 3
+            for o, e in zip(out, expected):
+                torch.testing.assert_close(o["loss"], e["loss"], rtol=1e-5, atol=1e-6)
+        for h in hooks:
+            h.remove()
+        for a, b in zip(together, alone):
+            for p, q in zip(a.params, b.params):
+                torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+    from factories import make_dt
+
+    for make in (lambda: members([shared])[0], lambda: algorithm(torch.manual_seed(0) and make_dt(OBS, ACT, context=K))):
+        one, alone = make(), make()  # --seeds with one seed: a stack of one (a shared body; DT's vmapped route)
+        torch.manual_seed(0)
+        (row,) = SequenceModelAlgorithm.train_stack([one], [one.sample_batch(None)], [nullcontext])
+        torch.manual_seed(0)
+        expected = alone.train_step(alone.sample_batch(None))["loss"]
+        torch.testing.assert_close(row["loss"], expected, rtol=1e-5, atol=1e-6)
