@@ -107,6 +107,8 @@ MODULES = {
     "eval/rollout.py": [PINNED + "test_do_nothing_ogbench_rollout_cut_short_reports_no_success",
                         PINNED + "test_success_is_the_info_success_at_the_episodes_last_step", "tests/test_rollout.py"],
     "baselines/dt.py": [PINNED + "test_dt_blocks_apply_each_dropout_mask_where_gpt2_drops",
+                        PINNED + "test_dt_dropout_masks_cover_every_token_of_every_block",
+                        "tests/test_stack.py::test_stacked_updates_take_the_batched_route_their_bodies_allow",
                         PINNED + "test_sequence_update_is_adamw_on_the_masked_mse_with_warmup_and_clipping",
                         SEMANTICS + "test_dt_is_initialised_as_the_reference_gpt2",
                         SEMANTICS + "test_dt_action_at_step_t_depends_only_on_tokens_up_to_its_state",

@@ -1008,6 +1008,8 @@ def test_dt_blocks_apply_each_dropout_mask_where_gpt2_drops():
     torch.manual_seed(0)
     b, t, d, heads = 2, 6, 8, 2
     gpt = GPT(d, 2, heads)
+    for block in gpt.blocks:  # larger than GPT-2's init (0.02), so that the attention is far from uniform
+        nn.init.normal_(block.attn.c_attn.weight, 0.0, 0.7)
     x = torch.randn(b, t, d)
     mask = torch.tensor([[False, False, True, True, True, True], [True] * 6])
     g = torch.Generator().manual_seed(1)
@@ -1033,6 +1035,20 @@ def test_dt_blocks_apply_each_dropout_mask_where_gpt2_drops():
         torch.testing.assert_close(gpt(x, mask, noise=noise), h, rtol=1e-5, atol=1e-5)
         ones = {k: torch.ones_like(v) for k, v in noise.items()}
         torch.testing.assert_close(gpt(x, mask, noise=ones), gpt(x, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_dt_dropout_masks_cover_every_token_of_every_block():
+    """DT's masks: the embeddings' (B, 3K, d), then for each block the attention probabilities' (B, heads, 3K,
+    3K) and the attention and MLP outputs' (B, 3K, d); a training forward applies them all."""
+    algorithm = tiny_dt_algorithm(dropout=0.1, dt_layers=2)
+    model = algorithm.model
+    b, t, d, heads = 4, 3 * model.context, model.width, model.body.n_head
+    expected = {"embed": (b, t, d)}
+    for i in range(2):
+        expected.update({f"attn{i}": (b, heads, t, t), f"resid{i}": (b, t, d), f"mlp{i}": (b, t, d)})
+    assert {k: tuple(v) for k, v in model.dropout_shapes(b).items()} == expected
+    row = algorithm.update(algorithm.sample_batch(np.random.default_rng(0)))
+    assert math.isfinite(row["loss"])
 
 
 # --- the trainer's schedule (frozen_dt/training/trainer.py) ---------------------------------------------------------

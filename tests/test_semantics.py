@@ -249,6 +249,7 @@ def test_dt_is_initialised_as_the_reference_gpt2():
             assert torch.count_nonzero(param) == 0, name
         elif param.dim() > 1:
             assert abs(param.std().item() - 0.02) < 0.0015, (name, param.std().item())
+            assert abs(param.mean().item()) < 0.002, (name, param.mean().item())
         else:  # LayerNorm weights
             assert torch.all(param == 1.0), name
     assert abs(model.embed_timestep.weight.std().item() - 1.0) < 0.02

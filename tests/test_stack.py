@@ -448,10 +448,10 @@ def tiny_gemma_dir(tmp_path):
     return f"hf:{tmp_path}"
 
 
-def test_stacked_updates_take_the_batched_route_their_bodies_allow(tmp_path):
+def test_stacked_updates_take_the_batched_route_their_bodies_allow(tmp_path, monkeypatch):
     """Which route a stacked update takes, read from the bodies: one shared, wholly frozen body runs once for all
     seeds' rows; per-seed, wholly frozen bodies of one architecture (random inits, two seeds or more) run as one
-    stacked call; slices that train update seed by seed; a stack of one seed runs as that seed. Every route returns
+    stacked call, as DT's seeds do; slices that train update seed by seed; a stack of one seed runs as that seed. Every route returns
     each seed's own update, as alone."""
     from contextlib import nullcontext
 
@@ -500,6 +500,13 @@ def test_stacked_updates_take_the_batched_route_their_bodies_allow(tmp_path):
                 torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
     from factories import make_dt
+    from frozen_dt.training import stack
+
+    calls, stacked_call = [], stack.stacked_call  # DT's seeds (a transformer that trains): one vmapped call
+    monkeypatch.setattr("frozen_dt.sequence_models.stacked_call", lambda *a, **k: calls.append(1) or stacked_call(*a, **k))
+    dts = [algorithm(torch.manual_seed(s) and make_dt(OBS, ACT, context=K), s) for s in range(3)]
+    SequenceModelAlgorithm.train_stack(dts, [a.sample_batch(None) for a in dts], [nullcontext] * 3)
+    assert len(calls) == 1
 
     for make in (lambda: members([shared])[0], lambda: algorithm(torch.manual_seed(0) and make_dt(OBS, ACT, context=K))):
         one, alone = make(), make()  # --seeds with one seed: a stack of one (a shared body; DT's vmapped route)
