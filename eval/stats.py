@@ -90,6 +90,18 @@ def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     return float(x.mean() - half), float(x.mean() + half)
 
 
+def welch_difference(x, y, confidence: float = CONFIDENCE) -> dict | None:
+    """Welch's t-test of mean(x) = mean(y) and the t-interval of mean(x) - mean(y) (scipy's ``ttest_ind`` with
+    unequal variances): {"difference", "t", "df", "p", "ci", "n"}; None with fewer than 2 values a side or no spread."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if min(x.size, y.size) < 2 or x.var() + y.var() == 0.0:
+        return None
+    result = scipy_stats.ttest_ind(x, y, equal_var=False)
+    low, high = result.confidence_interval(confidence)
+    return {"difference": float(x.mean() - y.mean()), "t": float(result.statistic), "df": float(result.df),
+            "p": float(result.pvalue), "ci": [float(low), float(high)], "n": [int(x.size), int(y.size)]}
+
+
 def probability_of_improvement(x, y) -> float:
     """rliable's P(X > Y): the fraction of run pairs (x_i, y_j) with x_i > y_j, ties counting 1/2."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)

@@ -453,6 +453,62 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     actions = read_file(tmp_path / "split" / "heldout.pkl").actions
     assert result["action_mse"] < 10 * float((actions ** 2).mean()) + 10  # a finite error on the actions' scale
     assert heldout.main(["error", str(tmp_path / "run"), "--heldout", str(tmp_path / "nope.pkl")]) == 2
+    capsys.readouterr()
+    out = tmp_path / "records" / "pilot.json"
+    assert heldout.main(["error", str(tmp_path / "run"), "--heldout", str(tmp_path / "split" / "heldout.pkl"),
+                         "--windows", "16", "--out", str(out)]) == 0
+    (record,) = heldout.read_records(out)
+    assert record["arm"] == "dt" and record["lr"] == 1e-4 and record["action_mse"] == result["action_mse"]
+    assert heldout.main(["select", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("dt: lr 0.0001: %.5f -> lr 0.0001" % result["action_mse"])
+    assert heldout.main(["compare", str(out)]) == 2  # no frozen-dt-pretrained runs
+    assert "no runs of the reference arm" in capsys.readouterr().err
+
+
+def test_heldout_pilot_rule_takes_each_arms_lowest_error_and_ties_to_the_smaller_rate():
+    from frozen_dt.science import heldout
+
+    runs = [{"arm": "dt", "lr": 1e-3, "seed": 100, "action_mse": 0.20},
+            {"arm": "dt", "lr": 1e-4, "seed": 100, "action_mse": 0.30},
+            {"arm": "frozen-dt-random", "lr": 1e-3, "seed": 100, "action_mse": 0.5},
+            {"arm": "frozen-dt-random", "lr": 1e-4, "seed": 100, "action_mse": 0.5},
+            {"arm": "frozen-dt-pretrained", "lr": 1e-3, "seed": 100, "action_mse": 0.41},
+            {"arm": "frozen-dt-pretrained", "lr": 1e-4, "seed": 100, "action_mse": 0.40}]
+    chosen = {arm: rule["chosen"] for arm, rule in heldout.select_rates(runs).items()}
+    assert chosen == {"dt": 1e-3, "frozen-dt-random": 1e-4, "frozen-dt-pretrained": 1e-4}
+
+
+def test_heldout_comparison_is_welchs_interval_and_the_probability_of_a_lower_error():
+    from scipy import stats
+
+    from frozen_dt.errors import FrozenDTError
+    from frozen_dt.science import heldout
+
+    ref, apart, close = [0.10, 0.12, 0.11], [0.20, 0.22, 0.25], [0.09, 0.13, 0.12]
+    runs = [{"arm": arm, "lr": 1e-4, "seed": s, "action_mse": v}
+            for arm, values in (("frozen-dt-pretrained", ref), ("dt", apart), ("frozen-dt-random", close))
+            for s, v in enumerate(values)]
+    result = heldout.compare_arms(runs)
+    a = result["arms"]["frozen-dt-pretrained"]
+    assert a["n"] == 3 and a["errors"] == ref and a["mean"] == pytest.approx(0.11)
+    half = stats.t.ppf(0.975, 2) * np.std(ref, ddof=1) / np.sqrt(3)
+    assert a["t_interval"] == pytest.approx([0.11 - half, 0.11 + half])
+    dt = result["comparisons"]["dt"]
+    scipy_result = stats.ttest_ind(ref, apart, equal_var=False)
+    assert dt["welch"]["p"] == pytest.approx(scipy_result.pvalue)
+    assert dt["welch"]["ci"] == pytest.approx(list(scipy_result.confidence_interval(0.95)))
+    assert dt["welch"]["difference"] == pytest.approx(np.mean(ref) - np.mean(apart))  # reference - arm
+    assert dt["p_reference_lower"][0] == 1.0 and dt["n"] == [3, 3]
+    assert dt["reading"] == "frozen-dt-pretrained lower"
+    random = result["comparisons"]["frozen-dt-random"]
+    assert random["reading"] == "cannot tell at this power"
+    assert random["p_reference_lower"][0] == pytest.approx(5.5 / 9)  # random's error above in 5 pairs, 1 tie (0.12)
+    swapped = heldout.compare_arms(runs, reference="dt")
+    assert swapped["comparisons"]["frozen-dt-pretrained"]["reading"] == "dt higher"
+    text = heldout.comparison_markdown(result)
+    assert "| dt | 3 v 3 |" in text and "cannot tell at this power" in text
+    with pytest.raises(FrozenDTError, match="several learning rates"):
+        heldout.compare_arms(runs + [{"arm": "dt", "lr": 1e-3, "seed": 9, "action_mse": 0.3}])
 
 
 @pytest.mark.parametrize("main, argv, fragment", [

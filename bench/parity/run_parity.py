@@ -227,16 +227,12 @@ def difference(a: list[dict], b: list[dict], normalize, reps: int = 10_000) -> d
 
 
 def welch(xa: np.ndarray, xb: np.ndarray) -> dict | None:
-    """Welch's t-test of mean(xa) = mean(xb) and the 95 % t-interval of their difference (scipy's ``ttest_ind``
-    with unequal variances); None with fewer than 2 values a side or no spread."""
-    from scipy import stats
+    """Welch's t-test of mean(xa) = mean(xb) and the 95 % t-interval of their difference
+    (:func:`frozen_dt.eval.stats.welch_difference`); None with fewer than 2 values a side or no spread."""
+    from frozen_dt.eval.stats import welch_difference
 
-    if min(len(xa), len(xb)) < 2 or xa.var() + xb.var() == 0.0:
-        return None
-    result = stats.ttest_ind(xa, xb, equal_var=False)
-    low, high = result.confidence_interval(0.95)
-    return {"t": float(result.statistic), "df": float(result.df), "p": float(result.pvalue),
-            "ci": [float(low), float(high)]}
+    result = welch_difference(xa, xb)
+    return None if result is None else {k: result[k] for k in ("t", "df", "p", "ci")}
 
 
 def main() -> None:

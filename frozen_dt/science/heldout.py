@@ -10,8 +10,18 @@ naming the source, the seed and the held-out episode indices. ``error`` loads a 
 ``--windows`` context windows of the held-out episodes, drawn with a fixed seed (the same windows for every run of
 the same context), normalised with the run's own observation statistics, at the run's return-to-go scale.
 
+``error --out FILE`` also writes the records (each run's arm: ``dt`` or ``frozen-dt-<init>``, its learning rate and
+seed, the error, and the sweep's evaluated returns beside it, labelled as the noisier measure). ``select FILE``
+applies the protocol's learning-rate rule to a pilot's records (per arm the rate with the lower error, ties to the
+smaller); ``compare FILE`` gives each arm's per-seed errors with a t-interval (n stated) and, against the reference
+arm, Welch's interval on the difference of means and the probability of a lower error with its bootstrap CI, read
+with the protocol's wording (``results/science/PROTOCOL.md``, 2026-12-04, locomotion).
+
     python -m frozen_dt.science.heldout split walker2d-medium-v2 runs/data/walker2d-medium-split --fraction 0.1
-    python -m frozen_dt.science.heldout error RUN_DIR... --heldout runs/data/walker2d-medium-split/heldout.pkl
+    python -m frozen_dt.science.heldout error RUN_DIR... --heldout runs/data/walker2d-medium-split/heldout.pkl \
+        --out results/science/locomotion/pilot.json
+    python -m frozen_dt.science.heldout select results/science/locomotion/pilot.json
+    python -m frozen_dt.science.heldout compare results/science/locomotion/main.json [--md FILE]
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import torch
 from frozen_dt.data.dataset import OfflineDataset
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path
-from frozen_dt.run_dir import write_json
+from frozen_dt.run_dir import atomic_write_text, read_json, write_json
 from frozen_dt.science import exit_code
 
 WINDOW_SEED = 0x4E1D
@@ -109,8 +119,106 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
     view = SequenceView(dataset, context, rtg_scale=loaded.problem.rtg_scale,
                         max_timestep=loaded.problem.max_timestep, obs_stats=loaded.obs_stats)
     error = action_error(loaded.model, view, n_windows)
-    return {"run_dir": str(run_dir), "algo": loaded.settings.run.algo, "seed": loaded.settings.run.seed,
-            "step": loaded.step, "heldout": str(heldout), "windows": n_windows, "action_mse": error}
+    init = getattr(loaded.settings.algo, "init", None)
+    return {"run_dir": str(run_dir), "algo": loaded.settings.run.algo,
+            "arm": loaded.settings.run.algo + (f"-{init}" if init else ""), "lr": loaded.settings.algo.lr,
+            "seed": loaded.settings.run.seed, "step": loaded.step, "heldout": str(heldout), "windows": n_windows,
+            "action_mse": error, "returns": evaluated_scores(run_dir)}
+
+
+def evaluated_scores(run_dir: Path) -> dict | None:
+    """The normalized score per return target of the run's own last evaluation (``eval-last.json``), if any."""
+    path = run_dir / "eval-last.json"
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    targets = record.get("targets") if isinstance(record, dict) else None
+    if not isinstance(targets, dict):
+        raise FrozenDTError(f"{path}: no per-target scores")
+    return {"episodes": record.get("episodes"),
+            "scores": {str(t): float(v["score"]) for t, v in targets.items() if isinstance(v, dict) and "score" in v}}
+
+
+def read_records(path: Path) -> list[dict]:
+    """The run records an ``error --out`` wrote, checked."""
+    data = read_json(path)
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, list) or not runs:
+        raise FrozenDTError(f"{path}: not a held-out error file (no runs; write one with error --out)")
+    for r in runs:
+        if not (isinstance(r, dict) and isinstance(r.get("arm"), str) and isinstance(r.get("lr"), (int, float))
+                and isinstance(r.get("seed"), int) and isinstance(r.get("action_mse"), (int, float))):
+            raise FrozenDTError(f"{path}: a run record lacks arm, lr, seed or action_mse: {r!r}"[:300])
+    return runs
+
+
+def select_rates(runs: list[dict]) -> dict[str, dict]:
+    """Per arm, the protocol's pilot rule: the learning rate whose (mean, over its seeds) held-out error is lowest,
+    ties to the smaller rate. {arm: {"errors": {lr: error}, "chosen": lr}}."""
+    by_arm: dict[str, dict[float, list[float]]] = {}
+    for r in runs:
+        by_arm.setdefault(r["arm"], {}).setdefault(float(r["lr"]), []).append(float(r["action_mse"]))
+    chosen = {}
+    for arm, rates in sorted(by_arm.items()):
+        errors = {lr: float(np.mean(v)) for lr, v in sorted(rates.items())}
+        chosen[arm] = {"errors": errors, "chosen": min(errors, key=lambda lr: (errors[lr], lr))}
+    return chosen
+
+
+def compare_arms(runs: list[dict], reference: str = "frozen-dt-pretrained") -> dict:
+    """Each arm's per-seed errors, mean and t-interval (n >= 2); against ``reference``: Welch's t-interval on the
+    difference of mean errors (reference - arm), P(reference has the lower error) with its bootstrap CI, and the
+    protocol's reading: "cannot tell at this power" unless the Welch interval excludes 0."""
+    from frozen_dt.eval.stats import probability_of_improvement_ci, t_interval, welch_difference
+
+    arms: dict[str, list[dict]] = {}
+    for r in sorted(runs, key=lambda r: (r["arm"], r["seed"])):
+        arms.setdefault(r["arm"], []).append(r)
+    for arm, rs in arms.items():
+        if len({r["lr"] for r in rs}) > 1:
+            raise FrozenDTError(f"arm {arm} has runs at several learning rates ({sorted({r['lr'] for r in rs})}): "
+                                "compare the main runs, one rate per arm")
+    if reference not in arms:
+        raise FrozenDTError(f"no runs of the reference arm {reference}; arms: {', '.join(sorted(arms))}")
+    summary = {}
+    for arm, rs in arms.items():
+        values = [float(r["action_mse"]) for r in rs]
+        summary[arm] = {"lr": rs[0]["lr"], "seeds": [r["seed"] for r in rs], "errors": values, "n": len(values),
+                        "mean": float(np.mean(values)),
+                        "t_interval": list(t_interval(values)) if len(values) >= 2 else None}
+    ref = summary[reference]["errors"]
+    comparisons = {}
+    for arm in sorted(a for a in arms if a != reference):
+        other = summary[arm]["errors"]
+        welch = welch_difference(ref, other)
+        p_lower, low, high = probability_of_improvement_ci(other, ref)  # P(other's error > reference's)
+        if welch is None or welch["ci"][0] <= 0.0 <= welch["ci"][1]:
+            reading = "cannot tell at this power"
+        else:
+            reading = f"{reference} lower" if welch["ci"][1] < 0 else f"{reference} higher"
+        comparisons[arm] = {"n": [len(ref), len(other)], "welch": welch,
+                            "p_reference_lower": [p_lower, low, high], "reading": reading}
+    return {"reference": reference, "arms": summary, "comparisons": comparisons}
+
+
+def comparison_markdown(result: dict) -> str:
+    ref = result["reference"]
+    lines = ["| arm | lr | n | per-seed held-out action MSE | mean [95 % t-interval] |", "|---|---|---|---|---|"]
+    for arm, a in sorted(result["arms"].items()):
+        interval = (f"[{a['t_interval'][0]:.4f}, {a['t_interval'][1]:.4f}]" if a["t_interval"]
+                    else "(no interval at n = 1)")
+        lines.append(f"| {arm} | {a['lr']:g} | {a['n']} | {', '.join(f'{v:.4f}' for v in a['errors'])} | "
+                     f"{a['mean']:.4f} {interval} |")
+    lines += ["", f"| {ref} vs | n | difference of means (Welch 95 % t-interval) | p | P({ref} lower) [95 % CI] | "
+              "reading |", "|---|---|---|---|---|---|"]
+    for arm, c in result["comparisons"].items():
+        w = c["welch"]
+        diff = f"{w['difference']:+.4f} [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}]" if w else "-"
+        p = f"{w['p']:.3f}" if w else "-"
+        pl = c["p_reference_lower"]
+        lines.append(f"| {arm} | {c['n'][0]} v {c['n'][1]} | {diff} | {p} | {pl[0]:.2f} [{pl[1]:.2f}, {pl[2]:.2f}] | "
+                     f"{c['reading']} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -125,6 +233,14 @@ def main(argv=None) -> int:
     e.add_argument("run_dirs", nargs="+")
     e.add_argument("--heldout", required=True)
     e.add_argument("--windows", type=int, default=2048)
+    e.add_argument("--out", help="also write the records (JSON) here, for select and compare")
+    c = sub.add_parser("select", help="the pilot's learning-rate rule per arm")
+    c.add_argument("records")
+    c = sub.add_parser("compare", help="the main runs' arms against the reference arm")
+    c.add_argument("records")
+    c.add_argument("--reference", default="frozen-dt-pretrained")
+    c.add_argument("--md", help="also write the tables (markdown) here")
+    c.add_argument("--json", help="also write the result (JSON) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     return exit_code(lambda: _command(args))
@@ -137,13 +253,32 @@ def _command(args) -> None:
         record = split(load_any(args.dataset)[0], Path(args.out_dir), args.fraction, args.seed)
         print(f"{len(record['heldout_episodes'])} of {record['n_episodes']} episodes held out "
               f"({record['heldout_steps']} steps; {record['train_steps']} train steps); wrote {args.out_dir}")
-    else:
+    elif args.action == "error":
         if args.windows <= 0:
             raise FrozenDTError(f"--windows must be positive, got {args.windows}")
+        records = []
         for run_dir in args.run_dirs:
             r = run_error(Path(run_dir), Path(args.heldout), args.windows)
-            print(f"{r['run_dir']} ({r['algo']}, seed {r['seed']}, step {r['step']}): held-out action MSE "
-                  f"{r['action_mse']:.5f} over {r['windows']} windows", flush=True)
+            records.append(r)
+            returns = ", ".join(f"{t} {v:.1f}" for t, v in (r["returns"] or {}).get("scores", {}).items())
+            print(f"{r['run_dir']} ({r['arm']}, lr {r['lr']:g}, seed {r['seed']}, step {r['step']}): held-out action "
+                  f"MSE {r['action_mse']:.5f} over {r['windows']} windows"
+                  + (f"; evaluated score by target (noisier) {returns}" if returns else ""), flush=True)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            write_json(Path(args.out), {"heldout": args.heldout, "windows": args.windows, "runs": records})
+    elif args.action == "select":
+        for arm, rule in select_rates(read_records(Path(args.records))).items():
+            errors = ", ".join(f"lr {lr:g}: {e:.5f}" for lr, e in rule["errors"].items())
+            print(f"{arm}: {errors} -> lr {rule['chosen']:g}")
+    else:
+        result = compare_arms(read_records(Path(args.records)), args.reference)
+        text = comparison_markdown(result)
+        print(text, end="")
+        if args.md:
+            atomic_write_text(Path(args.md), text)
+        if args.json:
+            write_json(Path(args.json), result)
 
 
 if __name__ == "__main__":
