@@ -654,7 +654,8 @@ def test_gciql_update_rows_are_recomputed_from_the_networks_before_it(tmp_path):
 
 def test_gciql_defaults_are_ogbenchs():
     """OGBench's gciql get_config: lr 3e-4, batch 1024, 3 hidden layers of 512, discount 0.99, tau 0.005, expectile
-    0.9, alpha 0.3; GELU everywhere, LayerNorm in the value and critic networks only."""
+    0.9, alpha 0.3; GELU everywhere, LayerNorm in the value and critic networks only; the actor's last layer
+    scaled as OGBench's GCActor."""
     from frozen_dt.baselines.gciql import GCIQLConfig, GoalConditionedNetworks
 
     c = GCIQLConfig()
@@ -666,6 +667,14 @@ def test_gciql_defaults_are_ogbenchs():
         assert sum(isinstance(layer, nn.GELU) for layer in net) == 2
     assert not any(isinstance(layer, nn.LayerNorm) for layer in nets.actor)
     assert sum(isinstance(layer, nn.GELU) for layer in nets.actor) == 2
+    # the actor's mean layer: OGBench's final_fc_init_scale 1e-2, a variance scaling (fan_avg, uniform), which is
+    # xavier-uniform with gain sqrt(1e-2) = 0.1, zero bias
+    torch.manual_seed(0)
+    last = [m for m in GoalConditionedNetworks(40, 24, 512, 3).actor if isinstance(m, nn.Linear)][-1]
+    bound = 0.1 * math.sqrt(6 / (512 + 24))
+    assert last.weight.abs().max() <= bound and last.weight.abs().max() > 0.95 * bound
+    assert last.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert torch.count_nonzero(last.bias) == 0
 
 
 # --- what the baselines share (baselines/common.py) ---------------------------------------------------------------
