@@ -299,6 +299,27 @@ def test_a_run_locked_by_another_worker_is_skipped(tmp_path, monkeypatch, capsys
     assert trained == [3e-3, 1e-3, 3e-3]
 
 
+def test_snapshot_copies_unfinished_runs_checkpoints_and_removes_complete_runs_snapshots(tmp_path):
+    from frozen_dt.science.train import SNAPSHOT_LIMIT, snapshot_path
+
+    spec = _spec(tmp_path, {"a": [1e-3, 3e-3, 1e-2]})
+    running, complete, big = study.phase_runs(spec, "pilot", "cpu")
+    for r, status in ((running, "running"), (complete, "complete"), (big, "running")):
+        result = study.result_path(spec, "pilot", r)
+        result.parent.mkdir(parents=True, exist_ok=True)
+        result.write_text(json.dumps({"status": status}))
+        run_dir = tmp_path / "runs" / "pilot" / r.name
+        run_dir.mkdir(parents=True)
+        (run_dir / "checkpoint.pt").write_bytes(b"x" * (SNAPSHOT_LIMIT + 1 if r is big else 100))
+    stale = snapshot_path(study.result_path(spec, "pilot", complete))
+    stale.write_bytes(b"old")
+    lines = study.snapshot_phase(spec, "pilot", "cpu")
+    assert snapshot_path(study.result_path(spec, "pilot", running)).read_bytes() == b"x" * 100
+    assert not stale.exists()  # a complete run needs no snapshot
+    assert not snapshot_path(study.result_path(spec, "pilot", big)).exists()  # too large to commit
+    assert len(lines) == 3 and "removed" in lines[1] and "no small checkpoint" in lines[2]
+
+
 @needs_minilm
 def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache):
     base = dict(arm="pretrained", lr=3e-3, seed=0, backbone="minilm-l6", layers="0:1", steps=4, batch_size=4,

@@ -15,7 +15,7 @@ A SPEC (JSON, e.g. ``results/science/recall_study.json``)::
 
 ``run --phase P`` trains the phase's runs in order (a complete result file is skipped, an unfinished
 run resumes from its checkpoint, or from the committed snapshot that ``snapshot --phase P`` copies beside an
-unfinished run's result file when its trainable state is small). Several ``run`` workers may share a phase (one
+unfinished run's result file when its trainable state is small, and removes once the run is complete). Several ``run`` workers may share a phase (one
 torch thread each on a small machine): each run is locked by the worker that trains it and skipped by the others. ``select`` applies the pilot's pre-registered rule (per arm the learning rate with
 the lowest final error at the fixed length, ties to the smaller rate) and its go/no-go rule (some arm's final error
 at most ``solve_fraction`` times the no-recall error), writing ``<results>/<pilot phase>_selection.json``; a phase
@@ -39,7 +39,7 @@ from frozen_dt.locks import LockHeld, run_lock
 from frozen_dt.run_dir import read_json, write_json
 from frozen_dt.science import exit_code
 from frozen_dt.science.analysis import analyze_phase, phase_results
-from frozen_dt.science.train import RunSpec, final_error, run, snapshot
+from frozen_dt.science.train import RunSpec, final_error, run, snapshot, snapshot_path
 
 RUNSPEC_FIELDS = {f.name for f in fields(RunSpec)}
 
@@ -92,6 +92,22 @@ def phase_runs(spec: dict, phase: str, profile: str) -> list[RunSpec]:
 
 def result_path(spec: dict, phase: str, run_spec: RunSpec) -> Path:
     return Path(spec["results"]) / phase / f"{run_spec.name}.json"
+
+
+def snapshot_phase(spec: dict, phase: str, profile: str) -> list[str]:
+    """Beside each unfinished run's result file, a copy of its small checkpoint (to be committed, so that a later
+    session resumes it); a complete run's snapshot is removed (git history keeps it). One line per run touched."""
+    lines = []
+    for r in phase_runs(spec, phase, profile):
+        result = result_path(spec, phase, r)
+        status = read_json(result).get("status") if result.is_file() else None
+        if status == "running":
+            copied = snapshot(Path(spec["runs"]) / phase / r.name, result)
+            lines.append(f"{r.name}: " + (f"snapshot {copied}" if copied else "no small checkpoint to snapshot"))
+        elif status == "complete" and snapshot_path(result).is_file():
+            snapshot_path(result).unlink()
+            lines.append(f"{r.name}: complete; its snapshot {snapshot_path(result)} removed")
+    return lines
 
 
 def run_phase(spec: dict, phase: str, profile: str, only: list[str] | None = None) -> list[dict]:
@@ -166,11 +182,8 @@ def _command(args) -> None:
     elif args.action == "run":
         run_phase(spec, args.phase, args.profile, args.only)
     elif args.action == "snapshot":
-        for r in phase_runs(spec, args.phase, args.profile):
-            result = result_path(spec, args.phase, r)
-            if result.is_file() and read_json(result).get("status") == "running":
-                copied = snapshot(Path(spec["runs"]) / args.phase / r.name, result)
-                print(f"{r.name}: " + (f"snapshot {copied}" if copied else "no small checkpoint to snapshot"))
+        for line in snapshot_phase(spec, args.phase, args.profile):
+            print(line)
     elif args.action == "select":
         s = select(spec, args.phase)
         print(json.dumps(s, indent=2))
