@@ -138,6 +138,7 @@ MODULES = {
                                   PINNED + "test_only_a_pretrained_wholly_frozen_slice_is_shared_between_seeds",
                                   PINNED + "test_context_is_refused_only_when_its_tokens_exceed_the_slices_positions",
                                   PINNED + "test_frozen_dt_defaults_are_the_borrowed_geometry_setting",
+                                  PINNED + "test_timestep_features_must_be_a_positive_even_number",
                                   "tests/test_models.py"],
     "frozen_dt/data/views.py": [SEMANTICS + "test_sequence_windows_are_drawn_in_proportion_to_episode_length",
                                 "tests/test_views.py"],

@@ -895,10 +895,27 @@ def test_only_a_pretrained_wholly_frozen_slice_is_shared_between_seeds(monkeypat
     monkeypatch.setattr(slice_module, "load_backbone", lambda *args, **kwargs: FakeSlice())
     config = FrozenDTConfig()
     a, b = load_backbone(config, seed=0), load_backbone(config, seed=1)
-    assert a is b
+    assert isinstance(a, FakeSlice) and a is b
     for other in (FrozenDTConfig(init="random"), FrozenDTConfig(init="shuffled"), FrozenDTConfig(freeze="ln")):
         x, y = load_backbone(other, seed=0), load_backbone(other, seed=1)
         assert x is not y and x is not a
+
+
+def test_timestep_features_must_be_a_positive_even_number():
+    """sin/cos pairs: the setting is refused with one clear error when odd; the module refuses 0, negatives and odd
+    counts, and takes the smallest even count, 2."""
+    from frozen_dt.errors import FrozenDTError
+    from frozen_dt.frozen_lm_dt import FrozenDTConfig, SinusoidalTimestepEmbedding
+
+    FrozenDTConfig().validate()
+    FrozenDTConfig(timestep_features=2).validate()
+    for odd in (1, 3, 129):
+        with pytest.raises(FrozenDTError, match="must be even"):
+            FrozenDTConfig(timestep_features=odd).validate()
+    assert SinusoidalTimestepEmbedding(8, 2)(torch.tensor([3])).shape == (1, 8)
+    for bad in (0, -2, 3):
+        with pytest.raises(ValueError, match="positive even"):
+            SinusoidalTimestepEmbedding(8, bad)
 
 
 def test_context_is_refused_only_when_its_tokens_exceed_the_slices_positions():
