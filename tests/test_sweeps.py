@@ -249,6 +249,33 @@ def test_a_list_of_grids_pools_configs_each_with_its_own_settings_seeds_and_eval
     assert "steps" not in expert.config_name  # one value is a setting of the grid, not a dimension of it
 
 
+def test_a_sweep_that_evaluates_the_last_checkpoint_trains_without_the_trainers_own_evaluation(tmp_path):
+    """The sweep's evaluation of the last checkpoint replaces the trainer's final one (the same rollouts twice
+    otherwise): the training command gets --eval-episodes=0, unless the SPEC sets eval_episodes itself or evaluates
+    best.pt; the run directories (names and hashes) are those of the SPEC's settings either way."""
+    from frozen_dt.sweeps.jobs import job_argvs
+
+    def argvs(spec):
+        sweep = load_sweep(write_spec(tmp_path / "s.json", {"grid": {"algo": ["bc"]}, "seeds": [0, 1], **spec},
+                                      tmp_path / "out"))
+        return sweep.runs, [job_argvs(run, 1) for run in sweep.runs], job_argvs(sweep.runs, 1)
+
+    base = {"task": "hopper-medium-v2", "steps": 6}
+    runs, (single, _), (stacked, *evals) = argvs({"base": base, "eval": {"episodes": 3}})
+    assert "--eval-episodes=0" in single[0] and "--eval-episodes=0" in stacked and len(evals) == 2
+    assert single[1][:2] == ["eval", str(runs[0].run_dir)]
+    same, (single, _), _ = argvs({"base": {**base, "eval_episodes": 0}, "eval": {"episodes": 3}})
+    assert [r.run_dir for r in same] != [r.run_dir for r in runs]  # eval_episodes is in the SPEC's settings here
+    _, (single, _), _ = argvs({"base": {**base, "eval_episodes": 5}, "eval": {"episodes": 3}})
+    assert "--eval-episodes=5" in single[0] and "--eval-episodes=0" not in single[0]
+    _, (single, _), _ = argvs({"base": base, "eval": {"episodes": 3, "checkpoint": "best"}})
+    assert not any(a.startswith("--eval-episodes") for a in single[0])  # best.pt needs the trainer's evaluations
+    _, ([train],), _ = argvs({"base": base, "eval": {"episodes": 0}, "seeds": [0]})
+    assert not any(a.startswith("--eval-episodes") for a in train)
+    again, _, _ = argvs({"base": base, "eval": {"episodes": 3}})
+    assert [r.run_dir for r in again] == [r.run_dir for r in runs]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"grid": [{"algo": "bc", "eval": {"checkpoint": "best"}}]}, "'checkpoint' is the sweep's eval setting"),
     ({"grid": [{"algo": "bc", "eval": {"episode": 3}}]}, "unknown eval key 'episode'"),

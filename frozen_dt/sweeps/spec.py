@@ -8,7 +8,8 @@ A SPEC (YAML or JSON)::
     grid: {algo: [dt, frozen-dt], layers: ["0:2"], init: [pretrained, random]}
     seeds: [0, 1]                          # the seeds of every config (or grid: {seed: [...]})
     overrides: {frozen-dt: {precision: bf16}}                        # per algorithm, its own settings only
-    eval: {episodes: 10, num_envs: 10}     # frozen-dt eval after training (episodes 0: none)
+    eval: {episodes: 10, num_envs: 10}     # frozen-dt eval after training (episodes 0: none); training then
+                                           #  evaluates nothing itself unless the SPEC sets eval_episodes
     resources: {cpus: 1, gpus: 0}          # per job: torch threads and Ray's num_cpus / num_gpus
     data:                                  # datasets the sweep generates first when absent (runs name them
       - {task: scene-play-v0, episodes: 100, out: runs/data/scene-play-100.npz}   #  with `dataset`)
@@ -474,12 +475,23 @@ def resolve(run: SweepRun, where: Path) -> None:
 def stack_train_argv(runs: list[SweepRun]) -> list[str]:
     """``frozen-dt train --seeds`` of one config's runs: the config's directory is the stack's, whose members are
     exactly the runs' directories (``<config dir>/seed<k>``)."""
-    settings = {k: v for k, v in runs[0].settings.items() if k not in ("task", "seed")}
+    settings = {k: v for k, v in train_settings(runs[0]).items() if k not in ("task", "seed")}
     return ["train", runs[0].task, f"--run-dir={runs[0].run_dir.parent}",
             "--seeds=" + ",".join(str(run.seed) for run in runs)] + flags(settings)
 
 
 def train_argv(run: SweepRun) -> list[str]:
     """The ``frozen-dt train`` arguments of ``run``: its task, ``--run-dir`` and the SPEC's settings as flags."""
-    return ["train", run.task, f"--run-dir={run.run_dir}"] + flags({k: v for k, v in run.settings.items()
+    return ["train", run.task, f"--run-dir={run.run_dir}"] + flags({k: v for k, v in train_settings(run).items()
                                                                        if k != "task"})
+
+
+def train_settings(run: SweepRun) -> dict:
+    """The SPEC's settings of ``run``, and ``eval_episodes: 0`` when the sweep evaluates the last checkpoint after
+    training and the SPEC sets no ``eval_episodes`` of its own: the trainer's own final evaluation would roll the
+    same checkpoint out again (the run's name and hash are those of the SPEC's settings alone)."""
+    evaluation = run.evaluation
+    if evaluation.get("episodes", 0) > 0 and evaluation.get("checkpoint") == "last" and \
+            "eval_episodes" not in run.settings:
+        return {**run.settings, "eval_episodes": 0}
+    return run.settings
