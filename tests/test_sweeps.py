@@ -276,6 +276,20 @@ def test_a_sweep_that_evaluates_the_last_checkpoint_trains_without_the_trainers_
     assert [r.run_dir for r in again] == [r.run_dir for r in runs]
 
 
+@pytest.mark.parametrize("steps, given, expected", [(6, None, 1), (3000, None, 300), (25, None, 3),
+                                                    (10**6, None, 5000), (3000, 7, 7)])
+def test_a_sweeps_job_checkpoints_at_least_every_tenth_of_its_steps(tmp_path, steps, given, expected):
+    """A job stopped anywhere resumes from a checkpoint at most a tenth of its steps back (the trainer's default,
+    every 5,000 steps, never saves before the end of a shorter run); a SPEC's own save_every is kept."""
+    from frozen_dt.sweeps.jobs import job_argvs
+
+    base = {"task": "hopper-medium-v2", "steps": steps, **({"save_every": given} if given else {})}
+    sweep = load_sweep(write_spec(tmp_path / "s.json", {"base": base, "grid": {"algo": ["bc"]}, "seeds": [0]},
+                                  tmp_path / "out"))
+    [train, _] = job_argvs(sweep.runs[0], 1)
+    assert f"--save-every={expected}" in train and sum(a.startswith("--save-every") for a in train) == 1
+
+
 @pytest.mark.parametrize("change, message", [
     ({"grid": [{"algo": "bc", "eval": {"checkpoint": "best"}}]}, "'checkpoint' is the sweep's eval setting"),
     ({"grid": [{"algo": "bc", "eval": {"episode": 3}}]}, "unknown eval key 'episode'"),

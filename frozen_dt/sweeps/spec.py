@@ -9,7 +9,8 @@ A SPEC (YAML or JSON)::
     seeds: [0, 1]                          # the seeds of every config (or grid: {seed: [...]})
     overrides: {frozen-dt: {precision: bf16}}                        # per algorithm, its own settings only
     eval: {episodes: 10, num_envs: 10}     # frozen-dt eval after training (episodes 0: none); training then
-                                           #  evaluates nothing itself unless the SPEC sets eval_episodes
+                                           #  evaluates nothing itself unless the SPEC sets eval_episodes;
+                                           #  a job checkpoints every tenth of its steps unless it sets save_every
     resources: {cpus: 1, gpus: 0}          # per job: torch threads and Ray's num_cpus / num_gpus
     data:                                  # datasets the sweep generates first when absent (runs name them
       - {task: scene-play-v0, episodes: 100, out: runs/data/scene-play-100.npz}   #  with `dataset`)
@@ -486,12 +487,26 @@ def train_argv(run: SweepRun) -> list[str]:
                                                                        if k != "task"})
 
 
+JOB_CHECKPOINTS = 10  # a job that sets no save_every checkpoints at least this often over its steps
+
+
 def train_settings(run: SweepRun) -> dict:
-    """The SPEC's settings of ``run``, and ``eval_episodes: 0`` when the sweep evaluates the last checkpoint after
-    training and the SPEC sets no ``eval_episodes`` of its own: the trainer's own final evaluation would roll the
-    same checkpoint out again (the run's name and hash are those of the SPEC's settings alone)."""
+    """The SPEC's settings of ``run``, and two that the job chooses when the SPEC does not (the run's name and hash
+    are those of the SPEC's settings alone):
+
+    * ``eval_episodes: 0`` when the sweep evaluates the last checkpoint after training: the trainer's own final
+      evaluation would roll the same checkpoint out again;
+    * ``save_every`` at most a tenth of the run's steps, so that a job stopped anywhere loses little when it resumes
+      (the default, 5,000 steps, is longer than many sweeps' runs: such a job restarted from step 0).
+    """
+    settings = dict(run.settings)
     evaluation = run.evaluation
     if evaluation.get("episodes", 0) > 0 and evaluation.get("checkpoint") == "last" and \
-            "eval_episodes" not in run.settings:
-        return {**run.settings, "eval_episodes": 0}
-    return run.settings
+            "eval_episodes" not in settings:
+        settings["eval_episodes"] = 0
+    if "save_every" not in settings and run.steps:
+        from frozen_dt.config import RunConfig
+
+        default = RunConfig.__dataclass_fields__["save_every"].default
+        settings["save_every"] = min(default, max(1, -(-run.steps // JOB_CHECKPOINTS)))
+    return settings
