@@ -105,7 +105,11 @@ MODULES = {
                             PINNED + "test_bc_update_is_one_adamw_step_on_the_mean_squared_error",
                             "tests/test_semantics.py", "tests/test_algorithms.py", TARGETS],
     "eval/rollout.py": [PINNED + "test_do_nothing_ogbench_rollout_cut_short_reports_no_success",
-                        PINNED + "test_success_is_the_info_success_at_the_episodes_last_step", "tests/test_rollout.py"],
+                        PINNED + "test_success_is_the_info_success_at_the_episodes_last_step",
+                        PINNED + "test_goal_conditioned_evaluation_runs_each_goal_and_scores_each_policy_by_its_own_"
+                                 "episodes",
+                        PINNED + "test_evaluation_defaults_roll_out_the_same_episodes_everywhere_and_keep_only_"
+                                 "summaries", "tests/test_rollout.py"],
     "baselines/dt.py": [PINNED + "test_dt_blocks_apply_each_dropout_mask_where_gpt2_drops",
                         PINNED + "test_dt_dropout_masks_cover_every_token_of_every_block",
                         "tests/test_stack.py::test_stacked_updates_take_the_batched_route_their_bodies_allow",

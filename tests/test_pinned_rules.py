@@ -410,6 +410,72 @@ def test_success_is_the_info_success_at_the_episodes_last_step():
     assert summarize(SCRIPTED, runs)["score"] == 50.0
 
 
+class ScriptedGoalEnv(ScriptedSuccessEnv):
+    """Reset with ``task_id`` k reports goal [k]; success at a step is action[0] > 0, as in ScriptedSuccessEnv."""
+
+    def reset(self, *, seed=None, options=None):
+        observation, _ = super().reset(seed=seed)
+        return observation, {"goal": np.array([float((options or {})["task_id"])], np.float32)}
+
+
+@dataclass(frozen=True)
+class ScriptedGoalTask(Task):
+    def make_env(self, version=None, **kwargs):
+        return ScriptedGoalEnv()
+
+
+SCRIPTED_GOALS = ScriptedGoalTask(name="scripted-goals", family="ogbench", score_type="success", act_dim=2,
+                                  max_episode_steps=4, obs_dims={"v0": 1}, gym_name="scripted",
+                                  goal_conditioned=True, eval_task_ids=(1, 2, 3))
+
+
+class GoalSetAgent(ZeroAgent):
+    """Succeeds (action[0] = +1) exactly on the goals in ``solves``, read from the goal its episode started with."""
+
+    def __init__(self, solves):
+        super().__init__(2)
+        self.solves, self.goal = set(solves), {}
+
+    def start(self, slot, episode, goal=None):
+        self.goal[slot] = int(goal[0])
+
+    def act(self, observations, slots):
+        return np.array([[1.0 if self.goal[s] in self.solves else -1.0, 0.0] for s in slots], np.float32)
+
+
+def test_goal_conditioned_evaluation_runs_each_goal_and_scores_each_policy_by_its_own_episodes():
+    """Two policies on a goal-conditioned task with evaluation goals 1, 2, 3: each goal's episodes start from a
+    reset with that task_id (the agent sees the goal the reset reported), score@taskK is the policy's success rate
+    on goal K over its own episodes, and score is their mean, as OGBench reports it. Kills: another policy's episodes
+    read, the goal not passed, the mean over goals replaced."""
+    from frozen_dt.eval.rollout import evaluate_agents
+
+    a, b = evaluate_agents(SCRIPTED_GOALS, [lambda t: GoalSetAgent({1}), lambda t: GoalSetAgent({1, 3})],
+                           targets=(None,), episodes=2, num_envs=3, progress=False)
+    assert {k: a[k] for k in ("score@task1", "score@task2", "score@task3")} == {
+        "score@task1": 100.0, "score@task2": 0.0, "score@task3": 0.0}
+    assert {k: b[k] for k in ("score@task1", "score@task2", "score@task3")} == {
+        "score@task1": 100.0, "score@task2": 0.0, "score@task3": 100.0}
+    assert a["score"] == pytest.approx(100 / 3) and b["score"] == pytest.approx(200 / 3)
+    assert a["length@task2"] == 4.0 and "episodes@task1" not in a  # per-episode lists only when asked for
+
+
+def test_evaluation_defaults_roll_out_the_same_episodes_everywhere_and_keep_only_summaries():
+    """Evaluation episode i is reset with seed 10,000 + i by default in the trainer's evaluation (rollout's
+    default), in frozen-dt eval and in a sweep's evaluation, so that their scores of one checkpoint agree; a rollout
+    keeps no per-step arrays and an evaluation no per-episode lists unless asked (the trainer logs its results)."""
+    from frozen_dt.config import EvalArgs
+    from frozen_dt.eval import rollout as engine
+    from frozen_dt.sweeps.spec import EVAL_KEYS
+
+    assert engine.EVAL_SEED == EvalArgs().eval_seed == EVAL_KEYS["eval_seed"] == 10_000
+    (run,) = rollout(SCRIPTED, ZeroAgent(2), 1, progress=False)
+    assert set(run) == {"episode", "return", "length", "success"}
+    (result,) = engine.evaluate_agents(SCRIPTED, [lambda t: ZeroAgent(2)], targets=(None,), episodes=1,
+                                       progress=False)
+    assert set(result) == {"score", "score@none", "return@none", "length@none"}
+
+
 # --- IQL: every quantity of one update, recomputed ------------------------------------------------------------------
 
 
