@@ -91,6 +91,8 @@ def test_local_sweep_runs_every_job_then_a_rerun_does_no_work(data, capsys, tmp_
     code, stdout, err = run(capsys, "sweep", str(path), "--jobs", "2")
     assert code == 0, (stdout, err)
     assert "4 run, 0 already done, 0 failed" in stdout
+    finished = [line for line in stdout.splitlines() if line.startswith("sweep: ") and " done " in line]
+    assert sorted(line.split()[1] for line in finished) == ["1/4", "2/4", "3/4", "4/4"]  # no terminal: a line per run
     with open(out / "leaderboard.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(r["algo"] for r in rows) == ["bc", "iql"] and {r["n_seeds"] for r in rows} == {"2"}

@@ -70,6 +70,9 @@ def run_locked(sweep, args, threads: int) -> int:
         bar.set_postfix(counts)
         if outcome["status"] == "failed":
             bar.write(f"failed: {outcome['run_dir']}: {outcome['error']}")
+        elif bar.disable:  # no terminal (a log file): one line per finished run instead of the bar
+            print(f"sweep: {sum(counts.values())}/{len(sweep.runs)} {outcome['status']} {outcome['run_dir']}"
+                  + (f" ({outcome['seconds']:.0f} s)" if outcome.get("seconds") else ""), flush=True)
 
     jobs = args.jobs or default_jobs(threads)
     started = datetime.datetime.now()
