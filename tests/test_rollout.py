@@ -80,6 +80,18 @@ def test_an_error_in_a_worker_stops_the_rollout_and_reaches_the_caller():
     assert torch.get_num_threads() == torch_threads  # the workers' one-thread setting is undone
 
 
+def test_worker_settings_are_restored_after_the_workers_run():
+    """While workers run: one torch thread and a short GIL switch interval; afterwards both as they were."""
+    import sys
+
+    from frozen_dt.eval.rollout import worker_settings
+
+    threads, interval = torch.get_num_threads(), sys.getswitchinterval()
+    with worker_settings():
+        assert torch.get_num_threads() == 1 and sys.getswitchinterval() == pytest.approx(5e-4)
+    assert torch.get_num_threads() == threads and sys.getswitchinterval() == pytest.approx(interval)
+
+
 def test_default_workers_keep_a_full_block_each(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert default_workers(32, 100) == 2 and default_workers(16, 100) == 1 and default_workers(3, 100) == 1
@@ -118,6 +130,10 @@ def test_max_steps_cuts_episodes_and_zero_episodes_is_an_error():
     runs = rollout(HOPPER, LinearAgent(), 3, seed=0, num_envs=2, max_steps=7, record=True, progress=False)
     assert all(r["length"] <= 7 for r in runs)
     assert all(r["timeouts"][-1] or r["terminals"][-1] for r in runs)
+    for r in runs:  # the flags mark the last step only, and never both: a terminal is not a timeout
+        assert not r["timeouts"][:-1].any() and not r["terminals"][:-1].any()
+        assert not (r["timeouts"][-1] and r["terminals"][-1])
+        assert r["timeouts"][-1] == (r["length"] == 7 and not r["terminals"][-1])
     with pytest.raises(FrozenDTError):
         rollout(HOPPER, LinearAgent(), 0, progress=False)
 
