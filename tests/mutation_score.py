@@ -109,7 +109,9 @@ MODULES = {
                         PINNED + "test_goal_conditioned_evaluation_runs_each_goal_and_scores_each_policy_by_its_own_"
                                  "episodes",
                         PINNED + "test_evaluation_defaults_roll_out_the_same_episodes_everywhere_and_keep_only_"
-                                 "summaries", "tests/test_rollout.py"],
+                                 "summaries",
+                        PINNED + "test_only_a_goal_conditioned_task_hands_its_agents_the_goal_a_reset_reported",
+                        "tests/test_rollout.py"],
     "baselines/dt.py": [PINNED + "test_dt_blocks_apply_each_dropout_mask_where_gpt2_drops",
                         PINNED + "test_dt_dropout_masks_cover_every_token_of_every_block",
                         "tests/test_stack.py::test_stacked_updates_take_the_batched_route_their_bodies_allow",

@@ -460,6 +460,18 @@ def test_goal_conditioned_evaluation_runs_each_goal_and_scores_each_policy_by_it
     assert a["length@task2"] == 4.0 and "episodes@task1" not in a  # per-episode lists only when asked for
 
 
+def test_only_a_goal_conditioned_task_hands_its_agents_the_goal_a_reset_reported():
+    """OGBench's single-task envs report a goal too; their policies do not take it. A slot whose reset did not
+    report a goal (its mask false) gets none."""
+    from frozen_dt.eval.rollout import reset_goal
+
+    infos = {"goal": np.array([[1.0], [2.0]], np.float32), "_goal": np.array([True, False])}
+    assert reset_goal(SCRIPTED, infos, 0) is None
+    assert reset_goal(SCRIPTED_GOALS, infos, 0).tolist() == [1.0]
+    assert reset_goal(SCRIPTED_GOALS, infos, 1) is None
+    assert reset_goal(SCRIPTED_GOALS, {}, 0) is None
+
+
 def test_evaluation_defaults_roll_out_the_same_episodes_everywhere_and_keep_only_summaries():
     """Evaluation episode i is reset with seed 10,000 + i by default in the trainer's evaluation (rollout's
     default), in frozen-dt eval and in a sweep's evaluation, so that their scores of one checkpoint agree; a rollout

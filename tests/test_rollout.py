@@ -130,6 +130,7 @@ def test_max_steps_cuts_episodes_and_zero_episodes_is_an_error():
     runs = rollout(HOPPER, LinearAgent(), 3, seed=0, num_envs=2, max_steps=7, record=True, progress=False)
     assert all(r["length"] <= 7 for r in runs)
     assert all(r["timeouts"][-1] or r["terminals"][-1] for r in runs)
+    assert not any(r["success"] for r in runs)  # a locomotion env reports no success: none is counted
     for r in runs:  # the flags mark the last step only, and never both: a terminal is not a timeout
         assert not r["timeouts"][:-1].any() and not r["terminals"][:-1].any()
         assert not (r["timeouts"][-1] and r["terminals"][-1])
