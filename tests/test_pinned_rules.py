@@ -415,7 +415,9 @@ class ScriptedGoalEnv(ScriptedSuccessEnv):
 
     def reset(self, *, seed=None, options=None):
         observation, _ = super().reset(seed=seed)
-        return observation, {"goal": np.array([float((options or {})["task_id"])], np.float32)}
+        if (options or {}).get("render_goal") is not False:  # OGBench renders the goal's image unless told not to
+            raise RuntimeError("evaluation resets must not render the goal (no renderer on a headless machine)")
+        return observation, {"goal": np.array([float(options["task_id"])], np.float32)}
 
 
 @dataclass(frozen=True)
