@@ -255,3 +255,99 @@ def test_device_sampler_gathers_exactly_the_views_batches(kind):
     assert all(torch.equal(second[k], again[k]) for k in second)
     assert not torch.equal(first["observations"], second["observations"])
     assert torch.equal(DeviceSampler(view, "cpu", seed=3).sample(6)["observations"], first["observations"])
+
+
+def indexed_dataset(lengths=(60, 90, 50)):
+    """make_dataset with observation[:, 0] = the row's index (so a batch's rows name the indices drawn)."""
+    ds = make_dataset(lengths=lengths, terminated=(False,) * len(lengths))
+    ds.observations[:, 0] = np.arange(len(ds.observations))
+    return ds
+
+
+def test_transition_view_normalizes_with_its_own_eps():
+    """IQL and CQL pass CORL's obs_eps (1e-3): the statistics are the data's mean and std + that eps, not the
+    dataset's default-eps statistics."""
+    ds = make_dataset()
+    view = TransitionView(ds, obs_eps=1e-3)
+    mean, std = ds.observations.mean(0), ds.observations.std(0) + 1e-3
+    np.testing.assert_allclose(view.obs_stats.std, std, rtol=1e-6)
+    np.testing.assert_allclose(view.obs_stats.mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(view.observations[0], (ds.observations[0] - mean) / std, rtol=1e-5, atol=1e-6)
+    from frozen_dt.data.views import PairView
+
+    assert PairView(ds).obs_stats is not None and TransitionView(ds).obs_stats is not None  # normalized by default
+
+
+def test_goal_view_defaults_are_ogbenchs_gciql_and_raw():
+    """OGBench's gciql: value goals 0.2 current / 0.5 trajectory (geometric) / 0.3 random, actor goals from the
+    trajectory (uniform), raw observations."""
+    ds = make_dataset()
+    view = GoalView(ds)
+    assert view.value_mix == (0.2, 0.5, True) and view.actor_mix == (0.0, 1.0, False)
+    assert view.obs_stats is None and np.array_equal(view.observations, ds.observations)
+
+
+@pytest.mark.parametrize("device", [False, True])
+def test_goal_batches_draw_every_state_uniformly_and_reward_exactly_the_reached_goal(device):
+    """Host and device goal batches: states (and random goals) drawn uniformly over every index, 0 and the last
+    included and none favoured; reward 0 and mask 0 exactly where the value goal is the state itself; a uniform
+    trajectory goal can be the very next state."""
+    import torch
+
+    from frozen_dt.data.views import DeviceSampler
+
+    ds = indexed_dataset()
+    view = GoalView(ds)
+    n = len(view)
+    source = DeviceSampler(view, "cpu", seed=0) if device else view
+    rng = np.random.default_rng(0)
+    batch = {k: torch.as_tensor(v) for k, v in source.sample(40000, rng).items()}
+    states = batch["observations"][:, 0].long()
+    counts = torch.bincount(states, minlength=n)
+    assert counts.min() > 0 and counts.max() < 1.5 * 40000 / n  # 0 and n - 1 drawn, none twice as often
+    reached = batch["value_goals"][:, 0].long() == states
+    assert torch.equal(batch["rewards"] == 0, reached) and torch.equal(batch["masks"] == 0, reached)
+    assert 0.18 < reached.float().mean().item() < 0.25
+    idx = torch.arange(n).repeat(100)
+    if device:
+        random = source.sample_goal_indices(idx, 0.0, 0.0, False)
+        actor = source.sample_goal_indices(idx, 0.0, 1.0, False)
+    else:
+        random = torch.as_tensor(view.sample_goal_indices(idx.numpy(), 0.0, 0.0, False, rng))
+        actor = torch.as_tensor(view.sample_goal_indices(idx.numpy(), 0.0, 1.0, False, rng))
+    goal_counts = torch.bincount(random, minlength=n)
+    assert goal_counts.min() > 0 and goal_counts.max() < 1.5 * len(idx) / n and random.min() >= 0
+    final = torch.as_tensor(view.final_index)[idx]
+    inside = idx + 1 < final
+    assert (actor[inside] == idx[inside] + 1).any()  # the uniform trajectory goal reaches the next state
+
+
+def test_device_sampling_follows_the_setting_and_the_views_support(monkeypatch):
+    """--device-sampling on: a DeviceSampler; auto: only on cuda; off: the host view. Goal-conditioned windows and
+    views of other kinds stay on the host."""
+    from types import SimpleNamespace
+
+    from frozen_dt.data import views
+    from frozen_dt.data.views import DeviceSampler, PairView, sampled_on
+
+    ds = make_dataset()
+    transitions = TransitionView(ds)
+
+    def run(setting, device):
+        return SimpleNamespace(device_sampling=setting, device=device, seed=0)
+
+    assert isinstance(sampled_on(transitions, run("on", "cpu")), DeviceSampler)
+    assert sampled_on(transitions, run("auto", "cpu")) is transitions
+    assert sampled_on(transitions, run("off", "cpu")) is transitions
+    made = []
+    monkeypatch.setattr(views, "DeviceSampler", type("Stub", (), {
+        "supports": staticmethod(DeviceSampler.supports), "__init__": lambda self, *a: made.append(a[1])}))
+    assert sampled_on(transitions, run("auto", "cuda")) is not transitions and made == ["cuda"]
+    assert sampled_on(transitions, run("off", "cuda")) is transitions and made == ["cuda"]
+    assert DeviceSampler.supports(PairView(ds)) and DeviceSampler.supports(SequenceView(ds, 3))
+    assert not DeviceSampler.supports(SequenceView(ds, 3, goal_conditioned=True))
+
+    class OtherView:
+        goal_conditioned = False
+
+    assert not DeviceSampler.supports(OtherView())
