@@ -351,3 +351,11 @@ def test_device_sampling_follows_the_setting_and_the_views_support(monkeypatch):
         goal_conditioned = False
 
     assert not DeviceSampler.supports(OtherView())
+
+
+def test_goal_view_without_stored_next_observations_takes_the_following_step_of_the_same_trajectory():
+    ds = make_dataset(lengths=(5, 3, 7), terminated=(True, False, True))
+    view = GoalView(ds)
+    following = np.minimum(np.arange(len(view)) + 1, view.final_index)  # the last step points at itself
+    np.testing.assert_array_equal(view.next_observations, ds.observations[following])
+    assert (following[ds.episode_ends] == ds.episode_ends).all()
