@@ -359,3 +359,14 @@ def test_goal_view_without_stored_next_observations_takes_the_following_step_of_
     following = np.minimum(np.arange(len(view)) + 1, view.final_index)  # the last step points at itself
     np.testing.assert_array_equal(view.next_observations, ds.observations[following])
     assert (following[ds.episode_ends] == ds.episode_ends).all()
+
+
+@pytest.mark.parametrize("kind", ["transition", "pair"])
+def test_transition_and_pair_batches_draw_every_row_uniformly(kind):
+    from frozen_dt.data.views import PairView
+
+    ds = indexed_dataset()
+    view = TransitionView(ds, normalize=False) if kind == "transition" else PairView(ds, normalize=False)
+    rows = np.asarray(view.sample(40000, np.random.default_rng(0))["observations"][:, 0], dtype=np.int64)
+    counts = np.bincount(rows, minlength=int(ds.observations[:, 0].max()) + 1)[view.observations[:, 0].astype(int)]
+    assert counts.min() > 0 and counts.max() < 1.5 * 40000 / len(view)  # the first and last rows drawn, none twice
