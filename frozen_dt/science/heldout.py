@@ -36,7 +36,7 @@ import torch
 from frozen_dt.data.dataset import OfflineDataset
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.paths import atomic_path
-from frozen_dt.run_dir import atomic_write_text, read_json, write_json
+from frozen_dt.run_dir import atomic_write_text, eval_path, read_json, write_json
 from frozen_dt.science import exit_code
 
 WINDOW_SEED = 0x4E1D
@@ -127,16 +127,16 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
 
 
 def evaluated_scores(run_dir: Path) -> dict | None:
-    """The normalized score per return target of the run's own last evaluation (``eval-last.json``), if any."""
-    path = run_dir / "eval-last.json"
+    """The normalized score per return target of the run's own last evaluation (``eval-last.json``, validated as
+    ``frozen-dt eval`` reads it), if any."""
+    from frozen_dt.eval.runs import read_eval_record
+
+    path = eval_path(run_dir, "last")
     if not path.is_file():
         return None
-    record = read_json(path)
-    targets = record.get("targets") if isinstance(record, dict) else None
-    if not isinstance(targets, dict):
-        raise FrozenDTError(f"{path}: no per-target scores")
+    record = read_eval_record(path)
     return {"episodes": record.get("episodes"),
-            "scores": {str(t): float(v["score"]) for t, v in targets.items() if isinstance(v, dict) and "score" in v}}
+            "scores": {str(t): float(v["score"]) for t, v in record["targets"].items()}}
 
 
 def read_records(path: Path) -> list[dict]:
