@@ -1,6 +1,8 @@
 """The shared sampling views: return-to-go, window shapes and masks, goal mix (length-proportional window sampling:
 tests/test_semantics.py, a chi-square test on the sampler)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -370,3 +372,15 @@ def test_transition_and_pair_batches_draw_every_row_uniformly(kind):
     rows = np.asarray(view.sample(40000, np.random.default_rng(0))["observations"][:, 0], dtype=np.int64)
     counts = np.bincount(rows, minlength=int(ds.observations[:, 0].max()) + 1)[view.observations[:, 0].astype(int)]
     assert counts.min() > 0 and counts.max() < 1.5 * 40000 / len(view)  # the first and last rows drawn, none twice
+
+
+def test_only_a_return_conditioned_window_needs_rewards():
+    from frozen_dt.errors import FrozenDTError
+
+    ds = make_dataset()
+    no_rewards = dataclasses.replace(ds, rewards=None, missing_keys=("rewards",))
+    with pytest.raises(FrozenDTError, match="return-to-go"):
+        SequenceView(no_rewards, context=3)
+    for kwargs in ({"use_returns": False}, {"goal_conditioned": True}):
+        batch = SequenceView(no_rewards, context=3, **kwargs).sample(4, np.random.default_rng(0))
+        assert (batch["returns_to_go"] == 0).all()
