@@ -148,7 +148,7 @@ MODULES = {
                                   "tests/test_models.py"],
     "frozen_dt/data/views.py": [SEMANTICS + "test_sequence_windows_are_drawn_in_proportion_to_episode_length",
                                 "tests/test_views.py"],
-    "frozen_dt/data/dataset.py": ["tests/test_views.py", "tests/test_readers.py"],
+    "frozen_dt/data/dataset.py": ["tests/test_boundaries.py", "tests/test_views.py", "tests/test_readers.py"],
     "frozen_dt/training/trainer.py": [PINNED + "test_trainer_logs_interval_means_evaluates_saves_and_keeps_the_"
                                                 "strictly_best",
                                       "tests/test_trainer.py", "tests/test_resume_state.py"],
