@@ -12,8 +12,9 @@ from scipy import stats as scipy_stats
 
 from frozen_dt.envs.registry import get_task
 from frozen_dt.eval.scores import normalized_score
-from frozen_dt.eval.stats import (aggregate_iqm, aggregate_median, as_matrix, seed_summary, stratified_bootstrap_ci,
-                                  summarize_runs)
+from frozen_dt.eval.stats import (aggregate_iqm, aggregate_median, as_matrix, probability_of_improvement,
+                                  probability_of_improvement_ci, seed_summary, stratified_bootstrap_ci, summarize_runs,
+                                  t_interval, welch_difference)
 
 
 # --- the bootstrap's resampling unit ---------------------------------------------------------------------------
@@ -139,3 +140,70 @@ def test_a_task_missing_either_reference_score_has_no_normalized_score():
         with pytest.raises(ValueError, match="no D4RL reference scores"):
             normalized_score(task, 100.0)
     assert normalized_score(hopper, [hopper.ref_min, hopper.ref_max]).tolist() == [0.0, 100.0]
+
+
+# --- two arms: the t-interval, Welch's difference, rliable's probability of improvement -----------------------------
+
+
+def test_t_interval_is_mean_plus_minus_t_quantile_times_standard_error():
+    """Kills: the quantile's level or degrees of freedom, sd without ddof=1, the sqrt(n), the n >= 2 bound."""
+    low, high = t_interval([1.0, 2.0, 3.0])
+    half = scipy_stats.t.ppf(0.975, 2) / np.sqrt(3)  # t_{0.975, 2} (4.303) * sd 1 / sqrt(3)
+    assert (low, high) == pytest.approx((2 - half, 2 + half), abs=1e-12)
+    t1 = scipy_stats.t.ppf(0.975, 1)  # 12.71 * sd sqrt(2) / sqrt(2)
+    assert t_interval([1.0, 3.0]) == pytest.approx((2 - t1, 2 + t1), abs=1e-12)
+    half90 = scipy_stats.t.ppf(0.95, 2) / np.sqrt(3)
+    assert t_interval([1.0, 2.0, 3.0], confidence=0.9) == pytest.approx((2 - half90, 2 + half90), abs=1e-12)
+    with pytest.raises(ValueError, match="two values"):
+        t_interval([1.0])
+
+
+def test_welch_difference_is_the_welch_satterthwaite_t_test_and_interval():
+    """Computed by hand: difference of means, t = d / sqrt(s1^2/n1 + s2^2/n2), Welch-Satterthwaite df, two-sided p
+    and the t-interval on the difference. None with one value a side or no spread at all, a result with spread on
+    one side only. Kills: the difference's sign, the refusal bounds, the variance test's constant."""
+    x, y = np.array([1.0, 2.0, 4.0, 7.0]), np.array([0.0, 1.0, 1.5])
+    v1, v2 = x.var(ddof=1) / 4, y.var(ddof=1) / 3
+    d, se = x.mean() - y.mean(), np.sqrt(v1 + v2)
+    df = (v1 + v2) ** 2 / (v1 ** 2 / 3 + v2 ** 2 / 2)
+    half = scipy_stats.t.ppf(0.975, df) * se
+    result = welch_difference(x, y)
+    assert result["difference"] == pytest.approx(d, abs=1e-12) and result["n"] == [4, 3]
+    assert result["t"] == pytest.approx(d / se) and result["df"] == pytest.approx(df)
+    assert result["p"] == pytest.approx(2 * scipy_stats.t.sf(d / se, df))
+    assert result["ci"] == pytest.approx([d - half, d + half])
+    assert welch_difference(y, x)["difference"] == pytest.approx(-d, abs=1e-12)
+    assert welch_difference([1.0], [2.0, 3.0]) is None and welch_difference([1.0, 2.0], [3.0]) is None
+    assert welch_difference([1.0, 1.0], [2.0, 2.0]) is None  # no spread: no test
+    one_sided_spread = welch_difference([0.0, 2.0], [5.0, 5.0])  # population variances 1.0 + 0.0
+    assert one_sided_spread is not None and one_sided_spread["difference"] == -4.0
+
+
+def test_probability_of_improvement_counts_pairs_with_ties_as_one_half():
+    """Kills: ties counted 0 or 1, the pair difference's sign, the refusal of an empty arm (one run is enough)."""
+    assert probability_of_improvement([3, 4], [1, 2]) == 1.0
+    assert probability_of_improvement([1, 2], [3, 4]) == 0.0
+    assert probability_of_improvement([1, 2], [1, 2]) == 0.5
+    assert probability_of_improvement([1, 3], [2]) == 0.5 and probability_of_improvement([2], [1, 3]) == 0.5
+    x, y = [0.1, 0.5, 0.7, 0.9], [0.2, 0.3, 0.6]
+    assert probability_of_improvement(x, y) == pytest.approx(scipy_stats.mannwhitneyu(x, y).statistic / 12)
+    for empty in (([], [1.0]), ([1.0], [])):
+        with pytest.raises(ValueError, match="both arms"):
+            probability_of_improvement(*empty)
+
+
+def test_probability_of_improvement_ci_is_the_percentile_interval_of_each_arms_own_bootstrap():
+    """The interval recomputed by a loop over the same draws (each arm's runs resampled on their own, x first), with
+    ties in the data so that the tie weight shows. Kills: the tie weight, the pair difference, the draws' sizes,
+    the quantile levels."""
+    x, y = np.array([1.0, 2.0, 2.0, 3.0]), np.array([2.0, 2.0, 1.0])
+    reps, seed = 300, 7
+    rng = np.random.default_rng(seed)
+    ix, iy = rng.integers(0, 4, size=(reps, 4)), rng.integers(0, 3, size=(reps, 3))
+    values = [probability_of_improvement(x[i], y[j]) for i, j in zip(ix, iy)]
+    point, low, high = probability_of_improvement_ci(x, y, reps=reps, seed=seed)
+    assert point == probability_of_improvement(x, y) == pytest.approx(7.5 / 12)
+    assert (low, high) == pytest.approx(tuple(np.quantile(values, [0.025, 0.975])), abs=1e-12)
+    assert probability_of_improvement_ci([5, 6, 7], [1, 2, 3], reps=200) == (1.0, 1.0, 1.0)
+    narrow = probability_of_improvement_ci(x, y, reps=reps, seed=seed, confidence=0.5)
+    assert (narrow[1], narrow[2]) == pytest.approx(tuple(np.quantile(values, [0.25, 0.75])), abs=1e-12)

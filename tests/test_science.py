@@ -13,7 +13,7 @@ from scipy import stats
 from torch import nn
 
 from frozen_dt.backbones.slice import shuffle_weight_matrices
-from frozen_dt.eval.stats import probability_of_improvement, probability_of_improvement_ci, seed_summary, t_interval
+from frozen_dt.eval.stats import seed_summary
 from frozen_dt.probes.tasks import Batch
 from frozen_dt.science import analysis, mq_recall, slice_scan, study
 from frozen_dt.science.train import RunSpec, run, steps_to_threshold
@@ -176,30 +176,6 @@ def test_slice_rule_needs_a_previous_token_head_below_a_copy_head():
 
 
 # --- statistics -----------------------------------------------------------------------------------------------------
-
-
-def test_probability_of_improvement_known_cases():
-    assert probability_of_improvement([3, 4], [1, 2]) == 1.0
-    assert probability_of_improvement([1, 2], [3, 4]) == 0.0
-    assert probability_of_improvement([1, 2], [1, 2]) == 0.5  # ties count one half
-    assert probability_of_improvement([1, 3], [2]) == 0.5
-    x, y = [0.1, 0.5, 0.7, 0.9], [0.2, 0.3, 0.6]
-    u = stats.mannwhitneyu(x, y).statistic
-    assert probability_of_improvement(x, y) == pytest.approx(u / (len(x) * len(y)))  # = 8/12
-    assert probability_of_improvement(x, y) == pytest.approx(8 / 12)
-
-
-def test_probability_of_improvement_ci():
-    point, low, high = probability_of_improvement_ci([5, 6, 7], [1, 2, 3], reps=2000)
-    assert (point, low, high) == (1.0, 1.0, 1.0)
-    point, low, high = probability_of_improvement_ci([0.1, 0.5, 0.7, 0.9], [0.2, 0.3, 0.6], reps=4000)
-    assert low < point < high and 0 <= low and high <= 1
-
-
-def test_t_interval_known_value():
-    low, high = t_interval([1.0, 2.0, 3.0])
-    half = 4.302652729911275 / np.sqrt(3)  # t_{0.975, 2} * sd 1 / sqrt(3)
-    assert (low, high) == pytest.approx((2 - half, 2 + half))
 
 
 def test_seed_summary_names_its_interval_and_never_gives_min_max_for_two_seeds():
