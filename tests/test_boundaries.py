@@ -395,6 +395,43 @@ def test_check_arrays_returns_common_length_and_ignores_none_and_integers():
     assert n == 3
 
 
+def test_check_arrays_refuses_a_source_with_no_arrays_at_all():
+    with pytest.raises(FrozenDTError, match="x: the dataset is empty"):
+        check_arrays({"observations": None, "actions": None}, "x")
+
+
+def test_an_absent_array_does_not_end_the_finiteness_checks_of_the_others():
+    """A missing timeouts array (many DT pickles) comes before next_observations and the extras in the checks."""
+    arrays = make_arrays(5)
+    arrays["timeouts"] = None
+    bad = np.ones((5, OBS_DIM), np.float32)
+    bad[1, 0] = bad[3, 1] = np.nan
+    with pytest.raises(FrozenDTError, match="'next_observations' contains NaN or inf \\(first at step 1\\)"):
+        from_flat_arrays(**arrays, next_observations=bad, where="x")
+    with pytest.raises(FrozenDTError, match="'qpos' contains NaN or inf \\(first at step 1\\)"):
+        from_flat_arrays(**arrays, extras={"qpos": bad}, where="x")
+
+
+def test_a_missing_key_is_named_with_the_datasets_source_or_as_this_dataset():
+    arrays = make_arrays(5)
+    arrays["rewards"] = None
+    unnamed = from_flat_arrays(**arrays, where="x", missing_keys=("rewards",))
+    with pytest.raises(FrozenDTError, match="^this dataset lacks 'rewards', which episode returns needs"):
+        unnamed.episode_returns()
+    named = from_flat_arrays(**arrays, where="x", missing_keys=("rewards",), source={"path": "/d/walker.pkl"})
+    with pytest.raises(FrozenDTError, match="^/d/walker.pkl lacks 'rewards'"):
+        named.episode_returns()
+
+
+def test_observation_statistics_cannot_be_changed_after_they_are_computed():
+    """A model's ObsStats travel with it (checkpoints, evaluation); they are a frozen record."""
+    import dataclasses
+
+    stats = from_flat_arrays(**make_arrays(5), where="x").obs_stats
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.mean = np.zeros_like(stats.mean)
+
+
 # --- task dims ---------------------------------------------------------------------------------------------
 
 
