@@ -438,8 +438,30 @@ def test_observation_statistics_cannot_be_changed_after_they_are_computed():
 def test_check_task_dims_accepts_fitting_data_and_returns_the_version():
     ds = from_flat_arrays(**make_arrays(4), where="x", source={"env_version": "v4"})
     assert check_task_dims(ds, get_task("hopper-medium-v2")) == "v4"  # recorded version kept when it fits
-    ds.source.pop("env_version")
-    assert check_task_dims(ds, get_task("hopper-medium-v2")) in ("v4", "v5")
+    ds.source.pop("env_version")  # nothing recorded: v4, the gymnasium envs that keep D4RL's v3 models (docs/data.md)
+    assert check_task_dims(ds, get_task("hopper-medium-v2")) == "v4"
+    ds.source["env_version"] = "v3"  # recorded, but not a version the task has
+    assert check_task_dims(ds, get_task("hopper-medium-v2")) == "v4"
+
+
+def test_check_task_dims_names_the_task_when_the_data_has_no_path():
+    ds = from_flat_arrays(**make_arrays(4), where="x")
+    with pytest.raises(FrozenDTError, match="^walker2d-medium-v2: actions have 3 dims"):
+        check_task_dims(ds, get_task("walker2d-medium-v2"))
+
+
+def test_data_summary_reports_the_d4rl_normalized_mean_return_only_for_normalized_tasks():
+    from frozen_dt.eval.scores import normalized_score
+
+    ds = from_flat_arrays(**make_arrays(6, terminal_idx=(2,)), where="x")
+    task = get_task("hopper-medium-v2")
+    summary = ds.summary(task)
+    assert summary["task"] == "hopper-medium-v2"
+    assert summary["normalized_return_mean"] == pytest.approx(float(normalized_score(task, ds.episode_returns()).mean()))
+    assert ds.summary()["normalized_return_mean"] is None
+    rng = np.random.default_rng(0)
+    goal = from_flat_arrays(rng.normal(size=(3, 40)), rng.normal(size=(3, 5)), rewards=np.zeros(3), where="x")
+    assert goal.summary(get_task("scene-play-v0"))["normalized_return_mean"] is None  # a success-rate task
 
 
 @pytest.mark.parametrize("obs_dim,recorded,expected", [(111, None, "v4"), (105, None, "v5"), (111, "v5", "v4"), (105, "v5", "v5")])

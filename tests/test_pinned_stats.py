@@ -57,6 +57,9 @@ def test_few_seeds_get_a_t_interval_over_their_means():
     half = 4.302652729911275 * 10.0 / np.sqrt(3)
     assert (summary["ci_low"], summary["ci_high"]) == pytest.approx((20.0 - half, 20.0 + half))
     assert summary["ci_over"] == "t over 3 seeds" and summary["per_seed"] == [10.0, 20.0, 30.0]
+    four = seed_summary([np.array([m]) for m in (10.0, 20.0, 30.0, 40.0)])  # 4 seeds: still t; 5: the bootstrap
+    assert four["ci_over"] == "t over 4 seeds" and (four["ci_low"], four["ci_high"]) == t_interval([10, 20, 30, 40])
+    assert seed_summary([np.array([m]) for m in (10.0, 20.0, 30.0, 40.0, 50.0)])["ci_over"] == "seeds (bootstrap, n=5)"
 
 
 def test_one_seed_interval_is_over_its_episodes_and_its_statistics_its_mean():
@@ -175,6 +178,7 @@ def test_welch_difference_is_the_welch_satterthwaite_t_test_and_interval():
     assert welch_difference(y, x)["difference"] == pytest.approx(-d, abs=1e-12)
     assert welch_difference([1.0], [2.0, 3.0]) is None and welch_difference([1.0, 2.0], [3.0]) is None
     assert welch_difference([1.0, 1.0], [2.0, 2.0]) is None  # no spread: no test
+    assert welch_difference([0.0, 2.0], [5.0, 7.0])["difference"] == -5.0  # equal (nonzero) variances: a test
     one_sided_spread = welch_difference([0.0, 2.0], [5.0, 5.0])  # population variances 1.0 + 0.0
     assert one_sided_spread is not None and one_sided_spread["difference"] == -4.0
 
