@@ -122,9 +122,16 @@ def test_a_resumed_stack_equals_the_uninterrupted_stack(algo, data, capsys, tmp_
     code, out, err = run(capsys, "train", "hopper-medium-v2", "--algo", algo, "--seeds", "3,4", "--run-dir", str(split),
                          *flags(algo))
     assert code == 130 and f"continue from step 25 with --resume {split}" in out, (out, err)
-    monkeypatch.setattr(Trainer, "after_update", after_update)
+    steps_taken = []
+
+    def count(self, *args):
+        steps_taken.append(self.step)
+        return after_update(self, *args)
+
+    monkeypatch.setattr(Trainer, "after_update", count)
     code, _, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(split))
     assert code == 0, err
+    assert min(steps_taken) == 26  # continued from the checkpoint, not retrained from step 0
     for seed in (3, 4):
         a, b = model_state(whole / f"seed{seed}"), model_state(split / f"seed{seed}")
         assert_close_states(a, b, f"seed {seed}")
