@@ -462,3 +462,24 @@ def test_no_flag_turns_off_what_the_task_recipe_turns_on():
     assert resolved("--no-normalize-reward").normalize_reward is False
     assert resolved("--no-deterministic-actor").deterministic_actor is False
     assert resolved("--no-normalize-reward", "--normalize-reward").normalize_reward is True  # the last one given
+
+
+def test_resuming_on_other_data_is_refused_before_anything_is_loaded(tmp_path):
+    """The checkpoint's observation statistics must be the resumed model's: other data would silently shift every
+    input of a model trained on the first."""
+    from dataclasses import replace
+
+    trainer(make_algorithm("dt", None), tmp_path / "a", steps=SAVE_EVERY).run()
+    other = make_algorithm("dt", None)
+    other.obs_stats = replace(other.obs_stats, mean=other.obs_stats.mean + 1.0)
+    with pytest.raises(FrozenDTError, match="the dataset differs from the one .* was trained on"):
+        trainer(other, tmp_path / "a").run(resume=True)
+
+
+def test_a_truncated_checkpoint_is_refused_with_the_readers_reason(tmp_path):
+    trainer(make_algorithm("dt", None), tmp_path / "a", steps=SAVE_EVERY).run()
+    path = checkpoint_path(tmp_path / "a")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(FrozenDTError, match=r"cannot read checkpoint .* \(\w+Error: [^)\s]") as e:
+        load_checkpoint(path)
+    assert "Traceback" not in str(e.value)
