@@ -153,7 +153,9 @@ MODULES = {
                                                 "strictly_best",
                                       "tests/test_trainer.py", "tests/test_resume_state.py",
                                       "tests/test_stack.py::test_stop_after_stops_at_the_first_checkpoint_past_the_"
-                                      "deadline_and_the_resumed_run_equals_the_whole"],
+                                      "deadline_and_the_resumed_run_equals_the_whole",
+                                      "tests/test_stack.py::test_a_single_run_that_diverges_stops_with_a_clear_message",
+                                      STACK],  # a stack member's own RNG (Trainer.own_rng)
     "frozen_dt/training/stack.py": ["tests/test_stack.py"],
 }
 

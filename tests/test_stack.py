@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from frozen_dt.errors import FrozenDTError
 from frozen_dt.training.trainer import load_checkpoint
 from test_algorithms import CASES, small_flags, write_dataset
 from test_cli import assert_user_error, run
@@ -522,3 +523,15 @@ def test_stacked_updates_take_the_batched_route_their_bodies_allow(tmp_path, mon
         torch.manual_seed(0)
         expected = alone.train_step(alone.sample_batch(None))["loss"]
         torch.testing.assert_close(row["loss"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_stack_file_must_pair_each_seed_with_its_own_member(tmp_path):
+    from frozen_dt.training.stack import read_stack, write_stack
+
+    write_stack(tmp_path, task="hopper-medium-v2", algo="bc", seeds=[0, 1])
+    assert read_stack(tmp_path) == ([0, 1], [tmp_path / "seed0", tmp_path / "seed1"])
+    record = json.loads((tmp_path / "stack.json").read_text())
+    for members in (["seed0"], ["seed0", "seed0"]):  # one member short; a member named twice (a hand-edited file)
+        (tmp_path / "stack.json").write_text(json.dumps({**record, "members": members}))
+        with pytest.raises(FrozenDTError, match="pair one to one, each member once"):
+            read_stack(tmp_path)

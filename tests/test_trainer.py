@@ -483,3 +483,40 @@ def test_a_truncated_checkpoint_is_refused_with_the_readers_reason(tmp_path):
     with pytest.raises(FrozenDTError, match=r"cannot read checkpoint .* \(\w+Error: [^)\s]") as e:
         load_checkpoint(path)
     assert "Traceback" not in str(e.value)
+
+
+def test_a_run_starts_every_sink_at_its_step_and_closes_each_once(tmp_path):
+    """The sink protocol (frozen_dt/training/sinks.py): start(step), a row per log interval, close at the end (wandb's
+    finish), also when the run is resumed."""
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def start(self, step):
+            self.calls.append(("start", step))
+
+        def write(self, row):
+            self.calls.append(("write", row["step"]))
+
+        def close(self):
+            self.calls.append(("close",))
+
+    sink = Recorder()
+    trainer(make_algorithm("dt", None), tmp_path, steps=SAVE_EVERY, sinks=(sink,)).run()
+    assert sink.calls == [("start", 0), ("write", 2), ("write", 4), ("close",)]
+    resumed = Recorder()
+    trainer(make_algorithm("dt", None), tmp_path, sinks=(resumed,)).run(resume=True)
+    assert resumed.calls == [("start", SAVE_EVERY), ("write", 6), ("write", 8), ("close",)]
+
+
+def test_an_unreadable_checkpoint_quotes_the_first_line_of_the_readers_error(tmp_path, monkeypatch):
+    path = checkpoint_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("what went wrong\nwhere it went wrong")
+
+    monkeypatch.setattr(torch, "load", fail)
+    with pytest.raises(FrozenDTError, match=r"\(RuntimeError: what went wrong\)$"):
+        load_checkpoint(path)
