@@ -184,6 +184,7 @@ def test_a_diverging_seed_stops_the_stack_naming_it_and_every_checkpoint_stays_i
         StackTrainer(trainers, [0, 1, 2], tmp_path, progress=False).run()
     message = str(error.value)
     assert "diverged at step 7" in message and "seed 1 (loss = nan)" in message and "seed 0" in message
+    assert "checkpoints/last.pt is intact (seed 0: step 4, seed 1: step 4, seed 2: step 4)" in message
     for seed in (0, 1, 2):
         state = load_checkpoint(tmp_path / f"seed{seed}" / "checkpoints" / "last.pt")
         assert state["step"] == 4  # the last checkpoint of every seed, nothing of the failed step written

@@ -520,3 +520,17 @@ def test_an_unreadable_checkpoint_quotes_the_first_line_of_the_readers_error(tmp
     monkeypatch.setattr(torch, "load", fail)
     with pytest.raises(FrozenDTError, match=r"\(RuntimeError: what went wrong\)$"):
         load_checkpoint(path)
+
+
+class NotATensor:
+    """An arbitrary object in a checkpoint: what weights-only loading exists to refuse."""
+
+
+def test_a_checkpoint_holding_arbitrary_objects_is_refused_not_unpickled(tmp_path):
+    from frozen_dt.training.trainer import CHECKPOINT_FORMAT
+
+    path = checkpoint_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "step": 1, "payload": NotATensor()}, path)
+    with pytest.raises(FrozenDTError, match="corrupt, or it holds objects that weights-only loading refuses"):
+        load_checkpoint(path)
