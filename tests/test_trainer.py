@@ -534,3 +534,11 @@ def test_a_checkpoint_holding_arbitrary_objects_is_refused_not_unpickled(tmp_pat
     torch.save({"format": CHECKPOINT_FORMAT, "step": 1, "payload": NotATensor()}, path)
     with pytest.raises(FrozenDTError, match="corrupt, or it holds objects that weights-only loading refuses"):
         load_checkpoint(path)
+
+
+def test_an_updates_metric_is_a_python_float_on_the_cpu():
+    """On the CPU a metric is read at once (a float); on an accelerator it stays a device tensor until a log row."""
+    from frozen_dt.training.trainer import metric
+
+    value = metric(torch.tensor(2.5, requires_grad=True) * 1.0)
+    assert type(value) is float and value == 2.5
