@@ -542,3 +542,12 @@ def test_an_updates_metric_is_a_python_float_on_the_cpu():
 
     value = metric(torch.tensor(2.5, requires_grad=True) * 1.0)
     assert type(value) is float and value == 2.5
+
+
+def test_a_torch_file_that_is_not_a_frozen_dt_checkpoint_is_refused(tmp_path):
+    path = checkpoint_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    for foreign in ({"step": 1, "model": {}}, {"format": "other/1"}, [1, 2]):
+        torch.save(foreign, path)
+        with pytest.raises(FrozenDTError, match="is not a frozen-dt checkpoint"):
+            load_checkpoint(path)
