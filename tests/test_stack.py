@@ -408,7 +408,7 @@ def test_eval_of_a_stack_runs_its_seeds_and_targets_in_one_vector_env_as_each_se
     assert together["seed0"]["targets"]["3600"]["episodes"] != together["seed1"]["targets"]["3600"]["episodes"]
 
 
-@pytest.mark.parametrize("seeds", ["3", "3,4"])
+@pytest.mark.parametrize("seeds", ["3", "3,4", "single"])
 def test_stop_after_stops_at_the_first_checkpoint_past_the_deadline_and_the_resumed_run_equals_the_whole(
         seeds, data, capsys, tmp_path, monkeypatch):
     """``--stop-after``: once the time has passed, training stops right after the next checkpoint (a single run or
@@ -416,7 +416,8 @@ def test_stop_after_stops_at_the_first_checkpoint_past_the_deadline_and_the_resu
     from frozen_dt.training import trainer as trainer_module
 
     write_dataset("hopper-medium-v2", data)
-    small = ("--algo", "dt", "--seeds", seeds, "--steps", "6", "--save-every", "2", "--log-every", "2",
+    which = ("--seed", "3") if seeds == "single" else ("--seeds", seeds)  # a plain run, or a stack (of one, of two)
+    small = ("--algo", "dt", *which, "--steps", "6", "--save-every", "2", "--log-every", "2",
              "--eval-episodes", "0", "--batch-size", "8", "--embed-dim", "16", "--context", "4")
     whole, split = tmp_path / "whole", tmp_path / "split"
     code, _, err = run(capsys, "train", "hopper-medium-v2", *small, "--run-dir", str(whole))
@@ -435,7 +436,7 @@ def test_stop_after_stops_at_the_first_checkpoint_past_the_deadline_and_the_resu
     monkeypatch.setattr(trainer_module.Trainer, "after_update", after_update)
     assert code == 0 and f"stopped at step 4 of 6 (--stop-after); its checkpoints hold it: continue with --resume {split}" \
         in out, (out, err)  # ...and the run stops at the next one, step 4
-    members = [f"seed{s}" for s in seeds.split(",")]
+    members = [""] if seeds == "single" else [f"seed{s}" for s in seeds.split(",")]
     assert [load_checkpoint(split / m / "checkpoints" / "last.pt")["step"] for m in members] == [4] * len(members)
     code, out, err = run(capsys, "train", "hopper-medium-v2", "--resume", str(split), "--stop-after", "3600")
     assert code == 0 and "stopped" not in out, err
