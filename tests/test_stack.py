@@ -537,3 +537,29 @@ def test_a_stack_file_must_pair_each_seed_with_its_own_member(tmp_path):
         (tmp_path / "stack.json").write_text(json.dumps({**record, "members": members}))
         with pytest.raises(FrozenDTError, match="pair one to one, each member once"):
             read_stack(tmp_path)
+
+
+def test_a_stack_takes_exactly_its_steps_and_a_deadline_at_the_last_step_is_no_stop(tmp_path):
+    from frozen_dt.training.stack import StackTrainer
+    from frozen_dt.training.trainer import Trainer
+    from test_trainer import make_algorithm
+
+    class Counting:
+        def __init__(self, algorithm):
+            self.algorithm, self.updates = algorithm, 0
+
+        def __getattr__(self, name):
+            return getattr(self.algorithm, name)
+
+        def update(self, batch):
+            self.updates += 1
+            return self.algorithm.update(batch)
+
+    algorithms = [Counting(make_algorithm("dt", None, seed=seed)) for seed in (0, 1)]
+    trainers = [Trainer(a, tmp_path / f"seed{s}", steps=5, seed=s, log_every=5, eval_every=0, save_every=5,
+                        progress=False) for s, a in zip((0, 1), algorithms)]
+    for t in trainers:
+        t.stop_at = 0.0  # long past: the only checkpoint is the last step's
+    StackTrainer(trainers, [0, 1], tmp_path, progress=False).run()
+    assert [a.updates for a in algorithms] == [5, 5] and [t.step for t in trainers] == [5, 5]
+    assert not any(t.stopped for t in trainers)

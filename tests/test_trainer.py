@@ -551,3 +551,11 @@ def test_a_torch_file_that_is_not_a_frozen_dt_checkpoint_is_refused(tmp_path):
         torch.save(foreign, path)
         with pytest.raises(FrozenDTError, match="is not a frozen-dt checkpoint"):
             load_checkpoint(path)
+
+
+def test_a_deadline_that_passes_at_the_last_step_ends_the_run_normally(tmp_path):
+    """--stop-after stops at a checkpoint before the last step; the last step's checkpoint is the run's end, not a stop."""
+    run = trainer(make_algorithm("dt", None), tmp_path, save_every=STEPS)  # the only checkpoint is the last step's
+    run.stop_at = 0.0  # long past
+    run.run()
+    assert run.step == STEPS and not run.stopped
