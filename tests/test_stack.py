@@ -539,7 +539,7 @@ def test_a_stack_file_must_pair_each_seed_with_its_own_member(tmp_path):
             read_stack(tmp_path)
 
 
-def test_a_stack_takes_exactly_its_steps_and_a_deadline_at_the_last_step_is_no_stop(tmp_path):
+def test_a_stack_takes_exactly_its_steps_closes_its_sinks_and_a_deadline_at_the_last_step_is_no_stop(tmp_path):
     from frozen_dt.training.stack import StackTrainer
     from frozen_dt.training.trainer import Trainer
     from test_trainer import make_algorithm
@@ -555,11 +555,39 @@ def test_a_stack_takes_exactly_its_steps_and_a_deadline_at_the_last_step_is_no_s
             self.updates += 1
             return self.algorithm.update(batch)
 
+    class Closing:  # a metric sink (frozen_dt/training/sinks.py): every member's is closed when the stack ends
+        closed = 0
+
+        def start(self, step):
+            pass
+
+        def write(self, row):
+            pass
+
+        def close(self):
+            self.closed += 1
+
     algorithms = [Counting(make_algorithm("dt", None, seed=seed)) for seed in (0, 1)]
+    sinks = [Closing(), Closing()]
     trainers = [Trainer(a, tmp_path / f"seed{s}", steps=5, seed=s, log_every=5, eval_every=0, save_every=5,
-                        progress=False) for s, a in zip((0, 1), algorithms)]
+                        progress=False, sinks=(sink,)) for s, a, sink in zip((0, 1), algorithms, sinks)]
     for t in trainers:
         t.stop_at = 0.0  # long past: the only checkpoint is the last step's
     StackTrainer(trainers, [0, 1], tmp_path, progress=False).run()
     assert [a.updates for a in algorithms] == [5, 5] and [t.step for t in trainers] == [5, 5]
-    assert not any(t.stopped for t in trainers)
+    assert not any(t.stopped for t in trainers) and [sink.closed for sink in sinks] == [1, 1]
+
+
+def test_a_stack_of_dt_seeds_updates_them_as_one_vmapped_call_per_step(tmp_path, monkeypatch):
+    """StackTrainer takes the algorithm's own update_stack (DT: one vmapped call over the seeds' parameters)."""
+    from frozen_dt.training import stack
+    from frozen_dt.training.stack import StackTrainer
+    from frozen_dt.training.trainer import Trainer
+    from test_trainer import make_algorithm
+
+    calls, stacked_call = [], stack.stacked_call
+    monkeypatch.setattr("frozen_dt.sequence_models.stacked_call", lambda *a, **k: calls.append(1) or stacked_call(*a, **k))
+    trainers = [Trainer(make_algorithm("dt", None, seed=s), tmp_path / f"seed{s}", steps=3, seed=s, log_every=3,
+                        eval_every=0, save_every=3, progress=False) for s in (0, 1)]
+    StackTrainer(trainers, [0, 1], tmp_path, progress=False).run()
+    assert len(calls) == 3
