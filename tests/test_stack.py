@@ -542,40 +542,17 @@ def test_a_stack_file_must_pair_each_seed_with_its_own_member(tmp_path):
 def test_a_stack_takes_exactly_its_steps_closes_its_sinks_and_a_deadline_at_the_last_step_is_no_stop(tmp_path):
     from frozen_dt.training.stack import StackTrainer
     from frozen_dt.training.trainer import Trainer
-    from test_trainer import make_algorithm
+    from test_trainer import RecordingSink, make_algorithm
 
-    class Counting:
-        def __init__(self, algorithm):
-            self.algorithm, self.updates = algorithm, 0
-
-        def __getattr__(self, name):
-            return getattr(self.algorithm, name)
-
-        def update(self, batch):
-            self.updates += 1
-            return self.algorithm.update(batch)
-
-    class Closing:  # a metric sink (frozen_dt/training/sinks.py): every member's is closed when the stack ends
-        closed = 0
-
-        def start(self, step):
-            pass
-
-        def write(self, row):
-            pass
-
-        def close(self):
-            self.closed += 1
-
-    algorithms = [Counting(make_algorithm("dt", None, seed=seed)) for seed in (0, 1)]
-    sinks = [Closing(), Closing()]
+    algorithms = [InterruptAt(make_algorithm("dt", None, seed=seed), at=None) for seed in (0, 1)]  # counts updates
+    sinks = [RecordingSink(), RecordingSink()]  # every member's sink is closed when the stack ends
     trainers = [Trainer(a, tmp_path / f"seed{s}", steps=5, seed=s, log_every=5, eval_every=0, save_every=5,
                         progress=False, sinks=(sink,)) for s, a, sink in zip((0, 1), algorithms, sinks)]
     for t in trainers:
         t.stop_at = 0.0  # long past: the only checkpoint is the last step's
     StackTrainer(trainers, [0, 1], tmp_path, progress=False).run()
-    assert [a.updates for a in algorithms] == [5, 5] and [t.step for t in trainers] == [5, 5]
-    assert not any(t.stopped for t in trainers) and [sink.closed for sink in sinks] == [1, 1]
+    assert [a.calls for a in algorithms] == [5, 5] and [t.step for t in trainers] == [5, 5]
+    assert not any(t.stopped for t in trainers) and [sink.calls.count(("close",)) for sink in sinks] == [1, 1]
 
 
 def test_a_stack_of_dt_seeds_updates_them_as_one_vmapped_call_per_step(tmp_path, monkeypatch):

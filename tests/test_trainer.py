@@ -61,9 +61,10 @@ def fake_evaluate(algorithm, step: int) -> dict:
 
 
 class InterruptAt:
-    """An algorithm whose ``update`` number ``at`` raises KeyboardInterrupt (Ctrl-C in the middle of a run)."""
+    """An algorithm whose ``update`` number ``at`` raises KeyboardInterrupt (Ctrl-C in the middle of a run); with
+    ``at`` None it only counts its updates (``calls``)."""
 
-    def __init__(self, algorithm, at: int):
+    def __init__(self, algorithm, at: int | None):
         self.algorithm, self.at, self.calls = algorithm, at, 0
 
     def __getattr__(self, name):
@@ -485,26 +486,29 @@ def test_a_truncated_checkpoint_is_refused_with_the_readers_reason(tmp_path):
     assert "Traceback" not in str(e.value)
 
 
+class RecordingSink:
+    """A metric sink (the protocol of frozen_dt/training/sinks.py) that records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, step):
+        self.calls.append(("start", step))
+
+    def write(self, row):
+        self.calls.append(("write", row["step"]))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
 def test_a_run_starts_every_sink_at_its_step_and_closes_each_once(tmp_path):
-    """The sink protocol (frozen_dt/training/sinks.py): start(step), a row per log interval, close at the end (wandb's
-    finish), also when the run is resumed."""
-    class Recorder:
-        def __init__(self):
-            self.calls = []
-
-        def start(self, step):
-            self.calls.append(("start", step))
-
-        def write(self, row):
-            self.calls.append(("write", row["step"]))
-
-        def close(self):
-            self.calls.append(("close",))
-
-    sink = Recorder()
+    """The sink protocol: start(step), a row per log interval, close at the end (wandb's finish), also when the run
+    is resumed."""
+    sink = RecordingSink()
     trainer(make_algorithm("dt", None), tmp_path, steps=SAVE_EVERY, sinks=(sink,)).run()
     assert sink.calls == [("start", 0), ("write", 2), ("write", 4), ("close",)]
-    resumed = Recorder()
+    resumed = RecordingSink()
     trainer(make_algorithm("dt", None), tmp_path, sinks=(resumed,)).run(resume=True)
     assert resumed.calls == [("start", SAVE_EVERY), ("write", 6), ("write", 8), ("close",)]
 
