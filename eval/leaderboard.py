@@ -1,9 +1,12 @@
 """The leaderboard: evaluated runs grouped by configuration, one row each, as CSV, Markdown and figures.
 
-A row is one (algo, backbone, layers, init, freeze, task, dataset source, steps) with every seed evaluated for it
-(``eval-<checkpoint>.json`` in each run dir, written by ``frozen-dt eval``). The score is the mean over seeds of
-each seed's mean over episodes at the run's primary return target; the CI is the stratified bootstrap over seeds
-(:mod:`frozen_dt.eval.stats`), or over episodes when there is only one seed (``ci_over`` says which). ``scale`` is
+A row is one configuration (every setting that changes what a run learns, :func:`frozen_dt.eval.runs.config_key`)
+at one task, dataset source and checkpoint step, with every seed evaluated for it (``eval-<checkpoint>.json`` in each
+run dir, written by ``frozen-dt eval``). Rows the named columns (algo, backbone, layers, init, freeze, ...) cannot
+tell apart, such as a sweep over the learning rate, say in ``settings`` what differs between them (``lr=0.001``).
+The score is the mean over seeds of each seed's mean over episodes at the run's primary return target; the 95 %
+interval is :func:`frozen_dt.eval.stats.seed_summary`'s (``ci_over`` says which: over episodes for one seed, a
+Student-t over 2-4 seeds, the stratified bootstrap over 5 or more). ``scale`` is
 ``reduced`` when training stopped before the recipe's full step count, or evaluation used fewer than 100 episodes
 or cut them short (``frozen-dt eval --max-steps``).
 
@@ -20,15 +23,16 @@ import numpy as np
 
 from frozen_dt.data.sources import data_label
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.eval.runs import backbone_columns
+from frozen_dt.eval.runs import backbone_columns, config_key
 from frozen_dt.paths import atomic_path, atomic_write_text
 from frozen_dt.run_dir import eval_path, read_json, read_jsonl, read_run_config, write_csv
 from frozen_dt.schema import integer, nullable, record, text
 from frozen_dt.training.recipes import recipe_steps
 
-COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "scale", "n_seeds",
+COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "settings", "task", "dataset_source", "scale", "n_seeds",
            "n_episodes", "score_mean", "ci_low", "ci_high", "ci_over", "iqm", "target", "trainable_params", "steps",
            "device", "git_sha", "date")
+KEY_COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "steps", "target")
 FULL_EPISODES = 100
 
 
@@ -64,6 +68,7 @@ def run_entries(run_dir: Path, checkpoint: str = "last") -> list[dict]:
         "trainable_params": read_json(run_dir / "params.json", PARAMS).get("trainable_params"),
         "device": record.get("device", ""), "git_sha": str(versions.get("git", {}).get("sha", "unknown"))[:10],
         "date": record.get("created_at", "")[:10], "metrics": run_dir / "metrics.jsonl", "seed": settings.run.seed,
+        "config": config_key(settings, record["task"])[1],
     }
     key = {
         "algo": settings.run.algo, **backbone_columns(settings), "task": record["task"],
@@ -81,9 +86,9 @@ def build_rows(entries: list[dict]) -> list[dict]:
 
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
-        groups.setdefault(tuple(e["key"].items()), []).append(e)
+        groups.setdefault((tuple(e["key"].items()), e["config"]), []).append(e)
     rows = []
-    for key, group in groups.items():
+    for (key, config), group in groups.items():
         key = dict(key)
         s = seed_summary([g["episode_scores"] for g in group])
         reduced = key["steps"] < group[0]["full_steps"] or min(len(g["episode_scores"]) for g in group) < FULL_EPISODES \
@@ -95,23 +100,38 @@ def build_rows(entries: list[dict]) -> list[dict]:
                      "trainable_params": group[0]["trainable_params"],
                      "device": "; ".join(sorted({g["device"] for g in group})),
                      "git_sha": "; ".join(sorted({g["git_sha"] for g in group})),
-                     "date": max(g["date"] for g in group), "primary": group[0]["primary"], "_runs": group})
+                     "date": max(g["date"] for g in group), "primary": group[0]["primary"], "_runs": group,
+                     "_config": dict(config)})
+    name_differences(rows)
     rows.sort(key=lambda r: (r["task"], not r["primary"], -r["score_mean"]))
     return rows
 
 
+def name_differences(rows: list[dict]) -> None:
+    """Set each row's ``settings``: among rows whose named columns are equal, the settings that differ between them
+    (``"lr=0.001; batch_size=64"``); empty for a row no other row looks like."""
+    alike: dict[tuple, list[dict]] = {}
+    for r in rows:
+        alike.setdefault(tuple(r[c] for c in KEY_COLUMNS), []).append(r)
+    for same in alike.values():
+        names = sorted({k for r in same for k in r["_config"]})
+        differ = [k for k in names if len({r["_config"].get(k) for r in same}) > 1]
+        for r in same:
+            r["settings"] = "; ".join(f"{k}={r['_config'].get(k, '-')}" for k in differ)
+
+
 def safe_cell(value):
     """A cell a spreadsheet shows as text: a string starting like a formula gets a leading apostrophe (numbers are
-    left alone); line breaks become spaces."""
-    if not isinstance(value, str):
+    left alone, and so is a lone "-": nothing follows the sign); line breaks become spaces."""
+    if not isinstance(value, str) or value == "-":
         return value
     value = value.replace("\r", " ").replace("\n", " ")
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
 def markdown_table(rows: list[dict]) -> str:
-    cols = ("task", "target", "algo", "backbone", "layers", "init", "dataset_source", "scale", "steps", "n_seeds",
-            "n_episodes", "score_mean", "ci", "iqm", "trainable_params")
+    cols = ("task", "target", "algo", "backbone", "layers", "init", "settings", "dataset_source", "scale", "steps",
+            "n_seeds", "n_episodes", "score_mean", "ci", "iqm", "trainable_params")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = {**r, "ci": interval_label(r)}
@@ -129,10 +149,10 @@ def interval_label(r: dict) -> str:
 
 
 def row_label(r: dict) -> str:
-    """The algorithm, with its backbone, layers and init when it has a backbone."""
-    if r["backbone"] != "-":
-        return f"{r['algo']} {r['backbone']} {r['layers']} {r['init']}"
-    return r["algo"]
+    """The algorithm, with its backbone, layers and init when it has a backbone, and the settings that tell it from a
+    row that looks the same."""
+    label = f"{r['algo']} {r['backbone']} {r['layers']} {r['init']}" if r["backbone"] != "-" else r["algo"]
+    return f"{label} {r['settings']}" if r.get("settings") else label
 
 
 def plot_scores(rows: list[dict], out: Path) -> None:
@@ -211,9 +231,9 @@ def collect_entries(runs: list[Path], checkpoint: str) -> tuple[list[dict], list
         except FrozenDTError as error:
             skipped.append(f"{run_dir}: {error}")
             continue
-        seed = (tuple(found[0]["key"].items()), found[0]["seed"])
+        seed = (tuple(found[0]["key"].items()), found[0]["config"], found[0]["seed"])
         if seed in counted:
-            skipped.append(f"{run_dir}: seed {seed[1]} of this configuration is already counted from {counted[seed]}")
+            skipped.append(f"{run_dir}: seed {seed[-1]} of this configuration is already counted from {counted[seed]}")
             continue
         counted[seed] = run_dir
         entries += found

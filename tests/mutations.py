@@ -197,6 +197,10 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      'if config.init == "pretrained" and config.freeze == "all":',
      'if config.freeze == "all":',
      [P + "test_only_a_pretrained_wholly_frozen_slice_is_shared_between_seeds"]),
+    ("Leaderboard: runs that differ only in a setting no column names (lr) merged into one row", "eval/leaderboard.py",
+     'groups.setdefault((tuple(e["key"].items()), e["config"]), []).append(e)',
+     'groups.setdefault((tuple(e["key"].items()), ()), []).append(e)',
+     ["tests/test_evaluate.py::test_a_sweep_over_a_setting_the_columns_do_not_name_gives_one_row_per_value_saying_which"]),
 ]
 
 

@@ -150,6 +150,30 @@ def test_leaderboard_rows_csv_markdown_and_figures(trained_runs, capsys, tmp_pat
         assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_sweep_over_a_setting_the_columns_do_not_name_gives_one_row_per_value_saying_which(tmp_path, capsys,
+                                                                                              monkeypatch):
+    from test_hostile_leaderboard import fake_run
+
+    monkeypatch.chdir(tmp_path)
+    scores = {("1e-4", 0): 10.0, ("1e-4", 1): 20.0, ("1e-3", 0): 50.0, ("1e-3", 1): 70.0}
+    for (lr, seed), score in scores.items():
+        run_dir = fake_run(tmp_path / "runs" / f"bc-lr{lr}-{seed}", seed=seed, scores=(score,))
+        config = json.loads((run_dir / "config.json").read_text())
+        (run_dir / "config.json").write_text(json.dumps({"args": {**config["args"], "lr": float(lr)}}))
+    fake_run(tmp_path / "other" / "bc-iql-task", seed=0, scores=(5.0,))  # a row no other looks like: no settings
+    other = tmp_path / "other" / "bc-iql-task"
+    record = json.loads((other / "eval-last.json").read_text())
+    (other / "eval-last.json").write_text(json.dumps({**record, "task": "walker2d-medium-v2"}))
+    code, _, err = run(capsys, "leaderboard", "runs/*", "other/*", "--out", str(tmp_path / "lb.csv"))
+    assert code == 0, err  # no seed of one rate is "already counted" from the other rate's run
+    with open(tmp_path / "lb.csv") as handle:
+        rows = {r["settings"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {"lr=0.0001", "lr=0.001", ""} and rows[""]["task"] == "walker2d-medium-v2"
+    assert [(rows[k]["n_seeds"], float(rows[k]["score_mean"])) for k in ("lr=0.0001", "lr=0.001")] == \
+        [("2", 15.0), ("2", 60.0)]
+    assert "| bc | - | - | - | lr=0.001 |" in (tmp_path / "lb.md").read_text()
+
+
 def test_every_score_says_whether_its_data_was_generated_or_d4rls(trained_runs, capsys, tmp_path, monkeypatch):
     import matplotlib.axes
 

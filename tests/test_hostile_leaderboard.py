@@ -114,4 +114,5 @@ def test_formula_cells_are_neutralised_in_csv_and_markdown(runs, tmp_path, capsy
     assert rows[0]["device"].startswith("'=") and rows[0]["dataset_source"] == "'@SUM(A1)"
     markdown = (tmp_path / "lb" / "lb.md").read_text()
     assert "| '@SUM(A1) |" in markdown and "|x" not in markdown.replace("\\|x", "")
-    assert [safe_cell(v) for v in ("+1", "-x", "\tx", "ok", -1.5, "a\nb")] == ["'+1", "'-x", "'\tx", "ok", -1.5, "a b"]
+    cells = ("+1", "-x", "\tx", "ok", -1.5, "a\nb", "-")
+    assert [safe_cell(v) for v in cells] == ["'+1", "'-x", "'\tx", "ok", -1.5, "a b", "-"]
