@@ -177,13 +177,13 @@ def cmd_eval(ns) -> None:
 
 
 def cmd_leaderboard(ns) -> int:
-    from frozen_dt.eval.leaderboard import write_leaderboard
+    from frozen_dt.eval.leaderboard import interval_label, row_label, write_leaderboard
 
     args = from_namespace(LeaderboardArgs, ns)
     rows, skipped = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
     for r in rows:
-        print(f"{r['task']:28s} {r['algo']:10s} {r['backbone']:12s} {r['layers']:5s} {r['init']:10s} "
-              f"{r['score_mean']:6.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] {r['n_seeds']} seed(s) ({r['scale']})")
+        print(f"{r['task']} target {r['target']}: {row_label(r)}: {r['score_mean']:.1f} {interval_label(r)}, "
+              f"{r['n_seeds']} seed(s), {r['n_episodes']} episodes ({r['scale']})")
     print(f"wrote {args.out}, its Markdown copy and figures beside it")
     for line in skipped:
         print(f"frozen-dt: left out: {line}", file=sys.stderr)

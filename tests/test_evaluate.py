@@ -164,8 +164,9 @@ def test_a_sweep_over_a_setting_the_columns_do_not_name_gives_one_row_per_value_
     other = tmp_path / "other" / "bc-iql-task"
     record = json.loads((other / "eval-last.json").read_text())
     (other / "eval-last.json").write_text(json.dumps({**record, "task": "walker2d-medium-v2"}))
-    code, _, err = run(capsys, "leaderboard", "runs/*", "other/*", "--out", str(tmp_path / "lb.csv"))
+    code, out, err = run(capsys, "leaderboard", "runs/*", "other/*", "--out", str(tmp_path / "lb.csv"))
     assert code == 0, err  # no seed of one rate is "already counted" from the other rate's run
+    assert "hopper-medium-v2 target 1800: bc lr=0.001: 60.0 [" in out and "; seeds 50.0, 70.0), 2 seed(s)" in out
     with open(tmp_path / "lb.csv") as handle:
         rows = {r["settings"]: r for r in csv.DictReader(handle)}
     assert set(rows) == {"lr=0.0001", "lr=0.001", ""} and rows[""]["task"] == "walker2d-medium-v2"
