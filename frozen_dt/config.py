@@ -146,6 +146,8 @@ class SweepArgs:
                        check="non_negative")
     dry_run: bool = arg(False, "print the expanded runs, their state, commands and resources; run nothing")
     max_runs: int = arg(1000, "refuse a SPEC that expands to more runs than this", check="positive")
+    profile: str = arg(None, "one of the SPEC's profiles (e.g. gpu): its base, eval and resources merged over the "
+                             "SPEC's own")
 
     def validate(self) -> None:
         validate_fields(self)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen_dt.sweeps.spec import load_sweep
+from frozen_dt.sweeps.spec import load_sweep, read_spec_file
 from test_cli import REPO, assert_user_error, run, write_d4rl_hdf5
 
 TINY = {"base": {"task": "hopper-medium-v2", "steps": 6, "batch_size": 8, "hidden_dim": 32, "hidden_layers": 1,
@@ -50,6 +50,43 @@ def test_committed_sweep_files_expand(path):
     sweep = load_sweep(path)
     assert sweep.runs and len({r.run_dir for r in sweep.runs}) == len(sweep.runs)
     assert ("reduced" in path.name) == str(sweep.out).endswith("-reduced")
+    for profile in read_spec_file(path).get("profiles") or {}:
+        assert len(load_sweep(path, profile=profile).runs) == len(sweep.runs)
+
+
+def test_a_profile_merges_its_base_eval_and_resources_over_the_specs_and_runs_as_its_own_configuration(tmp_path):
+    spec = {**TINY, "resources": {"cpus": 2}, "profiles": {
+        "gpu": {"base": {"device": "cuda", "precision": "bf16"}, "eval": {"episodes": 3}, "resources": {"gpus": 1}},
+        "quick": {"base": {"steps": 2}, "out": str(tmp_path / "quick")}}}
+    path = write_spec(tmp_path / "s.json", spec, tmp_path / "out")
+    plain, gpu = load_sweep(path), load_sweep(path, profile="gpu")
+    assert plain.profile is None and gpu.profile == "gpu" and "profiles" not in gpu.raw
+    assert all("device" not in r.settings and r.evaluation["episodes"] == 1 for r in plain.runs)
+    assert all(r.settings["device"] == "cuda" and r.settings["precision"] == "bf16" and r.settings["steps"] == 6
+               and r.settings["batch_size"] == 8 and r.evaluation == {**plain.runs[0].evaluation, "episodes": 3}
+               for r in gpu.runs)  # the SPEC's own base and eval keys survive beside the profile's
+    assert (plain.resources, gpu.resources) == ({"cpus": 2, "gpus": 0}, {"cpus": 2, "gpus": 1})
+    assert [(r.algo, r.seed) for r in gpu.runs] == [(r.algo, r.seed) for r in plain.runs]
+    assert not {r.run_dir for r in gpu.runs} & {r.run_dir for r in plain.runs}  # other settings, other run dirs
+    quick = load_sweep(path, profile="quick")
+    assert {r.steps for r in quick.runs} == {2} and quick.out == tmp_path / "quick" and plain.out == tmp_path / "out"
+
+
+@pytest.mark.parametrize("profiles, given, message", [
+    ({"gpu": {"base": {"device": "cuda"}}}, "gpus", "no profile 'gpus' (its profiles: gpu)"),
+    (None, "gpu", "no profile 'gpu' (it has no 'profiles')"),
+    ({"gpu": {"grid": {"algo": ["bc"]}}}, None, "profile 'gpu' sets 'grid'; a profile changes only out, base, eval"),
+    ({"gpu": {"out": 5}}, "gpu", "out: must be a string"),
+    ({"gpu": ["device", "cuda"]}, None, "profile 'gpu' must be a mapping"),
+    ({"gpu": {"base": "cuda"}}, None, "profile 'gpu': 'base' must be a mapping"),
+    ({"gpu": {"base": {"devise": "cuda"}}}, "gpu", "unknown setting 'devise'"),
+])
+def test_bad_profiles_are_one_clear_error_and_start_nothing(data, capsys, tmp_path, profiles, given, message):
+    spec = {**TINY, **({"profiles": profiles} if profiles is not None else {})}
+    path = write_spec(tmp_path / "bad.json", spec, tmp_path / "out")
+    code, _, err = run(capsys, "sweep", str(path), *(["--profile", given] if given else []))
+    assert_user_error(code, err, message)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("change, message", [

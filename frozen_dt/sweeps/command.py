@@ -36,7 +36,7 @@ def default_jobs(threads: int) -> int:
 
 
 def run_sweep(args) -> int:
-    sweep = load_sweep(Path(args.spec), args.max_runs)
+    sweep = load_sweep(Path(args.spec), args.max_runs, args.profile)
     threads = sweep.resources["cpus"]
     if args.backend == "ray" and not args.dry_run:
         from frozen_dt.sweeps.jobs import check_ray_address, import_ray
@@ -85,7 +85,7 @@ def run_locked(sweep, args, threads: int) -> int:
                                 retries=args.retries, on_result=on_result)
     finally:
         bar.close()
-    record = {"spec_file": str(sweep.spec_file), "spec": sweep.raw, "backend": args.backend,
+    record = {"spec_file": str(sweep.spec_file), "profile": sweep.profile, "spec": sweep.raw, "backend": args.backend,
               "ray_address": args.ray_address, "jobs": jobs if args.backend == "local" else None,
               "retries": args.retries,
               "started_at": started.isoformat(timespec="seconds"),

@@ -59,7 +59,9 @@ from frozen_dt.schema import Invalid, choice, either, flag, integer, list_of, nu
 from frozen_dt.settings import validate_fields
 from frozen_dt.training.recipes import NOT_IN_RECIPES, apply_recipes
 
-TOP_KEYS = ("out", "command", "base", "grid", "seeds", "overrides", "eval", "resources", "data", "name", "stack_seeds")
+TOP_KEYS = ("out", "command", "base", "grid", "seeds", "overrides", "eval", "resources", "data", "name", "stack_seeds",
+            "profiles")
+PROFILE_KEYS = ("out", "base", "eval", "resources")  # what a profile may change (mappings merged over the SPEC's)
 DATA_KEYS = ("task", "out", "episodes", "transitions", "seed")
 COMMANDS = ("train", "probe")
 NOT_IN_PROBE_SWEEPS = ("run_dir", "summary_dir")
@@ -102,13 +104,14 @@ class SweepRun:
 @dataclass
 class Sweep:
     spec_file: Path
-    raw: dict
+    raw: dict  # the SPEC as run: its profile (``--profile``) merged in
     out: Path
     runs: list[SweepRun]
     eval: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     data: list[dict] = field(default_factory=list)  # datasets to generate before the jobs (``data`` entries)
     stack_seeds: bool = False  # one job per config, its seeds trained together (frozen-dt train --seeds)
+    profile: str | None = None  # the profile merged in (``frozen-dt sweep --profile``)
 
     def jobs(self) -> list:
         """What the backends run: each run on its own, or with ``stack_seeds`` the runs of each config together
@@ -215,13 +218,40 @@ def check_run_count(path: Path, grids: list, max_runs: int) -> None:
                             "--max-runs if you mean it)")
 
 
-def load_sweep(path: Path, max_runs: int = MAX_RUNS) -> Sweep:
-    """The sweep in ``path``, expanded and every run resolved (any problem raises before anything runs)."""
+def apply_profile(raw: dict, profile: str | None, path: Path) -> dict:
+    """The SPEC with profile ``profile`` of its ``profiles`` merged in: the profile's ``out`` replaces the SPEC's, its
+    base, eval and resources are merged over the SPEC's own, key by key; ``profiles`` itself is dropped. Every
+    profile is checked, used or not."""
+    profiles = _mapping(raw, "profiles", path)
+    for name, sections in profiles.items():
+        if not isinstance(sections, dict):
+            raise FrozenDTError(f"{path}: profile {name!r} must be a mapping of {', '.join(PROFILE_KEYS)}")
+        bad = sorted(set(sections) - set(PROFILE_KEYS))
+        if bad:
+            raise FrozenDTError(f"{path}: profile {name!r} sets {bad[0]!r}; a profile changes only "
+                                f"{', '.join(PROFILE_KEYS)}")
+        for key in set(sections) - {"out"}:
+            _mapping(sections, key, f"{path}: profile {name!r}")
+    merged = {k: v for k, v in raw.items() if k != "profiles"}
+    if profile is None:
+        return merged
+    if profile not in profiles:
+        known = f"its profiles: {', '.join(map(str, profiles))}" if profiles else "it has no 'profiles'"
+        raise FrozenDTError(f"{path}: no profile {profile!r} ({known})")
+    for key, changes in profiles[profile].items():
+        merged[key] = changes if key == "out" else {**_mapping(raw, key, path), **(changes or {})}
+    return merged
+
+
+def load_sweep(path: Path, max_runs: int = MAX_RUNS, profile: str | None = None) -> Sweep:
+    """The sweep in ``path`` (with ``profile`` of its ``profiles`` merged in), expanded and every run resolved (any
+    problem raises before anything runs)."""
     path = Path(path).expanduser()
     raw = read_spec_file(path)
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise FrozenDTError(f"{path}: unknown key {unknown[0]!r} (a sweep file has {', '.join(TOP_KEYS)})")
+    raw = apply_profile(raw, profile, path)
     if not raw.get("out"):
         raise FrozenDTError(f"{path}: 'out' (the output root) is required")
     for key, check in TOP_CHECKS.items():
@@ -269,7 +299,8 @@ def load_sweep(path: Path, max_runs: int = MAX_RUNS) -> Sweep:
         from frozen_dt.config import ProbeArgs
 
         check_values(path, [("base", base, False), ("grid", {**axes, **fixed}, True)], [ProbeArgs])
-        return Sweep(path, raw, out, probe_runs(path, {**base, **fixed}, axes, out), evaluation, resources, data)
+        return Sweep(path, raw, out, probe_runs(path, {**base, **fixed}, axes, out), evaluation, resources, data,
+                     profile=profile)
 
     check_values(path, [("base", base, False)] + [("grid", {**axes, **fixed}, True) for axes, fixed, _ in grids]
                  + [(f"overrides.{algo}", settings, False) for algo, settings in overrides.items()
@@ -310,7 +341,7 @@ def load_sweep(path: Path, max_runs: int = MAX_RUNS) -> Sweep:
         runs += grid_runs(path, out, {**base, **fixed}, axes, overrides, run_eval, run_fields, algo_fields, seen)
     if not runs:
         raise FrozenDTError(f"{path}: the grid expands to no run")
-    return Sweep(path, raw, out, runs, evaluation, resources, data, stack_seeds=stack)
+    return Sweep(path, raw, out, runs, evaluation, resources, data, stack_seeds=stack, profile=profile)
 
 
 def read_grids(raw: dict, path: Path, evaluation: dict) -> list[tuple[dict, dict, dict]]:
