@@ -305,8 +305,7 @@ def foreign_settings_error(algo: str, extras: list[str]) -> str:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv or [])
     parser = argparse.ArgumentParser(prog="frozen-dt", description=DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,eval,export,data,leaderboard,sweep,probe,heads,algorithms}")
+    sub = parser.add_subparsers(dest="command", required=True)
 
     add_train_command(sub, argv)
     command(sub, "eval", "evaluate trained runs in their environment", EvalArgs, cmd_eval)
@@ -408,6 +407,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     reeval.add_argument("--episodes", type=int, default=20, help="episodes per checkpoint (default: 20)")
     reeval.add_argument("--policy-dir", help="checkpoints and manifest (default: the package's policies/)")
     reeval.set_defaults(func=cmd_data_evaluate_behavior)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"  # every command, in the order the help lists them
     return parser
 
 

@@ -338,6 +338,17 @@ def test_train_help_lists_the_run_settings_and_the_named_algorithms_only(capsys)
     assert "--context" not in out and "--backbone" not in out and "--cql-alpha" not in out
 
 
+def test_the_usage_line_names_every_command_the_help_lists(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    usage = out.split("positional arguments:")[0]
+    listed = [line.split()[0] for line in out.split("positional arguments:")[1].split("options:")[0].splitlines()[2:]
+              if line.startswith("    ") and not line.startswith("     ")]
+    assert {"train", "eval", "backbone", "data"} <= set(listed)
+    assert all(name in usage for name in listed), (listed, usage)
+
+
 def test_help_texts_carry_no_rst_markup(capsys):
     for argv in (["--help"], ["train", "--help"], ["eval", "--help"], ["leaderboard", "--help"], ["data", "--help"],
                  ["train", "--algo", "gciql", "--help"], ["probe", "--help"]):
