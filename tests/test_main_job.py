@@ -42,6 +42,13 @@ def test_train_ends_with_reference_level_and_scale(data, capsys, tmp_path):
     assert "the recipe's 100,000 steps alone would take about" in last[3]
 
 
+def test_the_recipes_time_is_said_in_the_unit_a_reader_wants():
+    from frozen_dt.training.report import duration
+
+    assert [duration(s) for s in (0.4, 119, 1000, 7199, 7200, 35_999, 36_000, 5e6)] == \
+        ["0 s", "119 s", "17 min", "120 min", "2.0 h", "10.0 h", "10 h", "1,389 h"]
+
+
 def test_reference_refuses_seeds(data, capsys):
     code, _, err = run(capsys, "train", "hopper-medium-v2", "--seeds", "0,1", "--reference", "bc")
     assert code == 2 and "--reference trains beside a single run" in err

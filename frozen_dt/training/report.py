@@ -44,12 +44,22 @@ def scale_line(settings, elapsed: float) -> str:
     if not smaller:
         return "frozen-dt: full scale" + (f", with settings other than the recipe's: {', '.join(other)}" if other else "")
     rate = elapsed / max(run.steps, 1)
-    hours = rate * full.run.steps / 3600
     changed = f"; also {', '.join(other)}" if other else ""
     return (f"frozen-dt: REDUCED SCALE: {', '.join(smaller)}{changed}. The full recipe is 'frozen-dt train {run.task} --algo "
-            f"{run.algo}'; this run took {elapsed:.0f} s here ({rate:.2f} s per step, evaluation included), so the "
-            f"recipe's {full.run.steps:,} steps alone would take about {hours:.0f} h here at this run's size per step, "
-            "more at the recipe's; on a GPU: --device cuda (docs/gpu.md)")
+            f"{run.algo}'; this run took {elapsed:.0f} s here ({rate:.3g} s per step, evaluation included), so the "
+            f"recipe's {full.run.steps:,} steps alone would take about {duration(rate * full.run.steps)} here at this "
+            "run's size per step, more at the recipe's; on a GPU: --device cuda (docs/gpu.md)")
+
+
+def duration(seconds: float) -> str:
+    """A length of time as a reader wants it: seconds under 2 minutes, minutes under 2 hours, then hours (one
+    decimal under 10)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    hours = seconds / 3600
+    return f"{hours:.1f} h" if hours < 10 else f"{hours:,.0f} h"
 
 
 class Clock:
