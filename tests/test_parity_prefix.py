@@ -57,3 +57,40 @@ def test_welch_matches_scipy():
     low, high = ref.confidence_interval(0.95)
     assert w["ci"] == pytest.approx([low, high])
     assert run_parity.welch(np.array([1.0, 1.0]), np.array([1.0, 1.0])) is None
+
+
+def side(scores_per_seed):
+    """Records of one side, one per seed, holding returns that normalize to ``scores`` (identity normalization)."""
+    return [{"returns": list(s), "updates_per_s": 10.0} for s in scores_per_seed]
+
+
+def test_the_difference_over_2_to_4_seeds_is_welchs_interval_and_from_5_the_bootstrap():
+    identity = np.asarray
+    ours, theirs = side([[10.0, 12.0], [30.0, 32.0], [20.0, 22.0]]), side([[5.0], [6.0], [10.0]])
+    d = run_parity.difference(ours, theirs, identity)
+    ref = stats.ttest_ind([11.0, 31.0, 21.0], [5.0, 6.0, 10.0], equal_var=False)
+    assert d["ci_over"] == "seeds (Welch t)" and d["ci"] == pytest.approx(list(ref.confidence_interval(0.95)))
+    assert d["difference"] == pytest.approx(21.0 - 7.0) and d["within_ci"] == (d["ci"][0] <= 0 <= d["ci"][1])
+    summary = run_parity.side_summary(ours, identity)
+    half = stats.t.ppf(0.975, 2) * np.std([11.0, 31.0, 21.0], ddof=1) / np.sqrt(3)
+    assert summary["ci_seeds"] == pytest.approx([21.0 - half, 21.0 + half]) and summary["ci_seeds_over"] == \
+        "seeds (t, n=3)"
+    five = side([[v] for v in (1.0, 2.0, 3.0, 4.0, 5.0)])
+    d5 = run_parity.difference(five, side([[v] for v in (0.0, 1.0, 1.0, 2.0, 2.0)]), identity)
+    assert d5["ci_over"] == "seeds (bootstrap)" and d5["welch"] is not None
+    assert run_parity.side_summary(five, identity)["ci_seeds_over"] == "seeds (bootstrap, n=5)"
+
+
+def test_recompute_rewrites_a_records_intervals_from_its_stored_runs_and_leaves_others_alone(tmp_path, capsys):
+    runs = {"ours": side([[1000.0, 1100.0], [2000.0, 2100.0], [1500.0]]), "d3rlpy": side([[900.0], [950.0], [1000.0]])}
+    record = {"task": "hopper-medium-v2", "algo": "bc", "difference": {"ci": [0, 1], "ci_over": "seeds"},
+              "runs": runs, "git": "kept"}
+    path, other = tmp_path / "hopper-medium-v2-bc.json", tmp_path / "hopper-medium-v2-throughput.json"
+    path.write_text(json.dumps(record))
+    other.write_text(json.dumps({"algos": {}}))
+    run_parity.recompute([str(path), str(other)])
+    got = json.loads(path.read_text())
+    assert got["git"] == "kept" and got["runs"] == runs and got["difference"]["ci_over"] == "seeds (Welch t)"
+    ref_min, ref_max = -20.272305, 3234.3  # D4RL's hopper references
+    assert got["ours"]["per_seed"] == [round(100 * (m - ref_min) / (ref_max - ref_min), 2) for m in (1050, 2050, 1500)]
+    assert json.loads(other.read_text()) == {"algos": {}} and "left as it is" in capsys.readouterr().out

@@ -8,8 +8,12 @@ Run from the repository root, in frozen-dt's environment. The d3rlpy side runs i
 gymnasium==1.0.0): ``bench/parity/.venv``, created from ``requirements.txt`` on first use (or pass
 ``--d3rlpy-python``). Every job gets ``--threads`` torch threads (1 by default) and jobs run one after another, so
 updates/s compare like with like. Writes ``<out>/<task>-<algo>.json`` per algorithm: both sides' per-seed
-scores, means with 95 % bootstrap CIs over episodes and over seeds, the difference with its CI, updates/s and
-their ratio, the settings each side used, versions and hardware.
+scores, means with 95 % intervals over episodes and over seeds, the difference with its interval, updates/s and
+their ratio, the settings each side used, versions and hardware. Over seeds the interval is the bootstrap from 5
+seeds a side and Student-t (for the difference, Welch's) with 2-4, since a bootstrap of so few values under-covers;
+``ci_over`` says which.
+
+    python bench/parity/run_parity.py --recompute results/parity/*.json   # the intervals again, from the stored runs
 """
 
 from __future__ import annotations
@@ -153,6 +157,13 @@ def their_argv(args, algo: str, seed: int, python: str, steps: int, episodes: in
     return argv
 
 
+def write_record(path: Path, record: dict) -> None:
+    """``record`` as JSON at ``path``, atomically (a unique temp file, fsync, rename)."""
+    from frozen_dt.paths import atomic_write_text
+
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
 def theirs(args, algo: str, seed: int, python: str, env: dict) -> dict:
     """d3rlpy's run of ``algo`` with ``seed``; its record is kept beside our run dirs, so a rerun adding seeds
     (or resuming after an interruption) trains only the seeds not yet measured."""
@@ -162,9 +173,7 @@ def theirs(args, algo: str, seed: int, python: str, env: dict) -> dict:
     argv = their_argv(args, algo, seed, python, args.steps[algo], args.episodes)
     record = json.loads(run(argv, env).strip().splitlines()[-1])
     saved.parent.mkdir(parents=True, exist_ok=True)
-    tmp = saved.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, saved)
+    write_record(saved, record)
     return record
 
 
@@ -199,22 +208,35 @@ def bootstrap_ci(values: np.ndarray, reps: int = 10_000, seed: int = 0) -> list[
 
 
 def side_summary(records: list[dict], normalize) -> dict:
+    from frozen_dt.eval.stats import MIN_BOOTSTRAP_SEEDS, t_interval
+
     per_seed = [np.asarray(normalize(r["returns"])) for r in records]
     episodes = np.concatenate(per_seed)
     seed_means = np.array([s.mean() for s in per_seed])
-    return {"score": float(episodes.mean()), "ci_episodes": bootstrap_ci(episodes),
-            "ci_seeds": bootstrap_ci(seed_means) if len(seed_means) >= 2 else None,
+    n = len(seed_means)
+    ci_seeds = bootstrap_ci(seed_means) if n >= MIN_BOOTSTRAP_SEEDS else list(t_interval(seed_means)) if n >= 2 \
+        else None
+    return {"score": float(episodes.mean()), "ci_episodes": bootstrap_ci(episodes), "ci_seeds": ci_seeds,
+            "ci_seeds_over": None if n < 2 else f"seeds ({'bootstrap' if n >= MIN_BOOTSTRAP_SEEDS else 't'}, n={n})",
             "per_seed": seed_means.round(2).tolist(), "updates_per_s": float(np.mean([r["updates_per_s"]
                                                                                         for r in records]))}
 
 
 def difference(a: list[dict], b: list[dict], normalize, reps: int = 10_000) -> dict:
-    """ours - d3rlpy, with a bootstrap CI over seeds (several seeds) or episodes (one)."""
+    """ours - d3rlpy: over seeds (2 or more a side) the bootstrap interval from 5 seeds a side, Welch's t-interval
+    below that; over episodes with one seed a side. Welch's test is reported beside it whenever it applies."""
+    from frozen_dt.eval.stats import MIN_BOOTSTRAP_SEEDS
+
     rng = np.random.default_rng(1)
     if len(a) >= 2 and len(b) >= 2:
         xa = np.array([np.mean(normalize(r["returns"])) for r in a])
         xb = np.array([np.mean(normalize(r["returns"])) for r in b])
         over = "seeds"
+        if min(len(xa), len(xb)) < MIN_BOOTSTRAP_SEEDS:
+            w = welch(xa, xb)
+            if w is not None:
+                return {"difference": float(xa.mean() - xb.mean()), "ci": w["ci"], "ci_over": "seeds (Welch t)",
+                        "n": [len(xa), len(xb)], "within_ci": bool(w["ci"][0] <= 0.0 <= w["ci"][1]), "welch": w}
     else:
         xa = np.concatenate([normalize(r["returns"]) for r in a])
         xb = np.concatenate([normalize(r["returns"]) for r in b])
@@ -222,7 +244,8 @@ def difference(a: list[dict], b: list[dict], normalize, reps: int = 10_000) -> d
     diffs = (xa[rng.integers(0, len(xa), size=(reps, len(xa)))].mean(1)
              - xb[rng.integers(0, len(xb), size=(reps, len(xb)))].mean(1))
     low, high = np.quantile(diffs, [0.025, 0.975])
-    return {"difference": float(xa.mean() - xb.mean()), "ci": [float(low), float(high)], "ci_over": over,
+    return {"difference": float(xa.mean() - xb.mean()), "ci": [float(low), float(high)],
+            "ci_over": f"{over} (bootstrap)" if over == "seeds" else over,
             "n": [len(xa), len(xb)], "within_ci": bool(low <= 0.0 <= high), "welch": welch(xa, xb)}
 
 
@@ -235,8 +258,37 @@ def welch(xa: np.ndarray, xb: np.ndarray) -> dict | None:
     return None if result is None else {k: result[k] for k in ("t", "df", "p", "ci")}
 
 
+def recompute(paths: list[str]) -> None:
+    """Rewrite each parity record's summaries and difference from the per-episode returns it stores (``runs``),
+    with this file's interval rules; a file without both sides' runs (a throughput or recipe record) is left alone."""
+    if importlib.util.find_spec("frozen_dt") is None:
+        sys.path.insert(0, str(REPO))
+    from frozen_dt.envs.registry import get_task
+    from frozen_dt.eval.scores import normalized_score
+
+    for path in map(Path, paths):
+        record = json.loads(path.read_text())
+        runs = record.get("runs")
+        if not (isinstance(runs, dict) and runs.get("ours") and runs.get("d3rlpy")):
+            print(f"{path}: no runs of both sides; left as it is")
+            continue
+        task = get_task(record["task"])
+
+        def normalize(returns):
+            return normalized_score(task, np.asarray(returns))
+
+        record.update(ours=side_summary(runs["ours"], normalize), d3rlpy=side_summary(runs["d3rlpy"], normalize),
+                      difference=difference(runs["ours"], runs["d3rlpy"], normalize))
+        write_record(path, record)
+        d = record["difference"]
+        print(f"{path}: difference {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over "
+              f"{d['ci_over']} (n {d['n'][0]} vs {d['n'][1]})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if sys.argv[1:2] == ["--recompute"]:
+        return recompute(sys.argv[2:])
     parser.add_argument("--dataset", required=True, help="D4RL-layout hdf5 file both sides train on")
     parser.add_argument("--task", default="hopper-medium-v2", help="the task the file belongs to (scores, env)")
     parser.add_argument("--algos", nargs="+", default=["bc", "iql", "cql", "dt"], choices=tuple(SHARED))
@@ -297,9 +349,7 @@ def main() -> None:
         record.update(task=args.task, dataset=str(args.dataset), threads=args.threads,
                       hardware=f"{platform.machine()} {platform.processor() or ''}".strip(), cpu_count=os.cpu_count(),
                       git=commit, versions={"ours": package_versions()})
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_record(path, record)
         print(f"-> {path}")
         return
     from frozen_dt.locks import LockHeld, run_lock
@@ -332,14 +382,12 @@ def main() -> None:
                   "cpu_count": os.cpu_count(), "versions": {"ours": package_versions(), "d3rlpy": b[0]["versions"]},
                   "git": git_commit(REPO), "runs": {"ours": a, "d3rlpy": b}}
         path = Path(args.out) / f"{name}-{algo}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_record(path, record)
         d = record["difference"]
         print(f"{name} {algo}: ours {record['ours']['score']:.1f}, d3rlpy {record['d3rlpy']['score']:.1f}, "
               f"difference {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over {d['ci_over']} "
               f"(n {d['n'][0]} vs {d['n'][1]}"
-              + (f", Welch p {d['welch']['p']:.3f}" if d["welch"] and d["ci_over"] == "seeds" else "") + "); "
+              + (f", Welch p {d['welch']['p']:.3f}" if d["welch"] and d["ci_over"].startswith("seeds") else "") + "); "
               f"updates/s ratio {record['updates_per_s_ratio']:.2f} -> {path}", flush=True)
 
 
