@@ -504,6 +504,7 @@ def test_heldout_comparison_is_welchs_interval_and_the_probability_of_a_lower_er
     assert swapped["comparisons"]["frozen-dt-pretrained"]["reading"] == "dt higher"
     text = heldout.comparison_markdown(result)
     assert "| dt | 3 v 3 |" in text and "cannot tell at this power" in text
+    assert "With fewer than 5 seeds a side the bootstrap interval of P(lower) under-covers" in text
     with pytest.raises(FrozenDTError, match="several learning rates"):
         heldout.compare_arms(runs + [{"arm": "dt", "lr": 1e-3, "seed": 9, "action_mse": 0.3}])
     with pytest.raises(FrozenDTError, match="arm dt has seed 0 more than once"):

@@ -35,6 +35,7 @@ import torch
 
 from frozen_dt.data.dataset import OfflineDataset
 from frozen_dt.errors import FrozenDTError
+from frozen_dt.eval.stats import MIN_BOOTSTRAP_SEEDS
 from frozen_dt.paths import atomic_path
 from frozen_dt.run_dir import atomic_write_text, eval_path, read_json, write_json
 from frozen_dt.science import exit_code
@@ -213,8 +214,8 @@ def comparison_markdown(result: dict) -> str:
                     else "(no interval at n = 1)")
         lines.append(f"| {arm} | {a['lr']:g} | {a['n']} | {', '.join(f'{v:.4f}' for v in a['errors'])} | "
                      f"{a['mean']:.4f} {interval} |")
-    lines += ["", f"| {ref} vs | n | difference of means (Welch 95 % t-interval) | p | P({ref} lower) [95 % CI] | "
-              "reading |", "|---|---|---|---|---|---|"]
+    lines += ["", f"| {ref} vs | n | difference of means (Welch 95 % t-interval) | p | P({ref} lower) [95 % bootstrap "
+              "CI] | reading |", "|---|---|---|---|---|---|"]
     for arm, c in result["comparisons"].items():
         w = c["welch"]
         diff = f"{w['difference']:+.4f} [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}]" if w else "-"
@@ -222,6 +223,9 @@ def comparison_markdown(result: dict) -> str:
         pl = c["p_reference_lower"]
         lines.append(f"| {arm} | {c['n'][0]} v {c['n'][1]} | {diff} | {p} | {pl[0]:.2f} [{pl[1]:.2f}, {pl[2]:.2f}] | "
                      f"{c['reading']} |")
+    if any(min(c["n"]) < MIN_BOOTSTRAP_SEEDS for c in result["comparisons"].values()):
+        lines += ["", f"With fewer than {MIN_BOOTSTRAP_SEEDS} seeds a side the bootstrap interval of P(lower) "
+                  "under-covers: it describes these seeds; the reading follows Welch's interval."]
     return "\n".join(lines) + "\n"
 
 
