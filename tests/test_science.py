@@ -361,6 +361,15 @@ def test_analyze_phase_end_to_end(tmp_path):
     assert pre["final"] == pytest.approx(0.021)  # mean of the last two evaluations
     assert pre["steps_to_threshold"] == 500 and pre["bar"] == pytest.approx(0.18)
     assert c["p_steps"] < 0.01  # every pretrained run reached the bar, no random-init run did (ties: normal approx.)
+    interim = analysis.analyze_phase(spec, "main", expected=25)  # 15 of 25 runs: the tests, no verdict
+    result = json.loads((tmp_path / "res" / "main_analysis.json").read_text())
+    assert result["verdict"] is None and result["comparisons"]["random-init"]["p_mw"] == pytest.approx(1 / 252)
+    assert "withheld until all 25 runs are complete" in interim and "INTERIM: 15 of the phase's 25" in interim
+    assert "**held**" in analysis.analyze_phase(spec, "main", expected=15)
+    record = json.loads((folder / "shuffled-0.json").read_text())
+    (folder / "shuffled-9.json").write_text(json.dumps({**record, "spec": {**record["spec"], "lr": 1e-2}}))
+    with pytest.raises(analysis.FrozenDTError, match="runs of shuffled at several learning rates"):
+        analysis.analyze_phase(spec, "main")  # a pilot's runs: its rule is select
 
 
 # --- held-out action error ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from frozen_dt.errors import FrozenDTError
 from frozen_dt.eval.stats import probability_of_improvement_ci, t_interval
 from frozen_dt.run_dir import atomic_write_text, read_json, write_json
 from frozen_dt.science.train import final_error, steps_to_threshold
@@ -105,12 +106,21 @@ def phase_results(spec: dict, phase: str) -> list[dict]:
     return [read_json(f) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def analyze_phase(spec: dict, phase: str) -> str:
+def analyze_phase(spec: dict, phase: str, expected: int | None = None) -> str:
+    """The phase's per-arm table, its comparisons with the pretrained arm and the pre-registered verdict, written to
+    ``<results>/<phase>_analysis.{json,md}``. The verdict is given only once all ``expected`` runs are complete
+    (before that the comparisons are labelled interim). A phase with several rates per arm (a pilot) is refused:
+    its rule is ``select``."""
     rule = spec["rule"]
     records = [r for r in phase_results(spec, phase) if r["status"] == "complete"]
     by_arm: dict[str, list[dict]] = {}
     for r in records:
         by_arm.setdefault(r["spec"]["arm"], []).append(run_metrics(r, rule))
+    mixed = sorted(arm for arm, ms in by_arm.items() if len({m["lr"] for m in ms}) > 1)
+    if mixed:
+        raise FrozenDTError(f"phase {phase} has runs of {mixed[0]} at several learning rates (a pilot): its rule is "
+                            "'select'; 'analyze' compares the seeds of one rate per arm")
+    complete = expected is None or len(records) >= expected
     lines = [f"# {phase}: per-bit test error at {rule['fixed']} (fixed) and {rule['long']} (longer), "
              f"mean of the last {rule['last_evals']} evaluations", ""]
     if not by_arm:
@@ -130,18 +140,24 @@ def analyze_phase(spec: dict, phase: str) -> str:
     profiles = sorted({f"{r['spec']['device']}/{r['spec']['precision']}" for r in records})
     lines += ["", f"Runs: {len(records)} complete, profile(s) {', '.join(profiles)}"
               + (" (MIXED: see PROTOCOL.md)" if len(profiles) > 1 else "") + "."]
-    result = {"phase": phase, "rule": rule, "arms": by_arm, "profiles": profiles}
+    if not complete:
+        lines[-1] += f" INTERIM: {len(records)} of the phase's {expected} runs are complete."
+    result = {"phase": phase, "rule": rule, "arms": by_arm, "profiles": profiles,
+              "complete_runs": len(records), "expected_runs": expected}
     if "pretrained" in by_arm and len(by_arm) > 1:
         comparisons = {arm: compare(by_arm["pretrained"], ms) for arm, ms in by_arm.items() if arm != "pretrained"}
-        result["verdict"] = verdict(comparisons, by_arm["pretrained"])
+        result["verdict"] = verdict(comparisons, by_arm["pretrained"]) if complete else None
         result["comparisons"] = comparisons
+        if not complete:
+            lines += ["", "Interim comparisons (not every run is complete; the tests below are not the verdict):"]
         lines += ["", "| pretrained vs | n | MW one-sided p | Holm p | Fisher p (solved) | steps-to-threshold p | "
                       "P(pretrained better) [95 % CI] |", "|---|---|---|---|---|---|---|"]
         for arm, c in comparisons.items():
             holm_p = f"{c['p_mw_holm']:.4f}" if "p_mw_holm" in c else "-"
             lines.append(f"| {arm} | {c['n'][0]} v {c['n'][1]} | {c['p_mw']:.4f} | {holm_p} | {c['p_fisher']:.4f} | "
                          f"{c['p_steps']:.4f} | {c['poi']:.2f} [{c['poi_ci'][0]:.2f}, {c['poi_ci'][1]:.2f}] |")
-        lines += ["", f"Verdict (pre-registered rule): **{result['verdict']}**"]
+        lines += ["", f"Verdict (pre-registered rule): **{result['verdict']}**" if complete else
+                  f"Verdict (pre-registered rule): withheld until all {expected} runs are complete"]
     text = "\n".join(lines) + "\n"
     folder = Path(spec["results"])
     write_json(folder / f"{phase}_analysis.json", result)

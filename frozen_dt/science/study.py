@@ -188,7 +188,7 @@ def _command(args) -> None:
         s = select(spec, args.phase)
         print(json.dumps(s, indent=2))
     else:
-        print(analyze_phase(spec, args.phase))
+        print(analyze_phase(spec, args.phase, expected=len(phase_runs(spec, args.phase, args.profile))))
 
 
 if __name__ == "__main__":
