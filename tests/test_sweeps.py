@@ -56,7 +56,8 @@ def test_committed_sweep_files_expand(path):
 
 def test_a_profile_merges_its_base_eval_and_resources_over_the_specs_and_runs_as_its_own_configuration(tmp_path):
     spec = {**TINY, "resources": {"cpus": 2}, "profiles": {
-        "gpu": {"base": {"device": "cuda", "precision": "bf16"}, "eval": {"episodes": 3}, "resources": {"gpus": 1}},
+        "gpu": {"base": {"device": "cuda", "precision": "bf16"}, "eval": {"episodes": 3}, "resources": {"gpus": 1},
+                "stack_seeds": True},
         "quick": {"base": {"steps": 2}, "out": str(tmp_path / "quick")}}}
     path = write_spec(tmp_path / "s.json", spec, tmp_path / "out")
     plain, gpu = load_sweep(path), load_sweep(path, profile="gpu")
@@ -66,6 +67,7 @@ def test_a_profile_merges_its_base_eval_and_resources_over_the_specs_and_runs_as
                and r.settings["batch_size"] == 8 and r.evaluation == {**plain.runs[0].evaluation, "episodes": 3}
                for r in gpu.runs)  # the SPEC's own base and eval keys survive beside the profile's
     assert (plain.resources, gpu.resources) == ({"cpus": 2, "gpus": 0}, {"cpus": 2, "gpus": 1})
+    assert (plain.stack_seeds, gpu.stack_seeds) == (False, True) and len(gpu.jobs()) == 2  # bc's seeds, iql's seeds
     assert [(r.algo, r.seed) for r in gpu.runs] == [(r.algo, r.seed) for r in plain.runs]
     assert not {r.run_dir for r in gpu.runs} & {r.run_dir for r in plain.runs}  # other settings, other run dirs
     quick = load_sweep(path, profile="quick")
@@ -75,7 +77,8 @@ def test_a_profile_merges_its_base_eval_and_resources_over_the_specs_and_runs_as
 @pytest.mark.parametrize("profiles, given, message", [
     ({"gpu": {"base": {"device": "cuda"}}}, "gpus", "no profile 'gpus' (its profiles: gpu)"),
     (None, "gpu", "no profile 'gpu' (it has no 'profiles')"),
-    ({"gpu": {"grid": {"algo": ["bc"]}}}, None, "profile 'gpu' sets 'grid'; a profile changes only out, base, eval"),
+    ({"gpu": {"grid": {"algo": ["bc"]}}}, None, "profile 'gpu' sets 'grid'; a profile changes only out, stack_seeds"),
+    ({"gpu": {"stack_seeds": "yes"}}, "gpu", "'stack_seeds' is true or false"),
     ({"gpu": {"out": 5}}, "gpu", "out: must be a string"),
     ({"gpu": ["device", "cuda"]}, None, "profile 'gpu' must be a mapping"),
     ({"gpu": {"base": "cuda"}}, None, "profile 'gpu': 'base' must be a mapping"),

@@ -61,7 +61,7 @@ from frozen_dt.training.recipes import NOT_IN_RECIPES, apply_recipes
 
 TOP_KEYS = ("out", "command", "base", "grid", "seeds", "overrides", "eval", "resources", "data", "name", "stack_seeds",
             "profiles")
-PROFILE_KEYS = ("out", "base", "eval", "resources")  # what a profile may change (mappings merged over the SPEC's)
+PROFILE_KEYS = ("out", "stack_seeds", "base", "eval", "resources")  # what a profile may change (mappings merged)
 DATA_KEYS = ("task", "out", "episodes", "transitions", "seed")
 COMMANDS = ("train", "probe")
 NOT_IN_PROBE_SWEEPS = ("run_dir", "summary_dir")
@@ -219,9 +219,9 @@ def check_run_count(path: Path, grids: list, max_runs: int) -> None:
 
 
 def apply_profile(raw: dict, profile: str | None, path: Path) -> dict:
-    """The SPEC with profile ``profile`` of its ``profiles`` merged in: the profile's ``out`` replaces the SPEC's, its
-    base, eval and resources are merged over the SPEC's own, key by key; ``profiles`` itself is dropped. Every
-    profile is checked, used or not."""
+    """The SPEC with profile ``profile`` of its ``profiles`` merged in: the profile's ``out`` and ``stack_seeds``
+    replace the SPEC's, its base, eval and resources are merged over the SPEC's own, key by key; ``profiles`` itself
+    is dropped. Every profile is checked, used or not."""
     profiles = _mapping(raw, "profiles", path)
     for name, sections in profiles.items():
         if not isinstance(sections, dict):
@@ -230,7 +230,7 @@ def apply_profile(raw: dict, profile: str | None, path: Path) -> dict:
         if bad:
             raise FrozenDTError(f"{path}: profile {name!r} sets {bad[0]!r}; a profile changes only "
                                 f"{', '.join(PROFILE_KEYS)}")
-        for key in set(sections) - {"out"}:
+        for key in set(sections) - {"out", "stack_seeds"}:
             _mapping(sections, key, f"{path}: profile {name!r}")
     merged = {k: v for k, v in raw.items() if k != "profiles"}
     if profile is None:
@@ -239,7 +239,7 @@ def apply_profile(raw: dict, profile: str | None, path: Path) -> dict:
         known = f"its profiles: {', '.join(map(str, profiles))}" if profiles else "it has no 'profiles'"
         raise FrozenDTError(f"{path}: no profile {profile!r} ({known})")
     for key, changes in profiles[profile].items():
-        merged[key] = changes if key == "out" else {**_mapping(raw, key, path), **(changes or {})}
+        merged[key] = changes if key in ("out", "stack_seeds") else {**_mapping(raw, key, path), **(changes or {})}
     return merged
 
 
