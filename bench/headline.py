@@ -386,7 +386,7 @@ def write_results(state: Path, protocol: dict) -> int:
         return 0
     runs = [str(m) for arm in protocol["arms"] for m in members(state / arm, protocol)]
     code = subprocess.call([sys.executable, "-P", "-m", "frozen_dt", "leaderboard", *runs,
-                            "--out", str(state / "leaderboard.csv")])
+                            "--out", str(state / "leaderboard.csv"), "--reference", "dt"])
     if code != 0:
         return code
     devices = sorted({json.loads((Path(r) / "eval-last.json").read_text()).get("device", "?") for r in runs})

@@ -10,6 +10,10 @@ Student-t over 2-4 seeds, the stratified bootstrap over 5 or more). ``scale`` is
 ``reduced`` when training stopped before the recipe's full step count, or evaluation used fewer than 100 episodes
 or cut them short (``frozen-dt eval --max-steps``).
 
+With a reference (``frozen-dt leaderboard --reference dt``), every other row of a task and target gets its difference
+from that row: the difference of the seed means (row - reference), Welch's 95 % t-interval on it and its p, with
+both n (blank where either side has fewer than 2 seeds).
+
 Figures: ``scores.png`` (score bars with CIs, per task) and ``curves.png`` (periodic evaluation scores from the
 runs' ``metrics.jsonl``, the mean over seeds with a min-max band).
 """
@@ -32,6 +36,7 @@ from frozen_dt.training.recipes import recipe_steps
 COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "settings", "task", "dataset_source", "scale", "n_seeds",
            "n_episodes", "score_mean", "ci_low", "ci_high", "ci_over", "iqm", "target", "trainable_params", "steps",
            "device", "git_sha", "date")
+COMPARISON_COLUMNS = ("vs", "difference", "diff_ci_low", "diff_ci_high", "diff_p", "diff_n")
 KEY_COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "steps", "target")
 FULL_EPISODES = 100
 
@@ -120,6 +125,54 @@ def name_differences(rows: list[dict]) -> None:
             r["settings"] = "; ".join(f"{k}={r['_config'].get(k, '-')}" for k in differ)
 
 
+def compare_rows(rows: list[dict], reference: str) -> None:
+    """Set each row's comparison with the row labelled ``reference`` (:func:`row_label`) of its task and target:
+    Welch's t-interval on the difference of seed means (row - reference) and its p; blank where either side has
+    fewer than 2 seeds (or no spread), or its task and target have no reference row."""
+    from frozen_dt.eval.stats import welch_difference
+
+    conditions: dict[tuple, list[dict]] = {}
+    for r in rows:
+        conditions.setdefault((r["task"], r["target"]), []).append(r)
+        r.update({c: "" for c in COMPARISON_COLUMNS})
+    found = False
+    for (task, target), group in conditions.items():
+        refs = [r for r in group if row_label(r) == reference]
+        if len(refs) > 1:
+            raise FrozenDTError(f"--reference {reference!r} names {len(refs)} rows of {task} target {target} (they "
+                                "differ in dataset source or steps): give the runs of one of them")
+        if not refs:
+            continue
+        found = True
+        ref_means = seed_means(refs[0])
+        for r in group:
+            if r is refs[0]:
+                continue
+            means = seed_means(r)
+            r.update(vs=reference, diff_n=f"{len(means)} v {len(ref_means)}")
+            w = welch_difference(means, ref_means)
+            if w is not None:
+                r.update(difference=round(w["difference"], 2), diff_ci_low=round(w["ci"][0], 2),
+                         diff_ci_high=round(w["ci"][1], 2), diff_p=round(w["p"], 4))
+    if not found:
+        labels = sorted({row_label(r) for r in rows})
+        raise FrozenDTError(f"--reference {reference!r} is no row of this leaderboard (rows: {', '.join(labels)})")
+
+
+def seed_means(row: dict) -> list[float]:
+    return [float(np.mean(g["episode_scores"])) for g in row["_runs"]]
+
+
+def comparison_label(r: dict) -> str:
+    """``diff +12.3 [-3.1, +26.8], Welch p 0.21 (3 v 3)`` against the reference, or why there is none."""
+    if not r.get("vs"):
+        return "-"
+    if r["difference"] == "":
+        return f"no interval ({r['diff_n']} seeds)"
+    return (f"diff {r['difference']:+.1f} [{r['diff_ci_low']:+.1f}, {r['diff_ci_high']:+.1f}], Welch p {r['diff_p']:.3f} "
+            f"({r['diff_n']})")
+
+
 def safe_cell(value):
     """A cell a spreadsheet shows as text: a string starting like a formula gets a leading apostrophe (numbers are
     left alone, and so is a lone "-": nothing follows the sign); line breaks become spaces."""
@@ -129,12 +182,14 @@ def safe_cell(value):
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], reference: str | None = None) -> str:
     cols = ("task", "target", "algo", "backbone", "layers", "init", "settings", "dataset_source", "scale", "steps",
             "n_seeds", "n_episodes", "score_mean", "ci", "iqm", "trainable_params")
+    vs = f"vs {reference} (difference, Welch 95 % t-interval, p, n)"
+    cols += (vs,) if reference else ()
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = {**r, "ci": interval_label(r)}
+        cells = {**r, "ci": interval_label(r), vs: comparison_label(r)}
         lines.append("| " + " | ".join(str(safe_cell(cells[c])).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
@@ -240,9 +295,10 @@ def collect_entries(runs: list[Path], checkpoint: str) -> tuple[list[dict], list
     return entries, skipped
 
 
-def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "last") -> tuple[list[dict], list[str]]:
-    """Write the leaderboard of the runs ``patterns`` name; returns its rows and the runs left out (each a line
-    saying why)."""
+def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "last",
+                      reference: str | None = None) -> tuple[list[dict], list[str]]:
+    """Write the leaderboard of the runs ``patterns`` name (with ``reference``, each row's difference from that row);
+    returns its rows and the runs left out (each a line saying why)."""
     runs = find_runs(patterns, checkpoint)
     where = ", ".join(patterns) if patterns else "runs/**"
     if not runs:
@@ -252,10 +308,13 @@ def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "
     if not entries:
         raise FrozenDTError(f"no valid evaluated run in {where}; first left out: {skipped[0]}")
     rows = build_rows(entries)
+    if reference:
+        compare_rows(rows, reference)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(out, [{k: safe_cell(v) for k, v in r.items()} for r in rows], COLUMNS)
-    atomic_write_text(out.with_suffix(".md"), markdown_table(rows))
+    write_csv(out, [{k: safe_cell(v) for k, v in r.items()} for r in rows],
+              COLUMNS + (COMPARISON_COLUMNS if reference else ()))
+    atomic_write_text(out.with_suffix(".md"), markdown_table(rows, reference))
     primary = [r for r in rows if r["primary"]]  # figures: each run's primary target (OGBench: all goals)
     plot_scores(primary, out.parent / "scores.png")
     plot_curves(primary, out.parent / "curves.png")

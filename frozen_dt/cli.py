@@ -177,13 +177,14 @@ def cmd_eval(ns) -> None:
 
 
 def cmd_leaderboard(ns) -> int:
-    from frozen_dt.eval.leaderboard import interval_label, row_label, write_leaderboard
+    from frozen_dt.eval.leaderboard import comparison_label, interval_label, row_label, write_leaderboard
 
     args = from_namespace(LeaderboardArgs, ns)
-    rows, skipped = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint)
+    rows, skipped = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint, args.reference)
     for r in rows:
+        versus = f"; vs {r['vs']}: {comparison_label(r)}" if r.get("vs") else ""
         print(f"{r['task']} target {r['target']}: {row_label(r)}: {r['score_mean']:.1f} {interval_label(r)}, "
-              f"{r['n_seeds']} seed(s), {r['n_episodes']} episodes ({r['scale']})")
+              f"{r['n_seeds']} seed(s), {r['n_episodes']} episodes ({r['scale']}){versus}")
     print(f"wrote {args.out}, its Markdown copy and figures beside it")
     for line in skipped:
         print(f"frozen-dt: left out: {line}", file=sys.stderr)

@@ -201,6 +201,9 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      'groups.setdefault((tuple(e["key"].items()), e["config"]), []).append(e)',
      'groups.setdefault((tuple(e["key"].items()), ()), []).append(e)',
      ["tests/test_evaluate.py::test_a_sweep_over_a_setting_the_columns_do_not_name_gives_one_row_per_value_saying_which"]),
+    ("Leaderboard: the difference from the reference row taken the wrong way round (reference - row)",
+     "eval/leaderboard.py", "w = welch_difference(means, ref_means)", "w = welch_difference(ref_means, means)",
+     ["tests/test_evaluate.py::test_a_reference_row_gives_every_other_row_welchs_interval_on_its_difference"]),
 ]
 
 

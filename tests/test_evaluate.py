@@ -175,6 +175,35 @@ def test_a_sweep_over_a_setting_the_columns_do_not_name_gives_one_row_per_value_
     assert "| bc | - | - | - | lr=0.001 |" in (tmp_path / "lb.md").read_text()
 
 
+def test_a_reference_row_gives_every_other_row_welchs_interval_on_its_difference(tmp_path, capsys, monkeypatch):
+    from test_hostile_leaderboard import fake_run
+
+    monkeypatch.chdir(tmp_path)
+    arms = {"bc": (10.0, 20.0, 30.0), "iql": (40.0, 50.0, 70.0), "td3bc": (60.0,)}
+    for algo, scores in arms.items():
+        for seed, score in enumerate(scores):
+            run_dir = fake_run(tmp_path / "runs" / f"{algo}-{seed}", seed=seed, scores=(score, score + 2.0))
+            config = json.loads((run_dir / "config.json").read_text())
+            (run_dir / "config.json").write_text(json.dumps({"args": {**config["args"], "algo": algo}}))
+    code, out, err = run(capsys, "leaderboard", "runs/*", "--out", str(tmp_path / "lb.csv"), "--reference", "bc")
+    assert code == 0, err
+    with open(tmp_path / "lb.csv") as handle:
+        rows = {r["algo"]: r for r in csv.DictReader(handle)}
+    expected = scipy_stats.ttest_ind([41.0, 51.0, 71.0], [11.0, 21.0, 31.0], equal_var=False)  # seed means
+    iql = rows["iql"]
+    assert (iql["vs"], iql["diff_n"]) == ("bc", "3 v 3") and float(iql["difference"]) == pytest.approx(54.33 - 21.0)
+    assert [float(iql["diff_ci_low"]), float(iql["diff_ci_high"])] == pytest.approx(
+        list(expected.confidence_interval(0.95)), abs=0.01)
+    assert float(iql["diff_p"]) == pytest.approx(expected.pvalue, abs=1e-4)
+    assert rows["td3bc"]["difference"] == "" and rows["td3bc"]["diff_n"] == "1 v 3"  # one seed: no interval
+    assert rows["bc"]["vs"] == ""
+    table = (tmp_path / "lb.md").read_text()
+    assert f"diff +33.3 [{float(iql['diff_ci_low']):+.1f}, {float(iql['diff_ci_high']):+.1f}], Welch p " in table
+    assert "no interval (1 v 3 seeds)" in table and "; vs bc: diff +33.3" in out
+    code, _, err = run(capsys, "leaderboard", "runs/*", "--out", str(tmp_path / "lb2.csv"), "--reference", "sac")
+    assert_user_error(code, err, "--reference 'sac' is no row of this leaderboard (rows: bc, iql, td3bc)")
+
+
 def test_every_score_says_whether_its_data_was_generated_or_d4rls(trained_runs, capsys, tmp_path, monkeypatch):
     import matplotlib.axes
 
