@@ -97,6 +97,7 @@ def test_the_rehearsal_runs_every_arm_across_two_chunks_to_the_leaderboard(tmp_p
                           env={**os.environ, "STATE": str(state), "OUT": str(out)}, timeout=3600)
     assert done.returncode == 0 and "rehearsal done" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     assert (state / "leaderboard.csv").is_file() and (state / "results.md").is_file()
+    assert "| vs dt (difference, Welch 95 % t-interval, p, n) |" in (state / "results.md").read_text()
     for arm in ("pretrained", "random", "dt"):
         assert [(c["from_step"], c["to_step"]) for c in chunks(state / arm)] == [([0], [2]), ([2], [6])]
 
