@@ -27,7 +27,7 @@ import numpy as np
 
 from frozen_dt.data.sources import data_label
 from frozen_dt.errors import FrozenDTError
-from frozen_dt.eval.runs import backbone_columns, config_key
+from frozen_dt.eval.runs import backbone_columns, config_key, settings_that_differ
 from frozen_dt.paths import atomic_path, atomic_write_text
 from frozen_dt.run_dir import eval_path, read_json, read_jsonl, read_run_config, write_csv
 from frozen_dt.schema import integer, nullable, record, text
@@ -119,10 +119,8 @@ def name_differences(rows: list[dict]) -> None:
     for r in rows:
         alike.setdefault(tuple(r[c] for c in KEY_COLUMNS), []).append(r)
     for same in alike.values():
-        names = sorted({k for r in same for k in r["_config"]})
-        differ = [k for k in names if len({r["_config"].get(k) for r in same}) > 1]
-        for r in same:
-            r["settings"] = "; ".join(f"{k}={r['_config'].get(k, '-')}" for k in differ)
+        for r, label in zip(same, settings_that_differ([r["_config"] for r in same])):
+            r["settings"] = label
 
 
 def compare_rows(rows: list[dict], reference: str) -> None:

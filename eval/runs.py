@@ -213,6 +213,14 @@ def config_key(settings: RunSettings, eval_task: str) -> tuple:
     return (eval_task, tuple(sorted((k, str(v)) for k, v in args.items())))
 
 
+def settings_that_differ(configs: list[dict]) -> list[str]:
+    """For configurations that look alike (one algorithm and backbone on one task), each one's settings that differ
+    among them, ``"lr=0.001; batch_size=64"`` (empty when there is only one)."""
+    names = sorted({k for c in configs for k in c})
+    differ = [k for k in names if len({c.get(k) for c in configs}) > 1]
+    return ["; ".join(f"{k}={c.get(k, '-')}" for k in differ) for c in configs]
+
+
 def aggregate(records: list[dict], target: str | None = None) -> dict:
     """Mean, IQM and 95 % interval of runs of one configuration at one target (default: each run's primary target);
     :func:`frozen_dt.eval.stats.seed_summary` says which interval (``ci_over``)."""
@@ -276,10 +284,16 @@ def evaluate_runs(run_dirs: list[Path], args: EvalArgs) -> list[dict]:
     groups: dict[tuple, list] = {}
     for run, record in records:
         groups.setdefault(config_key(run.settings, record["task"]), []).append((run, record))
+    alike: dict[tuple, list[tuple]] = {}  # configurations the description alone cannot tell apart
     for key, group in groups.items():
+        alike.setdefault((key[0], describe(group[0][0].settings)), []).append(key)
+    differs = {key: label for keys in alike.values()
+               for key, label in zip(keys, settings_that_differ([dict(k[1]) for k in keys]))}
+    for key, group in groups.items():
+        name = describe(group[0][0].settings) + (f" {differs[key]}" if differs[key] else "")
         for label in group[0][1]["targets"]:
             s = aggregate([record for _, record in group], label)
-            print(f"{key[0]} ({group[0][1]['data']} data) {describe(group[0][0].settings)} target {label}: "
+            print(f"{key[0]} ({group[0][1]['data']} data) {name} target {label}: "
                   f"{s['mean']:.1f} [95 % interval {s['ci_low']:.1f}, {s['ci_high']:.1f}, {s['ci_over']}"
                   + (f"; seeds {', '.join(f'{v:.1f}' for v in s['per_seed'])}" if 2 <= s['n_seeds'] < 5 else "")
                   + "], "

@@ -126,6 +126,18 @@ def test_eval_bad_runs_are_clear_errors_and_overwrite_nothing(trained_runs, caps
     assert not (trained_runs[0] / "eval-last.json").exists()  # nothing evaluated before every run was checked
 
 
+def test_eval_tells_configurations_apart_by_the_settings_that_differ(trained_runs, capsys, tmp_path):
+    other = tmp_path / "runs" / "dt-lr"
+    code, _, err = run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--seed", "0", "--lr", "3e-4",
+                       "--run-dir", str(other), *SMOKE)
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", *map(str, trained_runs), str(other), *EVAL)
+    assert code == 0, err
+    summaries = [line for line in out.splitlines() if "95 % interval" in line]
+    assert len(summaries) == 2 and "dt lr=0.0001 target 1800: " in summaries[0] and "2 seed(s)" in summaries[0]
+    assert "dt lr=0.0003 target 1800: " in summaries[1] and "1 seed(s)" in summaries[1]
+
+
 def test_leaderboard_rows_csv_markdown_and_figures(trained_runs, capsys, tmp_path):
     code, _, err = run(capsys, "leaderboard", "--out", str(tmp_path / "results" / "lb.csv"))
     assert_user_error(code, err, "no evaluated runs")
