@@ -514,6 +514,10 @@ def test_heldout_comparison_is_welchs_interval_and_the_probability_of_a_lower_er
     text = heldout.comparison_markdown(result)
     assert "| dt | 3 v 3 |" in text and "cannot tell at this power" in text
     assert "With fewer than 5 seeds a side the bootstrap interval of P(lower) under-covers" in text
+    assert "Returns beside it" not in text  # these records carry no evaluations
+    scored = [{**r, "returns": {"episodes": 10, "scores": {"2500": 10.0 * i, "5000": 1.0}}} for i, r in enumerate(runs)]
+    text = heldout.comparison_markdown(heldout.compare_arms(scored))
+    assert "| dt | 2500 | 10 | 30.0, 40.0, 50.0 | 40.0 |" in text and "| dt | 5000 | 10 | 1.0, 1.0, 1.0 | 1.0 |" in text
     with pytest.raises(FrozenDTError, match="several learning rates"):
         heldout.compare_arms(runs + [{"arm": "dt", "lr": 1e-3, "seed": 9, "action_mse": 0.3}])
     with pytest.raises(FrozenDTError, match="arm dt has seed 0 more than once"):

@@ -190,7 +190,8 @@ def compare_arms(runs: list[dict], reference: str = "frozen-dt-pretrained") -> d
         values = [float(r["action_mse"]) for r in rs]
         summary[arm] = {"lr": rs[0]["lr"], "seeds": [r["seed"] for r in rs], "errors": values, "n": len(values),
                         "mean": float(np.mean(values)),
-                        "t_interval": list(t_interval(values)) if len(values) >= 2 else None}
+                        "t_interval": list(t_interval(values)) if len(values) >= 2 else None,
+                        "returns": seed_returns(rs)}
     ref = summary[reference]["errors"]
     comparisons = {}
     for arm in sorted(a for a in arms if a != reference):
@@ -204,6 +205,22 @@ def compare_arms(runs: list[dict], reference: str = "frozen-dt-pretrained") -> d
         comparisons[arm] = {"n": [len(ref), len(other)], "welch": welch,
                             "p_reference_lower": [p_lower, low, high], "reading": reading}
     return {"reference": reference, "arms": summary, "comparisons": comparisons}
+
+
+def seed_returns(runs: list[dict]) -> dict | None:
+    """Per return target, each run's evaluated normalized score (its own ``eval-last.json``, as ``error`` recorded
+    it) and the episodes per run; None unless every run has one for the same targets."""
+    found = [r.get("returns") for r in runs]
+    if not all(isinstance(f, dict) and isinstance(f.get("scores"), dict) and f["scores"] for f in found):
+        return None
+    targets = sorted(found[0]["scores"])
+    if any(sorted(f["scores"]) != targets for f in found):
+        return None
+    try:
+        scores = {t: [float(f["scores"][t]) for f in found] for t in targets}
+    except (TypeError, ValueError):
+        return None
+    return {"episodes": sorted({f.get("episodes") for f in found}, key=str), "scores": scores}
 
 
 def comparison_markdown(result: dict) -> str:
@@ -226,6 +243,15 @@ def comparison_markdown(result: dict) -> str:
     if any(min(c["n"]) < MIN_BOOTSTRAP_SEEDS for c in result["comparisons"].values()):
         lines += ["", f"With fewer than {MIN_BOOTSTRAP_SEEDS} seeds a side the bootstrap interval of P(lower) "
                   "under-covers: it describes these seeds; the reading follows Welch's interval."]
+    returns = {arm: a["returns"] for arm, a in sorted(result["arms"].items()) if a.get("returns")}
+    if returns:
+        lines += ["", "Returns beside it (each run's own evaluation: normalized score per return target; far noisier "
+                      "than the held-out error at these episode counts, not part of the reading):", "",
+                  "| arm | target | episodes per seed | per-seed score | mean |", "|---|---|---|---|---|"]
+        for arm, r in returns.items():
+            for target, values in r["scores"].items():
+                lines.append(f"| {arm} | {target} | {', '.join(map(str, r['episodes']))} | "
+                             f"{', '.join(f'{v:.1f}' for v in values)} | {np.mean(values):.1f} |")
     return "\n".join(lines) + "\n"
 
 
