@@ -54,7 +54,8 @@ def test_committed_sweep_files_expand(path):
         assert len(load_sweep(path, profile=profile).runs) == len(sweep.runs)
 
 
-def test_a_profile_merges_its_base_eval_and_resources_over_the_specs_and_runs_as_its_own_configuration(tmp_path):
+def test_a_profile_merges_its_base_eval_and_resources_over_the_specs_and_runs_as_its_own_configuration(tmp_path,
+                                                                                                      capsys):
     spec = {**TINY, "resources": {"cpus": 2}, "profiles": {
         "gpu": {"base": {"device": "cuda", "precision": "bf16"}, "eval": {"episodes": 3}, "resources": {"gpus": 1},
                 "stack_seeds": True},
@@ -70,6 +71,8 @@ def test_a_profile_merges_its_base_eval_and_resources_over_the_specs_and_runs_as
     assert (plain.stack_seeds, gpu.stack_seeds) == (False, True) and len(gpu.jobs()) == 2  # bc's seeds, iql's seeds
     assert [(r.algo, r.seed) for r in gpu.runs] == [(r.algo, r.seed) for r in plain.runs]
     assert not {r.run_dir for r in gpu.runs} & {r.run_dir for r in plain.runs}  # other settings, other run dirs
+    code, out, err = run(capsys, "sweep", str(path), "--profile", "gpu", "--dry-run")
+    assert code == 0 and "--device=cuda" in out and "4 runs; backend local; profile gpu" in out, err
     quick = load_sweep(path, profile="quick")
     assert {r.steps for r in quick.runs} == {2} and quick.out == tmp_path / "quick" and plain.out == tmp_path / "out"
 
