@@ -51,7 +51,8 @@ def run_sweep(args) -> int:
                 print(f"{run_state(run):8s} {run.run_dir}  [cpus {threads}, gpus {sweep.resources['gpus']}]")
             for argv in job_argvs(job, threads):
                 print(f"           frozen-dt {' '.join(argv)}")
-        print(f"{len(sweep.runs)} runs; backend {args.backend}" + (f"; profile {sweep.profile}" if sweep.profile else ""))
+        profile = f"; profile {sweep.profile}" if sweep.profile else ""
+        print(f"{len(sweep.runs)} runs; backend {args.backend}{profile}")
         return 0
     check_writable(sweep.out)
     with run_lock(sweep.out, "sweep output root"):  # one sweep per root: its jobs, sweep.json, the leaderboard
