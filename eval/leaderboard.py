@@ -106,7 +106,7 @@ def build_rows(entries: list[dict]) -> list[dict]:
                      "device": "; ".join(sorted({g["device"] for g in group})),
                      "git_sha": "; ".join(sorted({g["git_sha"] for g in group})),
                      "date": max(g["date"] for g in group), "primary": group[0]["primary"], "_runs": group,
-                     "_config": dict(config)})
+                     "_per_seed": s["per_seed"], "_config": dict(config)})
     name_differences(rows)
     rows.sort(key=lambda r: (r["task"], not r["primary"], -r["score_mean"]))
     return rows
@@ -142,11 +142,11 @@ def compare_rows(rows: list[dict], reference: str) -> None:
         if not refs:
             continue
         found = True
-        ref_means = seed_means(refs[0])
+        ref_means = refs[0]["_per_seed"]
         for r in group:
             if r is refs[0]:
                 continue
-            means = seed_means(r)
+            means = r["_per_seed"]
             r.update(vs=reference, diff_n=f"{len(means)} v {len(ref_means)}")
             w = welch_difference(means, ref_means)
             if w is not None:
@@ -155,10 +155,6 @@ def compare_rows(rows: list[dict], reference: str) -> None:
     if not found:
         labels = sorted({row_label(r) for r in rows})
         raise FrozenDTError(f"--reference {reference!r} is no row of this leaderboard (rows: {', '.join(labels)})")
-
-
-def seed_means(row: dict) -> list[float]:
-    return [float(np.mean(g["episode_scores"])) for g in row["_runs"]]
 
 
 def comparison_label(r: dict) -> str:
@@ -194,10 +190,9 @@ def markdown_table(rows: list[dict], reference: str | None = None) -> str:
 
 def interval_label(r: dict) -> str:
     """The row's 95 % interval with what it is over; with 2-4 seeds (a t-interval) the per-seed means beside it."""
-    runs = r.get("_runs", [])
     seeds = ""
-    if 2 <= r["n_seeds"] < 5 and runs:
-        seeds = "; seeds " + ", ".join(f"{float(np.mean(g['episode_scores'])):.1f}" for g in runs)
+    if 2 <= r["n_seeds"] < 5:
+        seeds = "; seeds " + ", ".join(f"{m:.1f}" for m in r["_per_seed"])
     return f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] (95 %, {r['ci_over']}{seeds})"
 
 

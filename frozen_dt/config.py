@@ -150,7 +150,7 @@ class SweepArgs:
     dry_run: bool = arg(False, "print the expanded runs, their state, commands and resources; run nothing")
     max_runs: int = arg(1000, "refuse a SPEC that expands to more runs than this", check="positive")
     profile: str = arg(None, "one of the SPEC's profiles (e.g. gpu): its base, eval and resources merged over the "
-                             "SPEC's own")
+                             "SPEC's own, its out and stack_seeds in place of the SPEC's")
 
     def validate(self) -> None:
         validate_fields(self)

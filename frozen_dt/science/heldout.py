@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +180,7 @@ def compare_arms(runs: list[dict], reference: str = "frozen-dt-pretrained") -> d
         if len({r["lr"] for r in rs}) > 1:
             raise FrozenDTError(f"arm {arm} has runs at several learning rates ({sorted({r['lr'] for r in rs})}): "
                                 "compare the main runs, one rate per arm")
-        twice = sorted({r["seed"] for r in rs if sum(o["seed"] == r["seed"] for o in rs) > 1})
+        twice = sorted(seed for seed, count in Counter(r["seed"] for r in rs).items() if count > 1)
         if twice:
             raise FrozenDTError(f"arm {arm} has seed {twice[0]} more than once (runs of other settings, such as a "
                                 "device profile, mixed in?): compare one run per seed")
