@@ -2,7 +2,7 @@
 
 A row is one configuration (every setting that changes what a run learns, :func:`frozen_dt.eval.runs.config_key`)
 at one task, dataset source and checkpoint step, with every seed evaluated for it (``eval-<checkpoint>.json`` in each
-run dir, written by ``frozen-dt eval``). Rows the named columns (algo, backbone, layers, init, freeze, ...) cannot
+run dir, written by ``frozen-dt eval``). Rows the named columns (algo, backbone, layers, init, ...) cannot
 tell apart, such as a sweep over the learning rate, say in ``settings`` what differs between them (``lr=0.001``).
 The score is the mean over seeds of each seed's mean over episodes at the run's primary return target; the 95 %
 interval is :func:`frozen_dt.eval.stats.seed_summary`'s (``ci_over`` says which: over episodes for one seed, a
@@ -10,9 +10,10 @@ Student-t over 2-4 seeds, the stratified bootstrap over 5 or more). ``scale`` is
 ``reduced`` when training stopped before the recipe's full step count, or evaluation used fewer than 100 episodes
 or cut them short (``frozen-dt eval --max-steps``).
 
-With a reference (``frozen-dt leaderboard --reference dt``), every other row of a task and target gets its difference
-from that row: the difference of the seed means (row - reference), Welch's 95 % t-interval on it and its p, with
-both n (blank where either side has fewer than 2 seeds).
+With a reference (``frozen-dt leaderboard --reference dt``), every other row of a condition (task, target, dataset
+source and checkpoint step) gets its difference from that condition's row of that label: the difference of the seed
+means (row - reference), Welch's 95 % t-interval on it and its p, with both n (blank where either side has fewer than
+2 seeds); a condition without such a row says so in each of its rows.
 
 Figures: ``scores.png`` (score bars with CIs, per task) and ``curves.png`` (periodic evaluation scores from the
 runs' ``metrics.jsonl``, the mean over seeds with a min-max band).
@@ -37,7 +38,10 @@ COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "settings", "task", "
            "n_episodes", "score_mean", "ci_low", "ci_high", "ci_over", "iqm", "target", "trainable_params", "steps",
            "device", "git_sha", "date")
 COMPARISON_COLUMNS = ("vs", "difference", "diff_ci_low", "diff_ci_high", "diff_p", "diff_n")
-KEY_COLUMNS = ("algo", "backbone", "layers", "init", "freeze", "task", "dataset_source", "steps", "target")
+# What a row's label (:func:`row_label`) and condition name; rows equal in these differ in their configuration, and
+# ``settings`` says how (``freeze=none``, ``lr=0.001``).
+KEY_COLUMNS = ("algo", "backbone", "layers", "init", "task", "dataset_source", "steps", "target")
+CONDITION = ("task", "target", "dataset_source", "steps")  # what rows compared with a reference share
 FULL_EPISODES = 100
 
 
@@ -124,22 +128,22 @@ def name_differences(rows: list[dict]) -> None:
 
 
 def compare_rows(rows: list[dict], reference: str) -> None:
-    """Set each row's comparison with the row labelled ``reference`` (:func:`row_label`) of its task and target:
-    Welch's t-interval on the difference of seed means (row - reference) and its p; blank where either side has
-    fewer than 2 seeds (or no spread), or its task and target have no reference row."""
+    """Set each row's comparison with the row labelled ``reference`` (:func:`row_label`) of its condition (task,
+    target, dataset source, checkpoint step): Welch's t-interval on the difference of seed means (row - reference)
+    and its p; blank where either side has fewer than 2 seeds (or no spread). A row whose condition has no reference
+    row gets ``vs`` and an empty ``diff_n``, which :func:`comparison_label` reads as "no such row here"."""
     from frozen_dt.eval.stats import welch_difference
 
     conditions: dict[tuple, list[dict]] = {}
     for r in rows:
-        conditions.setdefault((r["task"], r["target"]), []).append(r)
+        conditions.setdefault(tuple(r[c] for c in CONDITION), []).append(r)
         r.update({c: "" for c in COMPARISON_COLUMNS})
     found = False
-    for (task, target), group in conditions.items():
-        refs = [r for r in group if row_label(r) == reference]
-        if len(refs) > 1:
-            raise FrozenDTError(f"--reference {reference!r} names {len(refs)} rows of {task} target {target} (they "
-                                "differ in dataset source or steps): give the runs of one of them")
+    for group in conditions.values():
+        refs = [r for r in group if row_label(r) == reference]  # labels are unique within a condition
         if not refs:
+            for r in group:
+                r["vs"] = reference
             continue
         found = True
         ref_means = refs[0]["_per_seed"]
@@ -161,6 +165,8 @@ def comparison_label(r: dict) -> str:
     """``diff +12.3 [-3.1, +26.8], Welch p 0.21 (3 v 3)`` against the reference, or why there is none."""
     if not r.get("vs"):
         return "-"
+    if r["diff_n"] == "":
+        return f"no {r['vs']} row at this task, target, data and step"
     if r["difference"] == "":
         return f"no interval ({r['diff_n']} seeds)"
     return (f"diff {r['difference']:+.1f} [{r['diff_ci_low']:+.1f}, {r['diff_ci_high']:+.1f}], Welch p {r['diff_p']:.3f} "

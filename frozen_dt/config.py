@@ -129,7 +129,7 @@ class LeaderboardArgs:
     runs: list = arg(None, "run directories or globs (default: runs/**)", positional=True, nargs="*")
     out: str = arg("results/leaderboard.csv", "leaderboard CSV (a Markdown copy and figures are written beside it)")
     checkpoint: str = arg("last", "which checkpoint's evaluation (eval-<checkpoint>.json)", choices=("last", "best"))
-    reference: str = arg(None, "a row to compare every other row of its task and target with, by its label (dt, or "
+    reference: str = arg(None, "a row to compare every other row of its task, target, data and step with, by its label (dt, or "
                                "'frozen-dt gemma3-270m 0:5 random'): Welch's t-interval on the difference of seed "
                                "means and its p")
 

@@ -216,6 +216,33 @@ def test_a_reference_row_gives_every_other_row_welchs_interval_on_its_difference
     assert_user_error(code, err, "--reference 'sac' is no row of this leaderboard (rows: bc, iql, td3bc)")
 
 
+def test_rows_that_differ_in_freeze_are_told_apart_and_a_reference_is_only_compared_within_its_condition(
+        tmp_path, capsys, monkeypatch):
+    from test_hostile_leaderboard import fake_run
+
+    monkeypatch.chdir(tmp_path)
+    frozen = {"algo": "frozen-dt", "backbone": "gemma3-270m", "layers": "0:2", "init": "pretrained"}
+    arms = {("all", "file"): (10.0, 20.0), ("none", "file"): (40.0, 60.0), ("all", "generated"): (30.0, 50.0)}
+    for (freeze, source), scores in arms.items():
+        for seed, score in enumerate(scores):
+            run_dir = fake_run(tmp_path / "runs" / f"{freeze}-{source}-{seed}", seed=seed, scores=(score,))
+            config = json.loads((run_dir / "config.json").read_text())
+            (run_dir / "config.json").write_text(json.dumps({"args": {**config["args"], **frozen, "freeze": freeze}}))
+            (run_dir / "dataset.json").write_text(json.dumps({"source": {"kind": source}}))
+    reference = "frozen-dt gemma3-270m 0:2 pretrained freeze=all"
+    code, out, err = run(capsys, "leaderboard", "runs/*", "--out", str(tmp_path / "lb.csv"), "--reference", reference)
+    assert code == 0, err
+    with open(tmp_path / "lb.csv") as handle:
+        rows = {(r["freeze"], r["dataset_source"]): r for r in csv.DictReader(handle)}
+    assert rows["all", "file"]["settings"] == "freeze=all" and rows["none", "file"]["settings"] == "freeze=none"
+    assert rows["all", "generated"]["settings"] == ""  # no look-alike row on generated data
+    none = rows["none", "file"]
+    assert (none["vs"], none["diff_n"], float(none["difference"])) == (reference, "2 v 2", 35.0)
+    assert rows["all", "generated"]["vs"] == reference and rows["all", "generated"]["difference"] == ""
+    assert f"; vs {reference}: no {reference} row at this task, target, data and step" in out
+    assert "frozen-dt gemma3-270m 0:2 pretrained freeze=none: 50.0" in out
+
+
 def test_every_score_says_whether_its_data_was_generated_or_d4rls(trained_runs, capsys, tmp_path, monkeypatch):
     import matplotlib.axes
 
