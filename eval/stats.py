@@ -94,7 +94,7 @@ def welch_difference(x, y, confidence: float = CONFIDENCE) -> dict | None:
     """Welch's t-test of mean(x) = mean(y) and the t-interval of mean(x) - mean(y) (scipy's ``ttest_ind`` with
     unequal variances): {"difference", "t", "df", "p", "ci", "n"}; None with fewer than 2 values a side or no spread."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if min(x.size, y.size) < 2 or x.var() + y.var() == 0.0:
+    if min(x.size, y.size) < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):  # equal values' var() can be 1e-32, not 0
         return None
     result = scipy_stats.ttest_ind(x, y, equal_var=False)
     low, high = result.confidence_interval(confidence)

@@ -178,6 +178,7 @@ def test_welch_difference_is_the_welch_satterthwaite_t_test_and_interval():
     assert welch_difference(y, x)["difference"] == pytest.approx(-d, abs=1e-12)
     assert welch_difference([1.0], [2.0, 3.0]) is None and welch_difference([1.0, 2.0], [3.0]) is None
     assert welch_difference([1.0, 1.0], [2.0, 2.0]) is None  # no spread: no test
+    assert welch_difference([0.8] * 3, [0.7] * 3) is None  # np.var([0.7] * 3) is 1.2e-32: still no spread
     assert welch_difference([0.0, 2.0], [5.0, 7.0])["difference"] == -5.0  # equal (nonzero) variances: a test
     one_sided_spread = welch_difference([0.0, 2.0], [5.0, 5.0])  # population variances 1.0 + 0.0
     assert one_sided_spread is not None and one_sided_spread["difference"] == -4.0
