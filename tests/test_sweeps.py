@@ -86,9 +86,16 @@ def test_a_profile_merges_its_base_eval_and_resources_over_the_specs_and_runs_as
     ({"gpu": ["device", "cuda"]}, None, "profile 'gpu' must be a mapping"),
     ({"gpu": {"base": "cuda"}}, None, "profile 'gpu': 'base' must be a mapping"),
     ({"gpu": {"base": {"devise": "cuda"}}}, "gpu", "unknown setting 'devise'"),
+    ({"gpu": {"base": {"devise": "cuda"}}}, None,  # checked when another profile (or none) runs
+     "iql's) (with profile 'gpu': `--profile gpu` would refuse it)"),
+    ({"gpu": {"base": {"hidden_dim": 64}}}, "gpu", "profile 'gpu' sets base.hidden_dim, which the SPEC's "
+                                                   "overrides.iql sets again (and that wins): set it in one place"),
+    ({"gpu": {"base": {"algo": "bc"}}}, "gpu", "profile 'gpu' sets base.algo, which the SPEC's grid sets again"),
+    ({"gpu": {"eval": {"episodes": 3}}}, "gpu", "profile 'gpu' sets eval.episodes, which the SPEC's grid eval sets"),
 ])
 def test_bad_profiles_are_one_clear_error_and_start_nothing(data, capsys, tmp_path, profiles, given, message):
-    spec = {**TINY, **({"profiles": profiles} if profiles is not None else {})}
+    spec = {**TINY, **({"profiles": profiles} if profiles is not None else {}),
+            "overrides": {"iql": {"hidden_dim": 32}}, "grid": {"algo": ["bc", "iql"], "eval": {"episodes": 1}}}
     path = write_spec(tmp_path / "bad.json", spec, tmp_path / "out")
     code, _, err = run(capsys, "sweep", str(path), *(["--profile", given] if given else []))
     assert_user_error(code, err, message)

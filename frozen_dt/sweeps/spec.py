@@ -221,7 +221,9 @@ def check_run_count(path: Path, grids: list, max_runs: int) -> None:
 def apply_profile(raw: dict, profile: str | None, path: Path) -> dict:
     """The SPEC with profile ``profile`` of its ``profiles`` merged in: the profile's ``out`` and ``stack_seeds``
     replace the SPEC's, its base, eval and resources are merged over the SPEC's own, key by key; ``profiles`` itself
-    is dropped. Every profile is checked, used or not."""
+    is dropped. A profile's setting the SPEC sets again where it wins (an algorithm's overrides, a grid's value or
+    its own eval) is an error, not silently lost. Every profile's shape is checked here, used or not (and its
+    settings by :func:`load_sweep`)."""
     profiles = _mapping(raw, "profiles", path)
     for name, sections in profiles.items():
         if not isinstance(sections, dict):
@@ -238,9 +240,28 @@ def apply_profile(raw: dict, profile: str | None, path: Path) -> dict:
     if profile not in profiles:
         known = f"its profiles: {', '.join(map(str, profiles))}" if profiles else "it has no 'profiles'"
         raise FrozenDTError(f"{path}: no profile {profile!r} ({known})")
+    check_not_shadowed(raw, profiles[profile], f"{path}: profile {profile!r}")
     for key, changes in profiles[profile].items():
         merged[key] = changes if key in ("out", "stack_seeds") else {**_mapping(raw, key, path), **(changes or {})}
     return merged
+
+
+def check_not_shadowed(raw: dict, sections: dict, where: str) -> None:
+    """Refuse a profile's base setting that an algorithm's ``overrides`` or a grid sets again, or its eval setting
+    that a grid's own ``eval`` sets again: those win over the profile's, which would be silently lost."""
+    given = raw.get("grid") or {}
+    grids = [g for g in (given if isinstance(given, list) else [given]) if isinstance(g, dict)]
+    overrides = raw.get("overrides") if isinstance(raw.get("overrides"), dict) else {}
+    setters = [(f"overrides.{algo}", o) for algo, o in overrides.items() if isinstance(o, dict)]
+    setters += [(f"grid {i}" if isinstance(given, list) else "grid", g) for i, g in enumerate(grids)]
+    evals = [(f"grid {i} eval" if isinstance(given, list) else "grid eval", g["eval"]) for i, g in enumerate(grids)
+             if isinstance(g.get("eval"), dict)]
+    for section, others in (("base", setters), ("eval", evals)):
+        for key in sections.get(section) or {}:
+            for name, settings in others:
+                if key in settings:
+                    raise FrozenDTError(f"{where} sets {section}.{key}, which the SPEC's {name} sets again (and that "
+                                        "wins): set it in one place")
 
 
 def load_sweep(path: Path, max_runs: int = MAX_RUNS, profile: str | None = None) -> Sweep:
@@ -251,6 +272,18 @@ def load_sweep(path: Path, max_runs: int = MAX_RUNS, profile: str | None = None)
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise FrozenDTError(f"{path}: unknown key {unknown[0]!r} (a sweep file has {', '.join(TOP_KEYS)})")
+    sweep = resolve_sweep(raw, path, max_runs, profile)
+    profiles = raw.get("profiles") if isinstance(raw.get("profiles"), dict) else {}
+    for other in (name for name in profiles if name != profile):  # a profile not run now is checked all the same
+        try:
+            resolve_sweep(raw, path, max_runs, other)
+        except FrozenDTError as error:
+            raise FrozenDTError(f"{error} (with profile {other!r}: `--profile {other}` would refuse it)") from None
+    return sweep
+
+
+def resolve_sweep(raw: dict, path: Path, max_runs: int, profile: str | None) -> Sweep:
+    """:func:`load_sweep`'s work for one profile (or none) of the SPEC ``raw`` read from ``path``."""
     raw = apply_profile(raw, profile, path)
     if not raw.get("out"):
         raise FrozenDTError(f"{path}: 'out' (the output root) is required")
