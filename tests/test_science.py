@@ -361,15 +361,52 @@ def test_analyze_phase_end_to_end(tmp_path):
     assert pre["final"] == pytest.approx(0.021)  # mean of the last two evaluations
     assert pre["steps_to_threshold"] == 500 and pre["bar"] == pytest.approx(0.18)
     assert c["p_steps"] < 0.01  # every pretrained run reached the bar, no random-init run did (ties: normal approx.)
-    interim = analysis.analyze_phase(spec, "main", expected=25)  # 15 of 25 runs: the tests, no verdict
+    names = [f"{arm}-{seed}" for arm in ("pretrained", "random-init", "shuffled") for seed in range(5)]
+    more = [f"{arm}-{seed}" for arm in ("scratch", "lstm") for seed in range(5)]
+    interim = analysis.analyze_phase(spec, "main", expected=names + more)  # 15 of 25 runs: the tests, no verdict
     result = json.loads((tmp_path / "res" / "main_analysis.json").read_text())
     assert result["verdict"] is None and result["comparisons"]["random-init"]["p_mw"] == pytest.approx(1 / 252)
     assert "withheld until all 25 runs are complete" in interim and "INTERIM: 15 of the phase's 25" in interim
-    assert "**held**" in analysis.analyze_phase(spec, "main", expected=15)
+    assert "**held**" in analysis.analyze_phase(spec, "main", expected=names)
+    (folder / "pretrained-7.json").write_text((folder / "pretrained-0.json").read_text())  # no run of the phase now
+    result_file = folder / "shuffled-4.json"
+    result_file.write_text(json.dumps({**json.loads(result_file.read_text()), "status": "running"}))
+    interim = analysis.analyze_phase(spec, "main", expected=names)  # 15 files complete, one of them not expected
+    assert "INTERIM: 14 of the phase's 15" in interim and "withheld" in interim
+    result_file.write_text(json.dumps({**json.loads(result_file.read_text()), "status": "complete"}))
     record = json.loads((folder / "shuffled-0.json").read_text())
     (folder / "shuffled-9.json").write_text(json.dumps({**record, "spec": {**record["spec"], "lr": 1e-2}}))
     with pytest.raises(analysis.FrozenDTError, match="runs of shuffled at several learning rates"):
         analysis.analyze_phase(spec, "main")  # a pilot's runs: its rule is select
+    with pytest.raises(analysis.FrozenDTError, match="phase pilot is a pilot .several rates per arm.: its rule is"):
+        analysis.analyze_phase(spec, "pilot")  # refused before any of its runs is complete
+
+
+def test_study_analyze_reads_the_phases_own_runs_and_withholds_the_verdict_until_all_are_complete(tmp_path, capsys):
+    arms = ("pretrained", "random-init", "shuffled")
+    spec = _spec(tmp_path, {arm: [1e-3] for arm in arms})
+    spec["phases"]["main"] = {"arms": list(arms), "lr": "pilot", "seeds": [0, 1, 2, 3, 4]}
+    spec_file = tmp_path / "study.json"
+    spec_file.write_text(json.dumps(spec))
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "pilot_selection.json").write_text(json.dumps({"lr": {arm: 1e-3 for arm in arms}}))
+    runs = study.phase_runs(spec, "main", "cpu")
+    folder = tmp_path / "res" / "main"
+    folder.mkdir()
+    for r in runs[:-1]:
+        err = (0.02 if r.arm == "pretrained" else 0.3) + 0.01 * r.seed
+        (folder / f"{r.name}.json").write_text(json.dumps({
+            "spec": {"arm": r.arm, "lr": r.lr, "seed": r.seed, "steps": 500, "device": "cpu", "precision": "fp32"},
+            "status": "complete", "baselines": {"norecall_L8": 0.36, "norecall_L12": 0.39},
+            "curve": [{"step": 250, "err_L8": err, "err_L12": err}, {"step": 500, "err_L8": err, "err_L12": err}]}))
+    assert study.main(["analyze", str(spec_file), "--phase", "main"]) == 0
+    assert "INTERIM: 14 of the phase's 15 runs" in capsys.readouterr().out
+    (folder / f"{runs[-1].name}.json").write_text((folder / f"{runs[-2].name}.json").read_text().replace(
+        '"seed": 3', '"seed": 4'))
+    assert study.main(["analyze", str(spec_file), "--phase", "main"]) == 0
+    assert "Verdict (pre-registered rule): **held**" in capsys.readouterr().out
+    assert study.main(["analyze", str(spec_file), "--phase", "pilot"]) != 0
+    assert "its rule is 'select'" in capsys.readouterr().err
 
 
 # --- held-out action error ------------------------------------------------------------------------------------------

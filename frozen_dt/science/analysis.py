@@ -100,19 +100,24 @@ def verdict(comparisons: dict[str, dict], pretrained: list[dict]) -> str:
     return "cannot tell at this power"
 
 
-def phase_results(spec: dict, phase: str) -> list[dict]:
-    """Every result file of a study phase, in name order (none when the phase has not started)."""
+def phase_results(spec: dict, phase: str, names: list[str] | None = None) -> list[dict]:
+    """Every result file of a study phase (with ``names``, only those runs' files), in name order (none when the
+    phase has not started)."""
     folder = Path(spec["results"]) / phase
-    return [read_json(f) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return [read_json(f) for f in files if names is None or f.stem in names]
 
 
-def analyze_phase(spec: dict, phase: str, expected: int | None = None) -> str:
+def analyze_phase(spec: dict, phase: str, expected: list[str] | None = None) -> str:
     """The phase's per-arm table, its comparisons with the pretrained arm and the pre-registered verdict, written to
-    ``<results>/<phase>_analysis.{json,md}``. The verdict is given only once all ``expected`` runs are complete
-    (before that the comparisons are labelled interim). A phase with several rates per arm (a pilot) is refused:
-    its rule is ``select``."""
+    ``<results>/<phase>_analysis.{json,md}``. With ``expected`` (the names of the phase's runs) only those runs'
+    files are read, and the verdict is given only once every one of them is complete (before that the comparisons
+    are labelled interim). A phase with several rates per arm (a pilot) is refused: its rule is ``select``."""
     rule = spec["rule"]
-    records = [r for r in phase_results(spec, phase) if r["status"] == "complete"]
+    if isinstance(spec["phases"].get(phase, {}).get("arms"), dict):
+        raise FrozenDTError(f"phase {phase} is a pilot (several rates per arm): its rule is 'select'; 'analyze' "
+                            "compares the seeds of one rate per arm")
+    records = [r for r in phase_results(spec, phase, expected) if r["status"] == "complete"]
     by_arm: dict[str, list[dict]] = {}
     for r in records:
         by_arm.setdefault(r["spec"]["arm"], []).append(run_metrics(r, rule))
@@ -120,7 +125,7 @@ def analyze_phase(spec: dict, phase: str, expected: int | None = None) -> str:
     if mixed:
         raise FrozenDTError(f"phase {phase} has runs of {mixed[0]} at several learning rates (a pilot): its rule is "
                             "'select'; 'analyze' compares the seeds of one rate per arm")
-    complete = expected is None or len(records) >= expected
+    complete = expected is None or len(records) == len(expected)  # one file per name: every expected run
     lines = [f"# {phase}: per-bit test error at {rule['fixed']} (fixed) and {rule['long']} (longer), "
              f"mean of the last {rule['last_evals']} evaluations", ""]
     if not by_arm:
@@ -141,9 +146,9 @@ def analyze_phase(spec: dict, phase: str, expected: int | None = None) -> str:
     lines += ["", f"Runs: {len(records)} complete, profile(s) {', '.join(profiles)}"
               + (" (MIXED: see PROTOCOL.md)" if len(profiles) > 1 else "") + "."]
     if not complete:
-        lines[-1] += f" INTERIM: {len(records)} of the phase's {expected} runs are complete."
+        lines[-1] += f" INTERIM: {len(records)} of the phase's {len(expected)} runs are complete."
     result = {"phase": phase, "rule": rule, "arms": by_arm, "profiles": profiles,
-              "complete_runs": len(records), "expected_runs": expected}
+              "complete_runs": len(records), "expected_runs": None if expected is None else len(expected)}
     if "pretrained" in by_arm and len(by_arm) > 1:
         comparisons = {arm: compare(by_arm["pretrained"], ms) for arm, ms in by_arm.items() if arm != "pretrained"}
         result["verdict"] = verdict(comparisons, by_arm["pretrained"]) if complete else None
@@ -157,7 +162,7 @@ def analyze_phase(spec: dict, phase: str, expected: int | None = None) -> str:
             lines.append(f"| {arm} | {c['n'][0]} v {c['n'][1]} | {c['p_mw']:.4f} | {holm_p} | {c['p_fisher']:.4f} | "
                          f"{c['p_steps']:.4f} | {c['poi']:.2f} [{c['poi_ci'][0]:.2f}, {c['poi_ci'][1]:.2f}] |")
         lines += ["", f"Verdict (pre-registered rule): **{result['verdict']}**" if complete else
-                  f"Verdict (pre-registered rule): withheld until all {expected} runs are complete"]
+                  f"Verdict (pre-registered rule): withheld until all {len(expected)} runs are complete"]
     text = "\n".join(lines) + "\n"
     folder = Path(spec["results"])
     write_json(folder / f"{phase}_analysis.json", result)

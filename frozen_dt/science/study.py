@@ -188,7 +188,8 @@ def _command(args) -> None:
         s = select(spec, args.phase)
         print(json.dumps(s, indent=2))
     else:
-        print(analyze_phase(spec, args.phase, expected=len(phase_runs(spec, args.phase, args.profile))))
+        expected = [r.name for r in phase_runs(spec, args.phase, args.profile)]
+        print(analyze_phase(spec, args.phase, expected=expected))
 
 
 if __name__ == "__main__":
