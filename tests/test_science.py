@@ -519,6 +519,8 @@ def test_heldout_pilot_rule_takes_each_arms_lowest_error_and_ties_to_the_smaller
             {"arm": "frozen-dt-pretrained", "lr": 1e-4, "seed": 100, "action_mse": 0.40}]
     chosen = {arm: rule["chosen"] for arm, rule in heldout.select_rates(runs).items()}
     assert chosen == {"dt": 1e-3, "frozen-dt-random": 1e-4, "frozen-dt-pretrained": 1e-4}
+    with pytest.raises(heldout.FrozenDTError, match="arm dt at lr 0.0001 has seed 100 more than once"):
+        heldout.select_rates(runs + [{**runs[1], "action_mse": 0.01}])  # a second run of one seed is not averaged in
 
 
 def test_heldout_comparison_is_welchs_interval_and_the_probability_of_a_lower_error():

@@ -157,14 +157,25 @@ def read_records(path: Path) -> list[dict]:
 def select_rates(runs: list[dict]) -> dict[str, dict]:
     """Per arm, the protocol's pilot rule: the learning rate whose (mean, over its seeds) held-out error is lowest,
     ties to the smaller rate. {arm: {"errors": {lr: error}, "chosen": lr}}."""
-    by_arm: dict[str, dict[float, list[float]]] = {}
+    by_arm: dict[str, dict[float, list[dict]]] = {}
     for r in runs:
-        by_arm.setdefault(r["arm"], {}).setdefault(float(r["lr"]), []).append(float(r["action_mse"]))
+        by_arm.setdefault(r["arm"], {}).setdefault(float(r["lr"]), []).append(r)
     chosen = {}
     for arm, rates in sorted(by_arm.items()):
-        errors = {lr: float(np.mean(v)) for lr, v in sorted(rates.items())}
+        for lr, rs in rates.items():
+            check_one_run_per_seed(f"arm {arm} at lr {lr:g}", rs)
+        errors = {lr: float(np.mean([r["action_mse"] for r in rs])) for lr, rs in sorted(rates.items())}
         chosen[arm] = {"errors": errors, "chosen": min(errors, key=lambda lr: (errors[lr], lr))}
     return chosen
+
+
+def check_one_run_per_seed(what: str, runs: list[dict]) -> None:
+    """Refuse two runs of one seed (runs of other settings, such as a device profile, mixed in): averaged or counted
+    as two samples, they would pass for evidence they are not."""
+    twice = sorted(seed for seed, count in Counter(r["seed"] for r in runs).items() if count > 1)
+    if twice:
+        raise FrozenDTError(f"{what} has seed {twice[0]} more than once (runs of other settings, such as a device "
+                            "profile, mixed in?): give one run per seed")
 
 
 def compare_arms(runs: list[dict], reference: str = "frozen-dt-pretrained") -> dict:
@@ -180,10 +191,7 @@ def compare_arms(runs: list[dict], reference: str = "frozen-dt-pretrained") -> d
         if len({r["lr"] for r in rs}) > 1:
             raise FrozenDTError(f"arm {arm} has runs at several learning rates ({sorted({r['lr'] for r in rs})}): "
                                 "compare the main runs, one rate per arm")
-        twice = sorted(seed for seed, count in Counter(r["seed"] for r in rs).items() if count > 1)
-        if twice:
-            raise FrozenDTError(f"arm {arm} has seed {twice[0]} more than once (runs of other settings, such as a "
-                                "device profile, mixed in?): compare one run per seed")
+        check_one_run_per_seed(f"arm {arm}", rs)
     if reference not in arms:
         raise FrozenDTError(f"no runs of the reference arm {reference}; arms: {', '.join(sorted(arms))}")
     summary = {}
