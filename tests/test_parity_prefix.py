@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import h5py
@@ -79,9 +80,14 @@ def test_the_difference_over_2_to_4_seeds_is_welchs_interval_and_from_5_the_boot
     d5 = run_parity.difference(five, side([[v] for v in (0.0, 1.0, 1.0, 2.0, 2.0)]), identity)
     assert d5["ci_over"] == "seeds (bootstrap)" and d5["welch"] is not None
     assert run_parity.side_summary(five, identity)["ci_seeds_over"] == "seeds (bootstrap, n=5)"
+    flat = run_parity.difference(side([[5.0]] * 3), side([[3.0], [3.0], [3.0]]), identity)  # no spread: no interval
+    assert (flat["difference"], flat["ci"], flat["within_ci"]) == (2.0, None, None)
+    assert flat["ci_over"] == "seeds (no spread on either side: no interval)"
+    assert run_parity.interval_text(flat) == "no interval" and run_parity.interval_text(d5).startswith("[+")
 
 
-def test_recompute_rewrites_a_records_intervals_from_its_stored_runs_and_leaves_others_alone(tmp_path, capsys):
+def test_recompute_rewrites_a_records_intervals_from_its_stored_runs_and_leaves_others_alone(tmp_path, capsys,
+                                                                                             monkeypatch):
     runs = {"ours": side([[1000.0, 1100.0], [2000.0, 2100.0], [1500.0]]), "d3rlpy": side([[900.0], [950.0], [1000.0]])}
     record = {"task": "hopper-medium-v2", "algo": "bc", "difference": {"ci": [0, 1], "ci_over": "seeds"},
               "runs": runs, "git": "kept"}
@@ -94,3 +100,11 @@ def test_recompute_rewrites_a_records_intervals_from_its_stored_runs_and_leaves_
     ref_min, ref_max = -20.272305, 3234.3  # D4RL's hopper references
     assert got["ours"]["per_seed"] == [round(100 * (m - ref_min) / (ref_max - ref_min), 2) for m in (1050, 2050, 1500)]
     assert json.loads(other.read_text()) == {"algos": {}} and "left as it is" in capsys.readouterr().out
+    ours = got["ours"]  # the score is the mean of the seed means, the centre of their t-interval
+    assert ours["score"] == pytest.approx(np.mean(ours["per_seed"]), abs=0.01) == np.mean(ours["ci_seeds"])
+    monkeypatch.setattr(sys, "argv", ["run_parity.py", "--recompute", str(tmp_path / "missing.json")])
+    with pytest.raises(SystemExit, match="missing.json: not a readable parity record"):
+        run_parity.main()
+    monkeypatch.setattr(sys, "argv", ["run_parity.py", "--recompute", str(path)])
+    run_parity.main()
+    assert "difference" in capsys.readouterr().out

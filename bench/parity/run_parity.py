@@ -208,6 +208,8 @@ def bootstrap_ci(values: np.ndarray, reps: int = 10_000, seed: int = 0) -> list[
 
 
 def side_summary(records: list[dict], normalize) -> dict:
+    """One side's score (the mean of its seeds' means, as the leaderboard's, so that the seeds' interval is around
+    it), its intervals over episodes and over seeds, the per-seed means and its update rate."""
     from frozen_dt.eval.stats import MIN_BOOTSTRAP_SEEDS, t_interval
 
     per_seed = [np.asarray(normalize(r["returns"])) for r in records]
@@ -216,7 +218,7 @@ def side_summary(records: list[dict], normalize) -> dict:
     n = len(seed_means)
     ci_seeds = bootstrap_ci(seed_means) if n >= MIN_BOOTSTRAP_SEEDS else list(t_interval(seed_means)) if n >= 2 \
         else None
-    return {"score": float(episodes.mean()), "ci_episodes": bootstrap_ci(episodes), "ci_seeds": ci_seeds,
+    return {"score": float(seed_means.mean()), "ci_episodes": bootstrap_ci(episodes), "ci_seeds": ci_seeds,
             "ci_seeds_over": None if n < 2 else f"seeds ({'bootstrap' if n >= MIN_BOOTSTRAP_SEEDS else 't'}, n={n})",
             "per_seed": seed_means.round(2).tolist(), "updates_per_s": float(np.mean([r["updates_per_s"]
                                                                                         for r in records]))}
@@ -234,9 +236,12 @@ def difference(a: list[dict], b: list[dict], normalize, reps: int = 10_000) -> d
         over = "seeds"
         if min(len(xa), len(xb)) < MIN_BOOTSTRAP_SEEDS:
             w = welch(xa, xb)
-            if w is not None:
-                return {"difference": float(xa.mean() - xb.mean()), "ci": w["ci"], "ci_over": "seeds (Welch t)",
-                        "n": [len(xa), len(xb)], "within_ci": bool(w["ci"][0] <= 0.0 <= w["ci"][1]), "welch": w}
+            if w is None:  # every seed mean equal on both sides: no t-interval, and a bootstrap of them is no better
+                return {"difference": float(xa.mean() - xb.mean()), "ci": None,
+                        "ci_over": "seeds (no spread on either side: no interval)", "n": [len(xa), len(xb)],
+                        "within_ci": None, "welch": None}
+            return {"difference": float(xa.mean() - xb.mean()), "ci": w["ci"], "ci_over": "seeds (Welch t)",
+                    "n": [len(xa), len(xb)], "within_ci": bool(w["ci"][0] <= 0.0 <= w["ci"][1]), "welch": w}
     else:
         xa = np.concatenate([normalize(r["returns"]) for r in a])
         xb = np.concatenate([normalize(r["returns"]) for r in b])
@@ -247,6 +252,11 @@ def difference(a: list[dict], b: list[dict], normalize, reps: int = 10_000) -> d
     return {"difference": float(xa.mean() - xb.mean()), "ci": [float(low), float(high)],
             "ci_over": f"{over} (bootstrap)" if over == "seeds" else over,
             "n": [len(xa), len(xb)], "within_ci": bool(low <= 0.0 <= high), "welch": welch(xa, xb)}
+
+
+def interval_text(d: dict) -> str:
+    """A difference's interval as printed: ``[-3.1, +26.8]``, or ``no interval``."""
+    return "no interval" if d["ci"] is None else f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
 
 
 def welch(xa: np.ndarray, xb: np.ndarray) -> dict | None:
@@ -267,8 +277,11 @@ def recompute(paths: list[str]) -> None:
     from frozen_dt.eval.scores import normalized_score
 
     for path in map(Path, paths):
-        record = json.loads(path.read_text())
-        runs = record.get("runs")
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"run_parity.py: {path}: not a readable parity record ({error})") from None
+        runs = record.get("runs") if isinstance(record, dict) else None
         if not (isinstance(runs, dict) and runs.get("ours") and runs.get("d3rlpy")):
             print(f"{path}: no runs of both sides; left as it is")
             continue
@@ -281,15 +294,16 @@ def recompute(paths: list[str]) -> None:
                       difference=difference(runs["ours"], runs["d3rlpy"], normalize))
         write_record(path, record)
         d = record["difference"]
-        print(f"{path}: difference {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over "
+        print(f"{path}: difference {d['difference']:+.1f} {interval_text(d)} over "
               f"{d['ci_over']} (n {d['n'][0]} vs {d['n'][1]})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    if sys.argv[1:2] == ["--recompute"]:
-        return recompute(sys.argv[2:])
-    parser.add_argument("--dataset", required=True, help="D4RL-layout hdf5 file both sides train on")
+    parser.add_argument("--recompute", nargs="+", metavar="RECORD",
+                        help="rewrite these committed parity records' summaries and intervals from the per-episode "
+                             "returns they store (nothing is trained; no other option applies)")
+    parser.add_argument("--dataset", help="D4RL-layout hdf5 file both sides train on (required unless --recompute)")
     parser.add_argument("--task", default="hopper-medium-v2", help="the task the file belongs to (scores, env)")
     parser.add_argument("--algos", nargs="+", default=["bc", "iql", "cql", "dt"], choices=tuple(SHARED))
     parser.add_argument("--steps", nargs="+", default=["10000"],
@@ -308,6 +322,10 @@ def main() -> None:
                         help="only updates/s of each side alone, --steps updates each (no scores): run it with "
                              "nothing else on the machine; writes <task>-throughput.json")
     args = parser.parse_args()
+    if args.recompute:
+        return recompute(args.recompute)
+    if not args.dataset:
+        parser.error("--dataset is required (the D4RL-layout file both sides train on)")
     steps = {}
     for item in args.steps:
         algo, _, n = item.rpartition("=")
@@ -385,7 +403,7 @@ def main() -> None:
         write_record(path, record)
         d = record["difference"]
         print(f"{name} {algo}: ours {record['ours']['score']:.1f}, d3rlpy {record['d3rlpy']['score']:.1f}, "
-              f"difference {d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over {d['ci_over']} "
+              f"difference {d['difference']:+.1f} {interval_text(d)} over {d['ci_over']} "
               f"(n {d['n'][0]} vs {d['n'][1]}"
               + (f", Welch p {d['welch']['p']:.3f}" if d["welch"] and d["ci_over"].startswith("seeds") else "") + "); "
               f"updates/s ratio {record['updates_per_s_ratio']:.2f} -> {path}", flush=True)
