@@ -51,8 +51,10 @@ def read_eval_record(path: Path) -> dict:
 
 
 # Settings that do not change what a run learns: runs differing only in these (and the seed) are seeds of one config.
+# ``compile`` and ``device_sampling`` change how fast a step runs (and which random batches a seed draws), not the
+# method.
 NOT_CONFIG = ("seed", "run_dir", "resume", "wandb", "download", "log_every", "save_every", "eval_every",
-              "eval_episodes", "eval_max_steps", "config", "reference", "stop_after")
+              "eval_episodes", "eval_max_steps", "config", "reference", "stop_after", "compile", "device_sampling")
 
 
 @dataclass
@@ -208,8 +210,9 @@ def device_name(device: str) -> str:
 
 def config_key(settings: RunSettings, eval_task: str) -> tuple:
     """What makes runs seeds of one configuration: every setting that changes what a run learns (settings a version
-    added later count at their defaults)."""
+    added later count at their defaults; ``--precision auto`` as what it resolved to on the run's device)."""
     args = {k: v for k, v in settings.record().items() if k not in NOT_CONFIG}
+    args["precision"] = run_precision(settings.run)  # --precision auto is the precision it resolved to
     return (eval_task, tuple(sorted((k, str(v)) for k, v in args.items())))
 
 

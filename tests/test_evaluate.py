@@ -187,6 +187,24 @@ def test_a_sweep_over_a_setting_the_columns_do_not_name_gives_one_row_per_value_
     assert "| bc | - | - | - | lr=0.001 |" in (tmp_path / "lb.md").read_text()
 
 
+def test_settings_that_change_speed_or_spell_a_default_do_not_split_a_configuration(tmp_path, capsys, monkeypatch):
+    from test_hostile_leaderboard import fake_run
+
+    monkeypatch.chdir(tmp_path)
+    spellings = ({"precision": "auto", "compile": False, "device_sampling": "auto"},
+                 {"precision": "fp32", "compile": True, "device_sampling": "off"},  # what auto is on a CPU
+                 {"precision": "bf16"})  # another precision: a configuration of its own
+    for seed, settings in enumerate(spellings):
+        run_dir = fake_run(tmp_path / "runs" / f"bc-{seed}", seed=seed, scores=(10.0 * (seed + 1),))
+        config = json.loads((run_dir / "config.json").read_text())
+        (run_dir / "config.json").write_text(json.dumps({"args": {**config["args"], **settings}}))
+    code, out, err = run(capsys, "leaderboard", "runs/*", "--out", str(tmp_path / "lb.csv"))
+    assert code == 0, err
+    with open(tmp_path / "lb.csv") as handle:
+        rows = {r["settings"]: (r["n_seeds"], float(r["score_mean"])) for r in csv.DictReader(handle)}
+    assert rows == {"precision=fp32": ("2", 15.0), "precision=bf16": ("1", 30.0)}
+
+
 def test_a_reference_row_gives_every_other_row_welchs_interval_on_its_difference(tmp_path, capsys, monkeypatch):
     from test_hostile_leaderboard import fake_run
 
