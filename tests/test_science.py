@@ -4,6 +4,7 @@ previous-token scores and the slice rule, probability of improvement, t-interval
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 
 import numpy as np
@@ -191,6 +192,12 @@ def test_holm_and_tests():
     assert analysis.holm({"a": 0.01, "b": 0.04}) == {"a": 0.02, "b": 0.04}
     assert analysis.holm({"a": 0.03, "b": 0.02}) == {"b": 0.04, "a": 0.04}  # monotone
     assert analysis.mann_whitney_less([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(1 / 252)
+    assert analysis.mann_whitney_less([0, 0, 1e-5, 2e-5, 3e-5], [1, 2, 3, 4, 5]) == pytest.approx(1 / 252)  # ties
+    steps_a, steps_b = [250, 250, 500, 500, 2001], [500, 750, 1000, 2001, 2001]  # censored runs tie at budget + 1
+    ranks = stats.rankdata(steps_a + steps_b)  # by hand: the rank sum of a against all 252 splits of the ten ranks
+    sums = [sum(ranks[list(c)]) for c in itertools.combinations(range(10), 5)]
+    expected = np.mean([t <= sum(ranks[:5]) for t in sums])
+    assert analysis.mann_whitney_less(steps_a, steps_b) == pytest.approx(expected) == pytest.approx(21 / 252)
     assert analysis.fisher_more(4, 4, 0, 4) == pytest.approx(1 / 70)  # the 0.029 is the two-sided value
     assert analysis.fisher_more(5, 5, 0, 5) == pytest.approx(1 / 252)
 
@@ -214,6 +221,20 @@ def test_verdict_rule():
     assert analysis.verdict(held, good) == "held"
     refuted = {"random-init": analysis.compare(good, good), "shuffled": analysis.compare(good, bad)}
     assert analysis.verdict(refuted, good) == "refuted"
+    assert refuted["random-init"]["refutes"] == ("random-init solves in as many seeds (5 v 5) and its median final "
+                                                 "error is at most pretrained's")
+    worse = {"random-init": analysis.compare(bad, good), "shuffled": analysis.compare(bad, good)}
+    assert analysis.verdict(worse, bad) == "refuted"  # every comparator solves more: the first clause
+    idle, idler = _metrics([0.18, 0.19, 0.2, 0.21, 0.22]), _metrics([0.17, 0.18, 0.19, 0.2, 0.21])
+    neither = {k: analysis.compare(idle, idler) for k in analysis.PRIMARY}
+    assert analysis.verdict(neither, idle) == "refuted" and "neither arm solves any seed" in \
+        neither["random-init"]["refutes"]
+    lower = _metrics([0.001, 0.002, 0.003, 0.004, 0.005])  # solves as often, lower error: the reverse test alone
+    lower_median = {"random-init": {**analysis.compare(good, lower), "median": [0.03, 0.04]},
+                    "shuffled": analysis.compare(good, bad)}
+    assert analysis.verdict(lower_median, good) == "refuted"
+    assert lower_median["random-init"]["refutes"] == "random-init's final error is lower (one-sided Mann-Whitney " \
+                                                     "p 0.0040)"
     noisy = _metrics([0.05, 0.15, 0.06, 0.19, 0.08])
     unclear = {k: analysis.compare(noisy, _metrics([0.07, 0.16, 0.09, 0.2, 0.12])) for k in analysis.PRIMARY}
     assert analysis.verdict(unclear, noisy) == "cannot tell at this power"
@@ -301,10 +322,14 @@ def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache)
     base = dict(arm="pretrained", lr=3e-3, seed=0, backbone="minilm-l6", layers="0:1", steps=4, batch_size=4,
                 eval_lengths=[3, 4], n_test=8, eval_every=2)
     whole = run(RunSpec(**base), tmp_path / "a", tmp_path / "a.json", log=lambda m: None)
-    run(RunSpec(**{**base, "steps": 2}), tmp_path / "b", tmp_path / "b.json", log=lambda m: None)
-    record = json.loads((tmp_path / "b.json").read_text())
-    record["status"] = "running"  # pretend the run was cut after step 2
-    (tmp_path / "b.json").write_text(json.dumps(record))
+
+    def cut_at_step_2(message):
+        if "step 2:" in message:
+            raise KeyboardInterrupt  # the run is stopped after its evaluation at step 2 was written
+
+    with pytest.raises(KeyboardInterrupt):
+        run(RunSpec(**base), tmp_path / "b", tmp_path / "b.json", log=cut_at_step_2)
+    assert json.loads((tmp_path / "b.json").read_text())["status"] == "running"
     from frozen_dt.science.train import snapshot
 
     assert snapshot(tmp_path / "b", tmp_path / "b.json") == tmp_path / "b.pt"
@@ -317,6 +342,46 @@ def test_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path, cache)
         assert r1["err_L3"] == pytest.approx(r2["err_L3"]) and r1["train_loss"] == pytest.approx(r2["train_loss"])
     bar = mq_recall.majority_error(mq_recall.test_set(3, 8))
     assert whole["baselines"]["norecall_L3"] == pytest.approx(bar, abs=1e-6)
+
+
+@needs_minilm
+def test_a_run_refuses_to_resume_from_another_runs_checkpoint_or_with_a_hole_in_its_curve(tmp_path, cache,
+                                                                                           monkeypatch):
+    from frozen_dt.errors import FrozenDTError
+
+    base = dict(arm="pretrained", lr=3e-3, seed=0, backbone="minilm-l6", layers="0:1", steps=6, batch_size=4,
+                eval_lengths=[3], n_test=8, eval_every=2)
+
+    def cut_at_step_4(message):
+        if "step 4:" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(RunSpec(**base), tmp_path / "r", tmp_path / "r.json", log=cut_at_step_4)
+    with pytest.raises(FrozenDTError, match=r"checkpoint of another run \(precision differ\)"):
+        run(RunSpec(**{**base, "precision": "bf16"}), tmp_path / "r", tmp_path / "r.json", log=lambda m: None)
+    record = json.loads((tmp_path / "r.json").read_text())
+    (tmp_path / "r.json").write_text(json.dumps({**record, "curve": record["curve"][:1]}))  # the step-4 row lost
+    with pytest.raises(FrozenDTError, match=r"at step 4, but .* has evaluations at \[2\] of \[2, 4\]"):
+        run(RunSpec(**base), tmp_path / "r", tmp_path / "r.json", log=lambda m: None)
+    (tmp_path / "r.json").unlink()  # a result file moved aside, its checkpoint left behind
+    with pytest.raises(FrozenDTError, match=r"has evaluations at \[\] of \[2, 4\]"):
+        run(RunSpec(**base), tmp_path / "r", tmp_path / "r.json", log=lambda m: None)
+    from frozen_dt.science import train as science_train
+
+    real_write = science_train.write_json
+
+    def fails_at_step_4(path, data):
+        if data.get("step") == 4:
+            raise OSError("disk full")  # the run dies while writing its step-4 evaluation
+        return real_write(path, data)
+
+    monkeypatch.setattr(science_train, "write_json", fails_at_step_4)
+    with pytest.raises(OSError):
+        run(RunSpec(**base), tmp_path / "w", tmp_path / "w.json", log=lambda m: None)
+    monkeypatch.undo()
+    resumed = run(RunSpec(**base), tmp_path / "w", tmp_path / "w.json", log=lambda m: None)  # from step 2
+    assert [row["step"] for row in resumed["curve"]] == [2, 4, 6] and resumed["status"] == "complete"
 
 
 @needs_minilm
@@ -360,7 +425,12 @@ def test_analyze_phase_end_to_end(tmp_path):
     [pre] = [m for m in result["arms"]["pretrained"] if m["seed"] == 0]
     assert pre["final"] == pytest.approx(0.021)  # mean of the last two evaluations
     assert pre["steps_to_threshold"] == 500 and pre["bar"] == pytest.approx(0.18)
-    assert c["p_steps"] < 0.01  # every pretrained run reached the bar, no random-init run did (ties: normal approx.)
+    assert c["p_steps"] == pytest.approx(1 / 252)  # every pretrained run reached the bar, no random-init run did
+    w = stats.ttest_ind([0.3 + 0.01 * s + 0.001 for s in range(5)], [0.02 + 0.01 * s + 0.001 for s in range(5)],
+                        equal_var=False)  # random-init - pretrained, final = mean of the last two evaluations
+    assert c["welch"]["difference"] == pytest.approx(0.28) and c["welch"]["p"] == pytest.approx(w.pvalue)
+    assert c["seeds_for_power"] == pytest.approx((1.959964 + 0.841621) ** 2 * 2 * 0.01 ** 2 * 2.5 / 0.28 ** 2)
+    assert c["p_mw_long_exploratory"] == pytest.approx(1 / 252) and "(exploratory) |" in text
     names = [f"{arm}-{seed}" for arm in ("pretrained", "random-init", "shuffled") for seed in range(5)]
     more = [f"{arm}-{seed}" for arm in ("scratch", "lstm") for seed in range(5)]
     interim = analysis.analyze_phase(spec, "main", expected=names + more)  # 15 of 25 runs: the tests, no verdict

@@ -6,11 +6,11 @@ no-recall error) and **steps to threshold** (first evaluation at or under that b
 
 Per comparison of the pretrained arm with another arm (lower error = better):
 
-* primary: one-sided exact Mann-Whitney U on the final errors (H1: pretrained lower); the two primary comparisons
-  (random-init, shuffled) are Holm-adjusted together;
+* primary: one-sided exact Mann-Whitney U on the final errors (H1: pretrained lower; exact also under ties, by
+  enumerating every split); the two primary comparisons (random-init, shuffled) are Holm-adjusted together;
 * Fisher's exact test on solved / unsolved (one-sided, pretrained solves more);
-* Mann-Whitney on steps to threshold, censored runs tied at the budget + 1 (with one common censoring time this is
-  Gehan's generalized Wilcoxon test);
+* exact Mann-Whitney on steps to threshold, censored runs tied at the budget + 1 (with one common censoring time
+  this is Gehan's generalized Wilcoxon test);
 * rliable's probability of improvement P(pretrained better) with its bootstrap 95 % CI.
 
 Decision (:func:`verdict`): **held** when both primary comparisons reject at Holm-adjusted 0.05 and the pretrained
@@ -49,8 +49,11 @@ def run_metrics(record: dict, rule: dict) -> dict:
 
 
 def mann_whitney_less(x, y) -> float:
-    """One-sided p of H1 'x tends to be smaller than y' (exact when there are no ties)."""
-    return float(stats.mannwhitneyu(x, y, alternative="less", method="auto").pvalue)
+    """One-sided p of H1 'x tends to be smaller than y', exact with or without ties: U (midranks for ties) against
+    its distribution over every split of the pooled values (scipy's ``method="auto"`` falls back to a normal
+    approximation when values tie, as steps to threshold and errors of exactly 0 do)."""
+    return float(stats.mannwhitneyu(x, y, alternative="less",
+                                    method=stats.PermutationMethod(n_resamples=np.inf)).pvalue)
 
 
 def fisher_more(solved_a: int, n_a: int, solved_b: int, n_b: int) -> float:
@@ -74,14 +77,29 @@ def holm(pvalues: dict[str, float]) -> dict[str, float]:
     return adjusted
 
 
+def seeds_for_power(x, y) -> float | None:
+    """Seeds per arm a two-sided 0.05 t-test needs for 80 % power at the observed difference of means and seed
+    spreads (normal approximation: (1.96 + 0.84)^2 (s_x^2 + s_y^2) / d^2); None without a difference or spread."""
+    d = float(np.mean(y) - np.mean(x))
+    spread = float(np.var(x, ddof=1) + np.var(y, ddof=1)) if min(len(x), len(y)) >= 2 else 0.0
+    return None if d == 0.0 or spread == 0.0 else (1.959964 + 0.841621) ** 2 * spread / d ** 2
+
+
 def compare(a: list[dict], b: list[dict]) -> dict:
+    """Pretrained runs ``a`` against another arm's ``b``: the pre-registered tests, then descriptive figures (Welch's
+    interval on the difference of mean final errors, b - a, and the seeds for 80 % power at it) and an exploratory
+    one-sided Mann-Whitney at the longer length (not pre-registered)."""
+    from frozen_dt.eval.stats import welch_difference
+
     xa, xb = [m["final"] for m in a], [m["final"] for m in b]
     sa, sb = sum(m["solved"] for m in a), sum(m["solved"] for m in b)
     poi, low, high = probability_of_improvement_ci([-v for v in xa], [-v for v in xb])
     return {"n": [len(a), len(b)], "p_mw": mann_whitney_less(xa, xb), "p_mw_reverse": mann_whitney_less(xb, xa),
             "solved": [sa, sb], "p_fisher": fisher_more(sa, len(a), sb, len(b)),
             "p_steps": mann_whitney_less(censored_steps(a), censored_steps(b)) if sa + sb else 1.0,
-            "poi": poi, "poi_ci": [low, high], "median": [float(np.median(xa)), float(np.median(xb))]}
+            "poi": poi, "poi_ci": [low, high], "median": [float(np.median(xa)), float(np.median(xb))],
+            "welch": welch_difference(xb, xa), "seeds_for_power": seeds_for_power(xa, xb),
+            "p_mw_long_exploratory": mann_whitney_less([m["final_long"] for m in a], [m["final_long"] for m in b])}
 
 
 def verdict(comparisons: dict[str, dict], pretrained: list[dict]) -> str:
@@ -95,7 +113,14 @@ def verdict(comparisons: dict[str, dict], pretrained: list[dict]) -> str:
         return "held"
     for k in PRIMARY:
         c = comparisons[k]
-        if (c["solved"][1] >= c["solved"][0] and c["median"][1] <= c["median"][0]) or c["p_mw_reverse"] < ALPHA:
+        if c["solved"][1] >= c["solved"][0] and c["median"][1] <= c["median"][0]:
+            c["refutes"] = (f"{k} solves in as many seeds ({c['solved'][1]} v {c['solved'][0]}) and its median final "
+                            "error is at most pretrained's" + (" (neither arm solves any seed: the medians compare "
+                                                               "two arms at the no-recall level)" if not c["solved"][0]
+                                                               and not c["solved"][1] else ""))
+            return "refuted"
+        if c["p_mw_reverse"] < ALPHA:
+            c["refutes"] = f"{k}'s final error is lower (one-sided Mann-Whitney p {c['p_mw_reverse']:.4f})"
             return "refuted"
     return "cannot tell at this power"
 
@@ -161,8 +186,24 @@ def analyze_phase(spec: dict, phase: str, expected: list[str] | None = None) -> 
             holm_p = f"{c['p_mw_holm']:.4f}" if "p_mw_holm" in c else "-"
             lines.append(f"| {arm} | {c['n'][0]} v {c['n'][1]} | {c['p_mw']:.4f} | {holm_p} | {c['p_fisher']:.4f} | "
                          f"{c['p_steps']:.4f} | {c['poi']:.2f} [{c['poi_ci'][0]:.2f}, {c['poi_ci'][1]:.2f}] |")
-        lines += ["", f"Verdict (pre-registered rule): **{result['verdict']}**" if complete else
-                  f"Verdict (pre-registered rule): withheld until all {len(expected)} runs are complete"]
+        lines += ["", "Descriptive and exploratory (not the pre-registered tests): the difference of mean final errors "
+                      "(arm - pretrained) with Welch's 95 % t-interval, the seeds per arm a two-sided t-test would "
+                      f"need for 80 % power at it, and a one-sided Mann-Whitney at {rule['long']}.", "",
+                  "| pretrained vs | n | difference [Welch 95 % t-interval], p | seeds for 80 % power | "
+                  f"{rule['long']} MW one-sided p (exploratory) |", "|---|---|---|---|---|"]
+        for arm, c in comparisons.items():
+            w = c["welch"]
+            p_text = f"p {w['p']:.3f}" if w is not None and w["p"] >= 0.001 else "p < 0.001"
+            welch = "no spread" if w is None else \
+                f"{w['difference']:+.5f} [{w['ci'][0]:+.5f}, {w['ci'][1]:+.5f}], {p_text}"
+            n = c["seeds_for_power"]
+            power = "-" if n is None else "under 2" if n < 2 else f"{n:.1f}"
+            lines.append(f"| {arm} | {c['n'][0]} v {c['n'][1]} | {welch} | {power} | "
+                         f"{c['p_mw_long_exploratory']:.4f} |")
+        reason = next((c["refutes"] for c in comparisons.values() if "refutes" in c), None)
+        lines += ["", f"Verdict (pre-registered rule): **{result['verdict']}**" + (f" ({reason})" if reason else "")
+                  if complete else f"Verdict (pre-registered rule): withheld until all {len(expected)} runs are "
+                                   "complete"]
     text = "\n".join(lines) + "\n"
     folder = Path(spec["results"])
     write_json(folder / f"{phase}_analysis.json", result)

@@ -3,9 +3,10 @@
 A run is ``(arm, lr, seed)`` with the study's sizes (:class:`RunSpec`). It evaluates every ``eval_every`` steps
 on the fixed test sets (``n_test`` sequences at each of ``eval_lengths``), and at each evaluation writes
 
-* ``<run_dir>/checkpoint.pt``: step, trainable parameters and Adam state (``torch.load(weights_only=True)``), from
-  which an interrupted run resumes (batches are a function of (seed, step), so the resumed run equals an
-  uninterrupted one); when it is absent, a committed snapshot ``<result_file stem>.pt`` beside the result file
+* ``<run_dir>/checkpoint.pt`` (written after the result file): step, trainable parameters, Adam state and the run's
+  spec (``torch.load(weights_only=True)``), from which an interrupted run resumes (batches are a function of
+  (seed, step), so the resumed run equals an uninterrupted one; a checkpoint of another spec, or one whose result
+  file lacks an evaluation it has passed, is refused: :func:`resumable_curve`); when it is absent, a committed snapshot ``<result_file stem>.pt`` beside the result file
   (:func:`snapshot`, for runs whose trainable state is small) is resumed from instead;
 * ``<result_file>`` (JSON): the spec, the evaluations so far (``curve``), the no-recall baseline of each test
   set, ``status`` ``running`` or ``complete``, the hardware and wall time. A complete result file is never rerun.
@@ -90,11 +91,10 @@ def run(spec: RunSpec, run_dir: Path, result_file: Path, log=print) -> dict:
     source = checkpoint if checkpoint.is_file() else snapshot_path(result_file)
     if source.is_file():
         state = load_checkpoint(source, map_location=device)
+        step, wall = int(state["step"]), float(state["wall_s"])
+        curve = resumable_curve(spec, state, source, result_file)
         model.load_trainable_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, wall = int(state["step"]), float(state["wall_s"])
-        curve = [row for row in (read_json(result_file).get("curve", []) if result_file.is_file() else [])
-                 if row["step"] <= step]
         log(f"{spec.name}: resumed at step {step} from {source}")
     record = {"spec": asdict(spec), "name": spec.name, "trainable_params": counts["trainable_params"],
               "frozen_params": counts["frozen_params"], "baselines": bars,
@@ -115,14 +115,38 @@ def run(spec: RunSpec, run_dir: Path, result_file: Path, log=print) -> dict:
             wall = time.time() - started
             curve.append({"step": step, "train_loss": round(float(loss.detach()), 6), **errors,
                           "wall_s": round(wall, 1)})
-            save_checkpoint(checkpoint, {"model": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                                         "step": step, "wall_s": wall})
             status = "complete" if step == spec.steps else "running"
             write_json(result_file, {**record, "status": status, "step": step, "curve": curve,
-                                     "wall_s": round(wall, 1)})
+                                     "wall_s": round(wall, 1)})  # first: a checkpoint never runs ahead of its curve
+            save_checkpoint(checkpoint, {"model": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
+                                         "step": step, "wall_s": wall, "spec": asdict(spec)})
             log(f"{spec.name} step {step}: " + " ".join(f"{k}={v:.4f} (no recall {bars['norecall_' + k[4:]]:.4f})"
                                                         for k, v in errors.items()) + f" [{wall:.0f}s]")
     return read_json(result_file)
+
+
+def eval_steps(spec: RunSpec, upto: int) -> list[int]:
+    """The steps at which a run evaluates, up to ``upto``."""
+    return [s for s in range(1, upto + 1) if s % spec.eval_every == 0 or s == spec.steps]
+
+
+def resumable_curve(spec: RunSpec, state: dict, source: Path, result_file: Path) -> list[dict]:
+    """The evaluations a resumed run keeps: its result file's, up to the checkpoint's step. Refused when the
+    checkpoint is another run's (arm, rate, seed, sizes, device or precision differ: a checkpoint written before
+    the spec was stored passes) or the result file lacks an evaluation the checkpoint has passed (moved aside,
+    or cut between the two writes): resuming would leave a hole in the learning curve."""
+    step = int(state["step"])
+    if "spec" in state and state["spec"] != asdict(spec):
+        differ = sorted(k for k in asdict(spec) if state["spec"].get(k) != asdict(spec)[k])
+        raise FrozenDTError(f"{source} is a checkpoint of another run ({', '.join(differ)} differ): move it aside "
+                            "to start this run afresh")
+    previous = read_json(result_file).get("curve", []) if result_file.is_file() else []
+    curve = [row for row in previous if row["step"] <= step]
+    if [row["step"] for row in curve] != eval_steps(spec, step):
+        raise FrozenDTError(f"{source} is at step {step}, but {result_file} has evaluations at "
+                            f"{[row['step'] for row in curve]} of {eval_steps(spec, step)}: the run cannot resume "
+                            "with its whole learning curve; move the checkpoint aside to start it afresh")
+    return curve
 
 
 def snapshot_path(result_file: Path) -> Path:
