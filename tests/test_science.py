@@ -243,12 +243,13 @@ def test_verdict_rule():
 # --- the pilot's rules and the runner -------------------------------------------------------------------------------
 
 
-def _write_result(folder, arm, lr, errors, norecall=0.2):
-    record = {"spec": {"arm": arm, "lr": lr, "seed": 100, "steps": 2}, "name": f"{arm}-{lr}", "status": "complete",
+def _write_result(folder, arm, lr, errors, norecall=0.2, seed=100):
+    name = RunSpec(arm=arm, lr=lr, seed=seed).name  # the name the pilot's run has (the test SPEC's default sizes)
+    record = {"spec": {"arm": arm, "lr": lr, "seed": seed, "steps": 2}, "name": name, "status": "complete",
               "baselines": {"norecall_L8": norecall, "norecall_L12": 0.3},
               "curve": [{"step": i + 1, "err_L8": e, "err_L12": e} for i, e in enumerate(errors)]}
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{arm}-{lr}.json").write_text(json.dumps(record))
+    (folder / f"{name}.json").write_text(json.dumps(record))
 
 
 def _spec(tmp_path, arms):
@@ -268,8 +269,18 @@ def test_pilot_selection_rule(tmp_path):
     _write_result(folder, "b", 3e-3, [0.9, 0.2, 0.2])  # a tie goes to the smaller rate
     s = study.select(spec)
     assert s["lr"] == {"a": 3e-3, "b": 1e-3} and s["go"] is True and s["go_bar"] == pytest.approx(0.1)
+    _write_result(folder, "b", 1e-2, [0.0, 0.0, 0.0])  # leftover files: a rate the grid lacks, a seed it lacks
+    _write_result(folder, "a", 1e-3, [0.0, 0.0, 0.0], seed=7)
+    assert study.select(spec)["lr"] == {"a": 3e-3, "b": 1e-3}  # neither is read
     _write_result(folder, "a", 3e-3, [0.3, 0.15, 0.11])  # 0.13 > 0.1: no-go
     assert study.select(spec)["go"] is False
+    spec["phases"]["pilot"]["seeds"] = [100, 7]
+    _write_result(folder, "b", 1e-3, [0.0, 0.0, 0.0], seed=7)
+    _write_result(folder, "a", 3e-3, [0.0, 0.1, 0.1], seed=7)
+    _write_result(folder, "b", 3e-3, [0.0, 0.3, 0.3], seed=7)
+    s = study.select(spec)  # two seeds a rate: their mean
+    assert s["final_error"]["a"] == {1e-3: pytest.approx(0.07), 3e-3: pytest.approx(0.115)}
+    assert s["lr"] == {"a": 1e-3, "b": 1e-3}
 
 
 def test_phase_with_pilot_rates_reads_the_selection(tmp_path):

@@ -32,6 +32,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from frozen_dt.errors import FrozenDTError
@@ -129,19 +130,23 @@ def run_phase(spec: dict, phase: str, profile: str, only: list[str] | None = Non
     return out
 
 
-def select(spec: dict, pilot: str = "pilot") -> dict:
-    """The pilot's pre-registered learning-rate rule and go/no-go rule, from its complete result files."""
+def select(spec: dict, pilot: str = "pilot", profile: str = "cpu") -> dict:
+    """The pilot's pre-registered learning-rate rule and go/no-go rule, from the complete result files of its own
+    runs (a leftover file of another rate or seed is not read); a rate's error is the mean over its seeds."""
     rule = spec["rule"]
     key, last = f"err_{rule['fixed']}", int(rule["last_evals"])
-    records = [r for r in phase_results(spec, pilot) if r["status"] == "complete"]
+    names = [r.name for r in phase_runs(spec, pilot, profile)]
+    records = [r for r in phase_results(spec, pilot, names) if r["status"] == "complete"]
     expected = {(arm, float(lr)) for arm, lrs in spec["phases"][pilot]["arms"].items() for lr in lrs}
     done = {(r["spec"]["arm"], float(r["spec"]["lr"])) for r in records}
     if expected - done:
         raise FrozenDTError(f"the pilot {pilot!r} is not complete: {len(expected - done)} of {len(expected)} runs "
                             f"missing ({sorted(expected - done)[:4]} ...)")
-    table, chosen = {}, {}
+    errors: dict[str, dict[float, list[float]]] = {}
     for r in records:
-        table.setdefault(r["spec"]["arm"], {})[r["spec"]["lr"]] = final_error(r, key, last)
+        errors.setdefault(r["spec"]["arm"], {}).setdefault(r["spec"]["lr"], []).append(final_error(r, key, last))
+    table = {arm: {lr: float(np.mean(v)) for lr, v in by_lr.items()} for arm, by_lr in errors.items()}
+    chosen = {}
     for arm, by_lr in table.items():
         chosen[arm] = min(sorted(by_lr), key=lambda lr: (round(by_lr[lr], 6), lr))
     norecall = records[0]["baselines"][f"norecall_{rule['fixed']}"]
@@ -185,7 +190,7 @@ def _command(args) -> None:
         for line in snapshot_phase(spec, args.phase, args.profile):
             print(line)
     elif args.action == "select":
-        s = select(spec, args.phase)
+        s = select(spec, args.phase, args.profile)
         print(json.dumps(s, indent=2))
     else:
         expected = [r.name for r in phase_runs(spec, args.phase, args.profile)]
