@@ -587,6 +587,23 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     assert capsys.readouterr().out.strip().endswith("dt: lr 0.0001: %.5f -> lr 0.0001" % result["action_mse"])
     assert heldout.main(["compare", str(out)]) == 2  # no frozen-dt-pretrained runs
     assert "no runs of the reference arm" in capsys.readouterr().err
+    split_record = json.loads((tmp_path / "split" / "split.json").read_text())
+    split_record["source"]["env_version"] = "v5"  # as for the generated walker2d data
+    (tmp_path / "split" / "split.json").write_text(json.dumps(split_record))
+    (tmp_path / "run" / "eval-last.json").write_text(json.dumps({
+        "task": "hopper-medium-v2", "checkpoint_step": 4, "primary_target": "3600", "env_version": "v4",
+        "episodes": 2, "targets": {"3600": {"score": 15.0, "episodes": [{"score": 10.0}, {"score": 20.0}]}}}))
+    flagged = heldout.run_error(tmp_path / "run", tmp_path / "split" / "heldout.pkl", 16)["returns"]
+    assert flagged["scores"] == {"3600": 15.0} and flagged["mismatch"] == (
+        "evaluated in the v4 env; the data came from v5 (frozen-dt eval RUN --env-version v5)")
+    import shutil
+
+    shutil.copytree(tmp_path / "run", tmp_path / "full")  # as if trained on the whole file, held-out part included
+    trained = json.loads((tmp_path / "full" / "dataset.json").read_text())
+    trained["source"]["path"] = str(source)
+    (tmp_path / "full" / "dataset.json").write_text(json.dumps(trained))
+    with pytest.raises(heldout.FrozenDTError, match="did not train on .*split/train.pkl.*would not be held out"):
+        heldout.run_error(tmp_path / "full", tmp_path / "split" / "heldout.pkl", 16)
 
 
 def test_heldout_pilot_rule_takes_each_arms_lowest_error_and_ties_to_the_smaller_rate():
@@ -600,6 +617,8 @@ def test_heldout_pilot_rule_takes_each_arms_lowest_error_and_ties_to_the_smaller
             {"arm": "frozen-dt-pretrained", "lr": 1e-4, "seed": 100, "action_mse": 0.40}]
     chosen = {arm: rule["chosen"] for arm, rule in heldout.select_rates(runs).items()}
     assert chosen == {"dt": 1e-3, "frozen-dt-random": 1e-4, "frozen-dt-pretrained": 1e-4}
+    with pytest.raises(heldout.FrozenDTError, match=r"arm dt has runs at \['0.001'\], not at every rate"):
+        heldout.select_rates(runs[:1] + runs[2:])  # dt's 1e-4 run missing: it would "choose" 1e-3 by default
     with pytest.raises(heldout.FrozenDTError, match="arm dt at lr 0.0001 has seed 100 more than once"):
         heldout.select_rates(runs + [{**runs[1], "action_mse": 0.01}])  # a second run of one seed is not averaged in
 
@@ -635,9 +654,17 @@ def test_heldout_comparison_is_welchs_interval_and_the_probability_of_a_lower_er
     assert "| dt | 3 v 3 |" in text and "cannot tell at this power" in text
     assert "With fewer than 5 seeds a side the bootstrap interval of P(lower) under-covers" in text
     assert "Returns beside it" not in text  # these records carry no evaluations
-    scored = [{**r, "returns": {"episodes": 10, "scores": {"2500": 10.0 * i, "5000": 1.0}}} for i, r in enumerate(runs)]
+    scored = [{**r, "returns": {"episodes": 10, "env_version": "v5", "scores": {"2500": 10.0 * i, "5000": 1.0}}}
+              for i, r in enumerate(runs)]
     text = heldout.comparison_markdown(heldout.compare_arms(scored))
-    assert "| dt | 2500 | 10 | 30.0, 40.0, 50.0 | 40.0 |" in text and "| dt | 5000 | 10 | 1.0, 1.0, 1.0 | 1.0 |" in text
+    assert "| dt | 2500 | v5 | 10 | 30.0, 40.0, 50.0 | 40.0 |" in text
+    assert "| dt | 5000 | v5 | 10 | 1.0, 1.0, 1.0 | 1.0 |" in text and "**" not in text and "No returns" not in text
+    scored[3]["returns"] = {**scored[3]["returns"], "env_version": "v4", "mismatch": "evaluated in the v4 env; ..."}
+    del scored[0]["returns"]  # a frozen-dt-pretrained run without its evaluation
+    text = heldout.comparison_markdown(heldout.compare_arms(scored))
+    assert "| dt | 2500 | v4, v5 | 10 |" in text and "**dt: returns evaluated in the v4 env; ....**" in text
+    assert "No returns for frozen-dt-pretrained" in text
+    assert "| mean(frozen-dt-pretrained) - mean(arm) [Welch 95 % t-interval] | p (Welch, two-sided, uncorrected" in text
     with pytest.raises(FrozenDTError, match="several learning rates"):
         heldout.compare_arms(runs + [{"arm": "dt", "lr": 1e-3, "seed": 9, "action_mse": 0.3}])
     with pytest.raises(FrozenDTError, match="arm dt has seed 0 more than once"):

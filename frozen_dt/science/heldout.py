@@ -113,6 +113,7 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
     from frozen_dt.data.views import SequenceView
     from frozen_dt.eval.runs import load_run
 
+    data_env = check_trained_on_split(run_dir, heldout)
     loaded = load_run(run_dir)
     context = getattr(loaded.settings.algo, "context", None)
     if context is None:
@@ -122,10 +123,14 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
                         max_timestep=loaded.problem.max_timestep, obs_stats=loaded.obs_stats)
     error = action_error(loaded.model, view, n_windows)
     init = getattr(loaded.settings.algo, "init", None)
+    returns = evaluated_scores(run_dir)
+    if returns and data_env and returns["env_version"] != data_env:  # beside the error, so flagged, not refused
+        returns["mismatch"] = (f"evaluated in the {returns['env_version']} env; the data came from {data_env} "
+                               f"(frozen-dt eval RUN --env-version {data_env})")
     return {"run_dir": str(run_dir), "algo": loaded.settings.run.algo,
             "arm": loaded.settings.run.algo + (f"-{init}" if init else ""), "lr": loaded.settings.algo.lr,
             "seed": loaded.settings.run.seed, "step": loaded.step, "heldout": str(heldout), "windows": n_windows,
-            "action_mse": error, "returns": evaluated_scores(run_dir)}
+            "action_mse": error, "returns": returns}
 
 
 def evaluated_scores(run_dir: Path) -> dict | None:
@@ -137,8 +142,25 @@ def evaluated_scores(run_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     record = read_eval_record(path)
-    return {"episodes": record.get("episodes"),
+    return {"episodes": record.get("episodes"), "env_version": read_json(path).get("env_version"),
             "scores": {str(t): float(v["score"]) for t, v in record["targets"].items()}}
+
+
+def check_trained_on_split(run_dir: Path, heldout: Path) -> str | None:
+    """Refuse a run that did not train on the split's ``train.pkl`` (its held-out error would be in-sample);
+    returns the env version the split's data came from (``split.json`` beside the held-out file), if recorded."""
+    split_file = heldout.parent / "split.json"
+    if not split_file.is_file():
+        return None
+    recorded = read_json(split_file)
+    trained = read_json(run_dir / "dataset.json") if (run_dir / "dataset.json").is_file() else {}
+    path = (trained.get("source") or {}).get("path")
+    if path is None or Path(path).resolve() != (heldout.parent / "train.pkl").resolve() \
+            or trained.get("n_transitions") != recorded.get("train_steps"):
+        raise FrozenDTError(f"{run_dir} did not train on {heldout.parent / 'train.pkl'} (its dataset.json names "
+                            f"{path!s:.200}, {trained.get('n_transitions')} transitions; the split's train file has "
+                            f"{recorded.get('train_steps')}): its error on {heldout} would not be held out")
+    return (recorded.get("source") or {}).get("env_version")
 
 
 def read_records(path: Path) -> list[dict]:
@@ -160,8 +182,12 @@ def select_rates(runs: list[dict]) -> dict[str, dict]:
     by_arm: dict[str, dict[float, list[dict]]] = {}
     for r in runs:
         by_arm.setdefault(r["arm"], {}).setdefault(float(r["lr"]), []).append(r)
+    grid = sorted({lr for rates in by_arm.values() for lr in rates})
     chosen = {}
     for arm, rates in sorted(by_arm.items()):
+        if sorted(rates) != grid:
+            raise FrozenDTError(f"arm {arm} has runs at {[f'{lr:g}' for lr in sorted(rates)]}, not at every rate of "
+                                f"the pilot ({[f'{lr:g}' for lr in grid]}): a missing run would decide its rate")
         for lr, rs in rates.items():
             check_one_run_per_seed(f"arm {arm} at lr {lr:g}", rs)
         errors = {lr: float(np.mean([r["action_mse"] for r in rs])) for lr, rs in sorted(rates.items())}
@@ -229,7 +255,9 @@ def seed_returns(runs: list[dict]) -> dict | None:
         scores = {t: [float(f["scores"][t]) for f in found] for t in targets}
     except (TypeError, ValueError):
         return None
-    return {"episodes": sorted({f.get("episodes") for f in found}, key=str), "scores": scores}
+    return {"episodes": sorted({f.get("episodes") for f in found}, key=str), "scores": scores,
+            "env_versions": sorted({str(f.get("env_version")) for f in found}),
+            "mismatch": sorted({f["mismatch"] for f in found if f.get("mismatch")})}
 
 
 def comparison_markdown(result: dict) -> str:
@@ -240,12 +268,12 @@ def comparison_markdown(result: dict) -> str:
                     else "(no interval at n = 1)")
         lines.append(f"| {arm} | {a['lr']:g} | {a['n']} | {', '.join(f'{v:.4f}' for v in a['errors'])} | "
                      f"{a['mean']:.4f} {interval} |")
-    lines += ["", f"| {ref} vs | n | difference of means (Welch 95 % t-interval) | p | P({ref} lower) [95 % bootstrap "
-              "CI] | reading |", "|---|---|---|---|---|---|"]
+    lines += ["", f"| {ref} vs | n | mean({ref}) - mean(arm) [Welch 95 % t-interval] | p (Welch, two-sided, "
+              f"uncorrected: descriptive) | P({ref} lower) [95 % bootstrap CI] | reading |", "|---|---|---|---|---|---|"]
     for arm, c in result["comparisons"].items():
         w = c["welch"]
         diff = f"{w['difference']:+.4f} [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}]" if w else "-"
-        p = f"{w['p']:.3f}" if w else "-"
+        p = "-" if not w else f"{w['p']:.3f}" if w["p"] >= 0.001 else "< 0.001"
         pl = c["p_reference_lower"]
         lines.append(f"| {arm} | {c['n'][0]} v {c['n'][1]} | {diff} | {p} | {pl[0]:.2f} [{pl[1]:.2f}, {pl[2]:.2f}] | "
                      f"{c['reading']} |")
@@ -254,13 +282,20 @@ def comparison_markdown(result: dict) -> str:
                   "under-covers: it describes these seeds; the reading follows Welch's interval."]
     returns = {arm: a["returns"] for arm, a in sorted(result["arms"].items()) if a.get("returns")}
     if returns:
-        lines += ["", "Returns beside it (each run's own evaluation: normalized score per return target; far noisier "
-                      "than the held-out error at these episode counts, not part of the reading):", "",
-                  "| arm | target | episodes per seed | per-seed score | mean |", "|---|---|---|---|---|"]
+        lines += ["", "Returns beside it (each run's own evaluation: normalized score per return target; with 10 "
+                      "episodes a run, noisier than the held-out error; not part of the reading):", "",
+                  "| arm | target | env | episodes per seed | per-seed score | mean |", "|---|---|---|---|---|---|"]
         for arm, r in returns.items():
             for target, values in r["scores"].items():
-                lines.append(f"| {arm} | {target} | {', '.join(map(str, r['episodes']))} | "
-                             f"{', '.join(f'{v:.1f}' for v in values)} | {np.mean(values):.1f} |")
+                lines.append(f"| {arm} | {target} | {', '.join(r.get('env_versions', ['?']))} | "
+                             f"{', '.join(map(str, r['episodes']))} | {', '.join(f'{v:.1f}' for v in values)} | "
+                             f"{np.mean(values):.1f} |")
+        for arm, r in returns.items():
+            for line in r.get("mismatch", []):
+                lines.append(f"\n**{arm}: returns {line}.**")
+    missing = sorted(arm for arm in result["arms"] if arm not in returns)
+    if returns and missing:
+        lines += ["", f"No returns for {', '.join(missing)} (a run without its evaluation, or targets that differ)."]
     return "\n".join(lines) + "\n"
 
 
