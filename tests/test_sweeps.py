@@ -301,6 +301,31 @@ def test_a_list_of_grids_pools_configs_each_with_its_own_settings_seeds_and_eval
     assert "steps" not in expert.config_name  # one value is a setting of the grid, not a dimension of it
 
 
+def test_an_eval_env_version_reevaluates_runs_rolled_out_in_another_version_and_keeps_their_run_dirs(tmp_path):
+    from frozen_dt.errors import FrozenDTError
+    from frozen_dt.run_dir import checkpoint_path, eval_path
+    from frozen_dt.sweeps.jobs import job_argvs, run_state
+    from frozen_dt.training.trainer import save_checkpoint
+
+    spec = {"base": {"task": "hopper-medium-v2", "steps": 6}, "grid": {"algo": ["bc"]}, "seeds": [0]}
+    [plain] = load_sweep(write_spec(tmp_path / "a.json", {**spec, "eval": {"episodes": 2}}, tmp_path / "out")).runs
+    [v5] = load_sweep(write_spec(tmp_path / "b.json", {**spec, "eval": {"episodes": 2, "env_version": "v5"}},
+                                 tmp_path / "out")).runs
+    assert v5.run_dir == plain.run_dir  # an evaluation setting: the same trained run
+    checkpoint_path(v5.run_dir).parent.mkdir(parents=True)
+    save_checkpoint(checkpoint_path(v5.run_dir), {"step": 6})
+    evaluated = {"task": "hopper-medium-v2", "checkpoint_step": 6, "primary_target": "none", "episodes": 2,
+                 "env_version": "v4", "targets": {"none": {"score": 1.0, "episodes": [{"score": 1.0}] * 2}}}
+    eval_path(v5.run_dir, "last").write_text(json.dumps(evaluated))
+    assert run_state(plain) == "done" and run_state(v5) == "evaluate"
+    [argv] = job_argvs(v5, 1)
+    assert argv[:2] == ["eval", str(v5.run_dir)] and argv[-2:] == ["--env-version", "v5"]
+    eval_path(v5.run_dir, "last").write_text(json.dumps({**evaluated, "env_version": "v5"}))
+    assert run_state(v5) == "done"
+    with pytest.raises(FrozenDTError, match="eval.env_version: must be one of"):
+        load_sweep(write_spec(tmp_path / "c.json", {**spec, "eval": {"env_version": "v9"}}, tmp_path / "out"))
+
+
 def test_a_sweep_that_evaluates_the_last_checkpoint_trains_without_the_trainers_own_evaluation(tmp_path):
     """The sweep's evaluation of the last checkpoint replaces the trainer's final one (the same rollouts twice
     otherwise): the training command gets --eval-episodes=0, unless the SPEC sets eval_episodes itself or evaluates

@@ -62,7 +62,9 @@ def run_state(run: SweepRun) -> str:
     if path.is_file():
         try:
             found = read_eval_record(path)
-            if found.get("episodes") == evaluation["episodes"] and found["checkpoint_step"] == step:
+            wanted_env = evaluation.get("env_version")
+            if found.get("episodes") == evaluation["episodes"] and found["checkpoint_step"] == step and \
+                    (wanted_env is None or read_json(path).get("env_version") == wanted_env):
                 return "done"
         except FrozenDTError:  # unreadable: evaluate again
             pass
@@ -94,7 +96,8 @@ def job_argvs(job: SweepRun | list[SweepRun], threads: int) -> list[list[str]]:
         if state != "done" and evaluation["episodes"] > 0:
             argvs.append(["eval", str(run.run_dir), "--episodes", str(evaluation["episodes"]),
                           "--num-envs", str(evaluation["num_envs"]), "--eval-seed", str(evaluation["eval_seed"]),
-                          "--checkpoint", evaluation["checkpoint"], "--workers", str(threads)])
+                          "--checkpoint", evaluation["checkpoint"], "--workers", str(threads)]
+                         + (["--env-version", evaluation["env_version"]] if evaluation.get("env_version") else []))
     return argvs
 
 

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from frozen_dt.algorithms import ALGORITHMS, get_spec
 from frozen_dt.config import RunConfig
+from frozen_dt.envs.registry import ENV_VERSIONS
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.schema import Invalid, choice, either, flag, integer, list_of, nullable, number, text
 from frozen_dt.settings import validate_fields
@@ -65,7 +66,8 @@ PROFILE_KEYS = ("out", "stack_seeds", "base", "eval", "resources")  # what a pro
 DATA_KEYS = ("task", "out", "episodes", "transitions", "seed")
 COMMANDS = ("train", "probe")
 NOT_IN_PROBE_SWEEPS = ("run_dir", "summary_dir")
-EVAL_KEYS = {"episodes": 10, "num_envs": 10, "eval_seed": 10_000, "checkpoint": "last"}
+EVAL_KEYS = {"episodes": 10, "num_envs": 10, "eval_seed": 10_000, "checkpoint": "last",
+             "env_version": None}  # None: each run's own (its dataset's) env version
 RESOURCE_KEYS = {"cpus": 1, "gpus": 0}
 MAX_SPEC_BYTES = 256 * 1024
 MAX_RUNS = 1000  # a SPEC expanding to more is refused unless `frozen-dt sweep --max-runs` raises it
@@ -74,7 +76,7 @@ MAX_READABLE = 80  # characters of a config name before its hash (a run-dir comp
 TOP_CHECKS = {"out": text(1000), "name": text(200),
               "seeds": either(list_of(integer(-2**63, 2**63 - 1)), integer(-2**63, 2**63 - 1))}
 EVAL_CHECKS = {"episodes": integer(0, 10**6), "num_envs": integer(1, 4096), "eval_seed": integer(0, 2**32 - 1),
-               "checkpoint": choice("last", "best")}
+               "checkpoint": choice("last", "best"), "env_version": nullable(choice(*ENV_VERSIONS))}
 # where runs live, what they continue, which seeds run (the SPEC's 'seeds' list): the sweep's own
 NOT_IN_SWEEPS = ("run_dir", "resume", "config", "wandb", "seeds", "stop_after")
 
