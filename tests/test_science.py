@@ -569,6 +569,7 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     write_d4rl_hdf5(source)
     monkeypatch.chdir(tmp_path)
     assert heldout.main(["split", str(source), str(tmp_path / "split"), "--fraction", "0.3"]) == 0
+    assert "--env-version" not in capsys.readouterr().out  # D4RL-layout data of the v4 env: nothing to say
     code, _, err = cli_run(capsys, "train", "hopper-medium-v2", "--algo", "dt", "--dataset",
                            str(tmp_path / "split" / "train.pkl"), "--run-dir", str(tmp_path / "run"), *SMOKE)
     assert code == 0, err
@@ -604,6 +605,18 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     (tmp_path / "full" / "dataset.json").write_text(json.dumps(trained))
     with pytest.raises(heldout.FrozenDTError, match="did not train on .*split/train.pkl.*would not be held out"):
         heldout.run_error(tmp_path / "full", tmp_path / "split" / "heldout.pkl", 16)
+
+
+def test_a_split_of_data_from_another_env_version_says_how_to_evaluate_on_it(tmp_path, monkeypatch, capsys):
+    from frozen_dt.data import sources
+    from frozen_dt.science import heldout
+
+    monkeypatch.setattr(sources, "load_any", lambda name: (None, None))
+    monkeypatch.setattr(heldout, "split", lambda *a: {"heldout_episodes": [1], "n_episodes": 2, "heldout_steps": 5,
+                                                      "train_steps": 5, "source": {"env_version": "v5"}})
+    assert heldout.main(["split", "walker2d-medium-v2", str(tmp_path / "s")]) == 0
+    assert "train or evaluate runs on them with --env-version v5 (a sweep: eval: {env_version: v5})" in \
+        capsys.readouterr().out
 
 
 def test_heldout_pilot_rule_takes_each_arms_lowest_error_and_ties_to_the_smaller_rate():

@@ -331,6 +331,10 @@ def _command(args) -> None:
         record = split(load_any(args.dataset)[0], Path(args.out_dir), args.fraction, args.seed)
         print(f"{len(record['heldout_episodes'])} of {record['n_episodes']} episodes held out "
               f"({record['heldout_steps']} steps; {record['train_steps']} train steps); wrote {args.out_dir}")
+        version = (record["source"] or {}).get("env_version")
+        if version and version != "v4":  # a Decision-Transformer pickle is read as D4RL's, v4
+            print(f"the data came from the {version} env, which the pickles cannot record: train or evaluate runs "
+                  f"on them with --env-version {version} (a sweep: eval: {{env_version: {version}}})")
     elif args.action == "error":
         if args.windows <= 0:
             raise FrozenDTError(f"--windows must be positive, got {args.windows}")
