@@ -204,6 +204,26 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
     ("Leaderboard: the difference from the reference row taken the wrong way round (reference - row)",
      "eval/leaderboard.py", "w = welch_difference(means, ref_means)", "w = welch_difference(ref_means, means)",
      ["tests/test_evaluate.py::test_a_reference_row_gives_every_other_row_welchs_interval_on_its_difference"]),
+    ("Leaderboard: a reference compared across data sources and checkpoint steps", "eval/leaderboard.py",
+     'CONDITION = ("task", "target", "dataset_source", "steps")  # what rows compared with a reference share',
+     'CONDITION = ("task", "target")',
+     ["tests/test_evaluate.py::test_rows_that_differ_in_freeze_are_told_apart_and_a_reference_is_only_compared_"
+      "within_its_condition"]),
+    ("Stats: Welch's 'no spread' read from var() summing to exactly 0 (1e-32 for equal values)", "eval/stats.py",
+     "if min(x.size, y.size) < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):  # equal values' var() can be 1e-32, not 0",
+     "if min(x.size, y.size) < 2 or x.var() + y.var() == 0.0:",
+     [PS + "test_welch_difference_is_the_welch_satterthwaite_t_test_and_interval"]),
+    ("Science: Mann-Whitney with scipy's auto method (a normal approximation under ties)",
+     "frozen_dt/science/analysis.py", 'method=stats.PermutationMethod(n_resamples=np.inf)).pvalue)',
+     'method="auto").pvalue)', ["tests/test_science.py::test_holm_and_tests"]),
+    ("Science: analyze counts a leftover result file as one of the phase's runs", "frozen_dt/science/analysis.py",
+     "return [read_json(f) for f in files if names is None or f.stem in names]",
+     "return [read_json(f) for f in files]", ["tests/test_science.py::test_analyze_phase_end_to_end"]),
+    ("Held-out error: a run trained on the whole file (held-out episodes included) accepted",
+     "frozen_dt/science/heldout.py",
+     'if path is None or Path(path).resolve() != (heldout.parent / "train.pkl").resolve() \\',
+     'if path is None and Path(path).resolve() != (heldout.parent / "train.pkl").resolve() \\',
+     ["tests/test_science.py::test_heldout_split_trains_and_measures_a_run_end_to_end"]),
 ]
 
 
