@@ -605,6 +605,12 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     (tmp_path / "full" / "dataset.json").write_text(json.dumps(trained))
     with pytest.raises(heldout.FrozenDTError, match="did not train on .*split/train.pkl.*would not be held out"):
         heldout.run_error(tmp_path / "full", tmp_path / "split" / "heldout.pkl", 16)
+    shutil.copytree(tmp_path / "run", tmp_path / "cut")  # as if stopped half-way through an 8-step run
+    config = json.loads((tmp_path / "cut" / "config.json").read_text())
+    config["args"]["steps"] = 8
+    (tmp_path / "cut" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(heldout.FrozenDTError, match="is at step 4 of 8: finish it first"):
+        heldout.run_error(tmp_path / "cut", tmp_path / "split" / "heldout.pkl", 16)
 
 
 def test_a_split_of_data_from_another_env_version_says_how_to_evaluate_on_it(tmp_path, monkeypatch, capsys):

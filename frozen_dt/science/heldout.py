@@ -118,6 +118,8 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
     context = getattr(loaded.settings.algo, "context", None)
     if context is None:
         raise FrozenDTError(f"{run_dir}: held-out action error needs a sequence model (dt, frozen-dt)")
+    if loaded.step != loaded.settings.run.steps:
+        raise FrozenDTError(f"{run_dir} is at step {loaded.step} of {loaded.settings.run.steps}: finish it first")
     dataset = read_file(heldout)
     view = SequenceView(dataset, context, rtg_scale=loaded.problem.rtg_scale,
                         max_timestep=loaded.problem.max_timestep, obs_stats=loaded.obs_stats)
