@@ -30,7 +30,7 @@ from frozen_dt.data.sources import data_label
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.eval.runs import backbone_columns, config_key, settings_that_differ
 from frozen_dt.paths import atomic_path, atomic_write_text
-from frozen_dt.run_dir import eval_path, read_json, read_jsonl, read_run_config, write_csv
+from frozen_dt.run_dir import read_json, read_jsonl, read_run_config, run_eval_path, write_csv
 from frozen_dt.schema import integer, nullable, record, text
 from frozen_dt.training.recipes import recipe_steps
 
@@ -51,26 +51,27 @@ DATASET = record({}, {"source": record({}, {"kind": text(100), "download": nulla
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
 
 
-def find_runs(patterns: list[str] | None, checkpoint: str = "last") -> list[Path]:
-    """Run dirs holding ``eval-<checkpoint>.json`` among the given dirs/globs (default: everything under runs/); a
-    directory reached by two paths (``runs/a`` and ``./runs/a``, a symlink) is found once."""
+def find_runs(patterns: list[str] | None, checkpoint: str = "last", env_version: str | None = None) -> list[Path]:
+    """Run dirs holding their evaluation of ``checkpoint`` (in ``env_version``: :func:`run_eval_path`) among the
+    given dirs/globs (default: everything under runs/); a directory reached by two paths (``runs/a`` and
+    ``./runs/a``, a symlink) is found once."""
     patterns = patterns or ["runs/**"]
     found = {}
     for pattern in patterns:
         for match in glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).exists() else []):
             path = Path(match)
-            if eval_path(path, checkpoint).is_file():
+            if run_eval_path(path, checkpoint, env_version).is_file():
                 found.setdefault(path.resolve(), path)
     return sorted(found.values())
 
 
-def run_entries(run_dir: Path, checkpoint: str = "last") -> list[dict]:
+def run_entries(run_dir: Path, checkpoint: str = "last", env_version: str | None = None) -> list[dict]:
     """One entry per evaluation condition of a run (each return target; OGBench: all goals, then each goal), the
     run's primary one first (``primary``: the one the figures show). Every file read is validated."""
     from frozen_dt.eval.runs import read_eval_record
 
     _, settings = read_run_config(run_dir)
-    record = read_eval_record(eval_path(run_dir, checkpoint))
+    record = read_eval_record(run_eval_path(run_dir, checkpoint, env_version))
     versions = read_json(run_dir / "versions.json", VERSIONS) if (run_dir / "versions.json").is_file() else {}
     common = {
         "run_dir": str(run_dir), "record": record, "full_steps": recipe_steps(settings.run.algo, settings.run.task),
@@ -275,13 +276,13 @@ def _save_figure(fig, out: Path) -> None:
     plt.close(fig)
 
 
-def collect_entries(runs: list[Path], checkpoint: str) -> tuple[list[dict], list[str]]:
+def collect_entries(runs: list[Path], checkpoint: str, env_version: str | None = None) -> tuple[list[dict], list[str]]:
     """The entries of every readable run, and one line per run left out: a file that fails validation, or a seed
     of a configuration already counted from another run dir (a copy of a run counts once)."""
     entries, skipped, counted = [], [], {}
     for run_dir in runs:
         try:
-            found = run_entries(run_dir, checkpoint)
+            found = run_entries(run_dir, checkpoint, env_version)
         except FrozenDTError as error:
             skipped.append(f"{run_dir}: {error}")
             continue
@@ -295,15 +296,16 @@ def collect_entries(runs: list[Path], checkpoint: str) -> tuple[list[dict], list
 
 
 def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "last",
-                      reference: str | None = None) -> tuple[list[dict], list[str]]:
-    """Write the leaderboard of the runs ``patterns`` name (with ``reference``, each row's difference from that row);
-    returns its rows and the runs left out (each a line saying why)."""
-    runs = find_runs(patterns, checkpoint)
+                      reference: str | None = None, env_version: str | None = None) -> tuple[list[dict], list[str]]:
+    """Write the leaderboard of the runs ``patterns`` name (with ``reference``, each row's difference from that row;
+    with ``env_version``, their evaluations in that MuJoCo version); returns its rows and the runs left out (each a
+    line saying why)."""
+    runs = find_runs(patterns, checkpoint, env_version)
     where = ", ".join(patterns) if patterns else "runs/**"
     if not runs:
         raise FrozenDTError(f"no evaluated runs in {where} (each needs eval-{checkpoint}.json: run `frozen-dt eval "
                             "RUN_DIR` first)")
-    entries, skipped = collect_entries(runs, checkpoint)
+    entries, skipped = collect_entries(runs, checkpoint, env_version)
     if not entries:
         raise FrozenDTError(f"no valid evaluated run in {where}; first left out: {skipped[0]}")
     rows = build_rows(entries)

@@ -28,8 +28,8 @@ from frozen_dt.envs.registry import Task, get_task
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.locks import run_locks
 from frozen_dt.schema import integer, list_of, mapping_of, nullable, number, record, text
-from frozen_dt.run_dir import (RunSettings, checkpoint_path, eval_path, latest_run, read_json, read_run_config,
-                               write_json)
+from frozen_dt.run_dir import (RunSettings, checkpoint_path, eval_path, eval_suffix, latest_run, read_json,
+                               read_run_config, write_json)
 from frozen_dt.training.trainer import load_checkpoint
 
 EVAL_RECORD = record({"task": text(200), "checkpoint_step": integer(0), "primary_target": text(200),
@@ -196,10 +196,8 @@ def run_data_label(run_dir: Path) -> str:
 def eval_file(run: LoadedRun, task: str, env_version: str | None) -> Path:
     """``eval-<checkpoint>.json``; evaluations on another task or env version than the run's own get their own
     file (``eval-last-hopper-expert-v2.json``, ``eval-last-v5.json``), so they never replace the main one."""
-    suffix = "" if task == run.settings.run.task else f"-{task}"
-    if env_version and env_version != run.config.get("env_version"):
-        suffix += f"-{env_version}"
-    return eval_path(run.run_dir, run.checkpoint, suffix)
+    return eval_path(run.run_dir, run.checkpoint,
+                     eval_suffix(run.settings.run.task, run.config.get("env_version"), task, env_version))
 
 
 def device_name(device: str) -> str:

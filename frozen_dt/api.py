@@ -130,17 +130,18 @@ def evaluate(run_dirs=None, **settings) -> list[dict]:
 
 
 def leaderboard(runs=None, *, out="results/leaderboard.csv", checkpoint: str = "last",
-                reference: str | None = None) -> list[dict]:
+                reference: str | None = None, env_version: str | None = None) -> list[dict]:
     """``frozen-dt leaderboard``: one row per configuration of the evaluated runs matching ``runs`` (directories or
     globs; default ``runs/**``), written to ``out`` with a Markdown copy and figures beside it; with ``reference`` (a
-    row label such as ``"dt"``) each row's Welch interval on its difference from that row. A run whose records are
+    row label such as ``"dt"``) each row's Welch interval on its difference from that row; with ``env_version``
+    the runs' evaluations in that MuJoCo version (``frozen-dt eval --env-version``). A run whose records are
     unreadable is left out and named in a warning (the CLI exits 1 for it)."""
     import warnings
 
     from frozen_dt.eval.leaderboard import write_leaderboard
 
     rows, skipped = write_leaderboard([str(r) for r in runs] if runs else None, Path(out).expanduser(), checkpoint,
-                                      reference)
+                                      reference, env_version)
     if skipped:
         warnings.warn("left out of the leaderboard: " + "; ".join(skipped), stacklevel=2)
     return rows

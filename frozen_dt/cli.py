@@ -180,7 +180,8 @@ def cmd_leaderboard(ns) -> int:
     from frozen_dt.eval.leaderboard import comparison_label, interval_label, row_label, write_leaderboard
 
     args = from_namespace(LeaderboardArgs, ns)
-    rows, skipped = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint, args.reference)
+    rows, skipped = write_leaderboard(args.runs, Path(args.out).expanduser(), args.checkpoint, args.reference,
+                                      args.env_version)
     for r in rows:
         versus = f"; vs {r['vs']}: {comparison_label(r)}" if r.get("vs") else ""
         print(f"{r['task']} target {r['target']}: {row_label(r)}: {r['score_mean']:.1f} {interval_label(r)}, "

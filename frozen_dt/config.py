@@ -129,9 +129,12 @@ class LeaderboardArgs:
     runs: list = arg(None, "run directories or globs (default: runs/**)", positional=True, nargs="*")
     out: str = arg("results/leaderboard.csv", "leaderboard CSV (a Markdown copy and figures are written beside it)")
     checkpoint: str = arg("last", "which checkpoint's evaluation (eval-<checkpoint>.json)", choices=("last", "best"))
-    reference: str = arg(None, "a row to compare every other row of its task, target, data and step with, by its label (dt, or "
-                               "'frozen-dt gemma3-270m 0:5 random'): Welch's t-interval on the difference of seed "
-                               "means and its p")
+    reference: str = arg(None, "a row to compare every other row of its task, target, data and step with, by its "
+                               "label (dt, or 'frozen-dt gemma3-270m 0:5 random'): Welch's t-interval on the "
+                               "difference of seed means and its p")
+    env_version: str = arg(None, "the runs' evaluations in this MuJoCo version (frozen-dt eval --env-version: "
+                                 "eval-<checkpoint>-v5.json for a run trained with another), default each run's own",
+                           choices=ENV_VERSIONS)
 
     def validate(self) -> None:
         pass

@@ -90,8 +90,31 @@ def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
 
 def eval_path(run_dir: Path, checkpoint: str = "last", suffix: str = "") -> Path:
     """``eval-<checkpoint><suffix>.json``: the evaluation record of a checkpoint (suffix: another task or env
-    version than the run's own)."""
+    version than the run's own, :func:`eval_suffix`)."""
     return Path(run_dir) / f"eval-{checkpoint}{suffix}.json"
+
+
+def run_eval_path(run_dir: Path, checkpoint: str = "last", env_version: str | None = None) -> Path:
+    """The file holding a run's evaluation of ``checkpoint`` in ``env_version`` (None: its own version): its own
+    ``eval-<checkpoint>.json``, or ``eval-<checkpoint>-v5.json`` for a run trained with another version. A run
+    whose config cannot be read has only the former."""
+    if not env_version:
+        return eval_path(run_dir, checkpoint)
+    try:
+        config = read_json(Path(run_dir) / "config.json")
+        task, trained = config["args"]["task"], config.get("env_version")
+    except (FrozenDTError, KeyError, TypeError):
+        return eval_path(run_dir, checkpoint)
+    return eval_path(run_dir, checkpoint, eval_suffix(task, trained, None, env_version))
+
+
+def eval_suffix(run_task: str, run_env_version: str | None, task: str | None = None,
+                env_version: str | None = None) -> str:
+    """The suffix of an evaluation on ``task`` and ``env_version`` (None: the run's own) of a run trained on
+    ``run_task`` whose env version is ``run_env_version``: ``-<task>`` and ``-<version>`` where they are not the
+    run's, so that such an evaluation never replaces the run's own ``eval-<checkpoint>.json``."""
+    suffix = "" if task in (None, run_task) else f"-{task}"
+    return suffix + (f"-{env_version}" if env_version and env_version != run_env_version else "")
 
 
 def default_run_dir(task: str, algo: str) -> Path:

@@ -205,6 +205,26 @@ def test_settings_that_change_speed_or_spell_a_default_do_not_split_a_configurat
     assert rows == {"precision=fp32": ("2", 15.0), "precision=bf16": ("1", 30.0)}
 
 
+def test_the_leaderboard_of_evaluations_in_another_env_version_reads_their_own_files(tmp_path, capsys, monkeypatch):
+    from test_hostile_leaderboard import fake_run
+
+    monkeypatch.chdir(tmp_path)
+    for seed in (0, 1):
+        run_dir = fake_run(tmp_path / "runs" / f"bc-{seed}", seed=seed, scores=(10.0 + seed,))
+        record = json.loads((run_dir / "eval-last.json").read_text())  # `frozen-dt eval --env-version v5` writes:
+        (run_dir / "eval-last-v5.json").write_text(json.dumps({**record, "targets": {"1800": {"episodes": [
+            {"score": 50.0 + seed}]}}}))
+    for version, expected in ((None, 10.5), ("v5", 50.5)):
+        code, out, err = run(capsys, "leaderboard", "runs/*", "--out", str(tmp_path / "lb.csv"),
+                             *(["--env-version", version] if version else []))
+        assert code == 0, err
+        with open(tmp_path / "lb.csv") as handle:
+            [row] = list(csv.DictReader(handle))
+        assert (row["n_seeds"], float(row["score_mean"])) == ("2", expected)
+    code, _, err = run(capsys, "leaderboard", "runs/*", "--out", str(tmp_path / "lb.csv"), "--env-version", "v4")
+    assert_user_error(code, err, "no evaluated runs")  # none has an eval-last-v4.json
+
+
 def test_a_reference_row_gives_every_other_row_welchs_interval_on_its_difference(tmp_path, capsys, monkeypatch):
     from test_hostile_leaderboard import fake_run
 

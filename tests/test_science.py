@@ -597,6 +597,12 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     flagged = heldout.run_error(tmp_path / "run", tmp_path / "split" / "heldout.pkl", 16)["returns"]
     assert flagged["scores"] == {"3600": 15.0} and flagged["mismatch"] == (
         "evaluated in the v4 env; the data came from v5 (frozen-dt eval RUN --env-version v5)")
+    (tmp_path / "run" / "eval-last-v5.json").write_text(json.dumps({  # as `frozen-dt eval --env-version v5` names it
+        "task": "hopper-medium-v2", "checkpoint_step": 4, "primary_target": "3600", "env_version": "v5",
+        "episodes": 2, "targets": {"3600": {"score": 30.0, "episodes": [{"score": 30.0}, {"score": 30.0}]}}}))
+    found = heldout.run_error(tmp_path / "run", tmp_path / "split" / "heldout.pkl", 16)["returns"]
+    assert found["scores"] == {"3600": 30.0} and found["env_version"] == "v5" and "mismatch" not in found
+    (tmp_path / "run" / "eval-last-v5.json").unlink()
     import shutil
 
     shutil.copytree(tmp_path / "run", tmp_path / "full")  # as if trained on the whole file, held-out part included

@@ -314,14 +314,15 @@ def test_an_eval_env_version_reevaluates_runs_rolled_out_in_another_version_and_
     assert v5.run_dir == plain.run_dir  # an evaluation setting: the same trained run
     checkpoint_path(v5.run_dir).parent.mkdir(parents=True)
     save_checkpoint(checkpoint_path(v5.run_dir), {"step": 6})
+    (v5.run_dir / "config.json").write_text(json.dumps({"args": {"task": "hopper-medium-v2"}, "env_version": "v4"}))
     evaluated = {"task": "hopper-medium-v2", "checkpoint_step": 6, "primary_target": "none", "episodes": 2,
                  "env_version": "v4", "targets": {"none": {"score": 1.0, "episodes": [{"score": 1.0}] * 2}}}
     eval_path(v5.run_dir, "last").write_text(json.dumps(evaluated))
     assert run_state(plain) == "done" and run_state(v5) == "evaluate"
     [argv] = job_argvs(v5, 1)
     assert argv[:2] == ["eval", str(v5.run_dir)] and argv[-2:] == ["--env-version", "v5"]
-    eval_path(v5.run_dir, "last").write_text(json.dumps({**evaluated, "env_version": "v5"}))
-    assert run_state(v5) == "done"
+    eval_path(v5.run_dir, "last", "-v5").write_text(json.dumps({**evaluated, "env_version": "v5"}))  # eval's file
+    assert run_state(v5) == "done" and run_state(plain) == "done"
     with pytest.raises(FrozenDTError, match="eval.env_version: must be one of"):
         load_sweep(write_spec(tmp_path / "c.json", {**spec, "eval": {"env_version": "v9"}}, tmp_path / "out"))
 

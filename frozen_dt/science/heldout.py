@@ -38,7 +38,7 @@ from frozen_dt.data.dataset import OfflineDataset
 from frozen_dt.errors import FrozenDTError
 from frozen_dt.eval.stats import MIN_BOOTSTRAP_SEEDS
 from frozen_dt.paths import atomic_path
-from frozen_dt.run_dir import atomic_write_text, eval_path, read_json, write_json
+from frozen_dt.run_dir import atomic_write_text, eval_path, read_json, run_eval_path, write_json
 from frozen_dt.science import exit_code
 
 WINDOW_SEED = 0x4E1D
@@ -125,7 +125,7 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
                         max_timestep=loaded.problem.max_timestep, obs_stats=loaded.obs_stats)
     error = action_error(loaded.model, view, n_windows)
     init = getattr(loaded.settings.algo, "init", None)
-    returns = evaluated_scores(run_dir)
+    returns = evaluated_scores(run_dir, data_env)
     if returns and data_env and returns["env_version"] != data_env:  # beside the error, so flagged, not refused
         returns["mismatch"] = (f"evaluated in the {returns['env_version']} env; the data came from {data_env} "
                                f"(frozen-dt eval RUN --env-version {data_env})")
@@ -135,12 +135,14 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
             "action_mse": error, "returns": returns}
 
 
-def evaluated_scores(run_dir: Path) -> dict | None:
-    """The normalized score per return target of the run's own last evaluation (``eval-last.json``, validated as
-    ``frozen-dt eval`` reads it), if any."""
+def evaluated_scores(run_dir: Path, env_version: str | None = None) -> dict | None:
+    """The normalized score per return target of the run's last evaluation (validated as ``frozen-dt eval`` reads
+    it), if any: the one in ``env_version`` when given and present (``eval-last-v5.json`` for a run trained with
+    another version), else the run's own ``eval-last.json``."""
     from frozen_dt.eval.runs import read_eval_record
 
-    path = eval_path(run_dir, "last")
+    other = run_eval_path(run_dir, "last", env_version)
+    path = other if other.is_file() else eval_path(run_dir, "last")
     if not path.is_file():
         return None
     record = read_eval_record(path)

@@ -104,7 +104,8 @@ def run_locked(sweep, args, threads: int) -> int:
     if evaluated:
         from frozen_dt.eval.leaderboard import write_leaderboard
 
-        rows, skipped = write_leaderboard(evaluated, sweep.out / "leaderboard.csv", sweep.eval["checkpoint"])
+        rows, skipped = write_leaderboard(evaluated, sweep.out / "leaderboard.csv", sweep.eval["checkpoint"],
+                                          env_version=sweep.eval.get("env_version"))
         print(f"leaderboard: {sweep.out / 'leaderboard.csv'} ({len(rows)} rows)", flush=True)
         for line in skipped:
             print(f"left out of the leaderboard: {line}", flush=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from frozen_dt.errors import FrozenDTError, os_error_message
 from frozen_dt.locks import HOLDER_ENV, holder_id, run_locks
-from frozen_dt.run_dir import checkpoint_path, eval_path, read_json
+from frozen_dt.run_dir import checkpoint_path, read_json, run_eval_path
 from frozen_dt.schema import integer, record
 from frozen_dt.sweeps.spec import SweepRun, probe_argv, stack_train_argv, train_argv
 
@@ -58,13 +58,11 @@ def run_state(run: SweepRun) -> str:
         return "resume"
     if evaluation["episodes"] <= 0:
         return "done"
-    path = eval_path(run.run_dir, evaluation["checkpoint"])
+    path = run_eval_path(run.run_dir, evaluation["checkpoint"], evaluation.get("env_version"))
     if path.is_file():
         try:
             found = read_eval_record(path)
-            wanted_env = evaluation.get("env_version")
-            if found.get("episodes") == evaluation["episodes"] and found["checkpoint_step"] == step and \
-                    (wanted_env is None or read_json(path).get("env_version") == wanted_env):
+            if found.get("episodes") == evaluation["episodes"] and found["checkpoint_step"] == step:
                 return "done"
         except FrozenDTError:  # unreadable: evaluate again
             pass
