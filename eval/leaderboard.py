@@ -303,8 +303,12 @@ def write_leaderboard(patterns: list[str] | None, out: Path, checkpoint: str = "
     runs = find_runs(patterns, checkpoint, env_version)
     where = ", ".join(patterns) if patterns else "runs/**"
     if not runs:
-        raise FrozenDTError(f"no evaluated runs in {where} (each needs eval-{checkpoint}.json: run `frozen-dt eval "
-                            "RUN_DIR` first)")
+        needs = f"eval-{checkpoint}.json" if not env_version else \
+            f"its evaluation in {env_version}, eval-{checkpoint}-{env_version}.json (or eval-{checkpoint}.json for a " \
+            f"run trained in {env_version})"
+        run_first = "RUN_DIR" + (f" --env-version {env_version}" if env_version else "")
+        raise FrozenDTError(f"no evaluated runs in {where} (each needs {needs}: run `frozen-dt eval {run_first}` "
+                            "first)")
     entries, skipped = collect_entries(runs, checkpoint, env_version)
     if not entries:
         raise FrozenDTError(f"no valid evaluated run in {where}; first left out: {skipped[0]}")

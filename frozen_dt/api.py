@@ -138,8 +138,11 @@ def leaderboard(runs=None, *, out="results/leaderboard.csv", checkpoint: str = "
     unreadable is left out and named in a warning (the CLI exits 1 for it)."""
     import warnings
 
+    from frozen_dt.envs.registry import ENV_VERSIONS
     from frozen_dt.eval.leaderboard import write_leaderboard
 
+    if env_version is not None and env_version not in ENV_VERSIONS:
+        raise FrozenDTError(f"env_version must be one of {', '.join(ENV_VERSIONS)}, got {env_version!r}")
     rows, skipped = write_leaderboard([str(r) for r in runs] if runs else None, Path(out).expanduser(), checkpoint,
                                       reference, env_version)
     if skipped:

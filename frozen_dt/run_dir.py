@@ -96,15 +96,15 @@ def eval_path(run_dir: Path, checkpoint: str = "last", suffix: str = "") -> Path
 
 def run_eval_path(run_dir: Path, checkpoint: str = "last", env_version: str | None = None) -> Path:
     """The file holding a run's evaluation of ``checkpoint`` in ``env_version`` (None: its own version): its own
-    ``eval-<checkpoint>.json``, or ``eval-<checkpoint>-v5.json`` for a run trained with another version. A run
-    whose config cannot be read has only the former."""
+    ``eval-<checkpoint>.json``, or ``eval-<checkpoint>-v5.json`` for a run trained with another version (also for
+    a run whose config cannot be read: its own file is not known to be in that version)."""
     if not env_version:
         return eval_path(run_dir, checkpoint)
     try:
         config = read_json(Path(run_dir) / "config.json")
         task, trained = config["args"]["task"], config.get("env_version")
     except (FrozenDTError, KeyError, TypeError):
-        return eval_path(run_dir, checkpoint)
+        return eval_path(run_dir, checkpoint, f"-{env_version}")
     return eval_path(run_dir, checkpoint, eval_suffix(task, trained, None, env_version))
 
 

@@ -222,7 +222,11 @@ def test_the_leaderboard_of_evaluations_in_another_env_version_reads_their_own_f
             [row] = list(csv.DictReader(handle))
         assert (row["n_seeds"], float(row["score_mean"])) == ("2", expected)
     code, _, err = run(capsys, "leaderboard", "runs/*", "--out", str(tmp_path / "lb.csv"), "--env-version", "v4")
-    assert_user_error(code, err, "no evaluated runs")  # none has an eval-last-v4.json
+    assert_user_error(code, err, "each needs its evaluation in v4, eval-last-v4.json")  # none has one
+    import frozen_dt
+
+    with pytest.raises(frozen_dt.FrozenDTError, match="env_version must be one of"):
+        frozen_dt.leaderboard(["runs/*"], out=tmp_path / "lb.csv", env_version="V5")
 
 
 def test_a_reference_row_gives_every_other_row_welchs_interval_on_its_difference(tmp_path, capsys, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,6 +199,25 @@ def test_holm_and_tests():
     sums = [sum(ranks[list(c)]) for c in itertools.combinations(range(10), 5)]
     expected = np.mean([t <= sum(ranks[:5]) for t in sums])
     assert analysis.mann_whitney_less(steps_a, steps_b) == pytest.approx(expected) == pytest.approx(21 / 252)
+
+
+def test_mann_whitney_estimates_from_random_splits_beyond_the_exact_bound(monkeypatch):
+    low, high = list(range(10)), list(range(10, 20))  # 10 v 10, wholly separated: exact p 1 / 184,756
+    assert analysis.mann_whitney_less(low, high) == pytest.approx(1 / 184_756)
+    monkeypatch.setattr(analysis, "EXACT_SPLITS", 100)  # now beyond the bound: 100,000 random splits
+    estimate = analysis.mann_whitney_less(low, high)
+    assert estimate < 1e-4 and estimate != pytest.approx(1 / 184_756)  # an estimate, not the exact p
+    assert analysis.mann_whitney_less(low, high) == estimate  # seeded: the same estimate twice
+
+
+def test_a_recorded_relative_training_path_names_the_split_file_from_any_working_directory(tmp_path):
+    from frozen_dt.science.heldout import names_file
+
+    expected = tmp_path / "repo" / "runs" / "data" / "split" / "train.pkl"
+    assert names_file(Path("runs/data/split/train.pkl"), expected)  # relative to where training ran
+    assert names_file(Path("./split/train.pkl"), expected) and names_file(expected, expected)
+    assert not names_file(Path("runs/data/other/train.pkl"), expected)
+    assert not names_file(Path("../split/train.pkl"), expected) and not names_file(tmp_path / "train.pkl", expected)
     assert analysis.fisher_more(4, 4, 0, 4) == pytest.approx(1 / 70)  # the 0.029 is the two-sided value
     assert analysis.fisher_more(5, 5, 0, 5) == pytest.approx(1 / 252)
 

@@ -113,6 +113,7 @@ def test_bad_profiles_are_one_clear_error_and_start_nothing(data, capsys, tmp_pa
     ({"base": {"task": "hopper-medium-v2", "run_dir": "x"}}, "'run_dir' is the sweep's to set"),
     ({"base": {"task": "hopper-medium-v2", "seeds": "0,1"}}, "'seeds' is the sweep's to set"),
     ({"stack_seeds": "yes"}, "'stack_seeds' is true or false"),
+    ({"grid": {"algo": ["bc"], "eval": {"env_version": "v5"}}}, "'env_version' is the sweep's eval setting"),
 ])
 def test_bad_specs_are_one_clear_error_and_start_nothing(data, capsys, tmp_path, change, message):
     spec = {**TINY, **change}
@@ -323,6 +324,10 @@ def test_an_eval_env_version_reevaluates_runs_rolled_out_in_another_version_and_
     assert argv[:2] == ["eval", str(v5.run_dir)] and argv[-2:] == ["--env-version", "v5"]
     eval_path(v5.run_dir, "last", "-v5").write_text(json.dumps({**evaluated, "env_version": "v5"}))  # eval's file
     assert run_state(v5) == "done" and run_state(plain) == "done"
+    from frozen_dt.run_dir import run_eval_path
+
+    (tmp_path / "bare").mkdir()  # no readable config: its own eval file is not known to be in v5
+    assert run_eval_path(tmp_path / "bare", "last", "v5").name == "eval-last-v5.json"
     with pytest.raises(FrozenDTError, match="eval.env_version: must be one of"):
         load_sweep(write_spec(tmp_path / "c.json", {**spec, "eval": {"env_version": "v9"}}, tmp_path / "out"))
 

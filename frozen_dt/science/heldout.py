@@ -150,6 +150,16 @@ def evaluated_scores(run_dir: Path, env_version: str | None = None) -> dict | No
             "scores": {str(t): float(v["score"]) for t, v in record["targets"].items()}}
 
 
+def names_file(recorded: Path, expected: Path) -> bool:
+    """Whether a path a run recorded names ``expected``: the same file when absolute; when relative (to wherever
+    training ran), the last components of ``expected``'s absolute path."""
+    target = expected.resolve()
+    if recorded.is_absolute():
+        return recorded.resolve() == target
+    parts = [p for p in recorded.parts if p != "."]
+    return ".." not in parts and list(target.parts[-len(parts):]) == parts
+
+
 def check_trained_on_split(run_dir: Path, heldout: Path) -> str | None:
     """Refuse a run that did not train on the split's ``train.pkl`` (its held-out error would be in-sample);
     returns the env version the split's data came from (``split.json`` beside the held-out file), if recorded."""
@@ -159,7 +169,7 @@ def check_trained_on_split(run_dir: Path, heldout: Path) -> str | None:
     recorded = read_json(split_file)
     trained = read_json(run_dir / "dataset.json") if (run_dir / "dataset.json").is_file() else {}
     path = (trained.get("source") or {}).get("path")
-    if path is None or Path(path).resolve() != (heldout.parent / "train.pkl").resolve() \
+    if path is None or not names_file(Path(path), heldout.parent / "train.pkl") \
             or trained.get("n_transitions") != recorded.get("train_steps"):
         raise FrozenDTError(f"{run_dir} did not train on {heldout.parent / 'train.pkl'} (its dataset.json names "
                             f"{path!s:.200}, {trained.get('n_transitions')} transitions; the split's train file has "

@@ -395,8 +395,9 @@ def read_grids(raw: dict, path: Path, evaluation: dict) -> list[tuple[dict, dict
         own_eval = grid.pop("eval", None)
         if own_eval is not None and not isinstance(own_eval, dict):
             raise FrozenDTError(f"{path}: a grid's 'eval' must be a mapping, got {own_eval!r}")
-        if "checkpoint" in (own_eval or {}):
-            raise FrozenDTError(f"{path}: 'checkpoint' is the sweep's eval setting (one leaderboard), not a grid's")
+        for key in ("checkpoint", "env_version"):
+            if key in (own_eval or {}):
+                raise FrozenDTError(f"{path}: '{key}' is the sweep's eval setting (one leaderboard), not a grid's")
         bad = sorted(set(own_eval or {}) - set(EVAL_KEYS))
         if bad:
             raise FrozenDTError(f"{path}: unknown eval key {bad[0]!r} (known: {', '.join(EVAL_KEYS)})")
