@@ -276,7 +276,8 @@ def _save_figure(fig, out: Path) -> None:
     plt.close(fig)
 
 
-def collect_entries(runs: list[Path], checkpoint: str, env_version: str | None = None) -> tuple[list[dict], list[str]]:
+def collect_entries(runs: list[Path], checkpoint: str,
+                    env_version: str | None = None) -> tuple[list[dict], list[str]]:
     """The entries of every readable run, and one line per run left out: a file that fails validation, or a seed
     of a configuration already counted from another run dir (a copy of a run counts once)."""
     entries, skipped, counted = [], [], {}

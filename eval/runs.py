@@ -35,7 +35,7 @@ from frozen_dt.training.trainer import load_checkpoint
 EVAL_RECORD = record({"task": text(200), "checkpoint_step": integer(0), "primary_target": text(200),
                       "targets": mapping_of(record({"episodes": list_of(record({"score": number()}), 10**7)}))},
                      {"device": text(500), "created_at": text(100), "max_steps": nullable(integer(1)),
-                      "episodes": integer(1)})
+                      "episodes": integer(1), "env_version": nullable(text(20))})
 
 
 def read_eval_record(path: Path) -> dict:

@@ -295,6 +295,8 @@ def test_pilot_selection_rule(tmp_path):
     _write_result(folder, "a", 3e-3, [0.3, 0.15, 0.11])  # 0.13 > 0.1: no-go
     assert study.select(spec)["go"] is False
     spec["phases"]["pilot"]["seeds"] = [100, 7]
+    with pytest.raises(Exception, match="not complete: 3 of 8 runs missing"):
+        study.select(spec)  # every rate has seed 100, but seed 7 only at a's 1e-3: not every run is complete
     _write_result(folder, "b", 1e-3, [0.0, 0.0, 0.0], seed=7)
     _write_result(folder, "a", 3e-3, [0.0, 0.1, 0.1], seed=7)
     _write_result(folder, "b", 3e-3, [0.0, 0.3, 0.3], seed=7)

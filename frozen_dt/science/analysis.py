@@ -6,8 +6,8 @@ no-recall error) and **steps to threshold** (first evaluation at or under that b
 
 Per comparison of the pretrained arm with another arm (lower error = better):
 
-* primary: one-sided exact Mann-Whitney U on the final errors (H1: pretrained lower; exact also under ties, by
-  enumerating every split); the two primary comparisons (random-init, shuffled) are Holm-adjusted together;
+* primary: one-sided exact Mann-Whitney U on the final errors (H1: pretrained lower; exact also under ties:
+  :func:`mann_whitney_less`); the two primary comparisons (random-init, shuffled) are Holm-adjusted together;
 * Fisher's exact test on solved / unsolved (one-sided, pretrained solves more);
 * exact Mann-Whitney on steps to threshold, censored runs tied at the budget + 1 (with one common censoring time
   this is Gehan's generalized Wilcoxon test);
@@ -89,7 +89,8 @@ def seeds_for_power(x, y) -> float | None:
     spreads (normal approximation: (1.96 + 0.84)^2 (s_x^2 + s_y^2) / d^2); None without a difference or spread."""
     d = float(np.mean(y) - np.mean(x))
     spread = float(np.var(x, ddof=1) + np.var(y, ddof=1)) if min(len(x), len(y)) >= 2 else 0.0
-    return None if d == 0.0 or spread == 0.0 else (1.959964 + 0.841621) ** 2 * spread / d ** 2
+    z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(0.8)
+    return None if d == 0.0 or spread == 0.0 else float(z ** 2 * spread / d ** 2)
 
 
 def compare(a: list[dict], b: list[dict]) -> dict:

@@ -146,7 +146,7 @@ def evaluated_scores(run_dir: Path, env_version: str | None = None) -> dict | No
     if not path.is_file():
         return None
     record = read_eval_record(path)
-    return {"episodes": record.get("episodes"), "env_version": read_json(path).get("env_version"),
+    return {"episodes": record.get("episodes"), "env_version": record.get("env_version"),
             "scores": {str(t): float(v["score"]) for t, v in record["targets"].items()}}
 
 
@@ -283,7 +283,8 @@ def comparison_markdown(result: dict) -> str:
         lines.append(f"| {arm} | {a['lr']:g} | {a['n']} | {', '.join(f'{v:.4f}' for v in a['errors'])} | "
                      f"{a['mean']:.4f} {interval} |")
     lines += ["", f"| {ref} vs | n | mean({ref}) - mean(arm) [Welch 95 % t-interval] | p (Welch, two-sided, "
-              f"uncorrected: descriptive) | P({ref} lower) [95 % bootstrap CI] | reading |", "|---|---|---|---|---|---|"]
+              f"uncorrected: descriptive) | P({ref} lower) [95 % bootstrap CI] | reading |",
+              "|---|---|---|---|---|---|"]
     for arm, c in result["comparisons"].items():
         w = c["welch"]
         diff = f"{w['difference']:+.4f} [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}]" if w else "-"

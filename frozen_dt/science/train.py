@@ -6,8 +6,9 @@ on the fixed test sets (``n_test`` sequences at each of ``eval_lengths``), and a
 * ``<run_dir>/checkpoint.pt`` (written after the result file): step, trainable parameters, Adam state and the run's
   spec (``torch.load(weights_only=True)``), from which an interrupted run resumes (batches are a function of
   (seed, step), so the resumed run equals an uninterrupted one; a checkpoint of another spec, or one whose result
-  file lacks an evaluation it has passed, is refused: :func:`resumable_curve`); when it is absent, a committed snapshot ``<result_file stem>.pt`` beside the result file
-  (:func:`snapshot`, for runs whose trainable state is small) is resumed from instead;
+  file lacks an evaluation it has passed, is refused: :func:`resumable_curve`); when it is absent, a committed
+  snapshot ``<result_file stem>.pt`` beside the result file (:func:`snapshot`, for runs whose trainable state is
+  small) is resumed from instead;
 * ``<result_file>`` (JSON): the spec, the evaluations so far (``curve``), the no-recall baseline of each test
   set, ``status`` ``running`` or ``complete``, the hardware and wall time. A complete result file is never rerun.
 """
