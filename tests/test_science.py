@@ -578,6 +578,33 @@ def test_heldout_action_error_is_the_mse_over_real_steps():
     assert heldout.action_error(Constant(0.0), view, 10) == pytest.approx(float((real ** 2).mean()), rel=1e-5)
 
 
+def test_heldout_per_step_error_reads_each_step_from_the_window_that_ends_at_it():
+    """A causal stand-in predicts, at each real position, how many real steps its window holds up to there: read
+    where the step lies in the window ending at it, that is min(steps since its episode began + 1, context)."""
+    from frozen_dt.data.views import SequenceView
+    from frozen_dt.science import heldout
+
+    data = _dataset()
+    view = SequenceView(data, context=4)
+
+    class HistoryLength(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Parameter(torch.zeros(()))
+
+        def forward(self, batch):
+            seen = batch["mask"].float().cumsum(dim=1) * batch["mask"].float()
+            return seen[..., None].expand_as(batch["actions"])
+
+    episode_start = data.episode_starts[data.episode_index]
+    steps = np.arange(0, len(view), 2)
+    history = np.minimum(steps - episode_start[steps] + 1, 4)
+    expected = float(((history[:, None] - data.actions[steps]) ** 2).mean())
+    assert heldout.step_action_error(HistoryLength(), view, episode_start, steps, chunk=3) == \
+        pytest.approx(expected, rel=1e-5)
+    assert heldout.metric_name(2048, None) != heldout.metric_name(2048, 2)
+
+
 def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monkeypatch, capsys):
     """A tiny hopper file split, DT trained 4 steps on its train part (frozen-dt train --dataset), its held-out
     action error measured: the same command-line path the locomotion protocol uses."""
@@ -606,6 +633,18 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
                          "--windows", "16", "--out", str(out)]) == 0
     (record,) = heldout.read_records(out)
     assert record["arm"] == "dt" and record["lr"] == 1e-4 and record["action_mse"] == result["action_mse"]
+    per_step = tmp_path / "records" / "per-step.json"
+    assert heldout.main(["error", str(tmp_path / "run"), "--heldout", str(tmp_path / "split" / "heldout.pkl"),
+                         "--per-step", "3", "--out", str(per_step)]) == 0
+    (stepped,) = heldout.read_records(per_step)
+    assert stepped["stride"] == 3 and "steps 0, 3, 6, ..." in stepped["metric"] and stepped["action_mse"] > 0
+    assert heldout.main(["select", str(per_step)]) == 2  # the pilot's rule reads the primary metric only
+    assert "pilot's rule reads the primary metric" in capsys.readouterr().err
+    mixed = json.loads(out.read_text())
+    mixed["runs"].append(stepped)
+    (tmp_path / "records" / "mixed.json").write_text(json.dumps(mixed))
+    with pytest.raises(heldout.FrozenDTError, match="mixes metrics"):
+        heldout.read_records(tmp_path / "records" / "mixed.json")
     assert heldout.main(["select", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("dt: lr 0.0001: %.5f -> lr 0.0001" % result["action_mse"])
     assert heldout.main(["compare", str(out)]) == 2  # no frozen-dt-pretrained runs

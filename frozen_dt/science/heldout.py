@@ -8,7 +8,10 @@ episodes (at least one) as held out and writes both parts as Decision-Transforme
 naming the source, the seed and the held-out episode indices. ``error`` loads a trained run (``frozen-dt train
 --dataset .../train.pkl``) and measures the MSE of its predicted actions over the real (unpadded) steps of
 ``--windows`` context windows of the held-out episodes, drawn with a fixed seed (the same windows for every run of
-the same context), normalised with the run's own observation statistics, at the run's return-to-go scale.
+the same context), normalised with the run's own observation statistics, at the run's return-to-go scale. With
+``--per-step STRIDE`` it measures instead the action predicted at every STRIDE-th held-out step from the window that
+ends at it (up to the context's steps of its episode), the prediction a rollout acts on: an exploratory check that
+the primary metric's every-position average does not decide the reading.
 
 ``error --out FILE`` also writes the records (each run's arm: ``dt`` or ``frozen-dt-<init>``, its learning rate and
 seed, the error, and the sweep's evaluated returns beside it, labelled as the noisier measure). ``select FILE``
@@ -20,6 +23,7 @@ with the protocol's wording (``results/science/PROTOCOL.md``, 2026-12-04, locomo
     python -m frozen_dt.science.heldout split walker2d-medium-v2 runs/data/walker2d-medium-split --fraction 0.1
     python -m frozen_dt.science.heldout error RUN_DIR... --heldout runs/data/walker2d-medium-split/heldout.pkl \
         --out results/science/locomotion/pilot.json
+    python -m frozen_dt.science.heldout error RUN_DIR... --heldout ... --per-step 10 --out .../main-per-step.json
     python -m frozen_dt.science.heldout select results/science/locomotion/pilot.json
     python -m frozen_dt.science.heldout compare results/science/locomotion/main.json [--md FILE]
 """
@@ -108,7 +112,30 @@ def action_error(model: torch.nn.Module, view, n_windows: int, seed: int = WINDO
     return total / count
 
 
-def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
+@torch.no_grad()
+def step_action_error(model: torch.nn.Module, view, episode_start: np.ndarray, steps: np.ndarray,
+                      chunk: int = 256) -> float:
+    """MSE of the action predicted for each step in ``steps`` from the window that ends at it (up to the context's
+    steps of its own episode, with the data's return-to-go), read at that step's position: the prediction a rollout
+    acts on, given the data's history. ``episode_start[i]`` is the first step of step i's episode."""
+    steps = np.asarray(steps, np.int64)
+    starts = np.maximum(episode_start[steps], steps - view.context + 1)
+    device = next(model.parameters()).device
+    total = 0.0
+    for i in range(0, len(steps), chunk):
+        begin, step = starts[i:i + chunk], steps[i:i + chunk]
+        idx, mask = view.window_indices(begin)
+        at_step = (idx == step[:, None]) & mask
+        if not at_step.any(axis=1).all():  # the window from max(episode start, step - K + 1) always holds the step
+            raise AssertionError("a step outside the window that ends at it")
+        rows, position = torch.arange(len(step)), torch.as_tensor(at_step.argmax(axis=1))
+        tensors = {k: torch.as_tensor(v, device=device) for k, v in view.batch_at(begin).items()}
+        predicted = model(tensors).float()[rows, position]
+        total += float(((predicted - tensors["actions"][rows, position].float()) ** 2).mean(dim=1).sum())
+    return total / len(steps)
+
+
+def run_error(run_dir: Path, heldout: Path, n_windows: int, stride: int | None = None) -> dict:
     from frozen_dt.data.readers import read_file
     from frozen_dt.data.views import SequenceView
     from frozen_dt.eval.runs import load_run
@@ -123,7 +150,11 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
     dataset = read_file(heldout)
     view = SequenceView(dataset, context, rtg_scale=loaded.problem.rtg_scale,
                         max_timestep=loaded.problem.max_timestep, obs_stats=loaded.obs_stats)
-    error = action_error(loaded.model, view, n_windows)
+    if stride is None:
+        error = action_error(loaded.model, view, n_windows)
+    else:
+        episode_start = dataset.episode_starts[dataset.episode_index]
+        error = step_action_error(loaded.model, view, episode_start, np.arange(0, len(view), stride))
     init = getattr(loaded.settings.algo, "init", None)
     returns = evaluated_scores(run_dir, data_env)
     if returns and data_env and returns["env_version"] != data_env:  # beside the error, so flagged, not refused
@@ -131,8 +162,17 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int) -> dict:
                                f"(frozen-dt eval RUN --env-version {data_env})")
     return {"run_dir": str(run_dir), "algo": loaded.settings.run.algo,
             "arm": loaded.settings.run.algo + (f"-{init}" if init else ""), "lr": loaded.settings.algo.lr,
-            "seed": loaded.settings.run.seed, "step": loaded.step, "heldout": str(heldout), "windows": n_windows,
-            "action_mse": error, "returns": returns}
+            "seed": loaded.settings.run.seed, "step": loaded.step, "heldout": str(heldout),
+            **({"windows": n_windows} if stride is None else {"stride": stride}),
+            "metric": metric_name(n_windows, stride), "action_mse": error, "returns": returns}
+
+
+def metric_name(n_windows: int, stride: int | None) -> str:
+    """What ``error`` measured: the protocol's primary metric, or the per-step one (``--per-step``)."""
+    if stride is None:
+        return f"held-out action MSE over {n_windows} seeded windows (every position)"
+    steps = "every held-out step" if stride == 1 else f"held-out steps 0, {stride}, {2 * stride}, ..."
+    return f"held-out action MSE at {steps}, each predicted from the window that ends at it (exploratory)"
 
 
 def evaluated_scores(run_dir: Path, env_version: str | None = None) -> dict | None:
@@ -187,7 +227,16 @@ def read_records(path: Path) -> list[dict]:
         if not (isinstance(r, dict) and isinstance(r.get("arm"), str) and isinstance(r.get("lr"), (int, float))
                 and isinstance(r.get("seed"), int) and isinstance(r.get("action_mse"), (int, float))):
             raise FrozenDTError(f"{path}: a run record lacks arm, lr, seed or action_mse: {r!r}"[:300])
+    metrics = sorted({record_metric(r) for r in runs})
+    if len(metrics) > 1:
+        raise FrozenDTError(f"{path} mixes metrics ({'; '.join(metrics)}): one error command's records per file")
     return runs
+
+
+def record_metric(record: dict) -> str:
+    """The metric a record measured (records written before ``metric`` was recorded: the windows' one)."""
+    metric = record.get("metric")
+    return metric if isinstance(metric, str) else metric_name(record.get("windows", 0), None)
 
 
 def select_rates(runs: list[dict]) -> dict[str, dict]:
@@ -325,7 +374,10 @@ def main(argv=None) -> int:
     e = sub.add_parser("error")
     e.add_argument("run_dirs", nargs="+")
     e.add_argument("--heldout", required=True)
-    e.add_argument("--windows", type=int, default=2048)
+    e.add_argument("--windows", type=int, default=2048, help="seeded windows for the protocol's primary metric")
+    e.add_argument("--per-step", type=int, metavar="STRIDE",
+                   help="measure instead the action predicted at every STRIDE-th held-out step from the window that "
+                        "ends at it, as a rollout acts (exploratory; PROTOCOL.md)")
     e.add_argument("--out", help="also write the records (JSON) here, for select and compare")
     c = sub.add_parser("select", help="the pilot's learning-rate rule per arm")
     c.add_argument("records")
@@ -351,26 +403,31 @@ def _command(args) -> None:
             print(f"the data came from the {version} env, which the pickles cannot record: train or evaluate runs "
                   f"on them with --env-version {version} (a sweep: eval: {{env_version: {version}}})")
     elif args.action == "error":
-        if args.windows <= 0:
-            raise FrozenDTError(f"--windows must be positive, got {args.windows}")
+        if args.windows <= 0 or (args.per_step is not None and args.per_step <= 0):
+            raise FrozenDTError(f"--windows and --per-step must be positive, got {args.windows}, {args.per_step}")
         records = []
         for run_dir in args.run_dirs:
-            r = run_error(Path(run_dir), Path(args.heldout), args.windows)
+            r = run_error(Path(run_dir), Path(args.heldout), args.windows, args.per_step)
             records.append(r)
             returns = ", ".join(f"{t} {v:.1f}" for t, v in (r["returns"] or {}).get("scores", {}).items())
-            print(f"{r['run_dir']} ({r['arm']}, lr {r['lr']:g}, seed {r['seed']}, step {r['step']}): held-out action "
-                  f"MSE {r['action_mse']:.5f} over {r['windows']} windows"
+            print(f"{r['run_dir']} ({r['arm']}, lr {r['lr']:g}, seed {r['seed']}, step {r['step']}): "
+                  f"{r['metric']} {r['action_mse']:.5f}"
                   + (f"; evaluated score by target (noisier) {returns}" if returns else ""), flush=True)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            write_json(Path(args.out), {"heldout": args.heldout, "windows": args.windows, "runs": records})
+            write_json(Path(args.out), {"heldout": args.heldout, "metric": records[0]["metric"], "runs": records})
     elif args.action == "select":
-        for arm, rule in select_rates(read_records(Path(args.records))).items():
+        runs = read_records(Path(args.records))
+        if "stride" in runs[0]:  # read_records: one metric per file
+            raise FrozenDTError(f"{args.records} holds the {record_metric(runs[0])}: the pilot's rule reads the "
+                                "primary metric (error without --per-step)")
+        for arm, rule in select_rates(runs).items():
             errors = ", ".join(f"lr {lr:g}: {e:.5f}" for lr, e in rule["errors"].items())
             print(f"{arm}: {errors} -> lr {rule['chosen']:g}")
     else:
-        result = compare_arms(read_records(Path(args.records)), args.reference)
-        text = comparison_markdown(result)
+        runs = read_records(Path(args.records))
+        result = compare_arms(runs, args.reference)
+        text = f"Metric: {record_metric(runs[0])}.\n\n" + comparison_markdown(result)
         print(text, end="")
         if args.md:
             atomic_write_text(Path(args.md), text)
