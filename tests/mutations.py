@@ -225,9 +225,10 @@ MUTATIONS = [  # (name, file, original line (stripped), mutated line, tests that
      'if path is None or not names_file(Path(path), heldout.parent / "train.pkl") \\',
      'if path is None and not names_file(Path(path), heldout.parent / "train.pkl") \\',
      ["tests/test_science.py::test_heldout_split_trains_and_measures_a_run_end_to_end"]),
-    ("Held-out per-step error: each step read at the window's last position, not at its own",
-     "frozen_dt/science/heldout.py",
-     "predicted = model(tensors).float()[rows, position]", "predicted = model(tensors).float()[rows, -1]",
+    ("Held-out per-step error: the window a step is read from ends one step before it",
+     "frozen_dt/data/views.py",
+     "return self._batch(*self._left_padded(steps - lengths + 1, lengths))",
+     "return self._batch(*self._left_padded(steps - lengths, lengths))",
      ["tests/test_science.py::test_heldout_per_step_error_reads_each_step_from_the_window_that_ends_at_it"]),
 ]
 

@@ -579,12 +579,14 @@ def test_heldout_action_error_is_the_mse_over_real_steps():
 
 
 def test_heldout_per_step_error_reads_each_step_from_the_window_that_ends_at_it():
-    """A causal stand-in predicts, at each real position, how many real steps its window holds up to there: read
-    where the step lies in the window ending at it, that is min(steps since its episode began + 1, context)."""
+    """A causal stand-in predicts, at each position, how many real steps its window holds up to there plus the
+    position's first observation entry: read at the last position of the window ending at a step, that is
+    min(steps since its episode began + 1, context) + the step's own observation (the first episode is shorter
+    than the context, so step 0's window is left-padded)."""
     from frozen_dt.data.views import SequenceView
     from frozen_dt.science import heldout
 
-    data = _dataset()
+    data = _dataset(lengths=(3, 7, 5, 6, 4))
     view = SequenceView(data, context=4)
 
     class HistoryLength(nn.Module):
@@ -593,15 +595,18 @@ def test_heldout_per_step_error_reads_each_step_from_the_window_that_ends_at_it(
             self.unused = nn.Parameter(torch.zeros(()))
 
         def forward(self, batch):
-            seen = batch["mask"].float().cumsum(dim=1) * batch["mask"].float()
+            mask = batch["mask"].float()
+            seen = mask.cumsum(dim=1) * mask + batch["observations"][..., 0]
             return seen[..., None].expand_as(batch["actions"])
 
     episode_start = data.episode_starts[data.episode_index]
     steps = np.arange(0, len(view), 2)
-    history = np.minimum(steps - episode_start[steps] + 1, 4)
-    expected = float(((history[:, None] - data.actions[steps]) ** 2).mean())
-    assert heldout.step_action_error(HistoryLength(), view, episode_start, steps, chunk=3) == \
-        pytest.approx(expected, rel=1e-5)
+    predicted = np.minimum(steps - episode_start[steps] + 1, 4) + view.observations[steps, 0]
+    expected = float(((predicted[:, None] - data.actions[steps]) ** 2).mean())
+    assert heldout.step_action_error(HistoryLength(), view, steps, chunk=3) == pytest.approx(expected, rel=1e-5)
+    batch = view.batch_ending_at(np.array([0, 4]))  # step 0: 3 padded slots; step 4 (2nd in its episode): 2
+    assert batch["mask"].tolist() == [[False, False, False, True], [False, False, True, True]]
+    assert batch["timesteps"].tolist() == [[0, 0, 0, 0], [0, 0, 0, 1]]
     assert heldout.metric_name(2048, None) != heldout.metric_name(2048, 2)
 
 
@@ -609,6 +614,8 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     """A tiny hopper file split, DT trained 4 steps on its train part (frozen-dt train --dataset), its held-out
     action error measured: the same command-line path the locomotion protocol uses."""
     from frozen_dt.data.readers import read_file
+    from frozen_dt.data.views import SequenceView
+    from frozen_dt.eval.runs import load_run
     from frozen_dt.science import heldout
     from test_cli import run as cli_run
     from test_cli import write_d4rl_hdf5
@@ -637,7 +644,13 @@ def test_heldout_split_trains_and_measures_a_run_end_to_end(data, tmp_path, monk
     assert heldout.main(["error", str(tmp_path / "run"), "--heldout", str(tmp_path / "split" / "heldout.pkl"),
                          "--per-step", "3", "--out", str(per_step)]) == 0
     (stepped,) = heldout.read_records(per_step)
-    assert stepped["stride"] == 3 and "steps 0, 3, 6, ..." in stepped["metric"] and stepped["action_mse"] > 0
+    assert stepped["stride"] == 3 and "steps 0, 3, 6, ..." in stepped["metric"]
+    loaded = load_run(tmp_path / "run")
+    held = SequenceView(read_file(tmp_path / "split" / "heldout.pkl"), loaded.settings.algo.context,
+                        rtg_scale=loaded.problem.rtg_scale, max_timestep=loaded.problem.max_timestep,
+                        obs_stats=loaded.obs_stats)
+    assert stepped["action_mse"] == pytest.approx(heldout.step_action_error(loaded.model, held,
+                                                                            np.arange(0, len(held), 3)), rel=1e-6)
     assert heldout.main(["select", str(per_step)]) == 2  # the pilot's rule reads the primary metric only
     assert "pilot's rule reads the primary metric" in capsys.readouterr().err
     mixed = json.loads(out.read_text())
@@ -709,7 +722,7 @@ def test_heldout_pilot_rule_takes_each_arms_lowest_error_and_ties_to_the_smaller
         heldout.select_rates(runs + [{**runs[1], "action_mse": 0.01}])  # a second run of one seed is not averaged in
 
 
-def test_heldout_comparison_is_welchs_interval_and_the_probability_of_a_lower_error():
+def test_heldout_comparison_is_welchs_interval_and_the_probability_of_a_lower_error(tmp_path, capsys):
     from scipy import stats
 
     from frozen_dt.errors import FrozenDTError
@@ -753,6 +766,11 @@ def test_heldout_comparison_is_welchs_interval_and_the_probability_of_a_lower_er
     assert "| mean(frozen-dt-pretrained) - mean(arm) [Welch 95 % t-interval] | p (Welch, two-sided, uncorrected" in text
     with pytest.raises(FrozenDTError, match="several learning rates"):
         heldout.compare_arms(runs + [{"arm": "dt", "lr": 1e-3, "seed": 9, "action_mse": 0.3}])
+    old_format = tmp_path / "records.json"  # written before records named their metric: the primary one
+    old_format.write_text(json.dumps({"windows": 2048, "runs": [{**r, "windows": 2048} for r in runs]}))
+    assert heldout.main(["compare", str(old_format), "--json", str(tmp_path / "result.json")]) == 0
+    assert capsys.readouterr().out.startswith("Metric: held-out action MSE over 2048 seeded windows (every position).")
+    assert json.loads((tmp_path / "result.json").read_text())["metric"] == heldout.metric_name(2048, None)
     with pytest.raises(FrozenDTError, match="arm dt has seed 0 more than once"):
         heldout.compare_arms(runs + [{**[r for r in runs if r["arm"] == "dt"][0], "action_mse": 0.3}])
 

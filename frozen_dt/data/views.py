@@ -131,6 +131,7 @@ class SequenceView:
         self.rtg = rtg.astype(np.float32)
         episode = dataset.episode_index
         self.episode_end = (dataset.episode_ends[episode] + 1).astype(np.int64)  # exclusive end of each step's episode
+        self.episode_start = dataset.episode_starts[episode].astype(np.int64)
         self.timesteps = np.minimum(np.arange(n) - dataset.episode_starts[episode], max_timestep - 1).astype(np.int64)
 
     def __len__(self) -> int:
@@ -138,11 +139,14 @@ class SequenceView:
 
     def window_indices(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Step indices (B, K) of left-padded windows starting at ``starts``, and their masks (B, K)."""
+        lengths = np.minimum(self.episode_end[starts] - starts, self.context)  # real steps in each window
+        return self._left_padded(starts, lengths)
+
+    def _left_padded(self, first: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = self.context
-        lengths = np.minimum(self.episode_end[starts] - starts, k)  # real steps in each window
         offsets = np.arange(k)[None, :] - (k - lengths)[:, None]  # negative where padded
         mask = offsets >= 0
-        idx = np.where(mask, starts[:, None] + offsets, 0)
+        idx = np.where(mask, first[:, None] + offsets, 0)
         return idx, mask
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
@@ -158,7 +162,16 @@ class SequenceView:
 
     def batch_at(self, starts: np.ndarray) -> dict:
         """The windows starting at steps ``starts`` (without goals)."""
-        idx, mask = self.window_indices(starts)
+        return self._batch(*self.window_indices(starts))
+
+    def batch_ending_at(self, steps: np.ndarray) -> dict:
+        """The windows whose last position is each of ``steps``: up to ``context`` steps of its own episode,
+        left-padded, as a rollout builds the window it acts on at that step."""
+        steps = np.asarray(steps, np.int64)
+        lengths = np.minimum(steps - self.episode_start[steps] + 1, self.context)
+        return self._batch(*self._left_padded(steps - lengths + 1, lengths))
+
+    def _batch(self, idx: np.ndarray, mask: np.ndarray) -> dict:
         m = mask[..., None]
         batch = {
             "observations": np.where(m, self.observations[idx], 0.0).astype(np.float32),

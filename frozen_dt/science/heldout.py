@@ -9,9 +9,10 @@ naming the source, the seed and the held-out episode indices. ``error`` loads a 
 --dataset .../train.pkl``) and measures the MSE of its predicted actions over the real (unpadded) steps of
 ``--windows`` context windows of the held-out episodes, drawn with a fixed seed (the same windows for every run of
 the same context), normalised with the run's own observation statistics, at the run's return-to-go scale. With
-``--per-step STRIDE`` it measures instead the action predicted at every STRIDE-th held-out step from the window that
-ends at it (up to the context's steps of its episode), the prediction a rollout acts on: an exploratory check that
-the primary metric's every-position average does not decide the reading.
+``--per-step STRIDE`` it measures instead the action predicted at every STRIDE-th held-out step at the last position
+of the window that ends at it (up to the context's steps of its episode, left-padded: the window a rollout acts on,
+with the data's history), an exploratory check that the primary metric's every-position average does not decide
+the reading.
 
 ``error --out FILE`` also writes the records (each run's arm: ``dt`` or ``frozen-dt-<init>``, its learning rate and
 seed, the error, and the sweep's evaluated returns beside it, labelled as the noisier measure). ``select FILE``
@@ -113,25 +114,16 @@ def action_error(model: torch.nn.Module, view, n_windows: int, seed: int = WINDO
 
 
 @torch.no_grad()
-def step_action_error(model: torch.nn.Module, view, episode_start: np.ndarray, steps: np.ndarray,
-                      chunk: int = 256) -> float:
-    """MSE of the action predicted for each step in ``steps`` from the window that ends at it (up to the context's
-    steps of its own episode, with the data's return-to-go), read at that step's position: the prediction a rollout
-    acts on, given the data's history. ``episode_start[i]`` is the first step of step i's episode."""
-    steps = np.asarray(steps, np.int64)
-    starts = np.maximum(episode_start[steps], steps - view.context + 1)
+def step_action_error(model: torch.nn.Module, view, steps: np.ndarray, chunk: int = 256) -> float:
+    """MSE of the action predicted for each step in ``steps`` at the last position of the window that ends at it
+    (up to the context's steps of its own episode, left-padded): the window a rollout acts on at that step, here
+    with the data's history and return-to-go, in the precision ``model`` is loaded in."""
     device = next(model.parameters()).device
     total = 0.0
     for i in range(0, len(steps), chunk):
-        begin, step = starts[i:i + chunk], steps[i:i + chunk]
-        idx, mask = view.window_indices(begin)
-        at_step = (idx == step[:, None]) & mask
-        if not at_step.any(axis=1).all():  # the window from max(episode start, step - K + 1) always holds the step
-            raise AssertionError("a step outside the window that ends at it")
-        rows, position = torch.arange(len(step)), torch.as_tensor(at_step.argmax(axis=1))
-        tensors = {k: torch.as_tensor(v, device=device) for k, v in view.batch_at(begin).items()}
-        predicted = model(tensors).float()[rows, position]
-        total += float(((predicted - tensors["actions"][rows, position].float()) ** 2).mean(dim=1).sum())
+        tensors = {k: torch.as_tensor(v, device=device) for k, v in view.batch_ending_at(steps[i:i + chunk]).items()}
+        predicted = model(tensors).float()[:, -1]
+        total += float(((predicted - tensors["actions"][:, -1].float()) ** 2).mean(dim=1).sum())
     return total / len(steps)
 
 
@@ -153,8 +145,7 @@ def run_error(run_dir: Path, heldout: Path, n_windows: int, stride: int | None =
     if stride is None:
         error = action_error(loaded.model, view, n_windows)
     else:
-        episode_start = dataset.episode_starts[dataset.episode_index]
-        error = step_action_error(loaded.model, view, episode_start, np.arange(0, len(view), stride))
+        error = step_action_error(loaded.model, view, np.arange(0, len(view), stride))
     init = getattr(loaded.settings.algo, "init", None)
     returns = evaluated_scores(run_dir, data_env)
     if returns and data_env and returns["env_version"] != data_env:  # beside the error, so flagged, not refused
@@ -411,14 +402,14 @@ def _command(args) -> None:
             records.append(r)
             returns = ", ".join(f"{t} {v:.1f}" for t, v in (r["returns"] or {}).get("scores", {}).items())
             print(f"{r['run_dir']} ({r['arm']}, lr {r['lr']:g}, seed {r['seed']}, step {r['step']}): "
-                  f"{r['metric']} {r['action_mse']:.5f}"
+                  f"{r['metric']}: {r['action_mse']:.5f}"
                   + (f"; evaluated score by target (noisier) {returns}" if returns else ""), flush=True)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             write_json(Path(args.out), {"heldout": args.heldout, "metric": records[0]["metric"], "runs": records})
     elif args.action == "select":
         runs = read_records(Path(args.records))
-        if "stride" in runs[0]:  # read_records: one metric per file
+        if record_metric(runs[0]) != metric_name(runs[0].get("windows", 0), None):  # one metric per file
             raise FrozenDTError(f"{args.records} holds the {record_metric(runs[0])}: the pilot's rule reads the "
                                 "primary metric (error without --per-step)")
         for arm, rule in select_rates(runs).items():
@@ -426,7 +417,7 @@ def _command(args) -> None:
             print(f"{arm}: {errors} -> lr {rule['chosen']:g}")
     else:
         runs = read_records(Path(args.records))
-        result = compare_arms(runs, args.reference)
+        result = {**compare_arms(runs, args.reference), "metric": record_metric(runs[0])}
         text = f"Metric: {record_metric(runs[0])}.\n\n" + comparison_markdown(result)
         print(text, end="")
         if args.md:
