@@ -131,8 +131,8 @@ class SequenceView:
         self.rtg = rtg.astype(np.float32)
         episode = dataset.episode_index
         self.episode_end = (dataset.episode_ends[episode] + 1).astype(np.int64)  # exclusive end of each step's episode
-        self.episode_start = dataset.episode_starts[episode].astype(np.int64)
-        self.timesteps = np.minimum(np.arange(n) - dataset.episode_starts[episode], max_timestep - 1).astype(np.int64)
+        self.episode_start = dataset.episode_starts[episode].astype(np.int64)  # first step of each step's episode
+        self.timesteps = np.minimum(np.arange(n) - self.episode_start, max_timestep - 1)
 
     def __len__(self) -> int:
         return len(self.observations)

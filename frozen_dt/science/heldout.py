@@ -409,16 +409,18 @@ def _command(args) -> None:
             write_json(Path(args.out), {"heldout": args.heldout, "metric": records[0]["metric"], "runs": records})
     elif args.action == "select":
         runs = read_records(Path(args.records))
-        if record_metric(runs[0]) != metric_name(runs[0].get("windows", 0), None):  # one metric per file
-            raise FrozenDTError(f"{args.records} holds the {record_metric(runs[0])}: the pilot's rule reads the "
-                                "primary metric (error without --per-step)")
+        metric = record_metric(runs[0])  # one metric per file: read_records
+        if metric != metric_name(runs[0].get("windows", 0), None):
+            raise FrozenDTError(f"{args.records} holds the {metric}: the pilot's rule reads the primary metric "
+                                "(error without --per-step)")
         for arm, rule in select_rates(runs).items():
             errors = ", ".join(f"lr {lr:g}: {e:.5f}" for lr, e in rule["errors"].items())
             print(f"{arm}: {errors} -> lr {rule['chosen']:g}")
     else:
         runs = read_records(Path(args.records))
-        result = {**compare_arms(runs, args.reference), "metric": record_metric(runs[0])}
-        text = f"Metric: {record_metric(runs[0])}.\n\n" + comparison_markdown(result)
+        metric = record_metric(runs[0])
+        result = {**compare_arms(runs, args.reference), "metric": metric}
+        text = f"Metric: {metric}.\n\n" + comparison_markdown(result)
         print(text, end="")
         if args.md:
             atomic_write_text(Path(args.md), text)
